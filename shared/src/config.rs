@@ -1,0 +1,175 @@
+//! Typed reading of environment settings: a missing or invalid setting is an error that names it.
+
+use std::str::FromStr;
+
+/// A setting that is missing or cannot be used. The message names the variable, never its value
+/// (values may be secret ids or URLs with credentials).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("required setting {0} is not set")]
+    Missing(&'static str),
+    #[error("setting {name} is invalid: {reason}")]
+    Invalid { name: &'static str, reason: String },
+}
+
+/// Where settings come from: the process environment in production, a map in tests.
+pub trait Env {
+    fn get(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn get(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+impl<F: Fn(&str) -> Option<String>> Env for F {
+    fn get(&self, name: &str) -> Option<String> {
+        self(name)
+    }
+}
+
+/// A non-empty, trimmed value, or `None` when unset or blank.
+pub fn optional(env: &dyn Env, name: &'static str) -> Option<String> {
+    env.get(name)
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+pub fn required(env: &dyn Env, name: &'static str) -> Result<String, ConfigError> {
+    optional(env, name).ok_or(ConfigError::Missing(name))
+}
+
+/// A parsed value with a default when unset.
+pub fn parsed_or<T>(env: &dyn Env, name: &'static str, default: T) -> Result<T, ConfigError>
+where
+    T: FromStr,
+    T::Err: std::fmt::Display,
+{
+    match optional(env, name) {
+        None => Ok(default),
+        Some(raw) => raw.parse().map_err(|e: T::Err| ConfigError::Invalid {
+            name,
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// A positive integer with a default, bounded above by `max`.
+pub fn positive_or(
+    env: &dyn Env,
+    name: &'static str,
+    default: usize,
+    max: usize,
+) -> Result<usize, ConfigError> {
+    let value: usize = parsed_or(env, name, default)?;
+    if value == 0 || value > max {
+        return Err(ConfigError::Invalid {
+            name,
+            reason: format!("must be between 1 and {max}"),
+        });
+    }
+    Ok(value)
+}
+
+/// An `http://` or `https://` URL without a trailing slash.
+pub fn url(env: &dyn Env, name: &'static str) -> Result<String, ConfigError> {
+    let raw = required(env, name)?;
+    check_url(name, raw)
+}
+
+pub fn url_or(env: &dyn Env, name: &'static str, default: &str) -> Result<String, ConfigError> {
+    let raw = optional(env, name).unwrap_or_else(|| default.to_owned());
+    check_url(name, raw)
+}
+
+fn check_url(name: &'static str, raw: String) -> Result<String, ConfigError> {
+    match reqwest::Url::parse(&raw) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+            Ok(raw.trim_end_matches('/').to_owned())
+        }
+        _ => Err(ConfigError::Invalid {
+            name,
+            reason: "must be an http(s) URL".into(),
+        }),
+    }
+}
+
+/// Comma-separated list; empty entries dropped.
+pub fn list(env: &dyn Env, name: &'static str) -> Vec<String> {
+    optional(env, name)
+        .map(|v| {
+            v.split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub fn bool_or(env: &dyn Env, name: &'static str, default: bool) -> Result<bool, ConfigError> {
+    match optional(env, name).map(|v| v.to_ascii_lowercase()) {
+        None => Ok(default),
+        Some(v) if matches!(v.as_str(), "true" | "1" | "yes") => Ok(true),
+        Some(v) if matches!(v.as_str(), "false" | "0" | "no") => Ok(false),
+        Some(_) => Err(ConfigError::Invalid {
+            name,
+            reason: "must be true or false".into(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Env {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k: &str| map.get(k).cloned()
+    }
+
+    #[test]
+    fn a_missing_setting_is_named() {
+        let err = required(&env(&[]), "RELTIO_API_URL").unwrap_err();
+        assert_eq!(err.to_string(), "required setting RELTIO_API_URL is not set");
+    }
+
+    #[test]
+    fn a_blank_setting_counts_as_missing() {
+        assert!(required(&env(&[("X_Y", "  ")]), "X_Y").is_err());
+    }
+
+    #[test]
+    fn an_out_of_range_number_is_invalid_and_named() {
+        let e = env(&[("RELTIO_BATCH_SIZE", "0")]);
+        let err = positive_or(&e, "RELTIO_BATCH_SIZE", 100, 1000).unwrap_err();
+        assert!(err.to_string().contains("RELTIO_BATCH_SIZE"), "{err}");
+        let e = env(&[("RELTIO_BATCH_SIZE", "abc")]);
+        assert!(positive_or(&e, "RELTIO_BATCH_SIZE", 100, 1000).is_err());
+        assert_eq!(positive_or(&env(&[]), "RELTIO_BATCH_SIZE", 100, 1000).unwrap(), 100);
+    }
+
+    #[test]
+    fn urls_must_be_http_and_lose_their_trailing_slash() {
+        let e = env(&[("U", "https://test.reltio.com/reltio/api/T/")]);
+        assert_eq!(url(&e, "U").unwrap(), "https://test.reltio.com/reltio/api/T");
+        assert!(url(&env(&[("U", "ftp://x")]), "U").is_err());
+        assert!(url(&env(&[("U", "not a url")]), "U").is_err());
+    }
+
+    #[test]
+    fn lists_and_booleans_parse() {
+        let e = env(&[("L", " a, ,b "), ("B", "TRUE"), ("C", "maybe")]);
+        assert_eq!(list(&e, "L"), vec!["a", "b"]);
+        assert!(bool_or(&e, "B", false).unwrap());
+        assert!(bool_or(&e, "C", false).is_err());
+        assert!(!bool_or(&e, "D", false).unwrap());
+    }
+}

@@ -1,0 +1,185 @@
+//! AWS DMS change records as DMS writes them to Kinesis (`MessageFormat` `json` or `json-unformatted`).
+//!
+//! Shapes from the DMS Kinesis target documentation (see REFERENCE.md): a `data` row, an optional before image
+//! under a configurable field name (update records only), and `metadata` whose keys beyond
+//! `record-type`/`operation`/`table-name` depend on endpoint settings and are therefore all optional.
+
+use serde_json::{Map, Value};
+use std::fmt;
+
+/// Field name DMS uses for the before image unless `BeforeImageSettings.FieldName` says otherwise.
+pub const DEFAULT_BEFORE_IMAGE_FIELD: &str = "before-image";
+
+/// Why bytes are not a DMS record. Always permanent: the same bytes never parse on a retry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DmsError {
+    #[error("record is not valid JSON: {0}")]
+    NotJson(String),
+    #[error("record is not a DMS message: {0}")]
+    WrongShape(String),
+}
+
+/// The four data operations DMS emits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataOperation {
+    /// A row from the full-load phase.
+    Load,
+    Insert,
+    Update,
+    Delete,
+}
+
+/// What a record is: a row change, or a control record (DDL and DMS's own bookkeeping).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordKind {
+    Data(DataOperation),
+    /// `create-table`, `drop-table`, `add-column`, ... kept verbatim: consumers only skip them.
+    Control(String),
+}
+
+/// `schema.table` as it names a source table in the mapping. The schema may be empty on control records.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TableName {
+    pub schema: String,
+    pub table: String,
+}
+
+impl TableName {
+    /// DMS's own tables (`awsdms_apply_exceptions`, `awsdms_status`, ...), which consumers skip.
+    pub fn is_dms_internal(&self) -> bool {
+        self.table.to_ascii_lowercase().starts_with("awsdms_")
+    }
+}
+
+impl fmt::Display for TableName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.schema.is_empty() {
+            f.write_str(&self.table)
+        } else {
+            write!(f, "{}.{}", self.schema, self.table)
+        }
+    }
+}
+
+/// One row change. Column values are kept as DMS rendered them (numbers, strings, booleans, null).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DmsRecord {
+    pub kind: RecordKind,
+    pub table: TableName,
+    /// Row after the change (for deletes: the deleted row, possibly only its key columns).
+    pub data: Map<String, Value>,
+    /// Before image of an update, when the task enables it. PostgreSQL sends `{}` when the key did not change.
+    pub before_image: Option<Map<String, Value>>,
+    /// DMS's own timestamp of the change (`metadata.timestamp`).
+    pub timestamp: Option<String>,
+    /// Source commit time, present with `IncludeTransactionDetails`.
+    pub commit_timestamp: Option<String>,
+    /// Source log position, present with `IncludeTransactionDetails`.
+    pub stream_position: Option<String>,
+    pub transaction_id: Option<String>,
+    pub partition_key_value: Option<String>,
+}
+
+impl DmsRecord {
+    /// Parses one Kinesis record's data. `before_image_field` is the task's `BeforeImageSettings.FieldName`.
+    pub fn parse(bytes: &[u8], before_image_field: &str) -> Result<DmsRecord, DmsError> {
+        let value: Value =
+            serde_json::from_slice(bytes).map_err(|e| DmsError::NotJson(e.to_string()))?;
+        let Value::Object(mut top) = value else {
+            return Err(shape("top level is not a JSON object"));
+        };
+        let Some(Value::Object(mut metadata)) = top.remove("metadata") else {
+            return Err(shape("missing \"metadata\" object"));
+        };
+        let record_type = take_string(&mut metadata, "record-type")?
+            .ok_or_else(|| shape("metadata has no \"record-type\""))?;
+        let operation = take_string(&mut metadata, "operation")?
+            .ok_or_else(|| shape("metadata has no \"operation\""))?;
+        let kind = match record_type.as_str() {
+            "data" => RecordKind::Data(match operation.as_str() {
+                "load" => DataOperation::Load,
+                "insert" => DataOperation::Insert,
+                "update" => DataOperation::Update,
+                "delete" => DataOperation::Delete,
+                other => return Err(shape(&format!("unknown data operation \"{other}\""))),
+            }),
+            "control" => RecordKind::Control(operation),
+            other => return Err(shape(&format!("unknown record-type \"{other}\""))),
+        };
+        let table = TableName {
+            schema: take_string(&mut metadata, "schema-name")?.unwrap_or_default(),
+            table: take_string(&mut metadata, "table-name")?
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| shape("metadata has no \"table-name\""))?,
+        };
+        let data = match top.remove("data") {
+            Some(Value::Object(row)) => row,
+            None | Some(Value::Null) if matches!(kind, RecordKind::Control(_)) => Map::new(),
+            None | Some(Value::Null) => return Err(shape("data record has no \"data\" object")),
+            Some(_) => return Err(shape("\"data\" is not an object")),
+        };
+        let before_image = match top.remove(before_image_field) {
+            Some(Value::Object(row)) => Some(row),
+            None | Some(Value::Null) => None,
+            Some(_) => {
+                return Err(shape(&format!(
+                    "\"{before_image_field}\" is not an object"
+                )))
+            }
+        };
+        Ok(DmsRecord {
+            kind,
+            table,
+            data,
+            before_image,
+            timestamp: take_string(&mut metadata, "timestamp")?,
+            commit_timestamp: take_string(&mut metadata, "commit-timestamp")?,
+            stream_position: take_string(&mut metadata, "stream-position")?,
+            transaction_id: take_string(&mut metadata, "transaction-id")?,
+            partition_key_value: take_string(&mut metadata, "partition-key-value")?,
+        })
+    }
+
+    pub fn operation(&self) -> Option<DataOperation> {
+        match self.kind {
+            RecordKind::Data(op) => Some(op),
+            RecordKind::Control(_) => None,
+        }
+    }
+
+    /// The best source time of the change: the commit timestamp, else DMS's timestamp.
+    pub fn source_time(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.commit_timestamp
+            .as_deref()
+            .and_then(parse_dms_timestamp)
+            .or_else(|| self.timestamp.as_deref().and_then(parse_dms_timestamp))
+    }
+}
+
+/// DMS writes `2024-07-29T00:58:17.983670Z`; some sources omit the zone (then UTC is meant).
+pub fn parse_dms_timestamp(raw: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(raw) {
+        return Some(t.with_timezone(&chrono::Utc));
+    }
+    ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"]
+        .iter()
+        .find_map(|f| chrono::NaiveDateTime::parse_from_str(raw, f).ok())
+        .map(|n| n.and_utc())
+}
+
+fn shape(reason: &str) -> DmsError {
+    DmsError::WrongShape(reason.to_owned())
+}
+
+/// A metadata value as text: DMS writes ids as numbers or strings depending on the source.
+fn take_string(metadata: &mut Map<String, Value>, key: &str) -> Result<Option<String>, DmsError> {
+    match metadata.remove(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(_) => Err(shape(&format!("metadata \"{key}\" is not a string or number"))),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,458 @@
+//! HTTP client for Reltio's data API: OAuth client-credentials token cached across invocations, retries of
+//! throttling and unavailability with backoff bounded by the invocation's deadline, per-item results.
+//!
+//! Retry rules from Reltio's guidance (REFERENCE.md): 401 → new token; 429 → back off, honouring
+//! `Retry-After`; 502/503/504 → exponential backoff; 403/404/500 → not retried here.
+
+use super::model::{CrosswalkKey, EntityBody};
+use crate::retry::{parse_retry_after, remaining, RetryPolicy};
+use crate::secrets::{SecretCache, SecretError};
+use reqwest::{RequestBuilder, Response, StatusCode, Url};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde_json::Value;
+use std::time::Duration;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+/// The shape of the `RELTIO_SECRET_ID` secret.
+#[derive(Deserialize, Clone)]
+pub struct ClientCredentials {
+    pub client_id: String,
+    pub client_secret: SecretString,
+}
+
+/// Where the client's OAuth credentials come from.
+pub enum CredentialSource {
+    /// Fixed credentials (tests, tools).
+    Static(ClientCredentials),
+    /// A Secrets Manager secret, read on first use and re-read after the token endpoint refuses it.
+    Secret(SecretCache),
+}
+
+/// A failed call. `is_transient` tells the handler whether to retry the record (batch item failure) or
+/// dead-letter it.
+#[derive(Debug, thiserror::Error)]
+pub enum ReltioError {
+    #[error("Reltio throttled the request (retry after {0:?})")]
+    Throttled(Option<Duration>),
+    #[error("Reltio is unavailable (HTTP {0})")]
+    Unavailable(u16),
+    #[error("Reltio did not answer in time")]
+    Timeout,
+    #[error("could not reach Reltio: {0}")]
+    Connection(String),
+    #[error("Reltio refused the credentials: {0}")]
+    Unauthorized(String),
+    /// 403, 404, 500 and other statuses Reltio says not to retry at once; the event source retries later.
+    #[error("Reltio answered HTTP {status}: {message}")]
+    Failed { status: u16, message: String },
+    /// 400/422: the request itself is invalid and will never succeed.
+    #[error("Reltio rejected the request (HTTP {status}): {message}")]
+    Rejected { status: u16, message: String },
+    #[error("Reltio's response could not be read: {0}")]
+    Decode(String),
+    #[error(transparent)]
+    Credentials(#[from] SecretError),
+    #[error("no time left in this invocation to finish the call (last error: {0})")]
+    BudgetExhausted(String),
+}
+
+impl ReltioError {
+    /// Transient errors may succeed later; only a rejected request is permanent.
+    pub fn is_transient(&self) -> bool {
+        !matches!(self, ReltioError::Rejected { .. })
+    }
+
+    /// Worth another try inside this invocation.
+    fn is_retryable_now(&self) -> bool {
+        matches!(
+            self,
+            ReltioError::Throttled(_)
+                | ReltioError::Unavailable(_)
+                | ReltioError::Timeout
+                | ReltioError::Connection(_)
+        )
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ReltioError::Throttled(d) => *d,
+            _ => None,
+        }
+    }
+}
+
+/// The result for one element of a `POST /entities` array.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ItemOutcome {
+    Written { uri: Option<String> },
+    Failed { message: String, transient: bool },
+}
+
+struct CachedToken {
+    access_token: SecretString,
+    /// When to stop using the token: a little before Reltio's expiry.
+    refresh_at: Instant,
+}
+
+/// Longest single HTTP exchange; the deadline shortens it further.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Refresh this long before the token expires, so that no request carries a token about to lapse.
+const TOKEN_REFRESH_MARGIN: Duration = Duration::from_secs(60);
+/// Longest error text kept from a response (it ends up in DLQ messages).
+const MAX_ERROR_TEXT: usize = 300;
+
+pub struct ReltioClient {
+    http: reqwest::Client,
+    api_url: String,
+    auth_url: String,
+    credentials: CredentialSource,
+    token: Mutex<Option<CachedToken>>,
+    retry: RetryPolicy,
+}
+
+impl ReltioClient {
+    /// `api_url` is the tenant base (`https://{env}.reltio.com/reltio/api/{tenant}`), without a trailing slash.
+    pub fn new(
+        http: reqwest::Client,
+        api_url: impl Into<String>,
+        auth_url: impl Into<String>,
+        credentials: CredentialSource,
+        retry: RetryPolicy,
+    ) -> Self {
+        ReltioClient {
+            http,
+            api_url: api_url.into().trim_end_matches('/').to_owned(),
+            auth_url: auth_url.into(),
+            credentials,
+            token: Mutex::new(None),
+            retry,
+        }
+    }
+
+    /// `POST /entities` (crosswalk-keyed upsert). Results come back in request order, one per entity.
+    /// `partial_override` sends `options=partialOverride` so only the attributes sent are overwritten.
+    pub async fn post_entities(
+        &self,
+        entities: &[EntityBody],
+        partial_override: bool,
+        deadline: Instant,
+    ) -> Result<Vec<ItemOutcome>, ReltioError> {
+        let body = bytes::Bytes::from(
+            serde_json::to_vec(entities).map_err(|e| ReltioError::Decode(e.to_string()))?,
+        );
+        let mut url = format!("{}/entities?returnObjects=false", self.api_url);
+        if partial_override {
+            url.push_str("&options=partialOverride");
+        }
+        let response = self
+            .send(deadline, |http| {
+                http.post(&url)
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(body.clone())
+            })
+            .await?;
+        let items: Vec<Value> = read_json(response).await?;
+        Ok(item_outcomes(&items, entities.len()))
+    }
+
+    /// Deletes a crosswalk by its value and type. The REST call is unverified against a live tenant
+    /// (REFERENCE.md); a 404 means it is already gone, which is the desired end state.
+    pub async fn delete_crosswalk(
+        &self,
+        key: &CrosswalkKey,
+        deadline: Instant,
+    ) -> Result<(), ReltioError> {
+        let mut url = Url::parse(&format!("{}/entities/_byCrosswalk", self.api_url))
+            .map_err(|e| ReltioError::Decode(e.to_string()))?;
+        url.path_segments_mut()
+            .map_err(|_| ReltioError::Decode("RELTIO_API_URL cannot take a path".into()))?
+            .push(&key.value);
+        url.query_pairs_mut().append_pair("type", &key.source);
+        if let Some(table) = &key.source_table {
+            url.query_pairs_mut().append_pair("sourceTable", table);
+        }
+        match self.send(deadline, |http| http.delete(url.clone())).await {
+            Ok(_) | Err(ReltioError::Failed { status: 404, .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `GET /{uri}` for an entity URI such as `entities/0Abc` (a merged loser's URI resolves to the winner).
+    pub async fn get_entity(&self, uri: &str, deadline: Instant) -> Result<Value, ReltioError> {
+        let url = format!("{}/{}", self.api_url, uri.trim_start_matches('/'));
+        let response = self.send(deadline, |http| http.get(&url)).await?;
+        read_json(response).await
+    }
+
+    /// Sends the request built by `build`, with a bearer token, retrying what is worth retrying until the
+    /// attempts or the deadline run out. A 401 gets one fresh token and one more try.
+    async fn send(
+        &self,
+        deadline: Instant,
+        build: impl Fn(&reqwest::Client) -> RequestBuilder,
+    ) -> Result<Response, ReltioError> {
+        let mut attempt = 0;
+        let mut refreshed_after_401 = false;
+        loop {
+            attempt += 1;
+            let error = match self.try_once(deadline, &build).await {
+                Ok(response) => return Ok(response),
+                Err(ReltioError::Unauthorized(_)) if !refreshed_after_401 => {
+                    refreshed_after_401 = true;
+                    *self.token.lock().await = None;
+                    attempt -= 1;
+                    continue;
+                }
+                Err(e) if e.is_retryable_now() => e,
+                Err(e) => return Err(e),
+            };
+            match self.retry.next_wait(attempt, error.retry_after(), deadline) {
+                Some(wait) => {
+                    tracing::debug!(attempt, ?wait, error = %error, "retrying Reltio call");
+                    tokio::time::sleep(wait).await;
+                }
+                None if attempt >= self.retry.max_attempts => return Err(error),
+                None => return Err(ReltioError::BudgetExhausted(error.to_string())),
+            }
+        }
+    }
+
+    async fn try_once(
+        &self,
+        deadline: Instant,
+        build: &impl Fn(&reqwest::Client) -> RequestBuilder,
+    ) -> Result<Response, ReltioError> {
+        let token = self.token(deadline).await?;
+        let left = remaining(deadline);
+        if left.is_zero() {
+            return Err(ReltioError::Timeout);
+        }
+        let response = build(&self.http)
+            .bearer_auth(token.expose_secret())
+            .timeout(left.min(REQUEST_TIMEOUT))
+            .send()
+            .await
+            .map_err(transport_error)?;
+        check_status(response).await
+    }
+
+    /// The cached token, or a new one. The lock is held while fetching so that concurrent requests wait for
+    /// one token call instead of each making one (the token endpoint allows 10 requests/s).
+    async fn token(&self, deadline: Instant) -> Result<SecretString, ReltioError> {
+        let mut cached = self.token.lock().await;
+        if let Some(t) = cached.as_ref().filter(|t| Instant::now() < t.refresh_at) {
+            return Ok(t.access_token.clone());
+        }
+        let fresh = self.fetch_token(deadline).await?;
+        let token = fresh.access_token.clone();
+        *cached = Some(fresh);
+        Ok(token)
+    }
+
+    async fn fetch_token(&self, deadline: Instant) -> Result<CachedToken, ReltioError> {
+        let credentials = match &self.credentials {
+            CredentialSource::Static(c) => c.clone(),
+            CredentialSource::Secret(cache) => cache.get_json::<ClientCredentials>().await?,
+        };
+        let left = remaining(deadline);
+        if left.is_zero() {
+            return Err(ReltioError::Timeout);
+        }
+        let response = self
+            .http
+            .post(&self.auth_url)
+            .basic_auth(
+                &credentials.client_id,
+                Some(credentials.client_secret.expose_secret()),
+            )
+            .form(&[("grant_type", "client_credentials")])
+            .timeout(left.min(REQUEST_TIMEOUT))
+            .send()
+            .await
+            .map_err(transport_error)?;
+        let response = match check_status(response).await {
+            Ok(r) => r,
+            // The token endpoint refusing the client means the secret is wrong or was rotated: re-read it
+            // next time rather than keep presenting the old one.
+            Err(ReltioError::Unauthorized(m))
+            | Err(ReltioError::Rejected { message: m, .. })
+            | Err(ReltioError::Failed { message: m, .. }) => {
+                if let CredentialSource::Secret(cache) = &self.credentials {
+                    cache.invalidate().await;
+                }
+                return Err(ReltioError::Unauthorized(format!(
+                    "token endpoint refused the client: {m}"
+                )));
+            }
+            Err(e) => return Err(e),
+        };
+        #[derive(Deserialize)]
+        struct TokenResponse {
+            access_token: SecretString,
+            expires_in: Option<u64>,
+        }
+        let token: TokenResponse = read_json(response).await?;
+        let lifetime = Duration::from_secs(token.expires_in.unwrap_or(3600));
+        // Short-lived tokens (tests, simulators) are refreshed at 90 % of their life instead.
+        let margin = TOKEN_REFRESH_MARGIN.min(lifetime / 10);
+        Ok(CachedToken {
+            access_token: token.access_token,
+            refresh_at: Instant::now() + lifetime - margin,
+        })
+    }
+}
+
+fn transport_error(e: reqwest::Error) -> ReltioError {
+    if e.is_timeout() {
+        ReltioError::Timeout
+    } else {
+        // Only the error kind: reqwest's chain can include the URL, which is harmless, but never a body.
+        let mut text = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            text.push_str(": ");
+            text.push_str(&s.to_string());
+            source = s.source();
+        }
+        ReltioError::Connection(text)
+    }
+}
+
+async fn check_status(response: Response) -> Result<Response, ReltioError> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let retry_after = parse_retry_after(
+        response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok()),
+    );
+    let message = error_text(response).await;
+    Err(match status {
+        StatusCode::UNAUTHORIZED => ReltioError::Unauthorized(message),
+        StatusCode::TOO_MANY_REQUESTS => ReltioError::Throttled(retry_after),
+        StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT => {
+            ReltioError::Unavailable(status.as_u16())
+        }
+        StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => ReltioError::Rejected {
+            status: status.as_u16(),
+            message,
+        },
+        _ => ReltioError::Failed {
+            status: status.as_u16(),
+            message,
+        },
+    })
+}
+
+/// Reltio's error text (`errorMessage`, OAuth's `error_description`, ...) or the start of the body.
+async fn error_text(response: Response) -> String {
+    let body = response.text().await.unwrap_or_default();
+    let text = serde_json::from_str::<Value>(&body)
+        .ok()
+        .and_then(|v| error_message(&v))
+        .unwrap_or(body);
+    truncate(text)
+}
+
+fn error_message(v: &Value) -> Option<String> {
+    let v = match v {
+        Value::Array(items) => items.first()?,
+        other => other,
+    };
+    ["errorMessage", "error_description", "message", "error"]
+        .iter()
+        .find_map(|k| v.get(*k))
+        .map(|m| match m {
+            Value::String(s) => s.clone(),
+            other => error_message(other).unwrap_or_else(|| other.to_string()),
+        })
+}
+
+fn truncate(mut text: String) -> String {
+    if text.len() > MAX_ERROR_TEXT {
+        let mut cut = MAX_ERROR_TEXT;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push('…');
+    }
+    text
+}
+
+async fn read_json<T: serde::de::DeserializeOwned>(response: Response) -> Result<T, ReltioError> {
+    let bytes = response.bytes().await.map_err(transport_error)?;
+    serde_json::from_slice(&bytes).map_err(|e| ReltioError::Decode(e.to_string()))
+}
+
+/// Maps the response array back to the request's elements, by each item's `index` when present.
+/// An element with no result is a transient failure: nothing says it was written.
+fn item_outcomes(items: &[Value], expected: usize) -> Vec<ItemOutcome> {
+    let mut outcomes = vec![
+        ItemOutcome::Failed {
+            message: "Reltio returned no result for this entity".into(),
+            transient: true,
+        };
+        expected
+    ];
+    for (position, item) in items.iter().enumerate() {
+        let index = item
+            .get("index")
+            .and_then(Value::as_u64)
+            .map(|i| i as usize)
+            .unwrap_or(position);
+        if let Some(slot) = outcomes.get_mut(index) {
+            *slot = item_outcome(item);
+        }
+    }
+    outcomes
+}
+
+/// REFERENCE.md: an item is failed when it is not marked successful (`successful: true` / `status: "OK"`)
+/// and carries `errors` or `error`. Error 2008 (`TOO_MANY_CONCURRENT_REQUESTS_FOR_OBJECT`) is retryable.
+fn item_outcome(item: &Value) -> ItemOutcome {
+    let marked_ok = item.get("successful").and_then(Value::as_bool) == Some(true)
+        || item
+            .get("status")
+            .and_then(Value::as_str)
+            .is_some_and(|s| s.eq_ignore_ascii_case("ok"));
+    let error = item.get("errors").or_else(|| item.get("error"));
+    match error {
+        Some(e) if !marked_ok && !e.is_null() => {
+            let code = find_key(e, "errorCode").map(|c| match c {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            });
+            let message = error_message(e).unwrap_or_else(|| e.to_string());
+            let transient = code.as_deref() == Some("2008")
+                || message.contains("TOO_MANY_CONCURRENT_REQUESTS");
+            let message = match code {
+                Some(c) => format!("error {c}: {message}"),
+                None => message,
+            };
+            ItemOutcome::Failed {
+                message: truncate(message),
+                transient,
+            }
+        }
+        _ => ItemOutcome::Written {
+            uri: item.get("uri").and_then(Value::as_str).map(str::to_owned),
+        },
+    }
+}
+
+fn find_key<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
+    match v {
+        Value::Object(m) => m.get(key),
+        Value::Array(items) => items.iter().find_map(|i| find_key(i, key)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,61 @@
+//! Entity and crosswalk bodies as `POST {tenant}/entities` takes them (REFERENCE.md, "Reltio").
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::fmt;
+
+/// A crosswalk: which source record contributes to an entity. Its identity is type + value (+ sourceTable).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Crosswalk {
+    /// Source type URI, e.g. `configuration/sources/SAP`.
+    #[serde(rename = "type")]
+    pub source: String,
+    pub value: String,
+    #[serde(rename = "sourceTable", skip_serializing_if = "Option::is_none", default)]
+    pub source_table: Option<String>,
+    /// Set to end-date the crosswalk: its values stop counting, matching keeps the link.
+    #[serde(rename = "deleteDate", skip_serializing_if = "Option::is_none", default)]
+    pub delete_date: Option<String>,
+}
+
+/// The identity of a source row in Reltio: the crosswalk without its dates. Changes to one key keep their order.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CrosswalkKey {
+    pub source: String,
+    pub source_table: Option<String>,
+    pub value: String,
+}
+
+impl CrosswalkKey {
+    pub fn crosswalk(&self) -> Crosswalk {
+        Crosswalk {
+            source: self.source.clone(),
+            value: self.value.clone(),
+            source_table: self.source_table.clone(),
+            delete_date: None,
+        }
+    }
+}
+
+impl fmt::Display for CrosswalkKey {
+    /// `SOURCE[/TABLE]:value` with the source's last path segment; used in logs and DLQ messages.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let short = self.source.rsplit('/').next().unwrap_or(&self.source);
+        match &self.source_table {
+            Some(t) => write!(f, "{short}/{t}:{}", self.value),
+            None => write!(f, "{short}:{}", self.value),
+        }
+    }
+}
+
+/// One element of the `POST /entities` array.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EntityBody {
+    /// Entity type URI, e.g. `configuration/entityTypes/Individual`.
+    #[serde(rename = "type")]
+    pub entity_type: String,
+    /// Attribute name → `[{"value": ...}]`, nested attributes holding their sub-attributes inside `value`.
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    pub attributes: Map<String, Value>,
+    pub crosswalks: Vec<Crosswalk>,
+}

@@ -1,0 +1,183 @@
+//! Test support shared by the workspace's tests: a `moto_server` on a free loopback port (AWS emulator),
+//! SDK configuration pointed at it, and builders for Lambda events.
+
+use base64::Engine;
+use serde_json::{json, Value};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A `moto_server` process on 127.0.0.1, stopped when dropped.
+pub struct MotoServer {
+    child: Child,
+    pub endpoint: String,
+}
+
+impl MotoServer {
+    /// Starts `moto_server` from `$MOTO_SERVER`, else from the project's `.venv` (which `make test` creates).
+    pub fn start() -> MotoServer {
+        let binary = std::env::var_os("MOTO_SERVER")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| workspace_root().join(".venv/bin/moto_server"));
+        assert!(
+            binary.exists(),
+            "moto_server not found at {}: run `make test` (it installs it into .venv) or set MOTO_SERVER",
+            binary.display()
+        );
+        let port = free_port();
+        let child = Command::new(&binary)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moto_server starts");
+        let server = MotoServer {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        };
+        let started = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "moto_server did not listen within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    /// SDK configuration for the emulator: fixed test credentials, `us-east-1`.
+    pub async fn sdk_config(&self) -> aws_config::SdkConfig {
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url(&self.endpoint)
+            .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+                "testing", "testing", None, None, "moto",
+            ))
+            .load()
+            .await
+    }
+
+    pub async fn sqs(&self) -> aws_sdk_sqs::Client {
+        aws_sdk_sqs::Client::new(&self.sdk_config().await)
+    }
+
+    pub async fn secrets(&self) -> aws_sdk_secretsmanager::Client {
+        aws_sdk_secretsmanager::Client::new(&self.sdk_config().await)
+    }
+
+    /// Creates a queue (FIFO when the name ends in `.fifo`) and returns its URL.
+    pub async fn create_queue(&self, name: &str) -> String {
+        let mut req = self.sqs().await.create_queue().queue_name(name);
+        if name.ends_with(".fifo") {
+            req = req.attributes(aws_sdk_sqs::types::QueueAttributeName::FifoQueue, "true");
+        }
+        req.send().await.expect("create queue").queue_url.unwrap()
+    }
+
+    /// Creates a secret holding `value` as its string and returns its ARN.
+    pub async fn create_secret(&self, name: &str, value: &Value) -> String {
+        self.secrets()
+            .await
+            .create_secret()
+            .name(name)
+            .secret_string(value.to_string())
+            .send()
+            .await
+            .expect("create secret")
+            .arn
+            .unwrap()
+    }
+
+    /// Every message now on the queue (received, then deleted), in receive order.
+    pub async fn drain_queue(&self, url: &str) -> Vec<aws_sdk_sqs::types::Message> {
+        let sqs = self.sqs().await;
+        let mut all = Vec::new();
+        loop {
+            let out = sqs
+                .receive_message()
+                .queue_url(url)
+                .max_number_of_messages(10)
+                .message_attribute_names("All")
+                .message_system_attribute_names(
+                    aws_sdk_sqs::types::MessageSystemAttributeName::All,
+                )
+                .send()
+                .await
+                .expect("receive");
+            let batch = out.messages.unwrap_or_default();
+            if batch.is_empty() {
+                return all;
+            }
+            for m in &batch {
+                sqs.delete_message()
+                    .queue_url(url)
+                    .receipt_handle(m.receipt_handle.clone().unwrap())
+                    .send()
+                    .await
+                    .expect("delete");
+            }
+            all.extend(batch);
+        }
+    }
+}
+
+impl Drop for MotoServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The workspace root (this crate lives in `tests/`).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A Kinesis event (as Lambda delivers it) holding `records` as `(partition key, data)` pairs, with
+/// increasing sequence numbers `4959...0001`, `...0002`, ...
+pub fn kinesis_event(records: &[(&str, &[u8])]) -> Value {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let records: Vec<Value> = records
+        .iter()
+        .enumerate()
+        .map(|(i, (key, data))| {
+            json!({
+                "kinesis": {
+                    "kinesisSchemaVersion": "1.0",
+                    "partitionKey": key,
+                    "sequenceNumber": sequence_number(i),
+                    "data": b64.encode(data),
+                    "approximateArrivalTimestamp": 1722214697.983
+                },
+                "eventSource": "aws:kinesis",
+                "eventVersion": "1.0",
+                "eventID": format!("shardId-000000000000:{}", sequence_number(i)),
+                "eventName": "aws:kinesis:record",
+                "invokeIdentityArn": "arn:aws:iam::123456789012:role/cdc-ingest",
+                "awsRegion": "us-east-1",
+                "eventSourceARN": "arn:aws:kinesis:us-east-1:123456789012:stream/dms-cdc"
+            })
+        })
+        .collect();
+    json!({ "Records": records })
+}
+
+/// The sequence number `kinesis_event` gives to the record at `index`.
+pub fn sequence_number(index: usize) -> String {
+    format!("49590338271490256608559692538361571095921575989136588{:03}", index + 1)
+}
