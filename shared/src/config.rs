@@ -138,7 +138,10 @@ mod tests {
     #[test]
     fn a_missing_setting_is_named() {
         let err = required(&env(&[]), "RELTIO_API_URL").unwrap_err();
-        assert_eq!(err.to_string(), "required setting RELTIO_API_URL is not set");
+        assert_eq!(
+            err.to_string(),
+            "required setting RELTIO_API_URL is not set"
+        );
     }
 
     #[test]
@@ -153,13 +156,19 @@ mod tests {
         assert!(err.to_string().contains("RELTIO_BATCH_SIZE"), "{err}");
         let e = env(&[("RELTIO_BATCH_SIZE", "abc")]);
         assert!(positive_or(&e, "RELTIO_BATCH_SIZE", 100, 1000).is_err());
-        assert_eq!(positive_or(&env(&[]), "RELTIO_BATCH_SIZE", 100, 1000).unwrap(), 100);
+        assert_eq!(
+            positive_or(&env(&[]), "RELTIO_BATCH_SIZE", 100, 1000).unwrap(),
+            100
+        );
     }
 
     #[test]
     fn urls_must_be_http_and_lose_their_trailing_slash() {
         let e = env(&[("U", "https://test.reltio.com/reltio/api/T/")]);
-        assert_eq!(url(&e, "U").unwrap(), "https://test.reltio.com/reltio/api/T");
+        assert_eq!(
+            url(&e, "U").unwrap(),
+            "https://test.reltio.com/reltio/api/T"
+        );
         assert!(url(&env(&[("U", "ftp://x")]), "U").is_err());
         assert!(url(&env(&[("U", "not a url")]), "U").is_err());
     }

@@ -121,11 +121,7 @@ impl DmsRecord {
         let before_image = match top.remove(before_image_field) {
             Some(Value::Object(row)) => Some(row),
             None | Some(Value::Null) => None,
-            Some(_) => {
-                return Err(shape(&format!(
-                    "\"{before_image_field}\" is not an object"
-                )))
-            }
+            Some(_) => return Err(shape(&format!("\"{before_image_field}\" is not an object"))),
         };
         Ok(DmsRecord {
             kind,
@@ -177,7 +173,9 @@ fn take_string(metadata: &mut Map<String, Value>, key: &str) -> Result<Option<St
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
         Some(Value::Number(n)) => Ok(Some(n.to_string())),
-        Some(_) => Err(shape(&format!("metadata \"{key}\" is not a string or number"))),
+        Some(_) => Err(shape(&format!(
+            "metadata \"{key}\" is not a string or number"
+        ))),
     }
 }
 

@@ -3,8 +3,8 @@
 
 pub mod config;
 pub mod dms;
+pub mod metrics;
 pub mod reltio;
 pub mod retry;
 pub mod secrets;
-pub mod metrics;
 pub mod sqs;

@@ -45,7 +45,12 @@ impl SecretCache {
         serde_json::from_str(raw).map_err(|e| SecretError::Malformed {
             id: self.secret_id.clone(),
             // Position and category only: serde's message can quote the offending value.
-            reason: format!("{:?} error at line {} column {}", e.classify(), e.line(), e.column()),
+            reason: format!(
+                "{:?} error at line {} column {}",
+                e.classify(),
+                e.line(),
+                e.column()
+            ),
         })
     }
 

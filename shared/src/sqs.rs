@@ -83,10 +83,8 @@ async fn send_chunk(
         if attempt > 1 {
             tokio::time::sleep(Duration::from_millis(50 * 2u64.pow(attempt - 2))).await;
         }
-        let entries: Vec<SendMessageBatchRequestEntry> = pending
-            .iter()
-            .map(|&i| entry(i, &messages[i]))
-            .collect();
+        let entries: Vec<SendMessageBatchRequestEntry> =
+            pending.iter().map(|&i| entry(i, &messages[i])).collect();
         match sqs
             .send_message_batch()
             .queue_url(queue_url)

@@ -101,9 +101,7 @@ impl MotoServer {
                 .queue_url(url)
                 .max_number_of_messages(10)
                 .message_attribute_names("All")
-                .message_system_attribute_names(
-                    aws_sdk_sqs::types::MessageSystemAttributeName::All,
-                )
+                .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
                 .send()
                 .await
                 .expect("receive");
@@ -179,5 +177,8 @@ pub fn kinesis_event(records: &[(&str, &[u8])]) -> Value {
 
 /// The sequence number `kinesis_event` gives to the record at `index`.
 pub fn sequence_number(index: usize) -> String {
-    format!("49590338271490256608559692538361571095921575989136588{:03}", index + 1)
+    format!(
+        "49590338271490256608559692538361571095921575989136588{:03}",
+        index + 1
+    )
 }

@@ -18,7 +18,10 @@ fn an_insert_with_every_metadata_key_parses() {
     assert_eq!(r.table.to_string(), "public.customer");
     assert_eq!(r.data["id"], json!(46));
     assert_eq!(r.data["balance"], json!(12.5));
-    assert_eq!(r.commit_timestamp.as_deref(), Some("2024-07-29T00:58:17.974340Z"));
+    assert_eq!(
+        r.commit_timestamp.as_deref(),
+        Some("2024-07-29T00:58:17.974340Z")
+    );
     assert_eq!(r.transaction_id.as_deref(), Some("1139"));
     assert_eq!(r.partition_key_value.as_deref(), Some("public.customer.46"));
     assert!(r.stream_position.is_some());
@@ -87,7 +90,10 @@ fn the_apply_exceptions_control_record_has_an_empty_schema_and_is_internal() {
     assert_eq!(r.table.schema, "");
     assert_eq!(r.table.to_string(), "awsdms_apply_exceptions");
     assert!(r.table.is_dms_internal());
-    assert!(!parse(fixture!("insert.json")).unwrap().table.is_dms_internal());
+    assert!(!parse(fixture!("insert.json"))
+        .unwrap()
+        .table
+        .is_dms_internal());
 }
 
 #[test]
@@ -110,7 +116,10 @@ fn an_unknown_data_operation_is_rejected_with_its_name() {
 #[test]
 fn non_json_bytes_are_rejected_without_panicking() {
     for bytes in [&b"\xff\xfe\x00garbage"[..], b"", b"{\"data\":", b"not json"] {
-        assert!(matches!(parse(bytes), Err(DmsError::NotJson(_))), "{bytes:?}");
+        assert!(
+            matches!(parse(bytes), Err(DmsError::NotJson(_))),
+            "{bytes:?}"
+        );
     }
 }
 
@@ -135,7 +144,9 @@ fn json_of_the_wrong_shape_is_rejected_with_a_reason() {
 #[test]
 fn timestamps_without_a_zone_are_utc() {
     assert_eq!(
-        parse_dms_timestamp("2024-07-29 00:58:17.5").unwrap().to_rfc3339(),
+        parse_dms_timestamp("2024-07-29 00:58:17.5")
+            .unwrap()
+            .to_rfc3339(),
         "2024-07-29T00:58:17.500+00:00"
     );
     assert!(parse_dms_timestamp("yesterday").is_none());

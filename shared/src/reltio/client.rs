@@ -429,8 +429,8 @@ fn item_outcome(item: &Value) -> ItemOutcome {
                 other => other.to_string(),
             });
             let message = error_message(e).unwrap_or_else(|| e.to_string());
-            let transient = code.as_deref() == Some("2008")
-                || message.contains("TOO_MANY_CONCURRENT_REQUESTS");
+            let transient =
+                code.as_deref() == Some("2008") || message.contains("TOO_MANY_CONCURRENT_REQUESTS");
             let message = match code {
                 Some(c) => format!("error {c}: {message}"),
                 None => message,

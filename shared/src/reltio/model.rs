@@ -11,10 +11,18 @@ pub struct Crosswalk {
     #[serde(rename = "type")]
     pub source: String,
     pub value: String,
-    #[serde(rename = "sourceTable", skip_serializing_if = "Option::is_none", default)]
+    #[serde(
+        rename = "sourceTable",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
     pub source_table: Option<String>,
     /// Set to end-date the crosswalk: its values stop counting, matching keeps the link.
-    #[serde(rename = "deleteDate", skip_serializing_if = "Option::is_none", default)]
+    #[serde(
+        rename = "deleteDate",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
     pub delete_date: Option<String>,
 }
 

@@ -87,7 +87,10 @@ async fn the_token_is_fetched_once_and_reused_across_calls() {
         .await;
     let reltio = client(&server);
     for _ in 0..3 {
-        let out = reltio.post_entities(&[jane()], false, soon()).await.unwrap();
+        let out = reltio
+            .post_entities(&[jane()], false, soon())
+            .await
+            .unwrap();
         assert_eq!(
             out,
             vec![ItemOutcome::Written {
@@ -221,9 +224,21 @@ async fn a_failed_item_in_a_200_response_is_reported_for_that_item_only() {
             transient: false
         }
     );
-    assert!(matches!(out[2], ItemOutcome::Failed { transient: true, .. }));
+    assert!(matches!(
+        out[2],
+        ItemOutcome::Failed {
+            transient: true,
+            ..
+        }
+    ));
     // No result at all for the fourth entity: not known to be written, so retried.
-    assert!(matches!(out[3], ItemOutcome::Failed { transient: true, .. }));
+    assert!(matches!(
+        out[3],
+        ItemOutcome::Failed {
+            transient: true,
+            ..
+        }
+    ));
 }
 
 #[tokio::test]
@@ -250,7 +265,8 @@ async fn a_400_is_permanent_and_not_retried() {
     Mock::given(method("POST"))
         .and(path(ENTITIES))
         .respond_with(
-            ResponseTemplate::new(400).set_body_json(json!({"errorMessage": "Bad JSON", "errorCode": 1})),
+            ResponseTemplate::new(400)
+                .set_body_json(json!({"errorMessage": "Bad JSON", "errorCode": 1})),
         )
         .expect(1)
         .mount(&server)
@@ -260,7 +276,10 @@ async fn a_400_is_permanent_and_not_retried() {
         .await
         .unwrap_err();
     assert!(!err.is_transient());
-    assert_eq!(err.to_string(), "Reltio rejected the request (HTTP 400): Bad JSON");
+    assert_eq!(
+        err.to_string(),
+        "Reltio rejected the request (HTTP 400): Bad JSON"
+    );
 }
 
 #[tokio::test]
@@ -285,7 +304,10 @@ async fn a_connection_reset_is_retried_then_reported_as_transient() {
         .unwrap_err();
     assert!(matches!(err, ReltioError::Connection(_)), "{err}");
     assert!(err.is_transient());
-    assert!(accepted.load(std::sync::atomic::Ordering::SeqCst) >= 4, "retried up to max_attempts");
+    assert!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst) >= 4,
+        "retried up to max_attempts"
+    );
 }
 
 #[tokio::test]
@@ -312,10 +334,16 @@ async fn an_exhausted_time_budget_is_a_transient_error() {
         },
     );
     let deadline = Instant::now() + Duration::from_millis(600);
-    let err = reltio.post_entities(&[jane()], false, deadline).await.unwrap_err();
+    let err = reltio
+        .post_entities(&[jane()], false, deadline)
+        .await
+        .unwrap_err();
     assert!(matches!(err, ReltioError::BudgetExhausted(_)), "{err}");
     assert!(err.is_transient());
-    assert!(Instant::now() <= deadline + Duration::from_millis(200), "stopped at the deadline");
+    assert!(
+        Instant::now() <= deadline + Duration::from_millis(200),
+        "stopped at the deadline"
+    );
 }
 
 #[tokio::test]
@@ -323,10 +351,9 @@ async fn a_refused_client_is_a_transient_unauthorized_error_without_the_secret()
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path("/oauth/token"))
-        .respond_with(
-            ResponseTemplate::new(401)
-                .set_body_json(json!({"error": "invalid_client", "error_description": "Bad client credentials"})),
-        )
+        .respond_with(ResponseTemplate::new(401).set_body_json(
+            json!({"error": "invalid_client", "error_description": "Bad client credentials"}),
+        ))
         .mount(&server)
         .await;
     let err = client(&server)
@@ -356,5 +383,8 @@ async fn a_crosswalk_delete_names_the_value_in_the_path_and_treats_404_as_done()
         source_table: Some("CUSTOMER".into()),
         value: "A/1".into(),
     };
-    client(&server).delete_crosswalk(&key, soon()).await.unwrap();
+    client(&server)
+        .delete_crosswalk(&key, soon())
+        .await
+        .unwrap();
 }
