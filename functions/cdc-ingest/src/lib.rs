@@ -1,1 +1,336 @@
+//! cdc-ingest: applies AWS DMS change records arriving on Kinesis to Reltio, with a Kinesis partial batch
+//! response. Every record ends written, deliberately skipped, dead-lettered with its reason, or reported as a
+//! batch item failure so Lambda retries it from that sequence number.
 
+use aws_lambda_events::event::kinesis::{KinesisEvent, KinesisEventRecord};
+use aws_lambda_events::event::streams::{KinesisBatchItemFailure, KinesisEventResponse};
+use mdm_sync_core::cdc::apply::{apply, ApplySettings, EntityWriter, WriteOutcome};
+use mdm_sync_core::cdc::mapping::{CdcMapping, MappingError};
+use mdm_sync_core::cdc::schedule::schedule;
+use mdm_sync_core::cdc::transform::{plan_record, RecordPlan, SkipReason};
+use mdm_sync_core::config::{self, ConfigError, Env};
+use mdm_sync_core::dms::{DmsRecord, DEFAULT_BEFORE_IMAGE_FIELD};
+use mdm_sync_core::metrics::{Metrics, DEFAULT_NAMESPACE};
+use mdm_sync_core::reltio::{CredentialSource, CrosswalkKey, ReltioClient};
+use mdm_sync_core::retry::RetryPolicy;
+use mdm_sync_core::secrets::SecretCache;
+use mdm_sync_core::sqs::{send_all, OutgoingMessage};
+use serde_json::{json, Value};
+use std::time::Duration;
+use tokio::time::Instant;
+
+pub const FUNCTION_NAME: &str = "cdc-ingest";
+/// Reltio's default token endpoint.
+pub const DEFAULT_AUTH_URL: &str = "https://auth.reltio.com/oauth/token";
+pub const DEFAULT_BATCH_SIZE: usize = 100;
+pub const DEFAULT_MAX_CONCURRENCY: usize = 4;
+
+/// Settings, read once at start-up (CONTRACT.md, "cdc-ingest").
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub reltio_api_url: String,
+    /// Default `https://auth.reltio.com/oauth/token`.
+    pub reltio_auth_url: String,
+    pub reltio_secret_id: String,
+    pub mapping_file: String,
+    pub dlq_url: String,
+    /// Entities per `POST /entities` (default 100, at most 1000).
+    pub batch_size: usize,
+    /// `POST`s in flight at once (default 4, at most 64).
+    pub max_concurrency: usize,
+    /// CloudWatch namespace for metrics (default `MdmSync`).
+    pub metrics_namespace: String,
+    /// The DMS task's `BeforeImageSettings.FieldName` (default `before-image`).
+    pub before_image_field: String,
+}
+
+impl Config {
+    pub fn from_env(env: &dyn Env) -> Result<Config, ConfigError> {
+        Ok(Config {
+            reltio_api_url: config::url(env, "RELTIO_API_URL")?,
+            reltio_auth_url: config::url_or(env, "RELTIO_AUTH_URL", DEFAULT_AUTH_URL)?,
+            reltio_secret_id: config::required(env, "RELTIO_SECRET_ID")?,
+            mapping_file: config::required(env, "CDC_MAPPING_FILE")?,
+            dlq_url: config::url(env, "CDC_DLQ_URL")?,
+            batch_size: config::positive_or(env, "RELTIO_BATCH_SIZE", DEFAULT_BATCH_SIZE, 1000)?,
+            max_concurrency: config::positive_or(
+                env,
+                "RELTIO_MAX_CONCURRENCY",
+                DEFAULT_MAX_CONCURRENCY,
+                64,
+            )?,
+            metrics_namespace: config::optional(env, "METRICS_NAMESPACE")
+                .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned()),
+            before_image_field: config::optional(env, "CDC_BEFORE_IMAGE_FIELD")
+                .unwrap_or_else(|| DEFAULT_BEFORE_IMAGE_FIELD.to_owned()),
+        })
+    }
+}
+
+/// What the handler works with; built once per container and reused across invocations.
+pub struct Deps {
+    pub config: Config,
+    pub mapping: CdcMapping,
+    pub writer: Box<dyn EntityWriter + Send>,
+    pub sqs: aws_sdk_sqs::Client,
+}
+
+impl Deps {
+    /// Loads and validates the mapping (an invalid file stops start-up) and builds the clients. No network
+    /// I/O: the secret and the token are fetched on first use.
+    pub fn new(
+        config: Config,
+        sdk: &aws_config::SdkConfig,
+        http: reqwest::Client,
+        retry: RetryPolicy,
+    ) -> Result<Deps, MappingError> {
+        let mapping = CdcMapping::load(&config.mapping_file)?;
+        let secrets = SecretCache::new(
+            aws_sdk_secretsmanager::Client::new(sdk),
+            &config.reltio_secret_id,
+        );
+        let reltio = ReltioClient::new(
+            http,
+            &config.reltio_api_url,
+            &config.reltio_auth_url,
+            CredentialSource::Secret(secrets),
+            retry,
+        );
+        Ok(Deps {
+            mapping,
+            writer: Box::new(reltio),
+            sqs: aws_sdk_sqs::Client::new(sdk),
+            config,
+        })
+    }
+}
+
+/// The time this invocation may spend on Reltio: Lambda's deadline less a margin for dead-lettering and
+/// answering (a fifth of what is left, at most two seconds).
+pub fn work_deadline(lambda_deadline_ms: u64) -> Instant {
+    let now_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
+    let left = Duration::from_millis(lambda_deadline_ms.saturating_sub(now_ms));
+    let margin = (left / 5).min(Duration::from_secs(2));
+    Instant::now() + left - margin
+}
+
+/// Where one record ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Fate {
+    Skipped(SkipReason),
+    Written,
+    Permanent(String),
+    Transient(String),
+}
+
+/// What the handler knows of a record for logs and the DLQ.
+struct RecordInfo {
+    table: Option<String>,
+    key: Option<CrosswalkKey>,
+    position: Option<String>,
+    source_time: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+pub async fn handle(deps: &Deps, event: KinesisEvent, deadline: Instant) -> KinesisEventResponse {
+    let mut metrics = Metrics::new(&deps.config.metrics_namespace, FUNCTION_NAME);
+    let records = event.records;
+    metrics.count("RecordsReceived", records.len() as u64);
+    let now = chrono::Utc::now();
+
+    let mut fates: Vec<Option<Fate>> = vec![None; records.len()];
+    let mut infos = Vec::with_capacity(records.len());
+    let mut writes = Vec::new();
+    for (i, record) in records.iter().enumerate() {
+        let (info, fate) =
+            match DmsRecord::parse(&record.kinesis.data, &deps.config.before_image_field) {
+                Err(e) => (RecordInfo::unknown(), Some(Fate::Permanent(e.to_string()))),
+                Ok(dms) => {
+                    let mut info = RecordInfo {
+                        table: Some(dms.table.to_string()),
+                        key: None,
+                        position: dms
+                            .commit_timestamp
+                            .clone()
+                            .or_else(|| dms.stream_position.clone()),
+                        source_time: dms.source_time(),
+                    };
+                    let fate = match plan_record(&deps.mapping, &dms, now) {
+                        Err(e) => Some(Fate::Permanent(e.to_string())),
+                        Ok(RecordPlan::Skip(reason)) => Some(Fate::Skipped(reason)),
+                        Ok(RecordPlan::Write { key, writes: w }) => {
+                            info.key = Some(key);
+                            writes.extend(w.into_iter().map(|w| (i, w)));
+                            None
+                        }
+                    };
+                    (info, fate)
+                }
+            };
+        fates[i] = fate;
+        infos.push(info);
+    }
+
+    let settings = ApplySettings {
+        batch_size: deps.config.batch_size,
+        max_concurrency: deps.config.max_concurrency,
+    };
+    let report = apply(deps.writer.as_ref(), schedule(writes), settings, deadline).await;
+    metrics.count("ReltioRequests", report.requests as u64);
+    for ms in &report.latencies_ms {
+        metrics.time_ms("ReltioLatency", *ms);
+    }
+    for (i, outcome) in report.outcomes {
+        fates[i] = Some(match outcome {
+            WriteOutcome::Written => Fate::Written,
+            WriteOutcome::Permanent(r) => Fate::Permanent(r),
+            WriteOutcome::Transient(r) => Fate::Transient(r),
+        });
+    }
+
+    // Lambda retries everything from the first failed record on, so only records before it are settled now:
+    // dead-lettering a later one would dead-letter it again on the retry.
+    let mut first_failure = fates
+        .iter()
+        .position(|f| matches!(f, Some(Fate::Transient(_))));
+    let settled = first_failure.unwrap_or(records.len());
+
+    let mut dead: Vec<usize> = Vec::new();
+    let mut messages = Vec::new();
+    for i in 0..settled {
+        if let Some(Fate::Permanent(reason)) = &fates[i] {
+            tracing::warn!(
+                correlation_id = %correlation_id(&infos[i], &records[i]),
+                reason = %reason,
+                "dead-lettering record"
+            );
+            messages.push(dlq_message(&records[i], &infos[i], reason));
+            dead.push(i);
+        }
+    }
+    if !messages.is_empty() {
+        let failures = send_all(&deps.sqs, &deps.config.dlq_url, &messages).await;
+        if let Some(f) = failures.first() {
+            let i = dead[f.index];
+            tracing::error!(
+                correlation_id = %correlation_id(&infos[i], &records[i]),
+                reason = %f.reason,
+                "could not dead-letter record; it will be retried"
+            );
+            first_failure = Some(first_failure.map_or(i, |t| t.min(i)));
+        }
+        let sent = dead.len() - failures.len();
+        metrics.count("RecordsDeadLettered", sent as u64);
+    } else {
+        metrics.count("RecordsDeadLettered", 0);
+    }
+
+    let settled = first_failure.unwrap_or(records.len());
+    let mut written = 0;
+    let mut skipped = 0;
+    for (i, fate) in fates.iter().enumerate().take(settled) {
+        match fate {
+            Some(Fate::Written) => {
+                written += 1;
+                if let Some(t) = infos[i].source_time {
+                    let ms = (chrono::Utc::now() - t).num_milliseconds().max(0);
+                    metrics.time_ms("EndToEndLatency", ms as f64);
+                }
+            }
+            Some(Fate::Skipped(reason)) => {
+                skipped += 1;
+                metrics.count(&format!("RecordsSkipped.{}", reason.as_str()), 1);
+            }
+            _ => {}
+        }
+    }
+    metrics.count("RecordsWritten", written);
+    metrics.count("RecordsSkipped", skipped);
+
+    let mut response = KinesisEventResponse::default();
+    if let Some(i) = first_failure {
+        if let Some(Fate::Transient(reason)) = &fates[i] {
+            tracing::warn!(
+                correlation_id = %correlation_id(&infos[i], &records[i]),
+                reason = %reason,
+                retried = records.len() - i,
+                "transient failure: Lambda retries from this record"
+            );
+        }
+        let mut failure = KinesisBatchItemFailure::default();
+        failure.item_identifier = Some(records[i].kinesis.sequence_number.clone());
+        response.batch_item_failures.push(failure);
+        metrics.count("BatchItemFailures", (records.len() - i) as u64);
+    } else {
+        metrics.count("BatchItemFailures", 0);
+    }
+    tracing::info!(
+        received = records.len(),
+        written,
+        skipped,
+        dead_lettered = metrics.counter("RecordsDeadLettered"),
+        retried = metrics.counter("BatchItemFailures"),
+        "batch done"
+    );
+    metrics.emit();
+    response
+}
+
+impl RecordInfo {
+    fn unknown() -> RecordInfo {
+        RecordInfo {
+            table: None,
+            key: None,
+            position: None,
+            source_time: None,
+        }
+    }
+}
+
+/// `table/key@position`: follows a change from the DMS record through Reltio. Never holds column values
+/// beyond the key.
+fn correlation_id(info: &RecordInfo, record: &KinesisEventRecord) -> String {
+    format!(
+        "{}/{}@{}",
+        info.table.as_deref().unwrap_or("?"),
+        info.key.as_ref().map(|k| k.value.as_str()).unwrap_or("?"),
+        info.position
+            .as_deref()
+            .or(Some(record.kinesis.sequence_number.as_str()))
+            .unwrap_or("?")
+    )
+}
+
+/// The DLQ message: the original record (as JSON when it is JSON, else base64) with why it failed.
+fn dlq_message(record: &KinesisEventRecord, info: &RecordInfo, reason: &str) -> OutgoingMessage {
+    let data: &[u8] = &record.kinesis.data;
+    let original = match serde_json::from_slice::<Value>(data) {
+        Ok(v) => json!({ "record": v }),
+        Err(_) => {
+            use base64::Engine;
+            json!({ "recordBase64": base64::engine::general_purpose::STANDARD.encode(data) })
+        }
+    };
+    let mut body = json!({
+        "function": FUNCTION_NAME,
+        "reason": reason,
+        "table": info.table,
+        "key": info.key.as_ref().map(|k| k.value.clone()),
+        "sequenceNumber": record.kinesis.sequence_number,
+        "partitionKey": record.kinesis.partition_key,
+        "eventSourceArn": record.event_source_arn,
+        "eventId": record.event_id,
+        "failedAt": chrono::Utc::now().to_rfc3339(),
+    });
+    if let (Value::Object(b), Value::Object(o)) = (&mut body, original) {
+        b.extend(o);
+    }
+    let mut attributes = vec![("function".to_owned(), FUNCTION_NAME.to_owned())];
+    if let Some(t) = &info.table {
+        attributes.push(("table".to_owned(), t.clone()));
+    }
+    OutgoingMessage {
+        body: body.to_string(),
+        attributes,
+        ..Default::default()
+    }
+}

@@ -1,1 +1,25 @@
-fn main() {}
+//! cdc-ingest: applies AWS DMS change records from Kinesis to Reltio.
+
+use aws_lambda_events::event::kinesis::KinesisEvent;
+use cdc_ingest::{handle, work_deadline, Config, Deps};
+use lambda_runtime::{service_fn, Error, LambdaEvent};
+use mdm_sync_core::config::ProcessEnv;
+use mdm_sync_core::retry::RetryPolicy;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    lambda_runtime::tracing::init_default_subscriber();
+    let config = Config::from_env(&ProcessEnv).inspect_err(|e| tracing::error!("{e}"))?;
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let http = mdm_sync_core::http::client();
+    let deps = Deps::new(config, &sdk, http, RetryPolicy::default())
+        .inspect_err(|e| tracing::error!("{e}"))?;
+    let deps = &deps;
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<KinesisEvent>| async move {
+            let deadline = work_deadline(event.context.deadline);
+            Ok::<_, Error>(handle(deps, event.payload, deadline).await)
+        },
+    ))
+    .await
+}

@@ -1,0 +1,445 @@
+//! cdc-ingest end to end in-process: a Kinesis event of real-format DMS records → the handler → a wiremock
+//! Reltio, with Secrets Manager and the DLQ queue on a local moto_server.
+
+use aws_lambda_events::event::kinesis::KinesisEvent;
+use cdc_ingest::{handle, Config, Deps};
+use mdm_sync_core::retry::RetryPolicy;
+use mdm_sync_testkit::{kinesis_event, sequence_number, workspace_root, MotoServer};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio::time::Instant;
+use wiremock::matchers::{body_string_contains, method, path};
+use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+
+const INSERT_46: &[u8] = include_bytes!("../../../tests/fixtures/dms/insert.json");
+const PK_CHANGE_46_TO_47: &[u8] =
+    include_bytes!("../../../tests/fixtures/dms/update-pk-change.json");
+const DELETE_46: &[u8] = include_bytes!("../../../tests/fixtures/dms/delete-key-only.json");
+const LOAD_7: &[u8] = include_bytes!("../../../tests/fixtures/dms/load-minimal.json");
+const ORDER_LINE: &[u8] = include_bytes!("../../../tests/fixtures/dms/composite-key.json");
+const CREATE_TABLE: &[u8] = include_bytes!("../../../tests/fixtures/dms/create-table.json");
+const APPLY_EXCEPTIONS: &[u8] =
+    include_bytes!("../../../tests/fixtures/dms/apply-exceptions-control.json");
+const UNMAPPED: &[u8] = br#"{"data":{"id":1,"what":"x"},"metadata":{"record-type":"data","operation":"insert","schema-name":"public","table-name":"audit_log","timestamp":"2024-07-29T00:00:00Z"}}"#;
+
+struct World {
+    moto: MotoServer,
+    reltio: MockServer,
+    dlq_url: String,
+    secret_arn: String,
+}
+
+impl World {
+    async fn start() -> World {
+        let moto = MotoServer::start();
+        let secret_arn = moto
+            .create_secret(
+                "reltio-client",
+                &json!({"client_id": "cdc", "client_secret": "s3cr3t-value"}),
+            )
+            .await;
+        let dlq_url = moto.create_queue("cdc-ingest-dlq").await;
+        let reltio = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/oauth/token"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(
+                json!({"access_token": "tok", "token_type": "bearer", "expires_in": 3600}),
+            ))
+            .mount(&reltio)
+            .await;
+        World {
+            moto,
+            reltio,
+            dlq_url,
+            secret_arn,
+        }
+    }
+
+    fn env(&self, extra: &[(&str, &str)]) -> HashMap<String, String> {
+        let mut env: HashMap<String, String> = [
+            (
+                "RELTIO_API_URL",
+                format!("{}/reltio/api/T1", self.reltio.uri()),
+            ),
+            (
+                "RELTIO_AUTH_URL",
+                format!("{}/oauth/token", self.reltio.uri()),
+            ),
+            ("RELTIO_SECRET_ID", self.secret_arn.clone()),
+            (
+                "CDC_MAPPING_FILE",
+                workspace_root()
+                    .join("functions/cdc-ingest/mapping.example.toml")
+                    .display()
+                    .to_string(),
+            ),
+            ("CDC_DLQ_URL", self.dlq_url.clone()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        for (k, v) in extra {
+            env.insert(k.to_string(), v.to_string());
+        }
+        env
+    }
+
+    async fn deps(&self, extra: &[(&str, &str)]) -> Deps {
+        let env = self.env(extra);
+        let config = Config::from_env(&|k: &str| env.get(k).cloned()).unwrap();
+        let retry = RetryPolicy {
+            base: Duration::from_millis(5),
+            cap: Duration::from_millis(20),
+            max_attempts: 3,
+        };
+        Deps::new(
+            config,
+            &self.moto.sdk_config().await,
+            reqwest::Client::new(),
+            retry,
+        )
+        .unwrap()
+    }
+
+    /// Reltio answers every POST /entities with one OK item per entity.
+    async fn entities_ok(&self) {
+        Mock::given(method("POST"))
+            .and(path("/reltio/api/T1/entities"))
+            .respond_with(ok_per_entity)
+            .mount(&self.reltio)
+            .await;
+    }
+
+    /// The bodies of the POST /entities requests Reltio received, in arrival order, with their query.
+    async fn posts(&self) -> Vec<(String, Value)> {
+        self.reltio
+            .received_requests()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.url.path().ends_with("/entities"))
+            .map(|r| {
+                (
+                    r.url.query().unwrap_or("").to_owned(),
+                    serde_json::from_slice(&r.body).unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    async fn dlq(&self) -> Vec<Value> {
+        self.moto
+            .drain_queue(&self.dlq_url)
+            .await
+            .into_iter()
+            .map(|m| serde_json::from_str(m.body.as_deref().unwrap()).unwrap())
+            .collect()
+    }
+}
+
+fn ok_per_entity(request: &Request) -> ResponseTemplate {
+    let sent: Vec<Value> = serde_json::from_slice(&request.body).unwrap();
+    let items: Vec<Value> = (0..sent.len())
+        .map(|i| json!({"index": i, "uri": format!("entities/e{i}"), "status": "OK"}))
+        .collect();
+    ResponseTemplate::new(200).set_body_json(items)
+}
+
+fn event(records: &[&[u8]]) -> KinesisEvent {
+    let pairs: Vec<(&str, &[u8])> = records.iter().map(|d| ("public.customer", *d)).collect();
+    serde_json::from_value(kinesis_event(&pairs)).unwrap()
+}
+
+fn soon() -> Instant {
+    Instant::now() + Duration::from_secs(20)
+}
+
+fn failures(response: &aws_lambda_events::event::streams::KinesisEventResponse) -> Vec<String> {
+    response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.clone().unwrap_or_default())
+        .collect()
+}
+
+fn customer(value: &str) -> Value {
+    json!({"type": "configuration/sources/CRM_DB", "value": value, "sourceTable": "CUSTOMER"})
+}
+
+#[tokio::test]
+async fn a_clean_batch_sends_exactly_the_mapped_entities_and_skips_the_rest() {
+    let world = World::start().await;
+    world.entities_ok().await;
+    let deps = world.deps(&[]).await;
+    let ev = event(&[
+        INSERT_46,
+        PK_CHANGE_46_TO_47,
+        ORDER_LINE,
+        CREATE_TABLE,
+        APPLY_EXCEPTIONS,
+        UNMAPPED,
+    ]);
+
+    let response = handle(&deps, ev, soon()).await;
+
+    assert!(failures(&response).is_empty());
+    assert!(world.dlq().await.is_empty());
+    let posts = world.posts().await;
+    assert_eq!(posts.len(), 3, "{posts:#?}");
+    let full = posts
+        .iter()
+        .find(|(q, _)| q == "returnObjects=false")
+        .unwrap();
+    let address = customer("46:address");
+    assert_eq!(
+        full.1,
+        json!([
+            {"type": "configuration/entityTypes/Individual",
+             "attributes": {
+                 "FirstName": [{"value": "Jane"}], "LastName": [{"value": "Doe"}],
+                 "Email": [{"value": "jane.doe@example.com"}], "DateOfBirth": [{"value": "1990-03-04"}],
+                 "Address": [{"value": {"City": [{"value": "Austin"}]},
+                              "refEntity": {"type": "configuration/entityTypes/Location", "crosswalks": [address]},
+                              "refRelation": {"type": "configuration/relationTypes/HasAddress", "crosswalks": [address]}}]},
+             "crosswalks": [customer("46")]},
+            {"type": "configuration/entityTypes/Individual",
+             "attributes": {
+                 "FirstName": [{"value": "Jane"}], "LastName": [{"value": "Doe"}],
+                 "Email": [{"value": "jane@example.com"}],
+                 "Address": [{"value": {"City": [{"value": "Austin"}]},
+                              "refEntity": {"type": "configuration/entityTypes/Location", "crosswalks": [customer("47:address")]},
+                              "refRelation": {"type": "configuration/relationTypes/HasAddress", "crosswalks": [customer("47:address")]}}]},
+             "crosswalks": [customer("47")]}
+        ])
+    );
+    let partial: Vec<&Value> = posts
+        .iter()
+        .filter(|(q, _)| q == "returnObjects=false&options=partialOverride")
+        .map(|(_, b)| b)
+        .collect();
+    assert_eq!(partial.len(), 2);
+    assert!(partial.contains(&&json!([
+        {"type": "configuration/entityTypes/Product",
+         "attributes": {"SKU": [{"value": "AB-1"}], "Quantity": [{"value": "3"}]},
+         "crosswalks": [{"type": "configuration/sources/ERP", "value": "9001|2"}]}
+    ])));
+    // The primary-key change retires 46 only after 46's insert was written: it is the last request.
+    let mut retired = customer("46");
+    retired["deleteDate"] = json!("2024-07-29T00:58:59.000Z");
+    assert_eq!(
+        posts.last().unwrap().1,
+        json!([{"type": "configuration/entityTypes/Individual", "crosswalks": [retired]}])
+    );
+}
+
+#[tokio::test]
+async fn changes_to_one_key_reach_reltio_in_order() {
+    let world = World::start().await;
+    world.entities_ok().await;
+    let deps = world.deps(&[]).await;
+
+    let response = handle(&deps, event(&[INSERT_46, DELETE_46, INSERT_46]), soon()).await;
+
+    assert!(failures(&response).is_empty());
+    let posts = world.posts().await;
+    let kinds: Vec<&str> = posts
+        .iter()
+        .map(|(_, b)| {
+            if b[0]["crosswalks"][0].get("deleteDate").is_some() {
+                "end-date"
+            } else {
+                "upsert"
+            }
+        })
+        .collect();
+    assert_eq!(kinds, vec!["upsert", "end-date", "upsert"]);
+}
+
+#[tokio::test]
+async fn a_malformed_record_is_dead_lettered_with_its_reason_and_the_rest_written() {
+    let world = World::start().await;
+    world.entities_ok().await;
+    let deps = world.deps(&[]).await;
+    let ev = event(&[INSERT_46, b"\x00not json at all", ORDER_LINE]);
+
+    let response = handle(&deps, ev, soon()).await;
+
+    assert!(
+        failures(&response).is_empty(),
+        "a permanent failure is handled, not retried"
+    );
+    let dlq = world.dlq().await;
+    assert_eq!(dlq.len(), 1);
+    assert_eq!(dlq[0]["sequenceNumber"], sequence_number(1));
+    assert!(dlq[0]["reason"]
+        .as_str()
+        .unwrap()
+        .starts_with("record is not valid JSON"));
+    assert_eq!(dlq[0]["recordBase64"], "AG5vdCBqc29uIGF0IGFsbA==");
+    assert_eq!(dlq[0]["function"], "cdc-ingest");
+    let written: Vec<String> = world
+        .posts()
+        .await
+        .iter()
+        .map(|(_, b)| b[0]["crosswalks"][0]["value"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(written.len(), 2);
+    assert!(written.contains(&"46".to_string()) && written.contains(&"9001|2".to_string()));
+}
+
+#[tokio::test]
+async fn a_record_the_mapping_cannot_key_is_dead_lettered_with_table_and_reason() {
+    let world = World::start().await;
+    world.entities_ok().await;
+    let deps = world.deps(&[]).await;
+    let no_key: &[u8] = br#"{"data":{"id":null,"first_name":"X"},"metadata":{"record-type":"data","operation":"insert","schema-name":"public","table-name":"customer"}}"#;
+
+    let response = handle(&deps, event(&[no_key]), soon()).await;
+
+    assert!(failures(&response).is_empty());
+    let dlq = world.dlq().await;
+    assert_eq!(dlq.len(), 1);
+    assert_eq!(dlq[0]["table"], "public.customer");
+    assert_eq!(
+        dlq[0]["reason"],
+        "table public.customer: key column id is missing or null"
+    );
+    assert_eq!(dlq[0]["record"]["data"]["first_name"], "X");
+    assert!(world.posts().await.is_empty());
+}
+
+#[tokio::test]
+async fn reltio_503_mid_batch_fails_from_the_first_unwritten_record_and_dead_letters_nothing_after_it(
+) {
+    let world = World::start().await;
+    Mock::given(method("POST"))
+        .and(path("/reltio/api/T1/entities"))
+        .and(body_string_contains(r#""value":"7""#))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&world.reltio)
+        .await;
+    world.entities_ok().await;
+    let deps = world
+        .deps(&[("RELTIO_BATCH_SIZE", "1"), ("RELTIO_MAX_CONCURRENCY", "1")])
+        .await;
+    // 46 is written; 7 keeps getting 503; the malformed record after it must wait for the retry.
+    let ev = event(&[INSERT_46, LOAD_7, b"{broken", ORDER_LINE]);
+
+    let response = handle(&deps, ev, soon()).await;
+
+    assert_eq!(failures(&response), vec![sequence_number(1)]);
+    assert!(
+        world.dlq().await.is_empty(),
+        "records after the checkpoint are retried, not dead-lettered"
+    );
+    let tries_for_7 = world
+        .posts()
+        .await
+        .iter()
+        .filter(|(_, b)| b[0]["crosswalks"][0]["value"] == "7")
+        .count();
+    assert_eq!(
+        tries_for_7, 3,
+        "retried up to max_attempts inside the invocation"
+    );
+}
+
+#[tokio::test]
+async fn an_entity_reltio_rejects_is_dead_lettered_and_its_neighbours_written() {
+    let world = World::start().await;
+    Mock::given(method("POST"))
+        .and(path("/reltio/api/T1/entities"))
+        .respond_with(|request: &Request| {
+            let sent: Vec<Value> = serde_json::from_slice(&request.body).unwrap();
+            let items: Vec<Value> = sent
+                .iter()
+                .enumerate()
+                .map(|(i, e)| {
+                    if e["crosswalks"][0]["value"] == "7" {
+                        json!({"index": i, "errors": {"errorCode": 103, "errorMessage": "Invalid attribute value"}})
+                    } else {
+                        json!({"index": i, "uri": "entities/x", "status": "OK"})
+                    }
+                })
+                .collect();
+            ResponseTemplate::new(200).set_body_json(items)
+        })
+        .mount(&world.reltio)
+        .await;
+    let deps = world.deps(&[]).await;
+
+    let response = handle(&deps, event(&[INSERT_46, LOAD_7]), soon()).await;
+
+    assert!(failures(&response).is_empty());
+    let dlq = world.dlq().await;
+    assert_eq!(dlq.len(), 1);
+    assert_eq!(dlq[0]["key"], "7");
+    assert_eq!(dlq[0]["sequenceNumber"], sequence_number(1));
+    assert_eq!(
+        dlq[0]["reason"],
+        "Reltio rejected the entity: error 103: Invalid attribute value"
+    );
+}
+
+#[tokio::test]
+async fn a_dead_letter_queue_that_cannot_be_reached_turns_the_record_into_a_retry() {
+    let world = World::start().await;
+    world.entities_ok().await;
+    let missing_queue = format!("{}/123456789012/no-such-queue", world.moto.endpoint);
+    let deps = world.deps(&[("CDC_DLQ_URL", &missing_queue)]).await;
+
+    let response = handle(&deps, event(&[INSERT_46, b"garbage", ORDER_LINE]), soon()).await;
+
+    assert_eq!(failures(&response), vec![sequence_number(1)]);
+}
+
+#[tokio::test]
+async fn unreadable_credentials_are_transient_and_nothing_is_dead_lettered() {
+    let world = World::start().await;
+    world.entities_ok().await;
+    let deps = world.deps(&[("RELTIO_SECRET_ID", "no-such-secret")]).await;
+
+    let response = handle(&deps, event(&[INSERT_46, ORDER_LINE]), soon()).await;
+
+    assert_eq!(failures(&response), vec![sequence_number(0)]);
+    assert!(world.dlq().await.is_empty());
+}
+
+#[test]
+fn a_missing_setting_stops_start_up_naming_it() {
+    let env: HashMap<String, String> = HashMap::new();
+    let err = Config::from_env(&|k: &str| env.get(k).cloned()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "required setting RELTIO_API_URL is not set"
+    );
+}
+
+#[test]
+fn defaults_are_documented_values() {
+    let env: HashMap<&str, &str> = [
+        ("RELTIO_API_URL", "https://test.reltio.com/reltio/api/T1/"),
+        (
+            "RELTIO_SECRET_ID",
+            "arn:aws:secretsmanager:us-east-1:1:secret:r",
+        ),
+        ("CDC_MAPPING_FILE", "/var/task/mapping.toml"),
+        ("CDC_DLQ_URL", "https://sqs.us-east-1.amazonaws.com/1/dlq"),
+    ]
+    .into_iter()
+    .collect();
+    let config = Config::from_env(&|k: &str| env.get(k).map(|v| v.to_string())).unwrap();
+    assert_eq!(
+        config.reltio_api_url,
+        "https://test.reltio.com/reltio/api/T1"
+    );
+    assert_eq!(
+        config.reltio_auth_url,
+        "https://auth.reltio.com/oauth/token"
+    );
+    assert_eq!(config.batch_size, 100);
+    assert_eq!(config.max_concurrency, 4);
+    assert_eq!(config.metrics_namespace, "MdmSync");
+    assert_eq!(config.before_image_field, "before-image");
+}

@@ -1,0 +1,305 @@
+//! Turns one DMS record into the Reltio writes that apply it, per the table's mapping. Pure: no I/O.
+
+use super::mapping::{CdcMapping, DeleteStrategy, OverrideMode, TableMapping, Transform};
+use crate::dms::{DataOperation, DmsRecord, RecordKind};
+use crate::reltio::model::{Crosswalk, CrosswalkKey, EntityBody};
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{json, Map, Value};
+
+/// Why a record is deliberately not sent. Counted and logged, never dead-lettered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SkipReason {
+    /// DDL and other control records.
+    Control,
+    /// DMS's own `awsdms_*` tables.
+    DmsInternal,
+    /// A table the mapping file does not list.
+    Unmapped,
+}
+
+impl SkipReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::Control => "control",
+            SkipReason::DmsInternal => "dms-internal",
+            SkipReason::Unmapped => "unmapped",
+        }
+    }
+}
+
+/// A record the mapping cannot turn into writes. Permanent: the same record fails the same way again.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransformError {
+    #[error("table {table}: key column {column} is missing or null")]
+    MissingKey { table: String, column: String },
+    #[error("table {table}, column {column}: {reason}")]
+    BadValue {
+        table: String,
+        column: String,
+        reason: String,
+    },
+}
+
+/// One call's worth of change to one crosswalk.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WriteOp {
+    /// An element of `POST /entities`; `partial` sends it with `options=partialOverride`.
+    Post { body: EntityBody, partial: bool },
+    /// Remove the crosswalk for good.
+    DeleteCrosswalk,
+}
+
+/// A write to the crosswalk `key`. Writes to one key must be applied in order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReltioWrite {
+    pub key: CrosswalkKey,
+    pub op: WriteOp,
+}
+
+impl ReltioWrite {
+    /// A full-override upsert: applying two in a row equals applying only the second, since each replaces
+    /// the source's whole contribution. That is what allows coalescing them.
+    pub fn is_full_upsert(&self) -> bool {
+        matches!(&self.op, WriteOp::Post { body, partial: false }
+            if body.crosswalks.first().is_some_and(|c| c.delete_date.is_none()))
+    }
+}
+
+/// What to do with one record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RecordPlan {
+    Skip(SkipReason),
+    /// The record's crosswalk key and its writes, in the order they must be applied.
+    Write {
+        key: CrosswalkKey,
+        writes: Vec<ReltioWrite>,
+    },
+}
+
+/// Plans one record. `now` dates a deletion when the record carries no source time.
+pub fn plan_record(
+    mapping: &CdcMapping,
+    record: &DmsRecord,
+    now: DateTime<Utc>,
+) -> Result<RecordPlan, TransformError> {
+    let operation = match record.kind {
+        RecordKind::Control(_) => return Ok(RecordPlan::Skip(SkipReason::Control)),
+        RecordKind::Data(op) => op,
+    };
+    if record.table.is_dms_internal() {
+        return Ok(RecordPlan::Skip(SkipReason::DmsInternal));
+    }
+    let Some(table) = mapping.table(&record.table.to_string()) else {
+        return Ok(RecordPlan::Skip(SkipReason::Unmapped));
+    };
+    let key = crosswalk_key(table, &record.data)?;
+    let writes = match operation {
+        DataOperation::Load | DataOperation::Insert => vec![upsert(table, &key, &record.data)?],
+        DataOperation::Update => {
+            let old_key = record
+                .before_image
+                .as_ref()
+                .filter(|before| table.key_columns.iter().all(|c| has_value(before, c)))
+                .map(|before| crosswalk_key(table, before))
+                .transpose()?
+                .filter(|old| old != &key);
+            let mut writes = Vec::with_capacity(2);
+            if let Some(old) = old_key {
+                // A primary-key change: the old row is gone from the source's point of view.
+                writes.push(retire(table, old, record, now));
+            }
+            writes.push(upsert(table, &key, &record.data)?);
+            writes
+        }
+        DataOperation::Delete => vec![retire(table, key.clone(), record, now)],
+    };
+    Ok(RecordPlan::Write { key, writes })
+}
+
+/// The key of the row as the crosswalk value: key column values joined with the table's separator.
+pub fn crosswalk_key(
+    table: &TableMapping,
+    row: &Map<String, Value>,
+) -> Result<CrosswalkKey, TransformError> {
+    let mut value = String::new();
+    for (i, column) in table.key_columns.iter().enumerate() {
+        let text = row
+            .get(column)
+            .and_then(render)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| TransformError::MissingKey {
+                table: table.table.clone(),
+                column: column.clone(),
+            })?;
+        if i > 0 {
+            value.push_str(&table.key_separator);
+        }
+        value.push_str(&text);
+    }
+    Ok(CrosswalkKey {
+        source: table.source.clone(),
+        source_table: table.source_table.clone(),
+        value,
+    })
+}
+
+fn has_value(row: &Map<String, Value>, column: &str) -> bool {
+    row.get(column).is_some_and(|v| !v.is_null())
+}
+
+fn upsert(
+    table: &TableMapping,
+    key: &CrosswalkKey,
+    row: &Map<String, Value>,
+) -> Result<ReltioWrite, TransformError> {
+    let mut attributes = Map::new();
+    for column in &table.columns {
+        let Some(raw) = row.get(&column.column).and_then(render) else {
+            continue;
+        };
+        let value = apply_transforms(&column.transforms, raw).map_err(|reason| {
+            TransformError::BadValue {
+                table: table.table.clone(),
+                column: column.column.clone(),
+                reason,
+            }
+        })?;
+        if let Some(value) = value {
+            insert_attribute(&mut attributes, &column.path, value);
+        }
+    }
+    for (attribute, reference) in &table.references {
+        if let Some(Value::Object(first)) = attributes.get_mut(attribute).and_then(|v| v.get_mut(0))
+        {
+            let crosswalk = Crosswalk {
+                value: format!("{}{}", key.value, reference.crosswalk_suffix),
+                ..key.crosswalk()
+            };
+            first.insert(
+                "refEntity".into(),
+                json!({"type": reference.entity_type, "crosswalks": [crosswalk]}),
+            );
+            first.insert(
+                "refRelation".into(),
+                json!({"type": reference.relation_type, "crosswalks": [crosswalk]}),
+            );
+        }
+    }
+    Ok(ReltioWrite {
+        key: key.clone(),
+        op: WriteOp::Post {
+            body: EntityBody {
+                entity_type: table.entity_type.clone(),
+                attributes,
+                crosswalks: vec![key.crosswalk()],
+            },
+            partial: table.override_mode == OverrideMode::Partial,
+        },
+    })
+}
+
+/// Removes the source row's contribution per the table's delete strategy.
+fn retire(
+    table: &TableMapping,
+    key: CrosswalkKey,
+    record: &DmsRecord,
+    now: DateTime<Utc>,
+) -> ReltioWrite {
+    let op = match table.delete_strategy {
+        DeleteStrategy::DeleteCrosswalk => WriteOp::DeleteCrosswalk,
+        DeleteStrategy::EndDate => {
+            let when = record.source_time().unwrap_or(now);
+            WriteOp::Post {
+                body: EntityBody {
+                    entity_type: table.entity_type.clone(),
+                    attributes: Map::new(),
+                    crosswalks: vec![Crosswalk {
+                        delete_date: Some(when.to_rfc3339_opts(SecondsFormat::Millis, true)),
+                        ..key.crosswalk()
+                    }],
+                },
+                // Only the crosswalk's date changes; sending no attributes must not clear anything.
+                partial: true,
+            }
+        }
+    };
+    ReltioWrite { key, op }
+}
+
+/// A column value as text; NULL is absent. DMS renders numbers as JSON numbers and most else as strings.
+fn render(value: &Value) -> Option<String> {
+    match value {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        other => Some(other.to_string()),
+    }
+}
+
+/// `None` when a transform made the value absent; `Err` with a reason when it cannot be transformed.
+pub fn apply_transforms(
+    transforms: &[Transform],
+    mut value: String,
+) -> Result<Option<String>, String> {
+    for t in transforms {
+        value = match t {
+            Transform::Trim => value.trim().to_owned(),
+            Transform::Upper => value.to_uppercase(),
+            Transform::Lower => value.to_lowercase(),
+            Transform::EmptyAsAbsent if value.is_empty() => return Ok(None),
+            Transform::EmptyAsAbsent => value,
+            Transform::Date => normalise_date(&value)?,
+            Transform::Timestamp => normalise_timestamp(&value)?,
+        };
+    }
+    Ok(Some(value))
+}
+
+fn normalise_date(raw: &str) -> Result<String, String> {
+    let raw = raw.trim();
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(raw, "%Y-%m-%d") {
+        return Ok(d.format("%Y-%m-%d").to_string());
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(raw, "%Y%m%d") {
+        return Ok(d.format("%Y-%m-%d").to_string());
+    }
+    crate::dms::parse_dms_timestamp(raw)
+        .map(|t| t.format("%Y-%m-%d").to_string())
+        .ok_or_else(|| format!("\"{}\" is not a date", short(raw)))
+}
+
+fn normalise_timestamp(raw: &str) -> Result<String, String> {
+    let raw = raw.trim();
+    crate::dms::parse_dms_timestamp(raw)
+        .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
+        .ok_or_else(|| format!("\"{}\" is not a timestamp", short(raw)))
+}
+
+/// Values can be personal data: error texts quote at most a few characters.
+fn short(raw: &str) -> String {
+    let mut s: String = raw.chars().take(12).collect();
+    if raw.chars().count() > 12 {
+        s.push('…');
+    }
+    s
+}
+
+/// Puts `value` at `path` (`["Address", "City"]`) in Reltio's shape: each level `[{"value": ...}]`, nested
+/// attributes holding their sub-attributes in `value`.
+fn insert_attribute(attributes: &mut Map<String, Value>, path: &[String], value: String) {
+    let (name, rest) = path.split_first().expect("validated paths are non-empty");
+    if rest.is_empty() {
+        attributes.insert(name.clone(), json!([{ "value": value }]));
+        return;
+    }
+    let slot = attributes
+        .entry(name.clone())
+        .or_insert_with(|| json!([{ "value": {} }]));
+    if let Some(Value::Object(children)) = slot.get_mut(0).and_then(|v| v.get_mut("value")) {
+        insert_attribute(children, rest, value);
+    }
+}
+
+#[cfg(test)]
+mod tests;
