@@ -6,7 +6,7 @@ use aws_lambda_events::event::kinesis::{KinesisEvent, KinesisEventRecord};
 use aws_lambda_events::event::streams::{KinesisBatchItemFailure, KinesisEventResponse};
 use mdm_sync_core::cdc::apply::{apply, ApplySettings, EntityWriter, WriteOutcome};
 use mdm_sync_core::cdc::mapping::{CdcMapping, MappingError};
-use mdm_sync_core::cdc::schedule::schedule;
+use mdm_sync_core::cdc::schedule::{schedule, Wave};
 use mdm_sync_core::cdc::transform::{plan_record, RecordPlan, SkipReason};
 use mdm_sync_core::config::{self, ConfigError, Env};
 use mdm_sync_core::dms::{DmsRecord, DEFAULT_BEFORE_IMAGE_FIELD};
@@ -131,50 +131,104 @@ struct RecordInfo {
     source_time: Option<chrono::DateTime<chrono::Utc>>,
 }
 
-pub async fn handle(deps: &Deps, event: KinesisEvent, deadline: Instant) -> KinesisEventResponse {
-    let mut metrics = Metrics::new(&deps.config.metrics_namespace, FUNCTION_NAME);
-    let records = event.records;
-    metrics.count("RecordsReceived", records.len() as u64);
-    let now = chrono::Utc::now();
+/// A batch decoded and planned, before anything is sent.
+pub struct BatchPlan {
+    fates: Vec<Option<Fate>>,
+    infos: Vec<RecordInfo>,
+    /// The Reltio writes, in waves (see `mdm_sync_core::cdc::schedule`).
+    pub waves: Vec<Wave>,
+}
 
+impl BatchPlan {
+    /// One line per record: where it is headed before Reltio answers (`write`, `skip: …`, `dead-letter: …`).
+    pub fn decisions(&self) -> Vec<String> {
+        self.fates
+            .iter()
+            .zip(&self.infos)
+            .map(|(fate, info)| {
+                let what = match fate {
+                    None => "write".to_owned(),
+                    Some(Fate::Skipped(r)) => format!("skip: {}", r.as_str()),
+                    Some(Fate::Permanent(r)) => format!("dead-letter: {r}"),
+                    Some(Fate::Written) => "written".to_owned(),
+                    Some(Fate::Transient(r)) => format!("retry: {r}"),
+                };
+                let key = info.key.as_ref().map(|k| k.to_string());
+                format!(
+                    "{} {} → {what}",
+                    info.table.as_deref().unwrap_or("?"),
+                    key.as_deref().unwrap_or("-")
+                )
+            })
+            .collect()
+    }
+}
+
+/// Decodes every record and plans its writes: pure, no I/O.
+pub fn plan_batch(
+    mapping: &CdcMapping,
+    before_image_field: &str,
+    records: &[KinesisEventRecord],
+    now: chrono::DateTime<chrono::Utc>,
+) -> BatchPlan {
     let mut fates: Vec<Option<Fate>> = vec![None; records.len()];
     let mut infos = Vec::with_capacity(records.len());
     let mut writes = Vec::new();
     for (i, record) in records.iter().enumerate() {
-        let (info, fate) =
-            match DmsRecord::parse(&record.kinesis.data, &deps.config.before_image_field) {
-                Err(e) => (RecordInfo::unknown(), Some(Fate::Permanent(e.to_string()))),
-                Ok(dms) => {
-                    let mut info = RecordInfo {
-                        table: Some(dms.table.to_string()),
-                        key: None,
-                        position: dms
-                            .commit_timestamp
-                            .clone()
-                            .or_else(|| dms.stream_position.clone()),
-                        source_time: dms.source_time(),
-                    };
-                    let fate = match plan_record(&deps.mapping, &dms, now) {
-                        Err(e) => Some(Fate::Permanent(e.to_string())),
-                        Ok(RecordPlan::Skip(reason)) => Some(Fate::Skipped(reason)),
-                        Ok(RecordPlan::Write { key, writes: w }) => {
-                            info.key = Some(key);
-                            writes.extend(w.into_iter().map(|w| (i, w)));
-                            None
-                        }
-                    };
-                    (info, fate)
-                }
-            };
+        let (info, fate) = match DmsRecord::parse(&record.kinesis.data, before_image_field) {
+            Err(e) => (RecordInfo::unknown(), Some(Fate::Permanent(e.to_string()))),
+            Ok(dms) => {
+                let mut info = RecordInfo {
+                    table: Some(dms.table.to_string()),
+                    key: None,
+                    position: dms
+                        .commit_timestamp
+                        .clone()
+                        .or_else(|| dms.stream_position.clone()),
+                    source_time: dms.source_time(),
+                };
+                let fate = match plan_record(mapping, &dms, now) {
+                    Err(e) => Some(Fate::Permanent(e.to_string())),
+                    Ok(RecordPlan::Skip(reason)) => Some(Fate::Skipped(reason)),
+                    Ok(RecordPlan::Write { key, writes: w }) => {
+                        info.key = Some(key);
+                        writes.extend(w.into_iter().map(|w| (i, w)));
+                        None
+                    }
+                };
+                (info, fate)
+            }
+        };
         fates[i] = fate;
         infos.push(info);
     }
+    BatchPlan {
+        fates,
+        infos,
+        waves: schedule(writes),
+    }
+}
+
+pub async fn handle(deps: &Deps, event: KinesisEvent, deadline: Instant) -> KinesisEventResponse {
+    let mut metrics = Metrics::new(&deps.config.metrics_namespace, FUNCTION_NAME);
+    let records = event.records;
+    metrics.count("RecordsReceived", records.len() as u64);
+    let BatchPlan {
+        mut fates,
+        infos,
+        waves,
+    } = plan_batch(
+        &deps.mapping,
+        &deps.config.before_image_field,
+        &records,
+        chrono::Utc::now(),
+    );
 
     let settings = ApplySettings {
         batch_size: deps.config.batch_size,
         max_concurrency: deps.config.max_concurrency,
     };
-    let report = apply(deps.writer.as_ref(), schedule(writes), settings, deadline).await;
+    let report = apply(deps.writer.as_ref(), waves, settings, deadline).await;
     metrics.count("ReltioRequests", report.requests as u64);
     for ms in &report.latencies_ms {
         metrics.time_ms("ReltioLatency", *ms);

@@ -443,3 +443,25 @@ fn defaults_are_documented_values() {
     assert_eq!(config.metrics_namespace, "MdmSync");
     assert_eq!(config.before_image_field, "before-image");
 }
+
+#[test]
+fn the_sample_event_plans_every_record_without_dead_letters() {
+    let event: KinesisEvent =
+        serde_json::from_slice(include_bytes!("../../../events/cdc-ingest.json")).unwrap();
+    let mapping =
+        mdm_sync_core::cdc::mapping::CdcMapping::parse(include_str!("../mapping.example.toml"))
+            .unwrap();
+    let plan = cdc_ingest::plan_batch(&mapping, "before-image", &event.records, chrono::Utc::now());
+    let decisions = plan.decisions();
+    assert_eq!(decisions.len(), 5);
+    assert!(decisions[0].ends_with("skip: control"), "{decisions:?}");
+    assert!(
+        decisions[1..].iter().all(|d| d.ends_with("→ write")),
+        "{decisions:?}"
+    );
+    assert_eq!(
+        plan.waves.len(),
+        2,
+        "the primary-key change retires 46 after 46's upsert"
+    );
+}

@@ -270,3 +270,163 @@ fn from_error(e: &ReltioError) -> WriteOutcome {
 fn out_of_time() -> WriteOutcome {
     WriteOutcome::Transient("no time left in this invocation".into())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cdc::schedule::schedule;
+    use crate::cdc::transform::ReltioWrite;
+    use serde_json::Map;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    /// Rejects (HTTP 400) any request holding the key "bad"; answers 503 for "down"; records every call.
+    #[derive(Default)]
+    struct FakeReltio {
+        calls: Mutex<Vec<Vec<String>>>,
+    }
+
+    impl EntityWriter for FakeReltio {
+        fn post_entities<'a>(
+            &'a self,
+            entities: &'a [EntityBody],
+            _partial: bool,
+            _deadline: Instant,
+        ) -> Pin<Box<dyn Future<Output = Result<Vec<ItemOutcome>, ReltioError>> + Send + 'a>>
+        {
+            let keys: Vec<String> = entities
+                .iter()
+                .map(|e| e.crosswalks[0].value.clone())
+                .collect();
+            self.calls.lock().unwrap().push(keys.clone());
+            Box::pin(async move {
+                if keys.iter().any(|k| k == "bad") {
+                    return Err(ReltioError::Rejected {
+                        status: 400,
+                        message: "bad body".into(),
+                    });
+                }
+                if keys.iter().any(|k| k == "down") {
+                    return Err(ReltioError::Unavailable(503));
+                }
+                Ok(keys
+                    .iter()
+                    .map(|_| ItemOutcome::Written { uri: None })
+                    .collect())
+            })
+        }
+
+        fn delete_crosswalk<'a>(
+            &'a self,
+            _key: &'a CrosswalkKey,
+            _deadline: Instant,
+        ) -> Pin<Box<dyn Future<Output = Result<(), ReltioError>> + Send + 'a>> {
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    fn upsert(value: &str) -> ReltioWrite {
+        let key = CrosswalkKey {
+            source: "configuration/sources/S".into(),
+            source_table: None,
+            value: value.into(),
+        };
+        ReltioWrite {
+            op: WriteOp::Post {
+                body: EntityBody {
+                    entity_type: "configuration/entityTypes/Individual".into(),
+                    attributes: Map::new(),
+                    crosswalks: vec![key.crosswalk()],
+                },
+                partial: true,
+            },
+            key,
+        }
+    }
+
+    fn settings(batch_size: usize) -> ApplySettings {
+        ApplySettings {
+            batch_size,
+            max_concurrency: 2,
+        }
+    }
+
+    fn soon() -> Instant {
+        Instant::now() + Duration::from_secs(10)
+    }
+
+    #[tokio::test]
+    async fn writes_are_batched_by_the_configured_size() {
+        let fake = FakeReltio::default();
+        let writes = (0..5).map(|i| (i, upsert(&format!("k{i}")))).collect();
+        let report = apply(&fake, schedule(writes), settings(2), soon()).await;
+        let mut sizes: Vec<usize> = fake.calls.lock().unwrap().iter().map(Vec::len).collect();
+        sizes.sort();
+        assert_eq!(sizes, vec![1, 2, 2]);
+        assert_eq!(report.requests, 3);
+        assert!(report
+            .outcomes
+            .values()
+            .all(|o| *o == WriteOutcome::Written));
+    }
+
+    #[tokio::test]
+    async fn a_rejected_request_is_bisected_until_the_bad_entity_stands_alone() {
+        let fake = FakeReltio::default();
+        let writes = ["a", "b", "bad", "c"]
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (i, upsert(k)))
+            .collect();
+        let report = apply(&fake, schedule(writes), settings(10), soon()).await;
+        assert_eq!(
+            report.outcomes[&2],
+            WriteOutcome::Permanent("Reltio rejected the request (HTTP 400): bad body".into())
+        );
+        for i in [0, 1, 3] {
+            assert_eq!(report.outcomes[&i], WriteOutcome::Written, "record {i}");
+        }
+        // [a b bad c] → [a b] + [bad c] → [bad] + [c]
+        assert_eq!(report.requests, 5);
+    }
+
+    #[tokio::test]
+    async fn after_a_transient_failure_later_changes_to_that_key_are_not_sent() {
+        let fake = FakeReltio::default();
+        let mut second = upsert("down");
+        // A different write to the same key, so that it lands in the next wave.
+        if let WriteOp::Post { body, .. } = &mut second.op {
+            body.entity_type = "configuration/entityTypes/Other".into();
+        }
+        let writes = vec![(0, upsert("down")), (1, upsert("ok")), (2, second)];
+        let report = apply(&fake, schedule(writes), settings(1), soon()).await;
+        assert!(matches!(report.outcomes[&0], WriteOutcome::Transient(_)));
+        assert_eq!(report.outcomes[&1], WriteOutcome::Written);
+        assert_eq!(
+            report.outcomes[&2],
+            WriteOutcome::Transient("an earlier change to the same key failed".into())
+        );
+        let sent_down = fake
+            .calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| c.contains(&"down".to_string()))
+            .count();
+        assert_eq!(sent_down, 1);
+    }
+
+    #[tokio::test]
+    async fn nothing_is_sent_once_the_deadline_has_passed() {
+        let fake = FakeReltio::default();
+        let report = apply(
+            &fake,
+            schedule(vec![(0, upsert("a"))]),
+            settings(10),
+            Instant::now(),
+        )
+        .await;
+        assert!(fake.calls.lock().unwrap().is_empty());
+        assert!(matches!(report.outcomes[&0], WriteOutcome::Transient(_)));
+    }
+}

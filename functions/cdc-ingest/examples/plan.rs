@@ -1,0 +1,77 @@
+//! Dry run of cdc-ingest on one machine, with no AWS account and no Reltio tenant: decodes a Kinesis event of
+//! DMS records, plans it with a mapping file exactly as the function does, and prints where each record goes
+//! and the Reltio requests it would send, wave by wave.
+//!
+//! `cargo run -p cdc-ingest --example plan -- [EVENT_JSON] [MAPPING_TOML]`
+//! (defaults: events/cdc-ingest.json and functions/cdc-ingest/mapping.example.toml)
+
+use aws_lambda_events::event::kinesis::KinesisEvent;
+use cdc_ingest::plan_batch;
+use mdm_sync_core::cdc::mapping::CdcMapping;
+use mdm_sync_core::cdc::transform::WriteOp;
+use mdm_sync_core::dms::DEFAULT_BEFORE_IMAGE_FIELD;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1);
+    let event_path = args
+        .next()
+        .unwrap_or_else(|| "events/cdc-ingest.json".into());
+    let mapping_path = args
+        .next()
+        .unwrap_or_else(|| "functions/cdc-ingest/mapping.example.toml".into());
+    let mapping = match CdcMapping::load(&mapping_path) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let event: KinesisEvent = match std::fs::read(&event_path)
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+    {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("cannot read Kinesis event {event_path}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let plan = plan_batch(
+        &mapping,
+        DEFAULT_BEFORE_IMAGE_FIELD,
+        &event.records,
+        chrono::Utc::now(),
+    );
+    println!(
+        "{} records from {event_path}, mapping {mapping_path}\n",
+        event.records.len()
+    );
+    for (record, decision) in event.records.iter().zip(plan.decisions()) {
+        println!("  #{}  {decision}", record.kinesis.sequence_number);
+    }
+    for (n, wave) in plan.waves.iter().enumerate() {
+        println!(
+            "\nwave {} (sent after the one before it; one change per crosswalk key):",
+            n + 1
+        );
+        for scheduled in wave {
+            let (what, body) = match &scheduled.write.op {
+                WriteOp::Post { body, partial } => (
+                    if *partial {
+                        "POST /entities?options=partialOverride"
+                    } else {
+                        "POST /entities"
+                    },
+                    serde_json::to_string(body).unwrap_or_default(),
+                ),
+                WriteOp::DeleteCrosswalk => ("DELETE /entities/_byCrosswalk", String::new()),
+            };
+            println!(
+                "  {what}  key {}  (records {:?})\n    {body}",
+                scheduled.write.key, scheduled.records
+            );
+        }
+    }
+    ExitCode::SUCCESS
+}

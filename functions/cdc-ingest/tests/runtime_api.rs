@@ -1,0 +1,163 @@
+//! The cdc-ingest binary itself under the Lambda Runtime API, configured only through CONTRACT.md's
+//! variables: a wiremock stands in for the Runtime API, another for Reltio, moto for Secrets Manager and SQS.
+
+use mdm_sync_testkit::{kinesis_event, sequence_number, workspace_root, MotoServer};
+use serde_json::{json, Value};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_cdc-ingest");
+const NEXT: &str = "/2018-06-01/runtime/invocation/next";
+
+fn lambda_env(runtime: &MockServer) -> Vec<(String, String)> {
+    [
+        ("AWS_LAMBDA_RUNTIME_API", runtime.address().to_string()),
+        ("AWS_LAMBDA_FUNCTION_NAME", "cdc-ingest".into()),
+        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256".into()),
+        ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".into()),
+        ("AWS_LAMBDA_LOG_STREAM_NAME", "test".into()),
+        ("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/cdc-ingest".into()),
+        ("AWS_REGION", "us-east-1".into()),
+        ("AWS_ACCESS_KEY_ID", "testing".into()),
+        ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+#[tokio::test]
+async fn the_binary_answers_a_kinesis_invocation_with_a_partial_batch_response() {
+    let moto = MotoServer::start();
+    let secret = moto
+        .create_secret("reltio", &json!({"client_id": "c", "client_secret": "s"}))
+        .await;
+    let dlq = moto.create_queue("cdc-dlq").await;
+    let reltio = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/oauth/token"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"access_token": "t", "expires_in": 3600})),
+        )
+        .mount(&reltio)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/reltio/api/T1/entities"))
+        .respond_with(|r: &Request| {
+            let n = serde_json::from_slice::<Vec<Value>>(&r.body).unwrap().len();
+            let items: Vec<Value> = (0..n)
+                .map(|i| json!({"index": i, "status": "OK"}))
+                .collect();
+            ResponseTemplate::new(200).set_body_json(items)
+        })
+        .mount(&reltio)
+        .await;
+
+    let runtime = MockServer::start().await;
+    let event = kinesis_event(&[
+        (
+            "k",
+            include_bytes!("../../../tests/fixtures/dms/insert.json"),
+        ),
+        ("k", b"not json"),
+    ]);
+    let deadline_ms = chrono::Utc::now().timestamp_millis() + 30_000;
+    Mock::given(method("GET"))
+        .and(path(NEXT))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(&event)
+                .insert_header("lambda-runtime-aws-request-id", "req-1")
+                .insert_header("lambda-runtime-deadline-ms", deadline_ms.to_string())
+                .insert_header(
+                    "lambda-runtime-invoked-function-arn",
+                    "arn:aws:lambda:us-east-1:123456789012:function:cdc-ingest",
+                ),
+        )
+        .up_to_n_times(1)
+        .mount(&runtime)
+        .await;
+    // Later polls wait, as the real Runtime API does between invocations.
+    Mock::given(method("GET"))
+        .and(path(NEXT))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(120)))
+        .mount(&runtime)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/2018-06-01/runtime/invocation/req-1/response"))
+        .respond_with(ResponseTemplate::new(202))
+        .mount(&runtime)
+        .await;
+
+    let mapping = workspace_root().join("functions/cdc-ingest/mapping.example.toml");
+    let mut child = Command::new(BINARY)
+        .envs(lambda_env(&runtime))
+        .env("AWS_ENDPOINT_URL", &moto.endpoint)
+        .env("RELTIO_API_URL", format!("{}/reltio/api/T1", reltio.uri()))
+        .env("RELTIO_AUTH_URL", format!("{}/oauth/token", reltio.uri()))
+        .env("RELTIO_SECRET_ID", &secret)
+        .env("CDC_MAPPING_FILE", &mapping)
+        .env("CDC_DLQ_URL", &dlq)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+
+    let mut answer = None;
+    for _ in 0..300 {
+        let requests = runtime.received_requests().await.unwrap();
+        if let Some(r) = requests
+            .iter()
+            .find(|r| r.url.path().ends_with("/response"))
+        {
+            answer = Some(serde_json::from_slice::<Value>(&r.body).unwrap());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+
+    assert_eq!(
+        answer.expect("the binary answered within 30 s"),
+        json!({"batchItemFailures": []})
+    );
+    let dlq_messages = moto.drain_queue(&dlq).await;
+    assert_eq!(dlq_messages.len(), 1);
+    let dead: Value = serde_json::from_str(dlq_messages[0].body.as_deref().unwrap()).unwrap();
+    assert_eq!(dead["sequenceNumber"], sequence_number(1));
+    let posted: Vec<Value> = reltio
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.url.path().ends_with("/entities"))
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect();
+    assert_eq!(posted.len(), 1);
+    assert_eq!(posted[0][0]["crosswalks"][0]["value"], "46");
+}
+
+#[tokio::test]
+async fn a_missing_setting_stops_the_binary_with_one_line_naming_it() {
+    let runtime = MockServer::start().await;
+    let output = Command::new(BINARY)
+        .envs(lambda_env(&runtime))
+        .env_remove("RELTIO_API_URL")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(text.contains("RELTIO_API_URL"), "{text}");
+    assert!(
+        runtime.received_requests().await.unwrap().is_empty(),
+        "no invocation was taken"
+    );
+}
