@@ -21,6 +21,11 @@ $(STAMP): tools/requirements.txt
 test: tools
 	cargo test --workspace --all-targets
 
+## Dry run of the CDC path on embedded defaults: the sample DMS event through cdc-ingest's real decoder, mapping
+## and scheduler, printing where every record goes and the Reltio requests it would send. No AWS, no Reltio.
+demo:
+	cargo run -q -p cdc-ingest --example plan -- events/cdc-ingest.json functions/cdc-ingest/mapping.example.toml
+
 ## Formatting and lints as CI runs them.
 lint:
 	cargo fmt --all -- --check
