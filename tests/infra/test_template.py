@@ -1,0 +1,116 @@
+"""The SAM template keeps the operational rules: each check passes on infra/template.yaml and fails on a copy
+with the rule broken (so the checks themselves are shown to work)."""
+
+import copy
+from pathlib import Path
+
+import pytest
+
+import template_checks as checks
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = ROOT / "infra" / "template.yaml"
+CONTRACT = ROOT.parent / "shared" / "CONTRACT.md"
+
+
+@pytest.fixture(scope="module")
+def template():
+    return checks.load(TEMPLATE)
+
+
+@pytest.fixture
+def t(template):
+    return copy.deepcopy(template)
+
+
+def test_the_template_has_no_problems(template):
+    assert checks.all_problems(template, CONTRACT) == []
+
+
+def test_contract_md_and_the_embedded_variable_list_agree():
+    if not CONTRACT.exists():
+        pytest.skip("CONTRACT.md is not beside the checkout")
+    parsed = checks.contract_variables(CONTRACT)
+    for function, names in checks.CONTRACT_VARIABLES.items():
+        assert parsed[function] <= names, function
+        assert len(parsed[function]) >= 5, function
+
+
+def test_an_unbounded_kinesis_retry_is_caught(t):
+    del t["Resources"]["CdcIngestEventSource"]["Properties"]["MaximumRetryAttempts"]
+    t["Resources"]["CdcIngestEventSource"]["Properties"]["MaximumRecordAgeInSeconds"] = -1
+    assert checks.check_event_sources(t) == [
+        "CdcIngestEventSource: MaximumRetryAttempts is unbounded",
+        "CdcIngestEventSource: MaximumRecordAgeInSeconds is unbounded",
+    ]
+
+
+def test_a_stream_without_a_failure_destination_is_caught(t):
+    del t["Resources"]["CdcIngestEventSource"]["Properties"]["DestinationConfig"]
+    assert "CdcIngestEventSource: no on-failure destination" in checks.check_event_sources(t)
+
+
+def test_a_source_without_partial_batch_responses_is_caught(t):
+    t["Resources"]["CrmUpdaterEventSource"]["Properties"]["FunctionResponseTypes"] = []
+    assert checks.check_event_sources(t) == ["CrmUpdaterEventSource: no ReportBatchItemFailures"]
+
+
+def test_a_queue_without_a_dlq_is_caught(t):
+    del t["Resources"]["EventQueue"]["Properties"]["RedrivePolicy"]
+    problems = checks.check_queues(t)
+    assert "EventQueue: queue has no DLQ (RedrivePolicy)" in problems
+
+
+def test_a_dlq_without_an_alarm_is_caught(t):
+    del t["Resources"]["CrmDeadLetterQueueAlarm"]
+    assert checks.check_dlq_alarms(t) == ["CrmDeadLetterQueue: dead-letter queue has no depth >= 1 alarm"]
+
+
+def test_a_short_visibility_timeout_is_caught(t):
+    t["Resources"]["EventQueue"]["Properties"]["VisibilityTimeout"] = 300
+    assert checks.check_visibility_timeouts(t) == [
+        "EventQueue: VisibilityTimeout 300 < 6 x CrmUpdaterFunction timeout + window = 365"
+    ]
+
+
+def test_a_missing_contract_variable_is_caught(t):
+    del t["Resources"]["CdcIngestFunction"]["Properties"]["Environment"]["Variables"]["CDC_DLQ_URL"]
+    assert checks.check_contract_variables(t, checks.CONTRACT_VARIABLES) == [
+        "cdc-ingest: CONTRACT.md variables missing: ['CDC_DLQ_URL']"
+    ]
+
+
+def test_a_data_plane_action_on_star_is_caught(t):
+    t["Resources"]["CrmUpdaterFunction"]["Properties"]["Policies"][0]["Statement"].append(
+        {"Effect": "Allow", "Action": ["dynamodb:PutItem"], "Resource": "*"}
+    )
+    assert checks.check_iam(t) == ["CrmUpdaterFunction: ['dynamodb:PutItem'] granted on '*'"]
+
+
+@pytest.mark.parametrize(
+    "alarm, row",
+    [
+        ("EventQueueBacklogAlarm", "consumer lag (queue backlog > 10,000 for 5 min)"),
+        ("CdcEndToEndLatencyAlarm", None),
+        ("WebhookDeliveryAlarm", "webhook delivery success < 99 % in 1 hour"),
+    ],
+)
+def test_a_missing_seed_alarm_is_caught(t, alarm, row):
+    if row is None:
+        del t["Resources"]["CrmEndToEndLatencyAlarm"]
+        row = "end-to-end latency p99 > 30 s"
+    del t["Resources"][alarm]
+    assert f"missing alarm: {row}" in checks.check_seed_alarms(t)
+
+
+def test_every_error_rate_alarm_going_missing_is_caught(t):
+    for lid in ["CdcInvocationErrorRateAlarm", "WebhookErrorRateAlarm", "CrmErrorRateAlarm"]:
+        del t["Resources"][lid]
+    assert "missing alarm: processing error rate > 0.5 % in 5 min" in checks.check_seed_alarms(t)
+
+
+def test_an_alarm_that_fires_on_missing_data_is_caught(t):
+    t["Resources"]["CdcIteratorAgeAlarm"]["Properties"]["TreatMissingData"] = "breaching"
+    assert checks.check_seed_alarms(t) == [
+        "CdcIteratorAgeAlarm: alarm would fire on missing data from an idle consumer"
+    ]
