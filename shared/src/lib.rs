@@ -10,3 +10,4 @@ pub mod reltio;
 pub mod retry;
 pub mod secrets;
 pub mod sqs;
+pub mod webhook;

@@ -1,0 +1,302 @@
+//! The body of a verified webhook: one Reltio event object or a JSON array of them (CONTRACT.md,
+//! "webhook-receiver"), each becoming one queue message (CONTRACT.md, "The event queue between them").
+//!
+//! Message bodies are the event's bytes exactly as sent (so a native Reltio SQS stream can feed the same
+//! queue); ids and group ids are sanitised so SQS never refuses them.
+
+use crate::reltio::event::{EntityTypeFilter, EventTypeFilter, ReltioEvent};
+use crate::sqs::OutgoingMessage;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// SQS limit for `MessageGroupId` and `MessageDeduplicationId`.
+const MAX_SQS_ID_LEN: usize = 128;
+/// Longest accepted Reltio event type name.
+const MAX_TYPE_LEN: usize = 128;
+
+/// Why a body is not a Reltio event or an array of them (answered with 400). Messages never quote the body.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    #[error("body is empty")]
+    Empty,
+    #[error("body is not UTF-8 text")]
+    NotUtf8,
+    #[error("body is not valid JSON ({0})")]
+    InvalidJson(String),
+    #[error("body is not a Reltio event or an array of them: {0}")]
+    NotAnEvent(String),
+    #[error("body holds characters an SQS message cannot carry (U+FFFE or U+FFFF)")]
+    Unsendable,
+}
+
+/// One accepted event, ready to filter and enqueue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookEvent {
+    /// Deduplication id (see [`parse_body`]); at most 128 characters that SQS accepts as an id.
+    pub id: String,
+    pub event_type: String,
+    /// The entity the event is about (`object.uri`, else `uri`, else the first of `uris`).
+    pub entity_uri: Option<String>,
+    /// `object.type`, e.g. `configuration/entityTypes/Individual`.
+    pub entity_type: Option<String>,
+    pub tenant_id: Option<String>,
+    pub object_version: Option<String>,
+    /// The event's JSON exactly as sent.
+    pub body: String,
+}
+
+/// Parses a verified body. `delivery_id` is `X-Reltio-Event-Id`, else `webhook-id`, when the request had one.
+///
+/// Event ids: a single event object takes `delivery_id`, else the hex SHA-256 of its canonical JSON (keys
+/// sorted, no whitespace). Events of an array always take their own canonical hash, so each has its own id
+/// and a sender that regroups events on retry still produces the same ids. A `delivery_id` longer than 128
+/// characters or holding characters SQS refuses in ids is replaced by its hex SHA-256.
+pub fn parse_body(body: &[u8], delivery_id: Option<&str>) -> Result<Vec<WebhookEvent>, BodyError> {
+    let full = std::str::from_utf8(body).map_err(|_| BodyError::NotUtf8)?;
+    // A byte-order mark is not JSON; everything else is kept as sent.
+    let full = full.strip_prefix('\u{feff}').unwrap_or(full);
+    let text = full.trim();
+    if text.is_empty() {
+        return Err(BodyError::Empty);
+    }
+    let value: Value = serde_json::from_str(text).map_err(|e| {
+        // Category and position only: serde's message can quote the body.
+        BodyError::InvalidJson(format!(
+            "{:?} error at line {} column {}",
+            e.classify(),
+            e.line(),
+            e.column()
+        ))
+    })?;
+    if text.contains(['\u{fffe}', '\u{ffff}']) {
+        return Err(BodyError::Unsendable);
+    }
+    match value {
+        Value::Object(_) => {
+            let id = delivery_id
+                .map(str::trim)
+                .filter(|d| !d.is_empty())
+                .map(sqs_id)
+                .unwrap_or_else(|| content_id(&value));
+            Ok(vec![event(&value, full, id).map_err(BodyError::NotAnEvent)?])
+        }
+        Value::Array(items) => {
+            let spans = element_spans(text).filter(|s| s.len() == items.len());
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| {
+                    let raw = match &spans {
+                        Some(spans) => spans[i].to_owned(),
+                        None => item.to_string(),
+                    };
+                    event(item, &raw, content_id(item))
+                        .map_err(|reason| BodyError::NotAnEvent(format!("element {i}: {reason}")))
+                })
+                .collect()
+        }
+        other => Err(BodyError::NotAnEvent(format!(
+            "the body is a JSON {}, not an object or array",
+            kind(&other)
+        ))),
+    }
+}
+
+fn event(value: &Value, raw: &str, id: String) -> Result<WebhookEvent, String> {
+    let Value::Object(map) = value else {
+        return Err(format!("a JSON {}, not an object", kind(value)));
+    };
+    let event_type = match map.get("type") {
+        Some(Value::String(t)) => t,
+        Some(_) => return Err("\"type\" is not a string".into()),
+        None => return Err("no \"type\"".into()),
+    };
+    if !is_event_type_name(event_type) {
+        return Err("\"type\" is not a Reltio event type name".into());
+    }
+    let envelope: ReltioEvent = serde_json::from_value(value.clone()).map_err(|_| {
+        "envelope fields (object, uris, uri, tenantId, updatedTime) have unexpected types"
+            .to_owned()
+    })?;
+    Ok(WebhookEvent {
+        id,
+        event_type: envelope.event_type.clone(),
+        entity_uri: envelope
+            .entity_uri()
+            .filter(|u| !u.is_empty())
+            .map(str::to_owned),
+        entity_type: envelope
+            .entity_type()
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned),
+        tenant_id: envelope.tenant_id.clone().filter(|t| !t.is_empty()),
+        object_version: envelope.object_version().filter(|v| !v.is_empty()),
+        body: raw.to_owned(),
+    })
+}
+
+/// Reltio event types are upper-case names such as `ENTITY_CHANGED`.
+fn is_event_type_name(t: &str) -> bool {
+    !t.is_empty()
+        && t.len() <= MAX_TYPE_LEN
+        && t.starts_with(|c: char| c.is_ascii_uppercase())
+        && t.chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+impl WebhookEvent {
+    /// The queue message: body as sent; String attributes `eventType`, `tenantId`, `sourceObjectUri` and
+    /// `objectVersion` when known, `eventId`; on a FIFO queue `MessageGroupId` = the entity URI (the event id
+    /// when the event names no entity) and `MessageDeduplicationId` = the event id.
+    pub fn to_message(&self, fifo: bool) -> OutgoingMessage {
+        let mut attributes = vec![("eventType".to_owned(), self.event_type.clone())];
+        for (name, value) in [
+            ("tenantId", &self.tenant_id),
+            ("sourceObjectUri", &self.entity_uri),
+            ("objectVersion", &self.object_version),
+        ] {
+            if let Some(v) = value {
+                attributes.push((name.to_owned(), v.clone()));
+            }
+        }
+        attributes.push(("eventId".to_owned(), self.id.clone()));
+        OutgoingMessage {
+            body: self.body.clone(),
+            attributes,
+            group_id: fifo.then(|| {
+                self.entity_uri
+                    .as_deref()
+                    .map(sqs_id)
+                    .unwrap_or_else(|| self.id.clone())
+            }),
+            dedup_id: fifo.then(|| self.id.clone()),
+        }
+    }
+}
+
+/// The subscription filter (`EVENT_TYPES`, `ENTITY_TYPES`): events outside it are acknowledged, not enqueued.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Subscription {
+    pub event_types: EventTypeFilter,
+    pub entity_types: EntityTypeFilter,
+}
+
+impl Subscription {
+    /// Events whose entity type is unknown (merge events carry only URIs) pass the entity-type filter.
+    pub fn matches(&self, event: &WebhookEvent) -> bool {
+        self.event_types.matches(&event.event_type)
+            && self.entity_types.matches(event.entity_type.as_deref())
+    }
+}
+
+/// A value usable as an SQS FIFO id: kept when it is 1–128 characters of SQS's allowed set (alphanumerics
+/// and ASCII punctuation), else replaced by its hex SHA-256.
+pub fn sqs_id(value: &str) -> String {
+    let usable = !value.is_empty()
+        && value.len() <= MAX_SQS_ID_LEN
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b.is_ascii_punctuation());
+    if usable {
+        value.to_owned()
+    } else {
+        hex::encode(Sha256::digest(value.as_bytes()))
+    }
+}
+
+/// Hex SHA-256 of the value's canonical JSON.
+pub fn content_id(value: &Value) -> String {
+    let mut canonical = String::new();
+    write_canonical(value, &mut canonical);
+    hex::encode(Sha256::digest(canonical.as_bytes()))
+}
+
+/// Canonical JSON: object keys sorted, no whitespace; strings and numbers as serde_json writes them.
+fn write_canonical(value: &Value, out: &mut String) {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(k.clone()).to_string());
+                out.push(':');
+                write_canonical(&map[k], out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(']');
+        }
+        scalar => out.push_str(&scalar.to_string()),
+    }
+}
+
+/// The exact text of each element of a JSON array (`text` must already be valid JSON). `None` if the text
+/// does not look like an array after all; callers then fall back to re-serialising the parsed values.
+fn element_spans(text: &str) -> Option<Vec<&str>> {
+    let bytes = text.as_bytes();
+    let mut i = text.find('[')? + 1;
+    let mut spans = Vec::new();
+    loop {
+        while i < bytes.len() && bytes[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if *bytes.get(i)? == b']' {
+            return Some(spans);
+        }
+        let start = i;
+        let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+        while let Some(&c) = bytes.get(i) {
+            if in_string {
+                if escaped {
+                    escaped = false;
+                } else if c == b'\\' {
+                    escaped = true;
+                } else if c == b'"' {
+                    in_string = false;
+                }
+            } else {
+                match c {
+                    b'"' => in_string = true,
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' if depth == 0 => break,
+                    b'}' | b']' => depth -= 1,
+                    b',' if depth == 0 => break,
+                    _ => {}
+                }
+            }
+            i += 1;
+        }
+        spans.push(text.get(start..i)?.trim_end());
+        match bytes.get(i)? {
+            b',' => i += 1,
+            b']' => return Some(spans),
+            _ => return None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
