@@ -3,11 +3,14 @@
 
 pub mod cdc;
 pub mod config;
+pub mod crm;
 pub mod dms;
 pub mod http;
+pub mod ledger;
 pub mod metrics;
 pub mod reltio;
 pub mod retry;
+pub mod salesforce;
 pub mod secrets;
 pub mod sqs;
 pub mod webhook;

@@ -182,3 +182,72 @@ pub fn sequence_number(index: usize) -> String {
         index + 1
     )
 }
+
+impl MotoServer {
+    pub async fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
+        aws_sdk_dynamodb::Client::new(&self.sdk_config().await)
+    }
+
+    /// Creates an on-demand table with a String partition key `pk` (the sync-state ledger's layout).
+    pub async fn create_ledger_table(&self, name: &str) {
+        use aws_sdk_dynamodb::types::{
+            AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+        };
+        self.dynamodb()
+            .await
+            .create_table()
+            .table_name(name)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name("pk")
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()
+                    .unwrap(),
+            )
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name("pk")
+                    .key_type(KeyType::Hash)
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+            .await
+            .expect("create table");
+    }
+}
+
+/// `(message id, body, string message attributes)` for [`sqs_event`].
+pub type SqsTestMessage<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
+
+/// An SQS Lambda event (as JSON) whose messages carry `(message id, body, message attributes)`; the queue
+/// is FIFO when `queue_arn` ends in `.fifo`.
+pub fn sqs_event(queue_arn: &str, messages: &[SqsTestMessage]) -> Value {
+    let records: Vec<Value> = messages
+        .iter()
+        .map(|(id, body, attrs)| {
+            let attributes: serde_json::Map<String, Value> = attrs
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.to_string(),
+                        json!({"stringValue": v, "stringListValues": [], "binaryListValues": [], "dataType": "String"}),
+                    )
+                })
+                .collect();
+            json!({
+                "messageId": id,
+                "receiptHandle": format!("rh-{id}"),
+                "body": body,
+                "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": "1700000000000"},
+                "messageAttributes": attributes,
+                "md5OfBody": "",
+                "eventSource": "aws:sqs",
+                "eventSourceARN": queue_arn,
+                "awsRegion": "us-east-1"
+            })
+        })
+        .collect();
+    json!({ "Records": records })
+}

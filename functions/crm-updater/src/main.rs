@@ -1,0 +1,27 @@
+//! crm-updater: applies Reltio change and merge events from SQS to Salesforce Contacts.
+
+#![recursion_limit = "256"]
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use crm_updater::{handle, work_deadline, Config, Deps};
+use lambda_runtime::{service_fn, Error, LambdaEvent};
+use mdm_sync_core::config::ProcessEnv;
+use mdm_sync_core::retry::RetryPolicy;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    lambda_runtime::tracing::init_default_subscriber();
+    let config = Config::from_env(&ProcessEnv).inspect_err(|e| tracing::error!("{e}"))?;
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let http = mdm_sync_core::http::client();
+    let deps = Deps::new(config, &sdk, http, RetryPolicy::default())
+        .inspect_err(|e| tracing::error!("{e}"))?;
+    let deps = &deps;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
+        let deadline = work_deadline(event.context.deadline);
+        let handled = handle(deps, event.payload, deadline).await;
+        handled.metrics.emit();
+        Ok::<_, Error>(handled.response)
+    }))
+    .await
+}

@@ -1,0 +1,438 @@
+//! The crm-updater's pure domain: the CRM mapping file, golden values (`ov: true`), the Contact changes an
+//! entity snapshot calls for, the survivor rule and the merge plan, and event versions. No I/O.
+
+use crate::reltio::event::{EntityTypeFilter, EventCategory, EventTypeFilter};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+
+/// A mapping file that cannot be used; the message names the offending setting.
+#[derive(Debug, thiserror::Error)]
+pub enum CrmMappingError {
+    #[error("cannot read CRM mapping file {path}: {reason}")]
+    Read { path: String, reason: String },
+    #[error("invalid CRM mapping file: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SurvivorRule {
+    /// The smallest Salesforce Id (byte order): stable whatever order Reltio lists the crosswalks in.
+    LowestId,
+    /// The Contact of the first listed crosswalk.
+    FirstCrosswalk,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MergeStrategy {
+    Archive,
+    Soap,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Transform {
+    #[default]
+    None,
+    Trim,
+    Upper,
+    Lower,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldMapping {
+    /// Reltio attribute path, nested with dots: `Address.City`.
+    pub attribute: String,
+    /// Contact field API name.
+    pub field: String,
+    #[serde(default)]
+    pub transform: Transform,
+    /// When the entity has no golden value: `true` clears the field, `false` (default) leaves it alone.
+    #[serde(default)]
+    pub clear_when_missing: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChildRelationship {
+    pub sobject: String,
+    pub field: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMapping {
+    #[serde(default = "default_entity_types")]
+    entity_types: Vec<String>,
+    #[serde(default = "default_event_types")]
+    event_types: Vec<String>,
+    crosswalk_type: String,
+    #[serde(default = "default_survivor")]
+    survivor: SurvivorRule,
+    #[serde(default = "default_strategy")]
+    merge_strategy: MergeStrategy,
+    #[serde(default)]
+    fields: Vec<FieldMapping>,
+    /// Fields set on each merged (losing) Contact; the value `{survivor}` is replaced by the survivor's Id.
+    #[serde(default)]
+    archive_fields: BTreeMap<String, Value>,
+    #[serde(default)]
+    children: Vec<ChildRelationship>,
+}
+
+fn default_entity_types() -> Vec<String> {
+    vec!["Individual".into()]
+}
+fn default_event_types() -> Vec<String> {
+    vec!["UPDATE".into(), "MERGE".into()]
+}
+fn default_survivor() -> SurvivorRule {
+    SurvivorRule::LowestId
+}
+fn default_strategy() -> MergeStrategy {
+    MergeStrategy::Archive
+}
+
+/// The validated mapping.
+#[derive(Debug, Clone)]
+pub struct CrmMapping {
+    pub entity_types: EntityTypeFilter,
+    pub event_types: EventTypeFilter,
+    pub crosswalk_type: String,
+    pub survivor: SurvivorRule,
+    pub merge_strategy: MergeStrategy,
+    pub fields: Vec<FieldMapping>,
+    pub archive_fields: BTreeMap<String, Value>,
+    pub children: Vec<ChildRelationship>,
+}
+
+const SURVIVOR_PLACEHOLDER: &str = "{survivor}";
+
+fn is_api_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && s.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+}
+
+impl CrmMapping {
+    pub fn load(path: &str) -> Result<CrmMapping, CrmMappingError> {
+        let text = std::fs::read_to_string(path).map_err(|e| CrmMappingError::Read {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        CrmMapping::parse(&text)
+    }
+
+    pub fn parse(text: &str) -> Result<CrmMapping, CrmMappingError> {
+        let raw: RawMapping =
+            toml::from_str(text).map_err(|e| CrmMappingError::Invalid(e.to_string()))?;
+        let invalid = |m: String| Err(CrmMappingError::Invalid(m));
+        if raw.merge_strategy == MergeStrategy::Soap {
+            return invalid(
+                "merge_strategy = \"soap\" (SOAP merge()) is not implemented in this version; use \"archive\""
+                    .into(),
+            );
+        }
+        if raw.crosswalk_type.trim().is_empty() {
+            return invalid("crosswalk_type must name the Contact crosswalk source".into());
+        }
+        if raw.entity_types.is_empty() {
+            return invalid("entity_types must list at least one entity type".into());
+        }
+        for e in &raw.event_types {
+            let known = EventCategory::parse(&e.trim().to_ascii_uppercase()).is_some()
+                || EventCategory::of(e.trim()).is_some();
+            if !known {
+                return invalid(format!("event_types: unknown event type {e}"));
+            }
+        }
+        let event_types = EventTypeFilter::parse(&raw.event_types).map_err(|e| {
+            CrmMappingError::Invalid(format!("event_types: unknown event type {e}"))
+        })?;
+        if event_types.is_empty() {
+            return invalid("event_types must list at least one event type".into());
+        }
+        if raw.fields.is_empty() {
+            return invalid("fields: at least one [[fields]] mapping is required".into());
+        }
+        let mut seen = std::collections::HashSet::new();
+        for f in &raw.fields {
+            if !is_api_name(&f.field) {
+                return invalid(format!(
+                    "fields: `{}` is not a Salesforce field name",
+                    f.field
+                ));
+            }
+            if f.attribute.split('.').any(str::is_empty) {
+                return invalid(format!(
+                    "fields: attribute path `{}` is malformed",
+                    f.attribute
+                ));
+            }
+            if !seen.insert(f.field.to_ascii_lowercase()) {
+                return invalid(format!("fields: `{}` is mapped twice", f.field));
+            }
+        }
+        for k in raw.archive_fields.keys() {
+            if !is_api_name(k) {
+                return invalid(format!(
+                    "archive_fields: `{k}` is not a Salesforce field name"
+                ));
+            }
+        }
+        for c in &raw.children {
+            if !is_api_name(&c.sobject) || !is_api_name(&c.field) {
+                return invalid(format!(
+                    "children: `{}.{}` is not an sObject field",
+                    c.sobject, c.field
+                ));
+            }
+        }
+        Ok(CrmMapping {
+            entity_types: EntityTypeFilter::new(&raw.entity_types),
+            event_types,
+            crosswalk_type: raw.crosswalk_type,
+            survivor: raw.survivor,
+            merge_strategy: raw.merge_strategy,
+            fields: raw.fields,
+            archive_fields: raw.archive_fields,
+            children: raw.children,
+        })
+    }
+}
+
+/// The golden value of an attribute path: at each level the value marked `ov: true` (else none).
+pub fn golden_value<'a>(attributes: &'a Value, path: &str) -> Option<&'a Value> {
+    let mut current = attributes;
+    let mut result = None;
+    for (i, segment) in path.split('.').enumerate() {
+        let values = current.get(segment)?.as_array()?;
+        let ov = values
+            .iter()
+            .find(|v| v.get("ov").and_then(Value::as_bool) == Some(true))?;
+        let value = ov.get("value")?;
+        if i + 1 == path.split('.').count() {
+            result = Some(value);
+        } else {
+            current = value;
+        }
+    }
+    result.filter(|v| !v.is_null())
+}
+
+fn apply_transform(value: &Value, transform: Transform) -> Value {
+    match (value, transform) {
+        (Value::String(s), Transform::Trim) => Value::String(s.trim().to_owned()),
+        (Value::String(s), Transform::Upper) => Value::String(s.trim().to_uppercase()),
+        (Value::String(s), Transform::Lower) => Value::String(s.trim().to_lowercase()),
+        (v, _) => v.clone(),
+    }
+}
+
+/// The Contact fields the entity's golden values call for.
+pub fn contact_fields(mapping: &CrmMapping, attributes: &Value) -> Map<String, Value> {
+    let mut out = Map::new();
+    for f in &mapping.fields {
+        match golden_value(attributes, &f.attribute) {
+            Some(v) => {
+                out.insert(f.field.clone(), apply_transform(v, f.transform));
+            }
+            None if f.clear_when_missing => {
+                out.insert(f.field.clone(), Value::Null);
+            }
+            None => {}
+        }
+    }
+    out
+}
+
+/// The Contact Ids of the entity's live crosswalks of the configured type, in crosswalk order, deduplicated.
+pub fn contact_ids(mapping: &CrmMapping, crosswalks: Option<&Value>) -> Vec<String> {
+    let mut ids: Vec<String> = Vec::new();
+    for c in crosswalks.and_then(Value::as_array).into_iter().flatten() {
+        if c.get("type").and_then(Value::as_str) != Some(mapping.crosswalk_type.as_str()) {
+            continue;
+        }
+        if c.get("deleteDate").is_some_and(|d| !d.is_null()) {
+            continue;
+        }
+        if let Some(v) = c.get("value").and_then(Value::as_str).map(str::trim) {
+            if !v.is_empty() && !ids.iter().any(|i| i == v) {
+                ids.push(v.to_owned());
+            }
+        }
+    }
+    ids
+}
+
+/// What to do in Salesforce for one entity.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContactPlan {
+    pub survivor: String,
+    pub survivor_fields: Map<String, Value>,
+    /// The other Contacts with the fields that archive them.
+    pub archived: Vec<(String, Map<String, Value>)>,
+}
+
+impl ContactPlan {
+    /// The losers' Ids.
+    pub fn losers(&self) -> Vec<&str> {
+        self.archived.iter().map(|(id, _)| id.as_str()).collect()
+    }
+
+    /// A hash of every write in the plan: equal hashes mean re-applying changes nothing.
+    pub fn hash(&self) -> String {
+        let mut h = Sha256::new();
+        h.update(self.survivor.as_bytes());
+        h.update(
+            Value::Object(self.survivor_fields.clone())
+                .to_string()
+                .as_bytes(),
+        );
+        for (id, f) in &self.archived {
+            h.update(b"|");
+            h.update(id.as_bytes());
+            h.update(Value::Object(f.clone()).to_string().as_bytes());
+        }
+        hex::encode(h.finalize())
+    }
+}
+
+/// The plan for an entity snapshot, or `None` when it holds no Contact crosswalk.
+pub fn plan_contacts(mapping: &CrmMapping, entity: &Value) -> Option<ContactPlan> {
+    let mut ids = contact_ids(mapping, entity.get("crosswalks"));
+    if ids.is_empty() {
+        return None;
+    }
+    let survivor = match mapping.survivor {
+        SurvivorRule::FirstCrosswalk => ids.remove(0),
+        SurvivorRule::LowestId => {
+            ids.sort();
+            ids.remove(0)
+        }
+    };
+    let empty = Value::Object(Map::new());
+    let survivor_fields = contact_fields(mapping, entity.get("attributes").unwrap_or(&empty));
+    let archived = ids
+        .into_iter()
+        .map(|id| {
+            let fields = mapping
+                .archive_fields
+                .iter()
+                .map(|(k, v)| {
+                    let v = match v {
+                        Value::String(s) => {
+                            Value::String(s.replace(SURVIVOR_PLACEHOLDER, &survivor))
+                        }
+                        other => other.clone(),
+                    };
+                    (k.clone(), v)
+                })
+                .collect();
+            (id, fields)
+        })
+        .collect();
+    Some(ContactPlan {
+        survivor,
+        survivor_fields,
+        archived,
+    })
+}
+
+/// A SOQL query for the child records of `relationship` that point at any of `losers`. Ids are validated
+/// as Salesforce Ids (15/18 alphanumerics) so nothing can be injected; invalid ones are left out.
+pub fn child_query(relationship: &ChildRelationship, losers: &[&str]) -> Option<String> {
+    let ids: Vec<String> = losers
+        .iter()
+        .filter(|id| {
+            (id.len() == 15 || id.len() == 18) && id.chars().all(|c| c.is_ascii_alphanumeric())
+        })
+        .map(|id| format!("'{id}'"))
+        .collect();
+    if ids.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "SELECT Id FROM {} WHERE {} IN ({})",
+        relationship.sobject,
+        relationship.field,
+        ids.join(",")
+    ))
+}
+
+/// A number from a version value: integers, or digit strings.
+pub fn parse_version(text: &str) -> Option<i64> {
+    text.trim().parse::<i64>().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const MAPPING: &str = r#"
+crosswalk_type = "configuration/sources/SFDC_CONTACT"
+archive_fields = { Merged_Into__c = "{survivor}", Status__c = "Merged" }
+[[fields]]
+attribute = "FirstName"
+field = "FirstName"
+transform = "trim"
+[[fields]]
+attribute = "Address.City"
+field = "MailingCity"
+[[children]]
+sobject = "Case"
+field = "ContactId"
+"#;
+
+    #[test]
+    fn golden_values_and_plan() {
+        let m = CrmMapping::parse(MAPPING).unwrap();
+        let entity = json!({
+            "attributes": {
+                "FirstName": [{"value": "Old", "ov": false}, {"value": " Ann ", "ov": true}],
+                "Address": [{"ov": true, "value": {"City": [{"value": "Oslo", "ov": true}]}}]
+            },
+            "crosswalks": [
+                {"type": "configuration/sources/SFDC_CONTACT", "value": "003000000000002AAA"},
+                {"type": "configuration/sources/Other", "value": "x"},
+                {"type": "configuration/sources/SFDC_CONTACT", "value": "003000000000001AAA"},
+                {"type": "configuration/sources/SFDC_CONTACT", "value": "003000000000009AAA", "deleteDate": "2024"}
+            ]
+        });
+        let plan = plan_contacts(&m, &entity).unwrap();
+        assert_eq!(plan.survivor, "003000000000001AAA");
+        assert_eq!(plan.survivor_fields["FirstName"], "Ann");
+        assert_eq!(plan.survivor_fields["MailingCity"], "Oslo");
+        assert_eq!(plan.archived.len(), 1);
+        assert_eq!(plan.archived[0].1["Merged_Into__c"], "003000000000001AAA");
+        assert_eq!(
+            child_query(&m.children[0], &plan.losers()).unwrap(),
+            "SELECT Id FROM Case WHERE ContactId IN ('003000000000002AAA')"
+        );
+        assert!(plan_contacts(&m, &json!({"crosswalks": []})).is_none());
+    }
+
+    #[test]
+    fn invalid_mappings_are_rejected_with_the_setting() {
+        let soap = format!("merge_strategy = \"soap\"\n{MAPPING}");
+        assert!(CrmMapping::parse(&soap)
+            .unwrap_err()
+            .to_string()
+            .contains("soap"));
+        let bad = MAPPING.replace("field = \"FirstName\"", "field = \"First Name\"");
+        assert!(CrmMapping::parse(&bad)
+            .unwrap_err()
+            .to_string()
+            .contains("First Name"));
+        let ev = format!("event_types = [\"NOPE\"]\n{MAPPING}");
+        assert!(CrmMapping::parse(&ev)
+            .unwrap_err()
+            .to_string()
+            .contains("NOPE"));
+    }
+}

@@ -1,0 +1,474 @@
+//! Salesforce REST client: OAuth client-credentials token and `instance_url` cached across invocations,
+//! one re-authentication on 401 `INVALID_SESSION_ID`, sObject Collections updates (≤ 200 records a call) with
+//! per-item results, and SOQL queries. Retries 5xx and timeouts within the invocation's deadline.
+
+use crate::retry::{remaining, RetryPolicy};
+use crate::secrets::{SecretCache, SecretError};
+use reqwest::{RequestBuilder, Response, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use std::time::Duration;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+/// Records per sObject Collections call (Salesforce's limit).
+pub const MAX_COLLECTION: usize = 200;
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+const MAX_ERROR_TEXT: usize = 300;
+
+/// The shape of the `SALESFORCE_SECRET_ID` secret.
+#[derive(Deserialize, Clone)]
+pub struct SalesforceCredentials {
+    pub token_url: String,
+    pub client_id: String,
+    pub client_secret: SecretString,
+}
+
+pub enum SalesforceCredentialSource {
+    Static(SalesforceCredentials),
+    Secret(SecretCache),
+}
+
+/// A failed call as a whole. `is_transient` decides between retry (batch item failure) and dead-letter.
+#[derive(Debug, thiserror::Error)]
+pub enum SalesforceError {
+    #[error("Salesforce API limit exceeded (REQUEST_LIMIT_EXCEEDED)")]
+    LimitExceeded,
+    #[error("Salesforce is unavailable (HTTP {0})")]
+    Unavailable(u16),
+    #[error("Salesforce did not answer in time")]
+    Timeout,
+    #[error("could not reach Salesforce: {0}")]
+    Connection(String),
+    #[error("Salesforce refused the credentials: {0}")]
+    Unauthorized(String),
+    #[error("Salesforce rejected the request (HTTP {status} {code}): {message}")]
+    Rejected {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    #[error("Salesforce's response could not be read: {0}")]
+    Decode(String),
+    #[error(transparent)]
+    Credentials(#[from] SecretError),
+}
+
+impl SalesforceError {
+    /// Only a request Salesforce rejected as invalid (HTTP 400) is permanent; the rest may succeed later. A
+    /// 403/404 on a whole request points at configuration or permissions (wrong API version, missing access),
+    /// which fixing the deployment cures: retried, never dead-lettered.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SalesforceError::Rejected { status, code, .. } => {
+                *status != 400 || is_transient_code(code)
+            }
+            _ => true,
+        }
+    }
+
+    fn is_retryable_now(&self) -> bool {
+        matches!(
+            self,
+            SalesforceError::Unavailable(_)
+                | SalesforceError::Timeout
+                | SalesforceError::Connection(_)
+        )
+    }
+}
+
+/// Error codes (per item or per request) that may succeed on a later try.
+pub fn is_transient_code(code: &str) -> bool {
+    matches!(
+        code,
+        "REQUEST_LIMIT_EXCEEDED"
+            | "UNABLE_TO_LOCK_ROW"
+            | "SERVER_UNAVAILABLE"
+            | "API_CURRENTLY_DISABLED"
+            | "CONCURRENT_REQUESTS_LIMIT_EXCEEDED"
+    )
+}
+
+/// Error codes meaning the record no longer exists (deleted, merged away, or never there).
+pub fn is_missing_code(code: &str) -> bool {
+    matches!(code, "ENTITY_IS_DELETED" | "NOT_FOUND")
+}
+
+/// The result for one record of a Collections call.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RecordOutcome {
+    Updated,
+    /// The record no longer exists: nothing to update.
+    Missing {
+        code: String,
+    },
+    Failed {
+        code: String,
+        message: String,
+        transient: bool,
+    },
+}
+
+/// One record update: the sObject type, its id and the fields to set (`null` clears a field).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordUpdate {
+    pub sobject: String,
+    pub id: String,
+    pub fields: Map<String, Value>,
+}
+
+struct Session {
+    access_token: SecretString,
+    instance_url: String,
+}
+
+pub struct SalesforceClient {
+    http: reqwest::Client,
+    api_version: String,
+    credentials: SalesforceCredentialSource,
+    session: Mutex<Option<Session>>,
+    retry: RetryPolicy,
+}
+
+impl SalesforceClient {
+    /// `api_version` like `v66.0`.
+    pub fn new(
+        http: reqwest::Client,
+        api_version: impl Into<String>,
+        credentials: SalesforceCredentialSource,
+        retry: RetryPolicy,
+    ) -> Self {
+        SalesforceClient {
+            http,
+            api_version: api_version.into(),
+            credentials,
+            session: Mutex::new(None),
+            retry,
+        }
+    }
+
+    /// `PATCH /composite/sobjects` with `allOrNone: false`, in calls of at most 200 records. Results come
+    /// back in input order. A call that fails as a whole returns its error (the earlier calls' results are
+    /// lost to the caller, which is safe: the updates are idempotent).
+    pub async fn update_records(
+        &self,
+        records: &[RecordUpdate],
+        deadline: Instant,
+    ) -> Result<Vec<RecordOutcome>, SalesforceError> {
+        let mut outcomes = Vec::with_capacity(records.len());
+        for chunk in records.chunks(MAX_COLLECTION) {
+            let body: Vec<Value> = chunk
+                .iter()
+                .map(|r| {
+                    let mut m = r.fields.clone();
+                    m.insert("attributes".into(), json!({ "type": r.sobject }));
+                    m.insert("id".into(), Value::String(r.id.clone()));
+                    Value::Object(m)
+                })
+                .collect();
+            let body = bytes::Bytes::from(
+                serde_json::to_vec(&json!({ "allOrNone": false, "records": body }))
+                    .map_err(|e| SalesforceError::Decode(e.to_string()))?,
+            );
+            let path = format!("/services/data/{}/composite/sobjects", self.api_version);
+            let response = self
+                .send(deadline, |http, base| {
+                    http.patch(format!("{base}{path}"))
+                        .header(reqwest::header::CONTENT_TYPE, "application/json")
+                        .body(body.clone())
+                })
+                .await?;
+            let items: Vec<Value> = read_json(response).await?;
+            for i in 0..chunk.len() {
+                outcomes.push(item_outcome(items.get(i)));
+            }
+        }
+        Ok(outcomes)
+    }
+
+    /// `GET /query?q=...`, following `nextRecordsUrl`. Returns the records.
+    pub async fn query(
+        &self,
+        soql: &str,
+        deadline: Instant,
+    ) -> Result<Vec<Value>, SalesforceError> {
+        let mut records = Vec::new();
+        let mut path = format!("/services/data/{}/query", self.api_version);
+        let mut first = true;
+        loop {
+            let p = path.clone();
+            let response = self
+                .send(deadline, |http, base| {
+                    let req = http.get(format!("{base}{p}"));
+                    if first {
+                        req.query(&[("q", soql)])
+                    } else {
+                        req
+                    }
+                })
+                .await?;
+            let page: Value = read_json(response).await?;
+            if let Some(Value::Array(items)) = page.get("records") {
+                records.extend(items.iter().cloned());
+            }
+            match page.get("nextRecordsUrl").and_then(Value::as_str) {
+                Some(next) if page.get("done") == Some(&Value::Bool(false)) => {
+                    path = next.to_owned();
+                    first = false;
+                }
+                _ => return Ok(records),
+            }
+        }
+    }
+
+    async fn send(
+        &self,
+        deadline: Instant,
+        build: impl Fn(&reqwest::Client, &str) -> RequestBuilder,
+    ) -> Result<Response, SalesforceError> {
+        let mut attempt = 0;
+        let mut reauthenticated = false;
+        loop {
+            attempt += 1;
+            let error = match self.try_once(deadline, &build).await {
+                Ok(r) => return Ok(r),
+                Err(SalesforceError::Unauthorized(_)) if !reauthenticated => {
+                    reauthenticated = true;
+                    *self.session.lock().await = None;
+                    attempt -= 1;
+                    continue;
+                }
+                Err(e) if e.is_retryable_now() => e,
+                Err(e) => return Err(e),
+            };
+            match self.retry.next_wait(attempt, None, deadline) {
+                Some(wait) => {
+                    tracing::debug!(attempt, ?wait, error = %error, "retrying Salesforce call");
+                    tokio::time::sleep(wait).await;
+                }
+                None => return Err(error),
+            }
+        }
+    }
+
+    async fn try_once(
+        &self,
+        deadline: Instant,
+        build: &impl Fn(&reqwest::Client, &str) -> RequestBuilder,
+    ) -> Result<Response, SalesforceError> {
+        let (token, base) = self.session(deadline).await?;
+        let left = remaining(deadline);
+        if left.is_zero() {
+            return Err(SalesforceError::Timeout);
+        }
+        let response = build(&self.http, &base)
+            .bearer_auth(token.expose_secret())
+            .timeout(left.min(REQUEST_TIMEOUT))
+            .send()
+            .await
+            .map_err(transport_error)?;
+        check_status(response).await
+    }
+
+    async fn session(&self, deadline: Instant) -> Result<(SecretString, String), SalesforceError> {
+        let mut cached = self.session.lock().await;
+        if let Some(s) = cached.as_ref() {
+            return Ok((s.access_token.clone(), s.instance_url.clone()));
+        }
+        let credentials = match &self.credentials {
+            SalesforceCredentialSource::Static(c) => c.clone(),
+            SalesforceCredentialSource::Secret(cache) => {
+                cache.get_json::<SalesforceCredentials>().await?
+            }
+        };
+        let left = remaining(deadline);
+        if left.is_zero() {
+            return Err(SalesforceError::Timeout);
+        }
+        let response = self
+            .http
+            .post(&credentials.token_url)
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", credentials.client_id.as_str()),
+                ("client_secret", credentials.client_secret.expose_secret()),
+            ])
+            .timeout(left.min(REQUEST_TIMEOUT))
+            .send()
+            .await
+            .map_err(transport_error)?;
+        let response = match check_status(response).await {
+            Ok(r) => r,
+            Err(e) if e.is_retryable_now() => return Err(e),
+            Err(e) => {
+                if let SalesforceCredentialSource::Secret(cache) = &self.credentials {
+                    cache.invalidate().await;
+                }
+                return Err(SalesforceError::Unauthorized(format!(
+                    "token endpoint refused the client: {e}"
+                )));
+            }
+        };
+        #[derive(Deserialize)]
+        struct TokenResponse {
+            access_token: SecretString,
+            instance_url: String,
+        }
+        let t: TokenResponse = read_json(response).await?;
+        let instance_url = t.instance_url.trim_end_matches('/').to_owned();
+        *cached = Some(Session {
+            access_token: t.access_token.clone(),
+            instance_url: instance_url.clone(),
+        });
+        Ok((t.access_token, instance_url))
+    }
+}
+
+fn item_outcome(item: Option<&Value>) -> RecordOutcome {
+    let Some(item) = item else {
+        return RecordOutcome::Failed {
+            code: "NO_RESULT".into(),
+            message: "Salesforce returned no result for this record".into(),
+            transient: true,
+        };
+    };
+    if item.get("success").and_then(Value::as_bool) == Some(true) {
+        return RecordOutcome::Updated;
+    }
+    let first = item
+        .get("errors")
+        .and_then(Value::as_array)
+        .and_then(|e| e.first());
+    let code = first
+        .and_then(|e| e.get("statusCode"))
+        .and_then(Value::as_str)
+        .unwrap_or("UNKNOWN_ERROR")
+        .to_owned();
+    let message = truncate(
+        first
+            .and_then(|e| e.get("message"))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned(),
+    );
+    if is_missing_code(&code) {
+        RecordOutcome::Missing { code }
+    } else {
+        RecordOutcome::Failed {
+            transient: is_transient_code(&code),
+            code,
+            message,
+        }
+    }
+}
+
+fn transport_error(e: reqwest::Error) -> SalesforceError {
+    if e.is_timeout() {
+        SalesforceError::Timeout
+    } else {
+        let mut text = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            text.push_str(": ");
+            text.push_str(&s.to_string());
+            source = s.source();
+        }
+        SalesforceError::Connection(text)
+    }
+}
+
+async fn check_status(response: Response) -> Result<Response, SalesforceError> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let body = response.text().await.unwrap_or_default();
+    let parsed: Option<Value> = serde_json::from_str(&body).ok();
+    let first = parsed.as_ref().map(|v| match v {
+        Value::Array(a) => a.first().cloned().unwrap_or(Value::Null),
+        other => other.clone(),
+    });
+    let code = first
+        .as_ref()
+        .and_then(|v| v.get("errorCode").or_else(|| v.get("error")))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    let message = truncate(
+        first
+            .as_ref()
+            .and_then(|v| v.get("message").or_else(|| v.get("error_description")))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .unwrap_or(body),
+    );
+    Err(match status {
+        StatusCode::UNAUTHORIZED => SalesforceError::Unauthorized(message),
+        _ if code == "REQUEST_LIMIT_EXCEEDED" => SalesforceError::LimitExceeded,
+        s if s.is_server_error() => SalesforceError::Unavailable(s.as_u16()),
+        _ => SalesforceError::Rejected {
+            status: status.as_u16(),
+            code,
+            message,
+        },
+    })
+}
+
+fn truncate(mut text: String) -> String {
+    if text.len() > MAX_ERROR_TEXT {
+        let mut cut = MAX_ERROR_TEXT;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push('…');
+    }
+    text
+}
+
+async fn read_json<T: serde::de::DeserializeOwned>(
+    response: Response,
+) -> Result<T, SalesforceError> {
+    let bytes = response.bytes().await.map_err(transport_error)?;
+    serde_json::from_slice(&bytes).map_err(|e| SalesforceError::Decode(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn item_errors_are_classified() {
+        let ok = json!({"id": "003A", "success": true, "errors": []});
+        assert_eq!(item_outcome(Some(&ok)), RecordOutcome::Updated);
+        let lock = json!({"success": false, "errors": [{"statusCode": "UNABLE_TO_LOCK_ROW", "message": "x"}]});
+        assert!(matches!(
+            item_outcome(Some(&lock)),
+            RecordOutcome::Failed {
+                transient: true,
+                ..
+            }
+        ));
+        let bad = json!({"success": false, "errors": [{"statusCode": "FIELD_CUSTOM_VALIDATION_EXCEPTION", "message": "x"}]});
+        assert!(matches!(
+            item_outcome(Some(&bad)),
+            RecordOutcome::Failed {
+                transient: false,
+                ..
+            }
+        ));
+        let gone = json!({"success": false, "errors": [{"statusCode": "ENTITY_IS_DELETED", "message": "x"}]});
+        assert!(matches!(
+            item_outcome(Some(&gone)),
+            RecordOutcome::Missing { .. }
+        ));
+        assert!(matches!(
+            item_outcome(None),
+            RecordOutcome::Failed {
+                transient: true,
+                ..
+            }
+        ));
+    }
+}
