@@ -1,0 +1,118 @@
+//! CDC transform of a 10,000-record DMS batch (decode, map, build the Reltio request bodies) against the
+//! physical floor: a bare `serde_json` parse of the same record bytes into `serde_json::Value`.
+//! Target (issue 7): transform ≤ 1.5 × the bare parse. Prints a figures table after criterion's report.
+
+use aws_lambda_events::event::kinesis::{KinesisEvent, KinesisEventRecord};
+use cdc_ingest::plan_batch;
+use criterion::Criterion;
+use mdm_sync_core::cdc::mapping::CdcMapping;
+use mdm_sync_core::cdc::transform::WriteOp;
+use mdm_sync_core::reltio::EntityBody;
+use mdm_sync_testkit::kinesis_event;
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+const RECORDS: usize = 10_000;
+const BATCH_SIZE: usize = 100;
+
+/// Realistic one-line DMS records: inserts and updates (some with before images) of distinct customers.
+fn records() -> Vec<KinesisEventRecord> {
+    let datas: Vec<Vec<u8>> = (0..RECORDS)
+        .map(|i| {
+            let op = if i % 3 == 0 { "insert" } else { "update" };
+            let before = if i % 3 == 1 { format!(r#","before-image":{{"id":{i}}}"#) } else { String::new() };
+            format!(
+                r#"{{"data":{{"id":{i},"first_name":"First{i}","last_name":"Last{i}","email":" Person.{i}@Example.com ","city":"Austin","street":"{i} Main St","zip":"78701","birth_date":"1990-03-04 00:00:00","balance":12.5}}{before},"metadata":{{"timestamp":"2024-07-29T00:58:17.983670Z","record-type":"data","operation":"{op}","partition-key-type":"primary-key","partition-key-value":"public.customer.{i}","schema-name":"public","table-name":"customer","transaction-id":{i},"commit-timestamp":"2024-07-29T00:58:17.974340Z","stream-position":"00000002/7C007178.3.00000002/7C007178","transaction-record-id":1}}}}"#
+            )
+            .into_bytes()
+        })
+        .collect();
+    let pairs: Vec<(&str, &[u8])> = datas.iter().map(|d| ("k", d.as_slice())).collect();
+    let event: KinesisEvent = serde_json::from_value(kinesis_event(&pairs)).unwrap();
+    event.records
+}
+
+fn bare_parse(records: &[KinesisEventRecord]) -> usize {
+    records
+        .iter()
+        .map(|r| {
+            serde_json::from_slice::<serde_json::Value>(&r.kinesis.data)
+                .map(|v| v.as_object().map_or(0, |o| o.len()))
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
+/// Everything the handler does before the network: decode, plan, schedule, and serialise each POST body.
+fn transform(mapping: &CdcMapping, records: &[KinesisEventRecord]) -> usize {
+    let plan = plan_batch(mapping, "before-image", records, chrono::Utc::now());
+    let mut bytes = 0;
+    for wave in &plan.waves {
+        let bodies: Vec<&EntityBody> = wave
+            .iter()
+            .filter_map(|w| match &w.write.op {
+                WriteOp::Post { body, .. } => Some(body),
+                WriteOp::DeleteCrosswalk => None,
+            })
+            .collect();
+        for chunk in bodies.chunks(BATCH_SIZE) {
+            bytes += serde_json::to_vec(chunk).unwrap().len();
+        }
+    }
+    bytes
+}
+
+fn median(mut f: impl FnMut(), runs: usize) -> Duration {
+    let mut times: Vec<Duration> = (0..runs)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed()
+        })
+        .collect();
+    times.sort();
+    times[runs / 2]
+}
+
+fn main() {
+    let mapping = CdcMapping::parse(include_str!("../mapping.example.toml")).unwrap();
+    let records = records();
+    assert!(transform(&mapping, &records) > 0);
+
+    let mut c = Criterion::default().configure_from_args().sample_size(20);
+    c.bench_function("cdc: bare serde_json parse of 10,000 records", |b| {
+        b.iter(|| bare_parse(black_box(&records)))
+    });
+    c.bench_function("cdc: transform 10,000 records", |b| {
+        b.iter(|| transform(black_box(&mapping), black_box(&records)))
+    });
+    c.final_summary();
+
+    let parse = median(
+        || {
+            black_box(bare_parse(&records));
+        },
+        15,
+    );
+    let full = median(
+        || {
+            black_box(transform(&mapping, &records));
+        },
+        15,
+    );
+    let ratio = full.as_secs_f64() / parse.as_secs_f64();
+    println!("\n| figure | measured | target |");
+    println!("| --- | --- | --- |");
+    println!(
+        "| bare serde_json parse, 10,000 DMS records | {:.1} ms | (floor) |",
+        parse.as_secs_f64() * 1e3
+    );
+    println!(
+        "| CDC transform, 10,000 DMS records | {:.1} ms | |",
+        full.as_secs_f64() * 1e3
+    );
+    println!(
+        "| transform / bare parse | {ratio:.2} x | <= 1.5 x{} |",
+        if ratio <= 1.5 { "" } else { "  NOT MET" }
+    );
+}
