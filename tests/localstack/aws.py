@@ -1,0 +1,123 @@
+"""moto_server and the AWS resources of infra/template.yaml, provisioned the way the template sets them."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import urllib.request
+
+import boto3
+from botocore.config import Config
+
+from .util import free_port, spawn, stop
+
+REGION = "us-east-1"
+STACK = "mdm-sync-local"
+
+
+def _moto_binary() -> str:
+    for cand in (os.environ.get("MOTO_SERVER"), shutil.which("moto_server")):
+        if cand and os.path.exists(cand):
+            return cand
+    raise RuntimeError("moto_server not found: run `make tools` (or set MOTO_SERVER)")
+
+
+class Moto:
+    def __init__(self, log_path: str | None = None):
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        out = open(log_path, "ab") if log_path else open(os.devnull, "wb")
+        self.proc = spawn([_moto_binary(), "-H", "127.0.0.1", "-p", str(self.port)], stdout=out, stderr=out)
+        deadline = time.time() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"{self.endpoint}/moto-api/", timeout=1).read()
+                break
+            except Exception:
+                if time.time() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError("moto_server did not start")
+                time.sleep(0.1)
+
+    def client(self, service: str):
+        return boto3.client(
+            service,
+            endpoint_url=self.endpoint,
+            region_name=REGION,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            config=Config(retries={"max_attempts": 3, "mode": "standard"}),
+        )
+
+    def close(self):
+        stop(self.proc)
+
+
+class Resources:
+    """Same resources and settings as infra/template.yaml (names prefixed by the local stack name)."""
+
+    def __init__(self, moto: Moto, *, shards: int = 2, fifo: bool = False, visibility_timeout: int = 6,
+                 max_receive_count: int = 5):
+        self.moto = moto
+        sqs, kin, ddb, sm = (moto.client(s) for s in ("sqs", "kinesis", "dynamodb", "secretsmanager"))
+        self.sqs, self.kinesis, self.ddb, self.sm = sqs, kin, ddb, sm
+        self.stream_name = f"{STACK}-cdc"
+        kin.create_stream(StreamName=self.stream_name, ShardCount=shards)
+        for _ in range(50):
+            d = kin.describe_stream(StreamName=self.stream_name)["StreamDescription"]
+            if d["StreamStatus"] == "ACTIVE":
+                break
+            time.sleep(0.1)
+        self.stream_arn = d["StreamARN"]
+        retention = {"MessageRetentionPeriod": "1209600"}
+        self.cdc_dlq = sqs.create_queue(QueueName=f"{STACK}-cdc-dlq", Attributes=retention)["QueueUrl"]
+        self.cdc_failure = sqs.create_queue(QueueName=f"{STACK}-cdc-stream-failures", Attributes=retention)["QueueUrl"]
+        self.crm_dlq = sqs.create_queue(QueueName=f"{STACK}-crm-dlq", Attributes=retention)["QueueUrl"]
+        suffix = ".fifo" if fifo else ""
+        fifo_attrs = {"FifoQueue": "true"} if fifo else {}
+        self.event_dlq = sqs.create_queue(QueueName=f"{STACK}-events-dlq{suffix}",
+                                          Attributes={**retention, **fifo_attrs})["QueueUrl"]
+        dlq_arn = sqs.get_queue_attributes(QueueUrl=self.event_dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        # The template uses 370 s (6 x the function timeout); the local stack scales it down with the timeouts.
+        self.event_queue = sqs.create_queue(
+            QueueName=f"{STACK}-events{suffix}",
+            Attributes={
+                **fifo_attrs,
+                "VisibilityTimeout": str(visibility_timeout),
+                "MessageRetentionPeriod": "345600",
+                "MaximumMessageSize": "1048576",
+                "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive_count}),
+            },
+        )["QueueUrl"]
+        self.event_queue_arn = sqs.get_queue_attributes(
+            QueueUrl=self.event_queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        self.fifo = fifo
+        self.table = f"{STACK}-sync-state"
+        ddb.create_table(
+            TableName=self.table,
+            BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        )
+
+    def secret(self, name: str, value: dict) -> str:
+        return self.sm.create_secret(Name=f"{STACK}/{name}", SecretString=json.dumps(value))["ARN"]
+
+    def drain(self, url: str) -> list[dict]:
+        """Every message currently in a queue (removed)."""
+        out = []
+        while True:
+            r = self.sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, MessageAttributeNames=["All"],
+                                         AttributeNames=["All"], WaitTimeSeconds=0, VisibilityTimeout=30)
+            msgs = r.get("Messages", [])
+            if not msgs:
+                return out
+            for m in msgs:
+                out.append(m)
+                self.sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+
+    def depth(self, url: str) -> int:
+        a = self.sqs.get_queue_attributes(
+            QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+        )["Attributes"]
+        return int(a["ApproximateNumberOfMessages"]) + int(a["ApproximateNumberOfMessagesNotVisible"])

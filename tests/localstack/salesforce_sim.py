@@ -1,0 +1,298 @@
+"""Salesforce simulator: client-credentials tokens that expire (401 INVALID_SESSION_ID), sObject rows
+(GET/PATCH/POST/DELETE), sObject Collections (PATCH/POST/DELETE/GET composite/sobjects), a SOQL subset
+(SELECT fields FROM object WHERE a = 'x' AND b IN ('y','z') AND c != null [ORDER BY ..] [LIMIT n]), child
+records to re-point (Case.ContactId, Task.WhoId, OpportunityContactRole.ContactId; CampaignMember.ContactId is
+not updateable, as in Salesforce), and `Sforce-Limit-Info` on every answer.
+"""
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import threading
+import time
+from urllib.parse import parse_qs, urlsplit
+
+from .faults import Faults
+from .util import QuietHandler, Server, now_ms
+
+PREFIX = {"Contact": "003", "Case": "500", "Task": "00T", "OpportunityContactRole": "00K", "CampaignMember": "00v",
+          "Account": "001"}
+NOT_UPDATEABLE = {("CampaignMember", "ContactId")}
+DAILY_LIMIT = 100000
+
+
+class SalesforceSim:
+    def __init__(self, faults: Faults | None = None, token_ttl_s: int = 30, client=("sf-local", "sf-s3cret")):
+        self.faults = faults or Faults()
+        self.token_ttl_s = token_ttl_s
+        self.client = client
+        self.lock = threading.RLock()
+        self.tokens: dict[str, float] = {}
+        self.rows: dict[str, dict[str, dict]] = {o: {} for o in PREFIX}
+        self.counter = 0
+        self.calls: dict[str, int] = {}
+        self.api_usage = 0
+        self.contact_writes: dict[str, list] = {}  # Contact Id -> [(ms, fields after the write)]
+        self.server = Server(_Handler, sim=self)
+        self.url = self.server.url
+        self.token_url = f"{self.url}/services/oauth2/token"
+
+    def new_id(self, obj):
+        self.counter += 1
+        return f"{PREFIX.get(obj, '00X')}LS{self.counter:013d}"
+
+    def insert(self, obj, fields: dict, id_: str | None = None) -> str:
+        with self.lock:
+            rid = id_ or self.new_id(obj)
+            row = {"Id": rid, "IsDeleted": False, **fields}
+            self.rows.setdefault(obj, {})[rid] = row
+            return rid
+
+    def update(self, obj, rid, fields) -> tuple[bool, list]:
+        with self.lock:
+            row = self.rows.get(obj, {}).get(rid)
+            if row is None:
+                return False, [{"statusCode": "ENTITY_IS_DELETED" if False else "NOT_FOUND",
+                                "message": "entity not found", "fields": []}]
+            bad = [f for f in fields if (obj, f) in NOT_UPDATEABLE or f in ("Id", "IsDeleted")]
+            if bad:
+                return False, [{"statusCode": "INVALID_FIELD_FOR_INSERT_UPDATE",
+                                "message": f"Unable to create/update fields: {', '.join(bad)}", "fields": bad}]
+            row.update(fields)
+            if obj == "Contact":
+                self.contact_writes.setdefault(rid, []).append((now_ms(), dict(row)))
+            return True, []
+
+    def delete(self, obj, rid) -> bool:
+        with self.lock:
+            return self.rows.get(obj, {}).pop(rid, None) is not None
+
+    # ------------------------------------------------------------------ SOQL subset
+    def query(self, soql: str) -> list[dict]:
+        m = re.match(r"\s*SELECT\s+(.+?)\s+FROM\s+(\w+)(?:\s+WHERE\s+(.+?))?(?:\s+ORDER\s+BY\s+.+?)?"
+                     r"(?:\s+LIMIT\s+(\d+))?\s*$", soql, re.I | re.S)
+        if not m:
+            raise ValueError("MALFORMED_QUERY")
+        fields = [f.strip() for f in m.group(1).split(",")]
+        obj = m.group(2)
+        if obj not in self.rows:
+            raise ValueError(f"INVALID_TYPE: sObject type '{obj}' is not supported.")
+        conds = [c for c in re.split(r"\s+AND\s+", m.group(3) or "", flags=re.I) if c.strip()]
+        preds = [self._predicate(c) for c in conds]
+        with self.lock:
+            out = []
+            for row in self.rows[obj].values():
+                if all(p(row) for p in preds):
+                    rec = {"attributes": {"type": obj, "url": f"/services/data/v66.0/sobjects/{obj}/{row['Id']}"}}
+                    for f in fields:
+                        rec[f] = row.get(f)
+                    out.append(rec)
+        if m.group(4):
+            out = out[: int(m.group(4))]
+        return out
+
+    @staticmethod
+    def _literal(text):
+        text = text.strip()
+        if text.lower() == "null":
+            return None
+        if text.lower() in ("true", "false"):
+            return text.lower() == "true"
+        if text.startswith("'") and text.endswith("'"):
+            return text[1:-1].replace("\\'", "'")
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(f"MALFORMED_QUERY: {text}")
+
+    def _predicate(self, cond):
+        cond = cond.strip().strip("()").strip() if cond.strip().startswith("(") and cond.strip().endswith(")") else cond
+        m = re.match(r"\s*(\w+)\s+(NOT\s+IN|IN)\s*\((.*)\)\s*$", cond, re.I | re.S)
+        if m:
+            vals = {self._literal(v) for v in re.findall(r"'(?:[^'\\]|\\.)*'|[^,\s]+", m.group(3))}
+            neg = m.group(2).upper().startswith("NOT")
+            return lambda row, f=m.group(1): (row.get(f) in vals) != neg
+        m = re.match(r"\s*(\w+)\s*(=|!=|<>)\s*(.+?)\s*$", cond, re.S)
+        if not m:
+            raise ValueError(f"MALFORMED_QUERY: {cond}")
+        val = self._literal(m.group(3))
+        if m.group(2) == "=":
+            return lambda row, f=m.group(1): row.get(f) == val
+        return lambda row, f=m.group(1): row.get(f) != val
+
+    # ------------------------------------------------------------------ views for the checks
+    def contact(self, rid):
+        with self.lock:
+            r = self.rows["Contact"].get(rid)
+            return dict(r) if r else None
+
+    def children_of(self, rid):
+        with self.lock:
+            out = []
+            for obj, field_ in (("Case", "ContactId"), ("Task", "WhoId"), ("OpportunityContactRole", "ContactId"),
+                                ("CampaignMember", "ContactId")):
+                out += [(obj, r["Id"]) for r in self.rows[obj].values() if r.get(field_) == rid]
+            return out
+
+
+class _Handler(QuietHandler):
+    @property
+    def sim(self) -> SalesforceSim:
+        return self.server.sim
+
+    def _reply(self, status, body=b""):
+        self.send(status, body, {"Sforce-Limit-Info": f"api-usage={self.sim.api_usage}/{DAILY_LIMIT}"})
+
+    def _begin(self, name) -> str | None:
+        """Counts the call, checks the session and injects faults. Returns None when already answered."""
+        with self.sim.lock:
+            self.sim.calls[name] = self.sim.calls.get(name, 0) + 1
+            self.sim.api_usage += 1
+        auth = self.headers.get("Authorization", "")
+        tok = auth[7:] if auth.lower().startswith("bearer ") else ""
+        exp = self.sim.tokens.get(tok)
+        if exp is None or exp < time.time():
+            self._reply(401, [{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}])
+            return None
+        f = self.sim.faults.decide(statuses=(503, 502))
+        if f and f[0] == "status":
+            self._reply(f[1], [{"message": "injected fault", "errorCode": "SERVER_UNAVAILABLE"}])
+            return None
+        if f and f[0] == "drop-before":
+            self.drop()
+            return None
+        return f[0] if f else "ok"
+
+    def _after(self, fault, status, body=b""):
+        if fault == "drop-after":
+            return self.drop()
+        self._reply(status, body)
+
+    def _route(self):
+        u = urlsplit(self.path)
+        m = re.match(r"^/services/data/(v\d+\.\d+)/(.*)$", u.path)
+        return u, (m.group(2) if m else None)
+
+    def _json(self):
+        try:
+            return json.loads(self.read_body() or b"null")
+        except ValueError:
+            return None
+
+    def do_POST(self):
+        u, rest = self._route()
+        if u.path == "/services/oauth2/token":
+            with self.sim.lock:
+                self.sim.calls["token"] = self.sim.calls.get("token", 0) + 1
+            form = parse_qs(self.read_body().decode())
+            ok = (form.get("grant_type") == ["client_credentials"]
+                  and (form.get("client_id", [""])[0], form.get("client_secret", [""])[0]) == self.sim.client)
+            if not ok:
+                return self._reply(400, {"error": "invalid_client", "error_description": "invalid client credentials"})
+            tok = "00DLS!" + secrets.token_urlsafe(24)
+            with self.sim.lock:
+                self.sim.tokens[tok] = time.time() + self.sim.token_ttl_s
+            return self._reply(200, {"access_token": tok, "instance_url": self.sim.url, "token_type": "Bearer",
+                                     "issued_at": str(now_ms()), "id": f"{self.sim.url}/id/00D/005",
+                                     "signature": "local"})
+        if rest is None:
+            return self._reply(404, [{"errorCode": "NOT_FOUND", "message": "not found"}])
+        if rest == "composite/sobjects":
+            fault = self._begin("POST composite/sobjects")
+            if fault is None:
+                return
+            body = self._json() or {}
+            out = []
+            for r in body.get("records", []):
+                fields = {k: v for k, v in r.items() if k != "attributes"}
+                out.append({"id": self.sim.insert(r["attributes"]["type"], fields), "success": True, "errors": []})
+            return self._after(fault, 200, out)
+        m = re.match(r"^sobjects/(\w+)/?$", rest)
+        if m:
+            fault = self._begin(f"POST sobjects/{m.group(1)}")
+            if fault is None:
+                return
+            rid = self.sim.insert(m.group(1), self._json() or {})
+            return self._after(fault, 201, {"id": rid, "success": True, "errors": []})
+        self._reply(404, [{"errorCode": "NOT_FOUND", "message": "not found"}])
+
+    def do_PATCH(self):
+        u, rest = self._route()
+        if rest == "composite/sobjects":
+            fault = self._begin("PATCH composite/sobjects")
+            if fault is None:
+                return
+            body = self._json() or {}
+            recs = body.get("records", [])
+            if len(recs) > 200:
+                return self._reply(400, [{"errorCode": "EXCEEDED_ID_LIMIT", "message": "more than 200 records"}])
+            out = []
+            for r in recs:
+                obj = (r.get("attributes") or {}).get("type")
+                rid = r.get("id") or r.get("Id")
+                fields = {k: v for k, v in r.items() if k not in ("attributes", "id", "Id")}
+                ok, errors = self.sim.update(obj, rid, fields)
+                out.append({"id": rid, "success": ok, "errors": errors})
+            return self._after(fault, 200, out)
+        m = re.match(r"^sobjects/(\w+)/(\w+)$", rest or "")
+        if m:
+            fault = self._begin(f"PATCH sobjects/{m.group(1)}")
+            if fault is None:
+                return
+            ok, errors = self.sim.update(m.group(1), m.group(2), self._json() or {})
+            if ok:
+                return self._after(fault, 204)
+            code = 404 if errors[0]["statusCode"] == "NOT_FOUND" else 400
+            return self._after(fault, code, [{"errorCode": e["statusCode"], "message": e["message"],
+                                              "fields": e["fields"]} for e in errors])
+        self._reply(404, [{"errorCode": "NOT_FOUND", "message": "not found"}])
+
+    def do_DELETE(self):
+        u, rest = self._route()
+        if rest == "composite/sobjects":
+            fault = self._begin("DELETE composite/sobjects")
+            if fault is None:
+                return
+            ids = ",".join(parse_qs(u.query).get("ids", [""])).split(",")
+            out = []
+            for rid in [i for i in ids if i]:
+                obj = next((o for o, p in PREFIX.items() if rid.startswith(p)), None)
+                ok = obj is not None and self.sim.delete(obj, rid)
+                out.append({"id": rid, "success": ok, "errors": [] if ok else [
+                    {"statusCode": "ENTITY_IS_DELETED", "message": "entity is deleted", "fields": []}]})
+            return self._after(fault, 200, out)
+        m = re.match(r"^sobjects/(\w+)/(\w+)$", rest or "")
+        if m:
+            fault = self._begin(f"DELETE sobjects/{m.group(1)}")
+            if fault is None:
+                return
+            ok = self.sim.delete(m.group(1), m.group(2))
+            return self._after(fault, 204 if ok else 404, b"" if ok else [
+                {"errorCode": "ENTITY_IS_DELETED", "message": "entity is deleted"}])
+        self._reply(404, [{"errorCode": "NOT_FOUND", "message": "not found"}])
+
+    def do_GET(self):
+        u, rest = self._route()
+        if rest == "query" or rest == "query/":
+            fault = self._begin("GET query")
+            if fault is None:
+                return
+            q = parse_qs(u.query).get("q", [""])[0]
+            try:
+                recs = self.sim.query(q)
+            except ValueError as e:
+                return self._reply(400, [{"errorCode": str(e).split(":")[0], "message": str(e)}])
+            return self._after(fault, 200, {"totalSize": len(recs), "done": True, "records": recs})
+        m = re.match(r"^sobjects/(\w+)/(\w+)$", rest or "")
+        if m:
+            fault = self._begin(f"GET sobjects/{m.group(1)}")
+            if fault is None:
+                return
+            with self.sim.lock:
+                row = self.sim.rows.get(m.group(1), {}).get(m.group(2))
+                row = dict(row) if row else None
+            if row is None:
+                return self._after(fault, 404, [{"errorCode": "NOT_FOUND", "message": "not found"}])
+            return self._after(fault, 200, {"attributes": {"type": m.group(1)}, **row})
+        self._reply(404, [{"errorCode": "NOT_FOUND", "message": "not found"}])

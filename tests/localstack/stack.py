@@ -1,0 +1,511 @@
+"""The local stack: starts every piece, runs a workload through it, checks the invariants, reports, and stops
+everything it started (also on Ctrl-C or failure)."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import workload as wlmod
+from .aws import Moto, Resources
+from .faults import Faults
+from .pollers import KinesisPoller, SqsPoller
+from .reltio_sim import ReltioSim, simple
+from .runtime import FunctionHost
+from .salesforce_sim import SalesforceSim
+from .util import percentiles
+from .webhook import ApiGateway, NativeStream, WebhookDeliverer
+
+ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+WEBHOOK_SECRET = "local-stack-webhook-secret"
+API_VERSION = "v66.0"
+# Reltio attribute → Contact field, as tests/localstack/crm-mapping.toml maps them.
+CONTACT_FIELDS = {"FirstName": "FirstName", "LastName": "LastName", "Email": "Email", "Phone": "Phone"}
+
+
+@dataclass
+class Scenario:
+    persons: int = 20
+    seed: int = 42
+    bad_inputs: bool = False
+    fault_rate: float = 0.0          # share of transient errors at Reltio and Salesforce
+    drop_rate: float = 0.0           # share of dropped connections at Reltio and Salesforce
+    latency_ms: tuple = (0, 0)
+    duplicate_rate: float = 0.0      # pollers and the webhook sender deliver some batches twice
+    reorder: bool = False            # SQS batches shuffled; several webhook senders in parallel
+    kill: tuple = ()                 # functions killed mid-batch once (at the start of phase 2)
+    kinesis_max_retries: int = 8     # MaximumRetryAttempts of the Kinesis event source
+    late_merge: bool = False         # workload: merges whose loser is objectVersions ahead of the winner
+    fail_500: int = 0                # Reltio answers 500 to this many POSTs carrying customer 1000's crosswalk
+    path: str = "webhook"            # "webhook" (signed webhooks → receiver) or "native" (straight to SQS)
+    fifo: bool = False
+    token_ttl_s: int = 20
+    settle_timeout_s: float = 150.0
+    target_dir: str = str(ROOT / "target" / "release")
+    log_dir: str | None = None
+    progress: bool = True
+
+
+@dataclass
+class Report:
+    figures: dict = field(default_factory=dict)
+    failures: list = field(default_factory=list)
+    notes: list = field(default_factory=list)
+    dlq: dict = field(default_factory=dict)
+
+    @property
+    def ok(self):
+        return not self.failures
+
+
+def binary(s: Scenario, name: str) -> str | None:
+    p = Path(s.target_dir) / name
+    return str(p) if p.exists() else None
+
+
+class Stack:
+    def __init__(self, s: Scenario):
+        self.s = s
+        self.closers = []
+        self.log_dir = s.log_dir or tempfile.mkdtemp(prefix="mdm-localstack-")
+        os.makedirs(self.log_dir, exist_ok=True)
+
+    def _log(self, name):
+        return os.path.join(self.log_dir, f"{name}.log")
+
+    def start(self):
+        s = self.s
+        self.moto = Moto(self._log("moto"))
+        self.closers.append(self.moto.close)
+        self.res = Resources(self.moto, fifo=s.fifo)
+        faults_r = Faults(error_rate=s.fault_rate, drop_rate=s.drop_rate, latency_ms=s.latency_ms, seed=s.seed)
+        faults_s = Faults(error_rate=s.fault_rate, drop_rate=s.drop_rate, latency_ms=s.latency_ms, seed=s.seed + 1)
+        self.reltio = ReltioSim(faults_r, token_ttl_s=s.token_ttl_s)
+        if s.fail_500:
+            self.reltio.fail_500["1000"] = s.fail_500
+        self.closers.append(self.reltio.server.close)
+        self.sf = SalesforceSim(faults_s, token_ttl_s=s.token_ttl_s)
+        self.closers.append(self.sf.server.close)
+        res = self.res
+        reltio_secret = res.secret("reltio", {"client_id": self.reltio.client[0], "client_secret": self.reltio.client[1]})
+        webhook_secret = res.secret("webhook", {"secrets": [WEBHOOK_SECRET, "previous-secret"]})
+        sf_secret = res.secret("salesforce", {"token_url": self.sf.token_url, "client_id": self.sf.client[0],
+                                              "client_secret": self.sf.client[1]})
+        common = {"AWS_ENDPOINT_URL": self.moto.endpoint, "RUST_LOG": "info", "METRICS_NAMESPACE": "MdmSync/local"}
+        reltio_env = {"RELTIO_API_URL": self.reltio.api_url, "RELTIO_AUTH_URL": self.reltio.auth_url,
+                      "RELTIO_SECRET_ID": reltio_secret}
+        self.hosts = {}
+        cdc = binary(s, "cdc-ingest")
+        if not cdc:
+            raise RuntimeError(f"{s.target_dir}/cdc-ingest missing: run `cargo build --release -p cdc-ingest`")
+        self.hosts["cdc-ingest"] = FunctionHost("cdc-ingest", cdc, {
+            **common, **reltio_env, "CDC_MAPPING_FILE": str(HERE / "cdc-mapping.toml"), "CDC_DLQ_URL": res.cdc_dlq,
+            "RELTIO_BATCH_SIZE": "10"}, timeout_s=30, log_path=self._log("cdc-ingest"))
+        crm = binary(s, "crm-updater")
+        if crm:
+            self.hosts["crm-updater"] = FunctionHost("crm-updater", crm, {
+                **common, **reltio_env, "SALESFORCE_SECRET_ID": sf_secret, "SALESFORCE_API_VERSION": API_VERSION,
+                "CRM_MAPPING_FILE": str(HERE / "crm-mapping.toml"), "SYNC_STATE_TABLE": res.table,
+                "CRM_DLQ_URL": res.crm_dlq,
+                # The ledger lease outlives a killed invocation; locally it is scaled down with the timeout.
+                "CRM_LEASE_SECONDS": "10"}, timeout_s=10, log_path=self._log("crm-updater"))
+        self.deliverer = None
+        wh = binary(s, "webhook-receiver")
+        if s.path == "webhook" and wh:
+            self.hosts["webhook-receiver"] = FunctionHost("webhook-receiver", wh, {
+                **common, "WEBHOOK_SECRET_ID": webhook_secret, "EVENT_QUEUE_URL": res.event_queue,
+                "WEBHOOK_REQUIRE_TIMESTAMP": "true"}, timeout_s=10, log_path=self._log("webhook-receiver"))
+            self.apigw = ApiGateway(self.hosts["webhook-receiver"])
+            self.closers.append(self.apigw.close)
+            self.deliverer = WebhookDeliverer(self.apigw.url, WEBHOOK_SECRET, workers=3 if s.reorder else 1,
+                                              duplicate_rate=s.duplicate_rate, seed=s.seed)
+        else:
+            self.deliverer = NativeStream(res)
+        self.closers.append(self.deliverer.close)
+        self.reltio.sink = self.deliverer.submit
+        for h in self.hosts.values():
+            self.closers.append(h.close)
+        self.hosts["cdc-ingest"].kill_probe = lambda: self.reltio.calls.get("POST /entities", 0)
+        if "crm-updater" in self.hosts:
+            self.hosts["crm-updater"].kill_probe = lambda: sum(self.sf.calls.values())
+        rng = random.Random(s.seed)
+        self.kinesis = KinesisPoller(res, self.hosts["cdc-ingest"], duplicate_rate=s.duplicate_rate, rng=rng,
+                                     max_retry_attempts=s.kinesis_max_retries)
+        self.closers.append(self.kinesis.close)
+        self.sqs_poller = None
+        if "crm-updater" in self.hosts:
+            self.sqs_poller = SqsPoller(res, self.hosts["crm-updater"], duplicate_rate=s.duplicate_rate,
+                                        reorder=s.reorder, rng=random.Random(s.seed + 5))
+            self.closers.append(self.sqs_poller.close)
+
+    def close(self):
+        for c in reversed(self.closers):
+            try:
+                c()
+            except Exception:
+                pass
+        self.closers = []
+
+    # ------------------------------------------------------------------ running
+    def _progress(self, label, done, total):
+        if not self.s.progress:
+            return
+        tty = sys.stderr.isatty()
+        if not tty and getattr(self, "_last_label", None) == label:
+            return
+        self._last_label = label
+        width = 30
+        filled = int(width * done / max(total, 1))
+        bar = "#" * filled + "-" * (width - filled)
+        sfw = sum(len(v) for v in self.sf.contact_writes.values())
+        acc = len(self.deliverer.accepted)
+        sys.stderr.write(f"\r[{bar}] {label:<22} reltio writes {sum(len(v) for v in self.reltio.writes.values()):4d}"
+                         f"  events {len(self.reltio.events):4d}/{acc:4d} queued  contact writes {sfw:4d} " + ("" if tty else "\n"))
+        sys.stderr.flush()
+
+    def _quiet(self) -> bool:
+        if not self.kinesis.idle() or not self.deliverer.idle():
+            return False
+        if self.sqs_poller is not None:
+            if self.sqs_poller.busy or self.res.depth(self.res.event_queue) > 0:
+                return False
+        return True
+
+    def settle(self, label, done, total, timeout):
+        end = time.time() + timeout
+        stable = 0
+        while time.time() < end:
+            self._progress(label, done, total)
+            if self._quiet():
+                stable += 1
+                if stable >= 4:
+                    return True
+            else:
+                stable = 0
+            time.sleep(0.25)
+        return False
+
+    def run(self) -> Report:
+        s = self.s
+        wl = wlmod.generate(persons=s.persons, seed=s.seed, bad_inputs=s.bad_inputs, late_merge=s.late_merge)
+        self.wl = wl
+        for cid, fields in wl.contacts.items():
+            self.sf.insert("Contact", fields, cid)
+        for obj, fields in wl.children:
+            self.sf.insert(obj, fields)
+        rep = Report()
+        t0 = time.time()
+        total = len(wl.phases)
+        put = 0
+        for i, phase in enumerate(wl.phases):
+            if i == 1:
+                for name in s.kill:
+                    if name in self.hosts:
+                        self.hosts[name].kill_next_mid_batch = 1
+            put += wlmod.put_phase(self.res, phase)
+            if not self.settle(f"phase {i + 1}/{total}", i, total, s.settle_timeout_s):
+                rep.failures.append(f"phase {i + 1} did not settle within {s.settle_timeout_s} s")
+                break
+        if s.bad_inputs:
+            if isinstance(self.deliverer, WebhookDeliverer):
+                st = self.deliverer.forge({"type": "ENTITY_CHANGED", "tenantId": "LOCAL1", "objectVersion": 999,
+                                           "object": {"uri": "entities/FORGED", "type": "configuration/entityTypes/Individual",
+                                                      "attributes": {}, "crosswalks": []}})
+                if st != 401:
+                    rep.failures.append(f"forged webhook answered {st}, expected 401")
+            # A message on the event queue that is not a Reltio event: the crm-updater must dead-letter it.
+            self.res.sqs.send_message(QueueUrl=self.res.event_queue, MessageBody="not a reltio event",
+                                      MessageAttributes={"eventId": {"DataType": "String", "StringValue": "bad-1"}},
+                                      **({"MessageGroupId": "bad", "MessageDeduplicationId": "bad-1"} if s.fifo else {}))
+            self.settle("bad inputs", total, total, 60)
+        self._progress("done", total, total)
+        if s.progress:
+            sys.stderr.write("\n")
+        rep.figures["wall_seconds"] = round(time.time() - t0, 1)
+        rep.figures["records_put"] = put
+        self.check(wl, rep)
+        return rep
+
+    # ------------------------------------------------------------------ invariants and figures
+    def check(self, wl, rep: Report):
+        s, res, reltio, sf = self.s, self.res, self.reltio, self.sf
+        f = rep.figures
+        f["changes_produced"] = len([c for c in wl.changes if not any(c in x.also for x in wl.changes)])
+        f["crosswalk_writes"] = sum(len(v) for v in reltio.writes.values())
+        f["entities_live"] = len(reltio.live_entities())
+        f["entities_created"] = len(reltio.entities)
+        f["merges"] = reltio.merges
+        f["events_emitted"] = len(reltio.events)
+        f["events_enqueued"] = len(self.deliverer.accepted)
+        f["api_calls"] = {"reltio": dict(reltio.calls), "salesforce": dict(sf.calls)}
+        f["faults_injected"] = {"reltio": dict(reltio.faults.injected), "salesforce": dict(sf.faults.injected)}
+        f["invocations"] = {n: {"invocations": h.invocations, "errors": h.errors, "killed": h.kills,
+                                "restarts": h.restarts} for n, h in self.hosts.items()}
+        for name in s.kill:
+            if name in self.hosts and self.hosts[name].kills == 0:
+                rep.failures.append(f"{name} was to be killed mid-batch but never was")
+        f["pollers"] = {"kinesis": vars(self.kinesis.stats).copy()}
+        if self.sqs_poller:
+            f["pollers"]["sqs"] = vars(self.sqs_poller.stats).copy()
+        for p in f["pollers"].values():
+            p.pop("lock", None)
+        if isinstance(self.deliverer, WebhookDeliverer):
+            f["webhook"] = {"attempts": self.deliverer.attempts, "statuses": dict(self.deliverer.statuses),
+                            "gave_up": len(self.deliverer.given_up), "forged": self.deliverer.forged}
+
+        # 1. Reltio holds exactly the source's end state, crosswalk by crosswalk.
+        history = {}
+        for c in wl.changes:
+            history.setdefault(c.key, []).append(c.expected)
+        for key, exp in wl.expected.items():
+            got = reltio.contribution(key)
+            if got == "absent" or got != exp:
+                kind = "stale write" if got in history[key][:-1] else "lost change"
+                rep.failures.append(f"{kind}: crosswalk {key[0].split('/')[-1]}/{key[1]} holds {got}, source says {exp}")
+
+        # 2. Every emitted event reached the queue; nothing forged did.
+        emitted = {e["id"] for e in reltio.events}
+        missing = emitted - set(self.deliverer.accepted)
+        if missing:
+            rep.failures.append(f"{len(missing)} Reltio events never enqueued (e.g. {sorted(missing)[:3]})")
+        if getattr(self.deliverer, "given_up", None):
+            rep.failures.append(f"webhook sender gave up on {len(self.deliverer.given_up)} events")
+
+        # 3. Dead-letter queues: only the deliberate bad inputs, each with its reason.
+        dl = {"cdc-dlq": res.drain(res.cdc_dlq), "cdc-stream-failures": res.drain(res.cdc_failure),
+              "events-dlq": res.drain(res.event_dlq), "crm-dlq": res.drain(res.crm_dlq)}
+        rep.dlq = {k: [m["Body"] for m in v] for k, v in dl.items()}
+        f["dlq_depth"] = {k: len(v) for k, v in dl.items()}
+        expected_cdc = sum(wl.bad.values())
+        reasons = []
+        for m in dl["cdc-dlq"]:
+            try:
+                reasons.append(json.loads(m["Body"]).get("reason", ""))
+            except ValueError:
+                reasons.append("<unreadable DLQ body>")
+        f["cdc_dlq_reasons"] = reasons
+        # A redelivered batch (at least once) can dead-letter the same record again: count distinct records.
+        seqs = set()
+        for m in dl["cdc-dlq"]:
+            try:
+                seqs.add(json.loads(m["Body"]).get("sequenceNumber"))
+            except ValueError:
+                seqs.add(m["Body"])
+        f["cdc_dlq_distinct_records"] = len(seqs)
+        if len(seqs) != expected_cdc:
+            rep.failures.append(f"cdc DLQ holds {len(seqs)} distinct records, the workload deliberately caused "
+                                f"{expected_cdc}: {reasons}")
+        if dl["cdc-stream-failures"]:
+            rep.failures.append(f"Kinesis on-failure queue holds {len(dl['cdc-stream-failures'])} batches")
+        if dl["events-dlq"]:
+            rep.failures.append(f"event DLQ holds {len(dl['events-dlq'])} messages: "
+                                f"{[m['Body'][:120] for m in dl['events-dlq']][:3]}")
+        if "crm-updater" in self.hosts:
+            expected_crm = 1 if s.bad_inputs else 0
+            crm_bodies = [m["Body"] for m in dl["crm-dlq"]]
+            distinct = set()
+            for b in crm_bodies:  # a redelivered message may be dead-lettered again: count distinct messages
+                try:
+                    distinct.add(json.loads(b).get("messageId") or b)
+                except ValueError:
+                    distinct.add(b)
+            f["crm_dlq_distinct_messages"] = len(distinct)
+            if len(distinct) != expected_crm:
+                rep.failures.append(f"crm DLQ holds {len(crm_bodies)} messages, expected {expected_crm}: "
+                                    f"{[b[:200] for b in crm_bodies][:3]}")
+            self.check_salesforce(rep)
+        else:
+            rep.notes.append("crm-updater binary not built: the Salesforce leg was not run")
+            self.check_queue_messages(rep)
+
+        # Latency: source commit → Reltio write (cdc hop).
+        cdc_lat = []
+        first_write = {}
+        for c in wl.changes:
+            later = history[c.key][history[c.key].index(c.expected):] if c.expected in history[c.key] else [c.expected]
+            for ms, state in reltio.writes.get(c.key, []):
+                if ms >= c.commit_ms - 5 and state in later:
+                    cdc_lat.append(ms - c.commit_ms)
+                    first_write[id(c)] = ms
+                    break
+        ev_ms = {e["id"]: e["ms"] for e in reltio.events}
+        q_lat = [self.deliverer.accepted[i] - ev_ms[i] for i in self.deliverer.accepted if i in ev_ms]
+        f["latency_ms"] = {"source→reltio": percentiles(cdc_lat), "reltio→queue": percentiles(q_lat)}
+        if hasattr(self, "_sf_lat"):
+            f["latency_ms"]["reltio→salesforce"] = percentiles(self._sf_lat)
+            overall = []
+            for c in wl.changes:
+                t_r = first_write.get(id(c))
+                e = reltio.entity_of(c.key)
+                if t_r is None or e is None:
+                    continue
+                t = self._sf_write_after(e, t_r)
+                if t is not None:
+                    overall.append(t - c.commit_ms)
+            f["latency_ms"]["source→salesforce"] = percentiles(overall)
+
+    def check_queue_messages(self, rep: Report):
+        """Without a consumer the event queue keeps what the receiver enqueued: check CONTRACT.md's format."""
+        msgs = self.res.drain(self.res.event_queue)
+        emitted = {e["id"]: e for e in self.reltio.events}
+        seen = set()
+        for m in msgs:
+            a = {k: v.get("StringValue") for k, v in (m.get("MessageAttributes") or {}).items()}
+            eid = a.get("eventId")
+            if eid == "bad-1":
+                continue
+            try:
+                body = json.loads(m["Body"])
+            except ValueError:
+                rep.failures.append(f"queue message {eid} body is not the event JSON")
+                continue
+            ev = emitted.get(eid)
+            if ev is None:
+                rep.failures.append(f"queue message with unknown eventId {eid!r} (forged or altered)")
+                continue
+            seen.add(eid)
+            want = {"eventType": ev["type"], "tenantId": "LOCAL1", "sourceObjectUri": ev["uri"],
+                    "objectVersion": str(ev["version"])}
+            bad = {k: (a.get(k), v) for k, v in want.items() if a.get(k) != v}
+            if bad or body.get("type") != ev["type"]:
+                rep.failures.append(f"queue message {eid}: attributes (got, want) {bad}")
+        rep.figures["queue_messages"] = len(msgs)
+        if set(emitted) - seen:
+            rep.failures.append(f"{len(set(emitted) - seen)} emitted events are not on the queue")
+
+    def _contact_view(self, golden: dict) -> dict:
+        out = {}
+        for attr, fld in CONTACT_FIELDS.items():
+            v = golden.get(attr)
+            out[fld] = v[0] if v else None
+        return out
+
+    def _sf_write_after(self, e, t_ms):
+        ids = sorted(xw["value"] for k, xw in e.crosswalks.items()
+                     if k[0].endswith("/SFDC_CONTACT") and not xw.get("deleteDate"))[:1]
+        final = self._contact_view(e.golden_simple())
+        best = None
+        for cid in ids:
+            for ms, row in self.sf.contact_writes.get(cid, []):
+                if ms >= t_ms and all(row.get(k) == v for k, v in final.items()):
+                    best = ms if best is None else min(best, ms)
+                    break
+        return best
+
+    def check_salesforce(self, rep: Report):
+        """Per live entity with live SFDC_CONTACT crosswalks (crm-mapping.toml: survivor = lowest Id, merge
+        strategy archive): the survivor Contact holds the golden record's mapped fields, every other Contact is
+        archived pointing at the survivor, and no child record points at an archived Contact."""
+        reltio, sf = self.reltio, self.sf
+        survivors = archived = 0
+        self._sf_lat = []
+        for e in reltio.live_entities():
+            sf_ids = sorted(xw["value"] for k, xw in e.crosswalks.items()
+                            if k[0].endswith("/SFDC_CONTACT") and not xw.get("deleteDate"))
+            if not sf_ids:
+                continue
+            want = self._contact_view(e.golden_simple())
+            survivor, losers = sf_ids[0], sf_ids[1:]
+            row = sf.contact(survivor) or {}
+            got = {k: row.get(k) for k in want}
+            if got != want:
+                rep.failures.append(f"Contact {survivor} of {e.uri} differs from the golden record: "
+                                    f"got {got}, golden {want}")
+            else:
+                survivors += 1
+            for cid in losers:
+                r = sf.contact(cid) or {}
+                if r.get("MDM_Status__c") != "Merged" or r.get("Merged_Into__c") != survivor:
+                    rep.failures.append(f"Contact {cid} merged into {survivor} ({e.uri}) is not archived: "
+                                        f"{ {k: r.get(k) for k in ('MDM_Status__c', 'Merged_Into__c')} }")
+                else:
+                    archived += 1
+                for obj, child in sf.children_of(cid):
+                    rep.failures.append(f"{obj} {child} still points at merged-away Contact {cid}")
+            # Stale write: a Contact write whose values are those of an older entity version than an earlier
+            # write already applied (only after the entity's last merge, where one version history applies).
+            since = reltio.merged_at.get(e.id, 0)
+            views = [(ms, self._contact_view(g)) for _, ms, g in reltio.versions.get(e.id, []) if ms >= since]
+            high = -1
+            for wms, wrow in sf.contact_writes.get(survivor, []):
+                if wms < since:
+                    continue
+                idx = max((i for i, (vms, v) in enumerate(views)
+                           if vms <= wms and all(wrow.get(k) == x for k, x in v.items())), default=None)
+                if idx is None:
+                    continue
+                if idx < high and views[idx][1] != views[high][1]:
+                    rep.failures.append(f"stale write: Contact {survivor} of {e.uri} got version #{idx}'s values "
+                                        f"after version #{high}'s")
+                high = max(high, idx)
+            for vers, ms, golden in reltio.versions.get(e.id, []):
+                t = self._sf_write_after(e, ms)
+                if t is not None:
+                    self._sf_lat.append(t - ms)
+        moved = 0
+        for obj in ("Case", "Task", "OpportunityContactRole"):
+            for r in sf.rows[obj].values():
+                fld = "WhoId" if obj == "Task" else "ContactId"
+                if not r.get("Subject", "").endswith(r.get(fld) or ""):
+                    moved += 1
+        rep.figures["contacts_written"] = len(sf.contact_writes)
+        rep.figures["contact_writes"] = sum(len(v) for v in sf.contact_writes.values())
+        rep.figures["contacts_matching_golden"] = survivors
+        rep.figures["contacts_archived"] = archived
+        rep.figures["child_records_repointed"] = moved
+
+
+def format_report(rep: Report) -> str:
+    f = rep.figures
+    lines = ["", "mdm-sync local stack report", "=" * 27]
+    order = ["wall_seconds", "records_put", "changes_produced", "crosswalk_writes", "entities_created",
+             "entities_live", "merges", "events_emitted", "events_enqueued", "contacts_written", "contact_writes",
+             "contacts_matching_golden", "contacts_archived", "child_records_repointed"]
+    for k in order:
+        if k in f:
+            lines.append(f"  {k.replace('_', ' '):<28} {f[k]}")
+    lines.append("  DLQ depth                    " + ", ".join(f"{k} {v}" for k, v in f.get("dlq_depth", {}).items()))
+    for r in f.get("cdc_dlq_reasons", []):
+        lines.append(f"    cdc DLQ reason: {r[:140]}")
+    for target, calls in f.get("api_calls", {}).items():
+        lines.append(f"  API calls {target:<18} " + ", ".join(f"{k} {v}" for k, v in sorted(calls.items())))
+    for target, inj in f.get("faults_injected", {}).items():
+        if inj:
+            lines.append(f"  faults injected {target:<12} " + ", ".join(f"{k} {v}" for k, v in sorted(inj.items())))
+    for n, v in f.get("invocations", {}).items():
+        lines.append(f"  {n:<28} {v}")
+    for n, v in f.get("pollers", {}).items():
+        lines.append(f"  poller {n:<21} {v}")
+    if "webhook" in f:
+        lines.append(f"  webhook deliveries           {f['webhook']}")
+    lines.append("  latency ms (p50 / p95 / p99)")
+    for hop, p in f.get("latency_ms", {}).items():
+        lines.append(f"    {hop:<24} {p[50]} / {p[95]} / {p[99]}")
+    for n in rep.notes:
+        lines.append(f"  note: {n}")
+    if rep.failures:
+        lines.append(f"INVARIANTS FAILED ({len(rep.failures)}):")
+        lines += [f"  - {x}" for x in rep.failures[:40]]
+    elif any("crm-updater binary not built" in n for n in rep.notes):
+        lines.append("All invariants checked hold (Reltio side and queue; the Salesforce leg did not run): no change "
+                     "lost, no stale write, DLQs hold only the deliberate bad inputs.")
+    else:
+        lines.append("All invariants hold: no change lost, no stale write, every Contact matches its golden record, "
+                     "DLQs hold only the deliberate bad inputs.")
+    return "\n".join(lines)
+
+
+def run(s: Scenario) -> Report:
+    st = Stack(s)
+    try:
+        st.start()
+        return st.run()
+    finally:
+        st.close()

@@ -1,0 +1,106 @@
+"""End-to-end tests of the whole pipeline on the local stack (`make e2e`, part of `make test`).
+
+They run the release binaries in target/release (built by `make e2e`). When functions/crm-updater exists its
+binary is required, and the Salesforce leg (Contacts equal to Reltio's golden records, merges re-pointing
+children) is checked too.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from .stack import ROOT, Scenario, format_report, run
+
+TARGET = Path(os.environ.get("LOCALSTACK_TARGET_DIR", ROOT / "target" / "release"))
+FUNCTIONS = [p.name for p in (ROOT / "functions").iterdir() if (p / "Cargo.toml").exists()]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def release_binaries():
+    missing = [f for f in FUNCTIONS if not (TARGET / f).exists()]
+    assert not missing, f"release binaries missing: {missing} (run `make release`)"
+
+
+def _run(tmp_path, **kw) -> "Report":
+    rep = run(Scenario(target_dir=str(TARGET), log_dir=str(tmp_path / "logs"), progress=False, **kw))
+    print(format_report(rep))
+    return rep
+
+
+def test_a_clean_workload_keeps_every_invariant_and_leaves_every_dlq_empty(tmp_path):
+    rep = _run(tmp_path, persons=20)
+    assert rep.ok, rep.failures
+    assert all(n == 0 for n in rep.figures["dlq_depth"].values()), rep.figures["dlq_depth"]
+    assert rep.figures["merges"] >= 10
+    assert rep.figures["events_enqueued"] == rep.figures["events_emitted"]
+    if "crm-updater" in FUNCTIONS:
+        assert rep.figures["contacts_matching_golden"] >= 20
+
+
+def test_under_faults_duplicates_reordering_and_a_killed_function_nothing_is_lost(tmp_path):
+    rep = _run(tmp_path, persons=20, seed=7, bad_inputs=True, fault_rate=0.2, drop_rate=0.03,
+               latency_ms=(0, 20), duplicate_rate=0.15, reorder=True, fail_500=2,
+               kill=tuple(f for f in ("cdc-ingest", "crm-updater", "webhook-receiver") if f in FUNCTIONS))
+    assert rep.ok, rep.failures
+    inj = rep.figures["faults_injected"]["reltio"]
+    assert sum(inj.values()) > 0, "faults were injected at Reltio"
+    assert rep.figures["pollers"]["kinesis"]["duplicates"] > 0
+    # The scheduled 500s became batch item failures: the poller retried from the failed sequence number.
+    assert rep.figures["pollers"]["kinesis"]["partial_failures"] >= 1
+    # Only the deliberate bad inputs reached a DLQ (the counts are asserted inside the report's invariants).
+    assert rep.figures["dlq_depth"]["events-dlq"] == 0
+    assert rep.figures["dlq_depth"]["cdc-stream-failures"] == 0
+
+
+def test_bad_inputs_end_where_the_contract_says_and_nothing_else_is_lost(tmp_path):
+    rep = _run(tmp_path, persons=10, seed=11, bad_inputs=True)
+    assert rep.ok, rep.failures
+    # Malformed DMS record and a record without its key: cdc-ingest's DLQ, each with its reason.
+    dead = [json.loads(b) for b in rep.dlq["cdc-dlq"]]
+    assert len({d["sequenceNumber"] for d in dead}) == 2
+    assert any("recordBase64" in d and "JSON" in d["reason"] for d in dead), dead
+    assert any(d.get("table") == "public.customer" and "key" in d["reason"] for d in dead), dead
+    assert all(d["function"] == "cdc-ingest" and d["sequenceNumber"] for d in dead)
+    # The unmapped table was skipped, not dead-lettered: cdc-ingest counted it.
+    log = (tmp_path / "logs" / "cdc-ingest.log").read_text(errors="replace")
+    assert "unmapped" in log
+    # The forged webhook was refused (401) and never enqueued (the queue checks find no unknown event id).
+    assert rep.figures["webhook"]["forged"] == [401]
+    if "crm-updater" in FUNCTIONS:
+        dead = [json.loads(b) for b in rep.dlq["crm-dlq"]]
+        assert len({d["messageId"] for d in dead}) == 1, dead
+        assert dead[0]["eventId"] == "bad-1" and "not a Reltio event" in dead[0]["reason"]
+
+
+def test_the_native_stream_path_into_a_fifo_queue_keeps_every_invariant(tmp_path):
+    rep = _run(tmp_path, persons=10, seed=5, path="native", fifo=True, duplicate_rate=0.1)
+    assert rep.ok, rep.failures
+
+
+def test_a_record_that_keeps_failing_goes_to_the_on_failure_queue_after_bounded_retries(tmp_path):
+    # Reltio answers 500 to every POST of customer 1000: cdc-ingest reports it as a batch item failure each time;
+    # after MaximumRetryAttempts the poller sends the batch metadata to the on-failure queue and discards the
+    # rest of that batch (Lambda's rule), and the shard moves on: later records are applied.
+    rep = _run(tmp_path, persons=6, seed=3, fail_500=10_000, kinesis_max_retries=2)
+    assert any("CRM_DB/1000 " in f and f.startswith("lost change") for f in rep.failures), rep.failures
+    assert rep.figures["dlq_depth"]["cdc-stream-failures"] >= 1
+    info = json.loads(rep.dlq["cdc-stream-failures"][0])["KinesisBatchInfo"]
+    assert info["shardId"] and info["startSequenceNumber"] and info["streamArn"]
+    kinds = ("lost change", "stale write", "Kinesis on-failure queue", "Contact", "events never enqueued")
+    assert all(f.startswith(kinds) or "Contact" in f for f in rep.failures), rep.failures
+    crosswalk_failures = [f for f in rep.failures if f.startswith(("lost change", "stale write"))]
+    assert len(crosswalk_failures) < rep.figures["changes_produced"] / 3, "the shard was not blocked"
+    assert rep.figures["pollers"]["kinesis"]["on_failure"] >= 1
+
+
+@pytest.mark.xfail(strict=True, reason="crm-updater orders a merge's ENTITY_LOST_MERGE by the loser's objectVersion "
+                   "under the winner's ledger key, so the winner's next, lower-numbered change is skipped as stale "
+                   "(see tests/localstack/README.md, Known issues)")
+def test_a_change_after_a_merge_whose_loser_was_versions_ahead_reaches_salesforce(tmp_path):
+    if "crm-updater" not in FUNCTIONS:
+        pytest.skip("needs crm-updater")
+    rep = _run(tmp_path, persons=10, seed=13, late_merge=True)
+    assert rep.ok, rep.failures

@@ -1,0 +1,134 @@
+"""Small shared helpers: free ports, threaded HTTP servers, process groups that are always stopped."""
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+_children: list[subprocess.Popen] = []
+_children_lock = threading.Lock()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def spawn(args, **kw) -> subprocess.Popen:
+    """Starts a child in its own process group; it is killed at exit (and by stop_all on signals)."""
+    p = subprocess.Popen(args, start_new_session=True, **kw)
+    with _children_lock:
+        _children.append(p)
+    return p
+
+
+def stop(p: subprocess.Popen, timeout: float = 3.0) -> None:
+    if p.poll() is None:
+        try:
+            os.killpg(p.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            p.wait()
+    with _children_lock:
+        if p in _children:
+            _children.remove(p)
+
+
+def stop_all() -> None:
+    with _children_lock:
+        kids = list(_children)
+    for p in kids:
+        stop(p)
+
+
+atexit.register(stop_all)
+
+
+def install_signal_handlers() -> None:
+    """Ctrl-C / SIGTERM: stop every child, then exit with the conventional status."""
+
+    def handler(signum, _frame):
+        stop_all()
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+class QuietHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):  # no access log on the console
+        pass
+
+    def read_body(self) -> bytes:
+        n = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(n) if n else b""
+
+    def send(self, status: int, body=b"", headers: dict | None = None, content_type="application/json"):
+        if not isinstance(body, (bytes, bytearray)):
+            body = json.dumps(body).encode()
+        self.send_response(status)
+        if body or status != 204:
+            self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        if body:
+            self.wfile.write(body)
+
+    def drop(self):
+        """Closes the connection without an answer (a dropped connection)."""
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+class Server:
+    """A ThreadingHTTPServer on a free 127.0.0.1 port, served from a daemon thread."""
+
+    def __init__(self, handler_cls, **attrs):
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler_cls)
+        self.httpd.daemon_threads = True
+        for k, v in attrs.items():
+            setattr(self.httpd, k, v)
+        self.port = self.httpd.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def percentiles(values, ps=(50, 95, 99)):
+    if not values:
+        return {p: None for p in ps}
+    v = sorted(values)
+    out = {}
+    for p in ps:
+        k = max(0, min(len(v) - 1, int(round(p / 100 * len(v) + 0.5)) - 1))
+        out[p] = v[k]
+    return out
