@@ -301,8 +301,27 @@ def check_iam(t: dict) -> list[str]:
     return problems
 
 
-def all_problems(t: dict, contract_md: Path | None = None) -> list[str]:
+def check_mapping_files(t: dict, layer_root: Path) -> list[str]:
+    """Every `*_MAPPING_FILE` under /opt/ must be shipped by a layer the function uses (a missing file stops
+    the function at start-up, on every invocation)."""
+    problems = []
+    for lid in resources(t, "AWS::Serverless::Function"):
+        for name, value in function_env(t, lid).items():
+            if not name.endswith("_MAPPING_FILE") or not isinstance(value, str):
+                continue
+            if not value.startswith("/opt/"):
+                problems.append(f"{lid}: {name}={value} is not in a layer (/opt/)")
+                continue
+            shipped = layer_root / value.removeprefix("/opt/")
+            if not shipped.is_file() or shipped.stat().st_size == 0:
+                problems.append(f"{lid}: {name}={value} is not shipped in {layer_root}")
+    return problems
+
+
+def all_problems(t: dict, contract_md: Path | None = None, layer_root: Path | None = None) -> list[str]:
     return (
+        (check_mapping_files(t, layer_root) if layer_root else [])
+        +
         check_event_sources(t)
         + check_queues(t)
         + check_visibility_timeouts(t)

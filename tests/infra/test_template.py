@@ -11,6 +11,7 @@ import template_checks as checks
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "infra" / "template.yaml"
 CONTRACT = ROOT.parent / "shared" / "CONTRACT.md"
+LAYER = ROOT / "infra" / "mappings-layer"
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +25,13 @@ def t(template):
 
 
 def test_the_template_has_no_problems(template):
-    assert checks.all_problems(template, CONTRACT) == []
+    assert checks.all_problems(template, CONTRACT, LAYER) == []
+
+
+def test_a_mapping_file_missing_from_the_layer_is_caught(t):
+    env = t["Resources"]["CrmUpdaterFunction"]["Properties"]["Environment"]["Variables"]
+    env["CRM_MAPPING_FILE"] = "/opt/mappings/missing.toml"
+    assert any("CRM_MAPPING_FILE" in p for p in checks.check_mapping_files(t, LAYER))
 
 
 def test_contract_md_and_the_embedded_variable_list_agree():
