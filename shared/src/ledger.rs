@@ -1,10 +1,12 @@
-//! The crm-updater's ordering and idempotency ledger: per Reltio entity, the version last applied, the event
-//! ids processed and a hash of what was last written. A short lease (conditional write) serialises concurrent
-//! invocations working on the same entity; nothing is recorded as applied before the caller says so.
+//! The crm-updater's ordering and idempotency ledger: per Reltio entity, the version last applied for each
+//! source object, the newest snapshot time applied, the event ids processed, a hash of what was last written
+//! and the Contacts already merged away. A short lease (conditional write) serialises concurrent invocations
+//! working on the same entity; nothing is recorded as applied before the caller says so. Every item carries a
+//! TTL (`expiresAt`).
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use futures::future::BoxFuture;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -14,38 +16,66 @@ pub enum LedgerError {
     Unavailable(String),
 }
 
+/// What orders one change against what was applied before for the same entity.
+///
+/// Reltio's `objectVersion` is a counter per object (REFERENCE.md), so a version is only ever compared with
+/// versions of the same `object` (a merged loser's events carry the loser's counter, not the winner's). The
+/// snapshot time is the entity's own `updatedTime` of the snapshot being applied (the event's, or the fetched
+/// entity's): a snapshot older than one already applied to this entity is stale whatever event brought it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Order {
+    /// The Reltio object the version counts for (the event's `sourceObjectUri`).
+    pub object: Option<String>,
+    /// `objectVersion` (or a timestamp when the stream carries none); `None`: no order.
+    pub version: Option<i64>,
+    /// The snapshot's `updatedTime` (epoch ms), when known.
+    pub snapshot_time: Option<i64>,
+}
+
 /// The answer to a claim.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
-    /// Go ahead; `last_hash` is the hash of what was last written for this entity.
-    Granted { last_hash: Option<String> },
+    /// Go ahead. `last_hash`: the hash of what was last written for this entity; `merged`: the Contact Ids
+    /// already merged away (SOAP `merge()`), which need no further merge.
+    Granted {
+        last_hash: Option<String>,
+        merged: BTreeSet<String>,
+    },
     /// This event id was already applied.
     Duplicate,
-    /// A newer version was already applied.
-    Stale { applied: i64 },
+    /// A newer version of the same object, or a newer snapshot of the entity, was already applied.
+    Stale,
     /// Another invocation holds the entity's lease: try again later.
     Busy,
 }
 
+/// What a commit records.
+#[derive(Debug, Clone, Copy)]
+pub struct Applied<'a> {
+    pub order: &'a Order,
+    pub event_id: &'a str,
+    /// Hash of the plan written.
+    pub hash: &'a str,
+    /// Contact Ids merged away by this change (added to those already recorded).
+    pub merged: &'a [String],
+}
+
 pub trait Ledger: Send + Sync {
-    /// Takes the entity's lease for `owner` unless the event is a duplicate or stale. `version` `None`: the
-    /// change carries no order (the current state fetched from Reltio) and is never stale.
+    /// Takes the entity's lease for `owner` unless the event is a duplicate or stale.
     fn claim<'a>(
         &'a self,
         entity: &'a str,
-        version: Option<i64>,
+        order: &'a Order,
         event_id: &'a str,
         owner: &'a str,
     ) -> BoxFuture<'a, Result<Claim, LedgerError>>;
 
-    /// Records the event as applied (Salesforce confirmed) and releases the lease. The recorded version is the
-    /// highest seen (`None` leaves it unchanged).
+    /// Records the change as applied (Salesforce confirmed) and releases the lease: per object the highest
+    /// version seen, the newest snapshot time, the event id, the hash and the merged Contacts.
     fn commit<'a>(
         &'a self,
         entity: &'a str,
-        version: Option<i64>,
-        event_id: &'a str,
-        hash: &'a str,
+        applied: Applied<'a>,
         owner: &'a str,
     ) -> BoxFuture<'a, Result<(), LedgerError>>;
 
@@ -57,28 +87,133 @@ pub trait Ledger: Send + Sync {
     ) -> BoxFuture<'a, Result<(), LedgerError>>;
 }
 
-/// Event ids kept per entity (the newest); older duplicates are still caught by the version check.
+/// Event ids kept per entity (the newest); older duplicates are still caught by the version checks.
 pub const MAX_EVENT_IDS: usize = 50;
 
-/// The DynamoDB ledger. Table: partition key `pk` (String) = entity URI. Attributes: `ver` (N), `hash` (S),
-/// `event_ids` (L of S, newest last), `lease_owner` (S), `lease_until` (N, epoch ms).
+/// Default time an entity's record is kept after its last write: longer than SQS's 14-day maximum retention,
+/// so no event that can still be delivered outlives its entity's record.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(35 * 24 * 3600);
+
+/// What the ledger knows about one entity (pure; the DynamoDB item in memory).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EntityRecord {
+    /// Source object URI → highest version applied.
+    pub versions: BTreeMap<String, i64>,
+    /// Newest snapshot `updatedTime` applied.
+    pub snapshot_time: Option<i64>,
+    /// Newest last.
+    pub event_ids: Vec<String>,
+    pub hash: Option<String>,
+    pub merged: BTreeSet<String>,
+}
+
+/// Whether a change may be applied given what was applied before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Fresh,
+    Duplicate,
+    Stale,
+}
+
+impl EntityRecord {
+    /// Duplicate when the event id was applied; stale when the same object's version applied is higher, or
+    /// the snapshot applied is newer. Versions of different objects are never compared.
+    pub fn judge(&self, order: &Order, event_id: &str) -> Verdict {
+        if self.event_ids.iter().any(|e| e == event_id) {
+            return Verdict::Duplicate;
+        }
+        if let (Some(object), Some(version)) = (&order.object, order.version) {
+            if self.versions.get(object).is_some_and(|&a| a > version) {
+                return Verdict::Stale;
+            }
+        }
+        if let (Some(applied), Some(t)) = (self.snapshot_time, order.snapshot_time) {
+            if applied > t {
+                return Verdict::Stale;
+            }
+        }
+        Verdict::Fresh
+    }
+
+    /// The record after `applied` was committed.
+    pub fn with(mut self, applied: &Applied<'_>) -> EntityRecord {
+        let order = applied.order;
+        if let (Some(object), Some(version)) = (&order.object, order.version) {
+            let v = self.versions.entry(object.clone()).or_insert(version);
+            *v = (*v).max(version);
+        }
+        self.snapshot_time = match (self.snapshot_time, order.snapshot_time) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        self.event_ids.retain(|e| e != applied.event_id);
+        self.event_ids.push(applied.event_id.to_owned());
+        if self.event_ids.len() > MAX_EVENT_IDS {
+            self.event_ids.drain(..self.event_ids.len() - MAX_EVENT_IDS);
+        }
+        self.hash = Some(applied.hash.to_owned());
+        self.merged.extend(applied.merged.iter().cloned());
+        self
+    }
+
+    fn from_item(item: &HashMap<String, AttributeValue>) -> EntityRecord {
+        EntityRecord {
+            versions: item
+                .get("vers")
+                .and_then(|v| v.as_m().ok())
+                .map(|m| {
+                    m.iter()
+                        .filter_map(|(k, v)| Some((k.clone(), v.as_n().ok()?.parse().ok()?)))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            snapshot_time: num(item, "snap"),
+            event_ids: strings(item, "event_ids"),
+            hash: item.get("hash").and_then(|v| v.as_s().ok()).cloned(),
+            merged: strings(item, "merged").into_iter().collect(),
+        }
+    }
+}
+
+/// The DynamoDB ledger. Table: partition key `pk` (String) = entity URI. Attributes: `vers` (M: source object
+/// URI → N), `snap` (N, epoch ms), `hash` (S), `event_ids` (L of S, newest last), `merged` (L of S), `rev` (N,
+/// bumped by every commit), `lease_owner` (S), `lease_until` (N, epoch ms), `expiresAt` (N, epoch seconds: the
+/// table's TTL attribute).
 pub struct DynamoLedger {
     client: aws_sdk_dynamodb::Client,
     table: String,
     lease: Duration,
+    retention: Duration,
+}
+
+fn unavailable<E, R>(e: aws_sdk_dynamodb::error::SdkError<E, R>) -> LedgerError
+where
+    E: std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    LedgerError::Unavailable(aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string())
 }
 
 impl DynamoLedger {
+    /// `lease`: how long a claim holds the entity; `retention`: how long after its last claim or commit an
+    /// entity's record is kept (`expiresAt`).
     pub fn new(
         client: aws_sdk_dynamodb::Client,
         table: impl Into<String>,
         lease: Duration,
+        retention: Duration,
     ) -> Self {
         DynamoLedger {
             client,
             table: table.into(),
             lease,
+            retention,
         }
+    }
+
+    fn expires_at(&self) -> AttributeValue {
+        let at = chrono::Utc::now().timestamp() + self.retention.as_secs() as i64;
+        AttributeValue::N(at.to_string())
     }
 
     async fn read(
@@ -93,35 +228,32 @@ impl DynamoLedger {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| {
-                LedgerError::Unavailable(
-                    aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string(),
-                )
-            })?;
+            .map_err(unavailable)?;
         Ok(out.item)
     }
 
     async fn claim_inner(
         &self,
         entity: &str,
-        version: Option<i64>,
+        order: &Order,
         event_id: &str,
         owner: &str,
     ) -> Result<Claim, LedgerError> {
         let item = self.read(entity).await?;
         let now = chrono::Utc::now().timestamp_millis();
+        let record = item
+            .as_ref()
+            .map(EntityRecord::from_item)
+            .unwrap_or_default();
+        match record.judge(order, event_id) {
+            Verdict::Duplicate => return Ok(Claim::Duplicate),
+            Verdict::Stale => return Ok(Claim::Stale),
+            Verdict::Fresh => {}
+        }
         let mut expected_owner = None;
-        let mut seen_version = None;
+        let mut seen_rev = None;
         if let Some(item) = &item {
-            seen_version = num(item, "ver");
-            if event_ids(item).iter().any(|e| e == event_id) {
-                return Ok(Claim::Duplicate);
-            }
-            if let (Some(applied), Some(version)) = (num(item, "ver"), version) {
-                if applied > version {
-                    return Ok(Claim::Stale { applied });
-                }
-            }
+            seen_rev = num(item, "rev");
             let lease_owner = item.get("lease_owner").and_then(|v| v.as_s().ok());
             let lease_until = num(item, "lease_until").unwrap_or(0);
             if lease_owner.is_some_and(|o| o != owner) && lease_until > now {
@@ -129,19 +261,22 @@ impl DynamoLedger {
             }
             expected_owner = lease_owner.cloned();
         }
-        // Take the lease only if the item is as read (same lease holder, or none): a concurrent claim wins
-        // at most once.
+        // Take the lease only if the item is as read (same lease holder, or none, and no commit since): a
+        // concurrent claim wins at most once, and nobody proceeds on a judgement made on an outdated record.
         let mut req = self
             .client
             .update_item()
             .table_name(&self.table)
             .key("pk", AttributeValue::S(entity.to_owned()))
-            .update_expression("SET lease_owner = :me, lease_until = :until")
+            .update_expression("SET lease_owner = :me, lease_until = :until, #exp = :exp")
+            .expression_attribute_names("#exp", "expiresAt")
+            .expression_attribute_names("#rev", "rev")
             .expression_attribute_values(":me", AttributeValue::S(owner.to_owned()))
             .expression_attribute_values(
                 ":until",
                 AttributeValue::N((now + self.lease.as_millis() as i64).to_string()),
-            );
+            )
+            .expression_attribute_values(":exp", self.expires_at());
         let lease_condition = match expected_owner {
             Some(o) => {
                 req = req.expression_attribute_values(":prev", AttributeValue::S(o));
@@ -149,74 +284,78 @@ impl DynamoLedger {
             }
             None => "attribute_not_exists(lease_owner)",
         };
-        let version_condition = match seen_version {
+        let rev_condition = match seen_rev {
             Some(v) => {
                 req = req.expression_attribute_values(":seen", AttributeValue::N(v.to_string()));
-                "ver = :seen"
+                "#rev = :seen"
             }
-            None => "attribute_not_exists(ver)",
+            None => "attribute_not_exists(#rev)",
         };
-        req = req.condition_expression(format!("{lease_condition} AND {version_condition}"));
+        req = req.condition_expression(format!("{lease_condition} AND {rev_condition}"));
         match req.send().await {
             Ok(_) => Ok(Claim::Granted {
-                last_hash: item
-                    .as_ref()
-                    .and_then(|i| i.get("hash"))
-                    .and_then(|v| v.as_s().ok())
-                    .cloned(),
+                last_hash: record.hash,
+                merged: record.merged,
             }),
             Err(e) if is_condition_failure(&e) => Ok(Claim::Busy),
-            Err(e) => Err(LedgerError::Unavailable(
-                aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string(),
-            )),
+            Err(e) => Err(unavailable(e)),
         }
     }
 
     async fn commit_inner(
         &self,
         entity: &str,
-        version: Option<i64>,
-        event_id: &str,
-        hash: &str,
+        applied: Applied<'_>,
         owner: &str,
     ) -> Result<(), LedgerError> {
+        // Read under the lease: no other invocation commits meanwhile.
         let item = self.read(entity).await?.unwrap_or_default();
-        let mut ids = event_ids(&item);
-        ids.push(event_id.to_owned());
-        if ids.len() > MAX_EVENT_IDS {
-            ids.drain(..ids.len() - MAX_EVENT_IDS);
-        }
-        let applied = match (num(&item, "ver"), version) {
-            (Some(a), Some(v)) => Some(a.max(v)),
-            (a, v) => a.or(v),
-        };
+        let record = EntityRecord::from_item(&item).with(&applied);
+        let list =
+            |v: Vec<String>| AttributeValue::L(v.into_iter().map(AttributeValue::S).collect());
+        let versions = record
+            .versions
+            .iter()
+            .map(|(k, v)| (k.clone(), AttributeValue::N(v.to_string())))
+            .collect();
+        let mut set = vec![
+            "#vers = :vers",
+            "#h = :h",
+            "event_ids = :ids",
+            "#merged = :merged",
+            "#rev = if_not_exists(#rev, :zero) + :one",
+            "#exp = :exp",
+        ];
         let mut req = self.client.update_item();
-        req = match applied {
-            Some(v) => req
-                .update_expression(
-                    "SET ver = :v, #h = :h, event_ids = :ids REMOVE lease_owner, lease_until",
-                )
-                .expression_attribute_values(":v", AttributeValue::N(v.to_string())),
-            None => req
-                .update_expression("SET #h = :h, event_ids = :ids REMOVE lease_owner, lease_until"),
-        };
+        if let Some(t) = record.snapshot_time {
+            set.push("#snap = :snap");
+            req = req
+                .expression_attribute_names("#snap", "snap")
+                .expression_attribute_values(":snap", AttributeValue::N(t.to_string()));
+        }
         req.table_name(&self.table)
             .key("pk", AttributeValue::S(entity.to_owned()))
+            .update_expression(format!(
+                "SET {} REMOVE lease_owner, lease_until",
+                set.join(", ")
+            ))
             .condition_expression("lease_owner = :me")
+            .expression_attribute_names("#vers", "vers")
             .expression_attribute_names("#h", "hash")
-            .expression_attribute_values(":h", AttributeValue::S(hash.to_owned()))
-            .expression_attribute_values(
-                ":ids",
-                AttributeValue::L(ids.into_iter().map(AttributeValue::S).collect()),
-            )
+            .expression_attribute_names("#merged", "merged")
+            .expression_attribute_names("#rev", "rev")
+            .expression_attribute_names("#exp", "expiresAt")
+            .expression_attribute_values(":vers", AttributeValue::M(versions))
+            .expression_attribute_values(":h", AttributeValue::S(applied.hash.to_owned()))
+            .expression_attribute_values(":ids", list(record.event_ids))
+            .expression_attribute_values(":merged", list(record.merged.into_iter().collect()))
+            .expression_attribute_values(":zero", AttributeValue::N("0".into()))
+            .expression_attribute_values(":one", AttributeValue::N("1".into()))
+            .expression_attribute_values(":exp", self.expires_at())
             .expression_attribute_values(":me", AttributeValue::S(owner.to_owned()))
             .send()
             .await
-            .map_err(|e| {
-                LedgerError::Unavailable(
-                    aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string(),
-                )
-            })?;
+            .map_err(unavailable)?;
         Ok(())
     }
 
@@ -234,9 +373,7 @@ impl DynamoLedger {
         {
             Ok(_) => Ok(()),
             Err(e) if is_condition_failure(&e) => Ok(()),
-            Err(e) => Err(LedgerError::Unavailable(
-                aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string(),
-            )),
+            Err(e) => Err(unavailable(e)),
         }
     }
 }
@@ -255,8 +392,8 @@ fn num(item: &HashMap<String, AttributeValue>, key: &str) -> Option<i64> {
     item.get(key)?.as_n().ok()?.parse().ok()
 }
 
-fn event_ids(item: &HashMap<String, AttributeValue>) -> Vec<String> {
-    item.get("event_ids")
+fn strings(item: &HashMap<String, AttributeValue>, key: &str) -> Vec<String> {
+    item.get(key)
         .and_then(|v| v.as_l().ok())
         .map(|l| l.iter().filter_map(|v| v.as_s().ok().cloned()).collect())
         .unwrap_or_default()
@@ -266,22 +403,20 @@ impl Ledger for DynamoLedger {
     fn claim<'a>(
         &'a self,
         entity: &'a str,
-        version: Option<i64>,
+        order: &'a Order,
         event_id: &'a str,
         owner: &'a str,
     ) -> BoxFuture<'a, Result<Claim, LedgerError>> {
-        Box::pin(self.claim_inner(entity, version, event_id, owner))
+        Box::pin(self.claim_inner(entity, order, event_id, owner))
     }
 
     fn commit<'a>(
         &'a self,
         entity: &'a str,
-        version: Option<i64>,
-        event_id: &'a str,
-        hash: &'a str,
+        applied: Applied<'a>,
         owner: &'a str,
     ) -> BoxFuture<'a, Result<(), LedgerError>> {
-        Box::pin(self.commit_inner(entity, version, event_id, hash, owner))
+        Box::pin(self.commit_inner(entity, applied, owner))
     }
 
     fn release<'a>(
@@ -298,60 +433,193 @@ mod tests {
     use super::*;
     use mdm_sync_testkit::MotoServer;
 
+    fn order(object: &str, version: i64, snapshot_time: Option<i64>) -> Order {
+        Order {
+            object: Some(object.into()),
+            version: Some(version),
+            snapshot_time,
+        }
+    }
+
+    fn applied<'a>(order: &'a Order, event_id: &'a str) -> Applied<'a> {
+        Applied {
+            order,
+            event_id,
+            hash: "h",
+            merged: &[],
+        }
+    }
+
+    #[test]
+    fn versions_of_different_objects_are_never_compared() {
+        // The loser L's ENTITY_LOST_MERGE (L's objectVersion 5) was applied under the winner's record ...
+        let lost = order("entities/L", 5, None);
+        let record = EntityRecord::default().with(&applied(&lost, "L-5-LOST"));
+        // ... the winner's own change with its lower objectVersion 4 is fresh, L's older event is stale.
+        assert_eq!(
+            record.judge(&order("entities/W", 4, None), "W-4"),
+            Verdict::Fresh
+        );
+        assert_eq!(
+            record.judge(&order("entities/L", 4, None), "L-4"),
+            Verdict::Stale
+        );
+        assert_eq!(record.judge(&lost, "L-5-LOST"), Verdict::Duplicate);
+    }
+
+    #[test]
+    fn an_older_snapshot_of_the_entity_is_stale_whatever_event_brought_it() {
+        let fetched = Order {
+            object: Some("entities/L".into()),
+            version: Some(9),
+            snapshot_time: Some(2_000),
+        };
+        let record = EntityRecord::default().with(&applied(&fetched, "a"));
+        assert_eq!(
+            record.judge(&order("entities/W", 1, Some(1_999)), "b"),
+            Verdict::Stale
+        );
+        assert_eq!(
+            record.judge(&order("entities/W", 1, Some(2_000)), "b"),
+            Verdict::Fresh
+        );
+        // No order at all: never stale.
+        assert_eq!(record.judge(&Order::default(), "c"), Verdict::Fresh);
+        // The recorded version and snapshot time only grow.
+        let record = record.with(&applied(&order("entities/L", 3, Some(1_000)), "d"));
+        assert_eq!(record.versions["entities/L"], 9);
+        assert_eq!(record.snapshot_time, Some(2_000));
+    }
+
+    #[test]
+    fn event_ids_keep_the_newest() {
+        let o = Order::default();
+        let mut record = EntityRecord::default();
+        for i in 0..MAX_EVENT_IDS + 5 {
+            record = record.with(&applied(&o, &format!("e{i}")));
+        }
+        assert_eq!(record.event_ids.len(), MAX_EVENT_IDS);
+        assert_eq!(record.event_ids.first().unwrap(), "e5");
+        assert_eq!(record.judge(&o, "e4"), Verdict::Fresh);
+        assert_eq!(
+            record.judge(&o, &format!("e{}", MAX_EVENT_IDS + 4)),
+            Verdict::Duplicate
+        );
+    }
+
+    fn granted(c: &Claim) -> bool {
+        matches!(c, Claim::Granted { .. })
+    }
+
     #[tokio::test]
     async fn lease_duplicates_and_order_on_dynamodb() {
         let moto = MotoServer::start();
         moto.create_ledger_table("ledger").await;
-        let ledger = DynamoLedger::new(moto.dynamodb().await, "ledger", Duration::from_secs(60));
+        let ledger = DynamoLedger::new(
+            moto.dynamodb().await,
+            "ledger",
+            Duration::from_secs(60),
+            DEFAULT_RETENTION,
+        );
         let e = "entities/E1";
+        let v = |n| order(e, n, None);
 
         // Two concurrent claims on a fresh entity: exactly one gets the lease.
+        let (o2, o2b) = (v(2), v(2));
         let (a, b) = tokio::join!(
-            ledger.claim(e, Some(2), "ev2", "A"),
-            ledger.claim(e, Some(2), "ev2b", "B")
+            ledger.claim(e, &o2, "ev2", "A"),
+            ledger.claim(e, &o2b, "ev2b", "B")
         );
         let (a, b) = (a.unwrap(), b.unwrap());
-        let granted = [&a, &b]
-            .iter()
-            .filter(|c| matches!(c, Claim::Granted { .. }))
-            .count();
-        assert_eq!(granted, 1, "{a:?} {b:?}");
-        let (winner, loser) = if matches!(a, Claim::Granted { .. }) {
-            ("A", "B")
+        assert_eq!(
+            [&a, &b].iter().filter(|c| granted(c)).count(),
+            1,
+            "{a:?} {b:?}"
+        );
+        let (winner, loser, id) = if granted(&a) {
+            ("A", "B", "ev2")
         } else {
-            ("B", "A")
+            ("B", "A", "ev2b")
         };
         assert_eq!(
-            ledger.claim(e, Some(3), "ev3", loser).await.unwrap(),
+            ledger.claim(e, &v(3), "ev3", loser).await.unwrap(),
             Claim::Busy
         );
-        let id = if winner == "A" { "ev2" } else { "ev2b" };
-        ledger.commit(e, Some(2), id, "h2", winner).await.unwrap();
+        let merged = vec!["003L".to_owned()];
+        ledger
+            .commit(
+                e,
+                Applied {
+                    order: &o2,
+                    event_id: id,
+                    hash: "h2",
+                    merged: &merged,
+                },
+                winner,
+            )
+            .await
+            .unwrap();
 
         assert_eq!(
-            ledger.claim(e, Some(5), id, "C").await.unwrap(),
+            ledger.claim(e, &v(5), id, "C").await.unwrap(),
             Claim::Duplicate
         );
         assert_eq!(
-            ledger.claim(e, Some(1), "ev1", "C").await.unwrap(),
-            Claim::Stale { applied: 2 }
+            ledger.claim(e, &v(1), "ev1", "C").await.unwrap(),
+            Claim::Stale
         );
+        // Another object's lower version is not compared with E1's.
         assert_eq!(
-            ledger.claim(e, None, "fetched", "C").await.unwrap(),
+            ledger
+                .claim(e, &order("entities/L", 1, None), "lost", "C")
+                .await
+                .unwrap(),
             Claim::Granted {
-                last_hash: Some("h2".into())
+                last_hash: Some("h2".into()),
+                merged: BTreeSet::from(["003L".to_owned()]),
             }
         );
-        // Released without recording: the version is unchanged and the event is not a duplicate.
+        // Released without recording: nothing changed and the event is not a duplicate.
         ledger.release(e, "C").await.unwrap();
-        assert!(matches!(
-            ledger.claim(e, None, "fetched", "D").await.unwrap(),
-            Claim::Granted { .. }
-        ));
-        ledger.commit(e, None, "fetched", "h3", "D").await.unwrap();
+        let none = Order::default();
+        assert!(granted(&ledger.claim(e, &none, "lost", "D").await.unwrap()));
+        ledger.commit(e, applied(&none, "lost"), "D").await.unwrap();
         assert_eq!(
-            ledger.claim(e, Some(1), "ev1", "E").await.unwrap(),
-            Claim::Stale { applied: 2 }
+            ledger.claim(e, &v(1), "ev1", "E").await.unwrap(),
+            Claim::Stale
         );
+    }
+
+    #[tokio::test]
+    async fn every_claim_and_commit_sets_the_ttl_attribute() {
+        let moto = MotoServer::start();
+        moto.create_ledger_table("ledger").await;
+        let retention = Duration::from_secs(35 * 24 * 3600);
+        let ledger = DynamoLedger::new(
+            moto.dynamodb().await,
+            "ledger",
+            Duration::from_secs(60),
+            retention,
+        );
+        let e = "entities/E1";
+        let expires = |item: &HashMap<String, AttributeValue>| num(item, "expiresAt").unwrap();
+        let o = order(e, 1, Some(1_000));
+
+        let before = chrono::Utc::now().timestamp();
+        assert!(granted(&ledger.claim(e, &o, "a", "A").await.unwrap()));
+        let claimed = ledger.read(e).await.unwrap().unwrap();
+        let after = chrono::Utc::now().timestamp();
+        let window = before + retention.as_secs() as i64..=after + retention.as_secs() as i64;
+        assert!(window.contains(&expires(&claimed)), "{claimed:?}");
+
+        ledger.commit(e, applied(&o, "a"), "A").await.unwrap();
+        let committed = ledger.read(e).await.unwrap().unwrap();
+        let after = chrono::Utc::now().timestamp();
+        let window = before + retention.as_secs() as i64..=after + retention.as_secs() as i64;
+        assert!(window.contains(&expires(&committed)), "{committed:?}");
+        assert!(matches!(committed["expiresAt"], AttributeValue::N(_)));
+        assert_eq!(num(&committed, "rev"), Some(1));
+        assert_eq!(num(&committed, "snap"), Some(1_000));
+        assert!(!committed.contains_key("lease_owner"));
     }
 }

@@ -96,9 +96,6 @@ def test_a_record_that_keeps_failing_goes_to_the_on_failure_queue_after_bounded_
     assert rep.figures["pollers"]["kinesis"]["on_failure"] >= 1
 
 
-@pytest.mark.xfail(strict=True, reason="crm-updater orders a merge's ENTITY_LOST_MERGE by the loser's objectVersion "
-                   "under the winner's ledger key, so the winner's next, lower-numbered change is skipped as stale "
-                   "(see tests/localstack/README.md, Known issues)")
 def test_a_change_after_a_merge_whose_loser_was_versions_ahead_reaches_salesforce(tmp_path):
     if "crm-updater" not in FUNCTIONS:
         pytest.skip("needs crm-updater")

@@ -6,21 +6,22 @@
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use mdm_sync_core::config::{self, ConfigError, Env};
 use mdm_sync_core::crm::{
-    child_query, parse_version, plan_contacts, ContactPlan, CrmMapping, CrmMappingError,
+    child_query, merge_requests, parse_version, plan_contacts, ContactPlan, CrmMapping,
+    CrmMappingError, MergeStrategy,
 };
-use mdm_sync_core::ledger::{Claim, DynamoLedger, Ledger};
+use mdm_sync_core::ledger::{Applied, Claim, DynamoLedger, Ledger, Order};
 use mdm_sync_core::metrics::{Metrics, DEFAULT_NAMESPACE};
 use mdm_sync_core::reltio::event::{EventCategory, ReltioEvent};
 use mdm_sync_core::reltio::{CredentialSource, ReltioClient};
 use mdm_sync_core::retry::RetryPolicy;
 use mdm_sync_core::salesforce::{
-    RecordOutcome, RecordUpdate, SalesforceClient, SalesforceCredentialSource,
+    MergeOutcome, RecordOutcome, RecordUpdate, SalesforceClient, SalesforceCredentialSource,
 };
 use mdm_sync_core::secrets::SecretCache;
 use mdm_sync_core::sqs::{send_all, OutgoingMessage};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -28,6 +29,11 @@ pub const FUNCTION_NAME: &str = "crm-updater";
 pub const DEFAULT_AUTH_URL: &str = "https://auth.reltio.com/oauth/token";
 pub const DEFAULT_API_VERSION: &str = "v66.0";
 pub const DEFAULT_LEASE_SECONDS: usize = 300;
+/// Days an entity's ledger record is kept after its last write: longer than SQS's 14-day maximum retention.
+pub const DEFAULT_LEDGER_RETENTION_DAYS: u64 = 35;
+/// The shortest retention accepted: one day more than the longest an SQS message can wait.
+pub const MIN_LEDGER_RETENTION_DAYS: u64 = 15;
+const MAX_LEDGER_RETENTION_DAYS: u64 = 3650;
 
 /// Settings, read once at start-up (CONTRACT.md, "crm-updater").
 #[derive(Debug, Clone)]
@@ -46,6 +52,9 @@ pub struct Config {
     pub metrics_namespace: String,
     /// How long an invocation holds an entity's ledger lease (default 300 s, at most 3600).
     pub lease: Duration,
+    /// How long an entity's ledger record is kept after its last write (`CRM_LEDGER_RETENTION_DAYS`, default
+    /// 35 days, at least 15: longer than any event can wait in SQS).
+    pub ledger_retention: Duration,
 }
 
 impl Config {
@@ -78,8 +87,24 @@ impl Config {
                 DEFAULT_LEASE_SECONDS,
                 3600,
             )? as u64),
+            ledger_retention: ledger_retention(env)?,
         })
     }
+}
+
+fn ledger_retention(env: &dyn Env) -> Result<Duration, ConfigError> {
+    let name = "CRM_LEDGER_RETENTION_DAYS";
+    let days: u64 = config::parsed_or(env, name, DEFAULT_LEDGER_RETENTION_DAYS)?;
+    if !(MIN_LEDGER_RETENTION_DAYS..=MAX_LEDGER_RETENTION_DAYS).contains(&days) {
+        return Err(ConfigError::Invalid {
+            name,
+            reason: format!(
+                "must be between {MIN_LEDGER_RETENTION_DAYS} (longer than SQS's 14-day retention) and \
+                 {MAX_LEDGER_RETENTION_DAYS} days"
+            ),
+        });
+    }
+    Ok(Duration::from_secs(days * 24 * 3600))
 }
 
 /// What the handler works with; built once per container.
@@ -123,6 +148,7 @@ impl Deps {
             aws_sdk_dynamodb::Client::new(sdk),
             &config.sync_state_table,
             config.lease,
+            config.ledger_retention,
         );
         Ok(Deps {
             mapping,
@@ -170,7 +196,7 @@ struct Item {
     attempts: u32,
     event: Option<ReltioEvent>,
     event_uri: Option<String>,
-    version: Option<i64>,
+    order: Order,
     entity: Option<Value>,
     entity_uri: Option<String>,
     plan: Option<ContactPlan>,
@@ -208,7 +234,7 @@ fn prepare(mapping: &CrmMapping, m: &SqsMessage) -> Item {
             .unwrap_or(1),
         event: None,
         event_uri: None,
-        version: None,
+        order: Order::default(),
         entity: None,
         entity_uri: None,
         plan: None,
@@ -238,8 +264,13 @@ fn prepare(mapping: &CrmMapping, m: &SqsMessage) -> Item {
         item.fate = Fate::Permanent("the event names no entity".into());
         return item;
     }
-    // Version for ordering: objectVersion attribute, else the event's objectVersion, else the entity's
-    // updatedTime, else the event's.
+    // Order: objectVersion counts per object (REFERENCE.md), so it is kept with the object it counts for (the
+    // event's sourceObjectUri: for a merged loser's ENTITY_LOST_MERGE the loser, not the winner the ledger entry
+    // belongs to). Version: objectVersion attribute, else the event's objectVersion, else the snapshot's
+    // updatedTime, else the event's. The snapshot's own updatedTime orders snapshots of the entity.
+    item.order.object = attribute(m, "sourceObjectUri")
+        .map(str::to_owned)
+        .or_else(|| item.event_uri.clone());
     let explicit_version = attribute(m, "objectVersion")
         .and_then(parse_version)
         .or_else(|| event.object_version().as_deref().and_then(parse_version));
@@ -255,7 +286,8 @@ fn prepare(mapping: &CrmMapping, m: &SqsMessage) -> Item {
     let is_merge = EventCategory::of(&event.event_type) == Some(EventCategory::Merge);
     if complete && !event.exceeded_queue_size_limit && !is_merge {
         let o = event.object.as_ref().expect("checked above");
-        item.version = explicit_version.or(o.updated_time).or(event.updated_time);
+        item.order.version = explicit_version.or(o.updated_time).or(event.updated_time);
+        item.order.snapshot_time = o.updated_time;
         item.entity = Some(json!({
             "uri": o.uri,
             "type": o.entity_type,
@@ -263,8 +295,9 @@ fn prepare(mapping: &CrmMapping, m: &SqsMessage) -> Item {
             "crosswalks": o.crosswalks,
         }));
     } else {
-        // The entity is fetched: its current state carries no order unless the event has an objectVersion.
-        item.version = explicit_version;
+        // The entity is fetched: its snapshot is ordered by the fetched entity's own updatedTime; the event's
+        // objectVersion (if any) only orders the events of its own object.
+        item.order.version = explicit_version;
     }
     item.event = Some(event);
     item
@@ -294,7 +327,10 @@ pub async fn handle(deps: &Deps, event: SqsEvent, deadline: Instant) -> Handled 
     for (idx, result) in futures::future::join_all(fetches).await {
         let item = &mut items[idx];
         match result {
-            Ok(entity) => item.entity = Some(entity),
+            Ok(entity) => {
+                item.order.snapshot_time = entity.get("updatedTime").and_then(Value::as_i64);
+                item.entity = Some(entity);
+            }
             Err(e) if e.is_transient() => {
                 item.fate = Fate::Transient(format!("fetching the entity from Reltio: {e}"))
             }
@@ -354,6 +390,15 @@ pub async fn handle(deps: &Deps, event: SqsEvent, deadline: Instant) -> Handled 
     finish(deps, items, fifo, metrics).await
 }
 
+/// A claimed message: whether its Contacts are unchanged since last applied, the Contacts already merged away,
+/// and the Contacts merged away by this change (recorded on commit).
+struct Claimed {
+    idx: usize,
+    unchanged: bool,
+    already_merged: BTreeSet<String>,
+    merged_now: Vec<String>,
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn apply_round(
     deps: &Deps,
@@ -366,7 +411,7 @@ async fn apply_round(
     metrics: &mut Metrics,
 ) {
     // An entity whose earlier event did not apply must not have a later one applied before it.
-    let mut claimed: Vec<(usize, bool)> = Vec::new(); // (item, contacts unchanged since last applied)
+    let mut claimed: Vec<Claimed> = Vec::new();
     for &idx in round {
         let entity = items[idx].entity_uri.clone().unwrap_or_default();
         if k > 0 {
@@ -379,19 +424,24 @@ async fn apply_round(
         let item = &items[idx];
         match deps
             .ledger
-            .claim(&entity, item.version, &item.event_id, owner)
+            .claim(&entity, &item.order, &item.event_id, owner)
             .await
         {
             Ok(Claim::Duplicate) => items[idx].fate = Fate::Duplicate,
-            Ok(Claim::Stale { .. }) => items[idx].fate = Fate::Stale,
+            Ok(Claim::Stale) => items[idx].fate = Fate::Stale,
             Ok(Claim::Busy) => {
                 items[idx].fate =
                     Fate::Transient("another invocation is applying this entity".into())
             }
-            Ok(Claim::Granted { last_hash }) => {
+            Ok(Claim::Granted { last_hash, merged }) => {
                 let plan = item.plan.as_ref().expect("pending items have a plan");
                 let unchanged = last_hash.as_deref() == Some(plan.hash().as_str());
-                claimed.push((idx, unchanged));
+                claimed.push(Claimed {
+                    idx,
+                    unchanged,
+                    already_merged: merged,
+                    merged_now: Vec::new(),
+                });
                 if unchanged {
                     metrics.count("UnchangedContactsSkipped", 1);
                 }
@@ -400,26 +450,40 @@ async fn apply_round(
         }
     }
 
+    if deps.mapping.merge_strategy == MergeStrategy::Soap {
+        soap_merges(deps, items, &mut claimed, deadline, metrics).await;
+    }
+
     // Build the writes: survivor update and archive of losers (unless unchanged), child re-pointing.
     let mut records: Vec<RecordUpdate> = Vec::new();
     let mut owners: Vec<(usize, &'static str)> = Vec::new();
-    for &(idx, unchanged) in &claimed {
+    for c in &claimed {
+        let idx = c.idx;
+        if items[idx].fate != Fate::Pending {
+            continue;
+        }
         let plan = items[idx].plan.clone().expect("claimed items have a plan");
-        if !unchanged {
+        if !c.unchanged {
             records.push(RecordUpdate {
                 sobject: "Contact".into(),
                 id: plan.survivor.clone(),
                 fields: plan.survivor_fields.clone(),
             });
             owners.push((idx, "ContactsUpdated"));
-            for (id, fields) in &plan.archived {
-                records.push(RecordUpdate {
-                    sobject: "Contact".into(),
-                    id: id.clone(),
-                    fields: fields.clone(),
-                });
-                owners.push((idx, "ContactsArchived"));
+            if deps.mapping.merge_strategy == MergeStrategy::Archive {
+                for (id, fields) in &plan.archived {
+                    records.push(RecordUpdate {
+                        sobject: "Contact".into(),
+                        id: id.clone(),
+                        fields: fields.clone(),
+                    });
+                    owners.push((idx, "ContactsArchived"));
+                }
             }
+        }
+        // SOAP merge() re-parents related records itself.
+        if deps.mapping.merge_strategy == MergeStrategy::Soap {
+            continue;
         }
         // Child records are looked up again even when the Contacts are unchanged: new ones may point at a
         // loser since. A re-delivered merge finds none and writes nothing.
@@ -527,8 +591,8 @@ async fn apply_round(
     }
 
     // Record what Salesforce confirmed; release what it did not.
-    for &(idx, _) in &claimed {
-        let item = &mut items[idx];
+    for c in &claimed {
+        let item = &mut items[c.idx];
         let entity = item.entity_uri.clone().unwrap_or_default();
         if item.fate == Fate::Pending {
             let hash = item
@@ -536,11 +600,13 @@ async fn apply_round(
                 .as_ref()
                 .map(ContactPlan::hash)
                 .unwrap_or_default();
-            match deps
-                .ledger
-                .commit(&entity, item.version, &item.event_id, &hash, owner)
-                .await
-            {
+            let applied = Applied {
+                order: &item.order,
+                event_id: &item.event_id,
+                hash: &hash,
+                merged: &c.merged_now,
+            };
+            match deps.ledger.commit(&entity, applied, owner).await {
                 Ok(()) => {
                     item.fate = Fate::Applied;
                     if let Some(t) = item.event_time {
@@ -553,6 +619,91 @@ async fn apply_round(
             }
         } else if let Err(e) = deps.ledger.release(&entity, owner).await {
             tracing::warn!(entity = %entity, error = %e, "could not release the ledger lease");
+        }
+    }
+}
+
+/// SOAP strategy: merges every claimed plan's losers not yet merged into its survivor, in one `merge()` call
+/// per 200 requests for the whole round. A loser already merged away (or deleted) counts as merged; a failed
+/// merge fails its message by error class, and its survivor is then not written.
+async fn soap_merges(
+    deps: &Deps,
+    items: &mut [Item],
+    claimed: &mut [Claimed],
+    deadline: Instant,
+    metrics: &mut Metrics,
+) {
+    let mut requests = Vec::new();
+    let mut request_owner = Vec::new();
+    for (ci, c) in claimed.iter().enumerate() {
+        if c.unchanged || items[c.idx].fate != Fate::Pending {
+            continue;
+        }
+        let plan = items[c.idx]
+            .plan
+            .as_ref()
+            .expect("claimed items have a plan");
+        for r in merge_requests(plan, &c.already_merged) {
+            requests.push(r);
+            request_owner.push(ci);
+        }
+    }
+    if requests.is_empty() {
+        return;
+    }
+    let started = std::time::Instant::now();
+    let result = deps.salesforce.merge(&requests, deadline).await;
+    metrics.count(
+        "SalesforceCalls",
+        requests
+            .len()
+            .div_ceil(mdm_sync_core::salesforce::soap::MAX_REQUESTS_PER_CALL) as u64,
+    );
+    metrics.time_ms(
+        "SalesforceLatency",
+        started.elapsed().as_secs_f64() * 1000.0,
+    );
+    let outcomes = match result {
+        Ok(outcomes) => outcomes,
+        Err(e) => {
+            for &ci in &request_owner {
+                let item = &mut items[claimed[ci].idx];
+                let reason = format!("merging Contacts: {e}");
+                item.fate = if e.is_transient() {
+                    Fate::Transient(reason)
+                } else {
+                    Fate::Permanent(reason)
+                };
+            }
+            return;
+        }
+    };
+    for ((request, &ci), outcome) in requests.iter().zip(&request_owner).zip(outcomes) {
+        let c = &mut claimed[ci];
+        let item = &mut items[c.idx];
+        match outcome {
+            MergeOutcome::Merged { merged, related } => {
+                metrics.count("ContactsMerged", merged.len() as u64);
+                metrics.count("ChildRecordsRepointed", related as u64);
+                c.merged_now.extend(request.records.iter().cloned());
+            }
+            MergeOutcome::AlreadyMerged { code } => {
+                tracing::info!(entity = ?item.entity_uri, event_id = %item.event_id, code, "Contacts already merged away; skipped");
+                metrics.count("SalesforceRecordsMissing", 1);
+                c.merged_now.extend(request.records.iter().cloned());
+            }
+            MergeOutcome::Failed {
+                code,
+                message,
+                transient,
+            } => {
+                let reason = format!("Salesforce rejected a merge: {code}: {message}");
+                if transient {
+                    item.fate = Fate::Transient(reason);
+                } else if !matches!(item.fate, Fate::Transient(_)) {
+                    item.fate = Fate::Permanent(reason);
+                }
+            }
         }
     }
 }

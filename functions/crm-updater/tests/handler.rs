@@ -51,6 +51,11 @@ struct Env {
 }
 
 async fn env_with(mount_defaults: bool, fail: &[(&str, &str)]) -> Env {
+    env_full(mount_defaults, fail, &[]).await
+}
+
+/// `settings`: extra environment variables; `("merge_strategy", "soap")` switches the mapping file to SOAP.
+async fn env_full(mount_defaults: bool, fail: &[(&str, &str)], settings: &[(&str, &str)]) -> Env {
     let moto = MotoServer::start();
     let server = MockServer::start().await;
     let dlq_url = moto.create_queue("crm-dlq").await;
@@ -88,8 +93,18 @@ async fn env_with(mount_defaults: bool, fail: &[(&str, &str)]) -> Env {
         )
         .mount(&server)
         .await;
-    let mapping = format!("{}/mapping.example.toml", env!("CARGO_MANIFEST_DIR"));
-    let vars: HashMap<&str, String> = HashMap::from([
+    let mut mapping = format!("{}/mapping.example.toml", env!("CARGO_MANIFEST_DIR"));
+    if settings.contains(&("merge_strategy", "soap")) {
+        let text = std::fs::read_to_string(&mapping)
+            .unwrap()
+            .replace("merge_strategy = \"archive\"", "merge_strategy = \"soap\"");
+        mapping = std::env::temp_dir()
+            .join(format!("crm-mapping-soap-{:x}.toml", rand_id()))
+            .display()
+            .to_string();
+        std::fs::write(&mapping, text).unwrap();
+    }
+    let mut vars: HashMap<&str, String> = HashMap::from([
         ("SALESFORCE_SECRET_ID", sf_secret),
         ("RELTIO_API_URL", format!("{}/reltio/api/T", server.uri())),
         ("RELTIO_AUTH_URL", format!("{}/oauth/token", server.uri())),
@@ -98,6 +113,9 @@ async fn env_with(mount_defaults: bool, fail: &[(&str, &str)]) -> Env {
         ("SYNC_STATE_TABLE", "sync-state".into()),
         ("CRM_DLQ_URL", dlq_url.clone()),
     ]);
+    for (k, v) in settings {
+        vars.insert(k, v.to_string());
+    }
     let config = Config::from_env(&move |name: &str| vars.get(name).cloned()).expect("config");
     let retry = RetryPolicy {
         base: Duration::from_millis(10),
@@ -117,6 +135,18 @@ async fn env_with(mount_defaults: bool, fail: &[(&str, &str)]) -> Env {
         deps,
         dlq_url,
     }
+}
+
+fn rand_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
+    h.finish()
 }
 
 async fn env() -> Env {
@@ -663,4 +693,645 @@ async fn dead_letter_send_failure_is_transient() {
     let h = run(&env, sqs(QUEUE_ARN, &[("m1", &body, &[])])).await;
     assert_eq!(failures(&h), vec!["m1"]);
     assert_eq!(h.metrics.counter("DeadLettered"), 0);
+}
+
+// ---------------------------------------------------------------------------------------------- ordering
+
+fn lost_merge(loser: &str, winner: &str) -> String {
+    json!({
+        "type": "ENTITY_LOST_MERGE",
+        "updatedTime": 5000,
+        "uris": [format!("entities/{loser}"), format!("entities/{winner}")],
+        "object": {"uri": format!("entities/{loser}"), "type": "configuration/entityTypes/Individual"}
+    })
+    .to_string()
+}
+
+async fn empty_queries(server: &MockServer) {
+    Mock::given(method("GET"))
+        .and(path(QUERY))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"done": true, "totalSize": 0, "records": []})),
+        )
+        .mount(server)
+        .await;
+}
+
+#[tokio::test]
+async fn a_winner_change_after_a_loser_lost_merge_with_a_higher_version_is_applied() {
+    let env = env().await;
+    // L (objectVersion 5) lost a merge to W (objectVersion 3): L's URI resolves to W.
+    Mock::given(method("GET"))
+        .and(path("/reltio/api/T/entities/L"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(entity(
+            "W",
+            &[C1, C2],
+            "Merged",
+            5000,
+        )))
+        .mount(&env.server)
+        .await;
+    empty_queries(&env.server).await;
+    let lost = lost_merge("L", "W");
+    let h = run(
+        &env,
+        sqs(
+            QUEUE_ARN,
+            &[(
+                "m1",
+                &lost,
+                &[
+                    ("objectVersion", "5"),
+                    ("sourceObjectUri", "entities/L"),
+                    ("eventId", "L-5-LOST"),
+                ],
+            )],
+        ),
+    )
+    .await;
+    assert!(failures(&h).is_empty(), "{:?}", failures(&h));
+    assert_eq!(h.metrics.counter("EventsApplied"), 1);
+
+    // W's own next change carries W's objectVersion 4: lower than L's 5, but another object's counter.
+    let after = changed(&entity("W", &[C1, C2], "After", 6000));
+    let h = run(
+        &env,
+        sqs(
+            QUEUE_ARN,
+            &[(
+                "m2",
+                &after,
+                &[
+                    ("objectVersion", "4"),
+                    ("sourceObjectUri", "entities/W"),
+                    ("eventId", "W-4"),
+                ],
+            )],
+        ),
+    )
+    .await;
+    assert!(failures(&h).is_empty(), "{:?}", failures(&h));
+    assert_eq!(h.metrics.counter("StaleEventsSkipped"), 0);
+    assert_eq!(h.metrics.counter("EventsApplied"), 1);
+    let w = writes(&env.server).await;
+    let last_survivor = w.iter().rev().find(|r| r["id"] == C1).unwrap();
+    assert_eq!(last_survivor["FirstName"], "After");
+
+    // Older events of each object are still skipped: W's objectVersion 3, and L's 4 (fetched again).
+    let before = changed(&entity("W", &[C1, C2], "Before", 4000));
+    let h = run(
+        &env,
+        sqs(
+            QUEUE_ARN,
+            &[
+                (
+                    "m3",
+                    &before,
+                    &[
+                        ("objectVersion", "3"),
+                        ("sourceObjectUri", "entities/W"),
+                        ("eventId", "W-3"),
+                    ],
+                ),
+                (
+                    "m4",
+                    &lost,
+                    &[
+                        ("objectVersion", "4"),
+                        ("sourceObjectUri", "entities/L"),
+                        ("eventId", "L-4"),
+                    ],
+                ),
+            ],
+        ),
+    )
+    .await;
+    assert!(failures(&h).is_empty());
+    assert_eq!(h.metrics.counter("StaleEventsSkipped"), 2);
+    assert_eq!(writes(&env.server).await.len(), w.len(), "nothing written");
+}
+
+#[tokio::test]
+async fn a_fetched_snapshot_older_than_the_applied_one_is_stale() {
+    let env = env().await;
+    // The oversized event's fetch returns a state older than the snapshot already applied.
+    Mock::given(method("GET"))
+        .and(path("/reltio/api/T/entities/E1"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(entity("E1", &[C1], "Old", 1000)))
+        .mount(&env.server)
+        .await;
+    let new = changed(&entity("E1", &[C1], "New", 2000));
+    let h = run(&env, sqs(QUEUE_ARN, &[("m1", &new, &[("eventId", "e2")])])).await;
+    assert!(failures(&h).is_empty());
+    let big =
+        json!({"type": "ENTITY_CHANGED", "exceededQueueSizeLimit": true, "uri": "entities/E1"})
+            .to_string();
+    let h = run(&env, sqs(QUEUE_ARN, &[("m2", &big, &[("eventId", "big")])])).await;
+    assert!(failures(&h).is_empty());
+    assert_eq!(h.metrics.counter("StaleEventsSkipped"), 1);
+    let w = writes(&env.server).await;
+    assert_eq!(w.len(), 1);
+    assert_eq!(w[0]["FirstName"], "New");
+}
+
+#[tokio::test]
+async fn the_ledger_record_expires_after_the_configured_retention() {
+    let env = env_full(true, &[], &[("CRM_LEDGER_RETENTION_DAYS", "20")]).await;
+    let body = changed(&entity("E1", &[C1], "Ann", 1000));
+    let start = chrono::Utc::now().timestamp();
+    let h = run(&env, sqs(QUEUE_ARN, &[("m1", &body, &[])])).await;
+    assert!(failures(&h).is_empty());
+    let item = env
+        .moto
+        .dynamodb()
+        .await
+        .get_item()
+        .table_name("sync-state")
+        .key(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S("entities/E1".into()),
+        )
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    let expires: i64 = item["expiresAt"].as_n().unwrap().parse().unwrap();
+    let retention = 20 * 24 * 3600;
+    let end = chrono::Utc::now().timestamp();
+    assert!(
+        (start + retention..=end + retention).contains(&expires),
+        "{expires}"
+    );
+}
+
+#[test]
+fn ledger_retention_defaults_to_35_days_and_must_outlive_sqs_retention() {
+    let base = |name: &str| match name {
+        "RELTIO_API_URL" | "CRM_DLQ_URL" => Some("https://example.com".to_owned()),
+        _ => Some("x".to_owned()),
+    };
+    let config = Config::from_env(&|name: &str| match name {
+        "SALESFORCE_API_VERSION"
+        | "CRM_LEASE_SECONDS"
+        | "RELTIO_AUTH_URL"
+        | "METRICS_NAMESPACE"
+        | "CRM_LEDGER_RETENTION_DAYS" => None,
+        other => base(other),
+    })
+    .unwrap();
+    assert_eq!(config.ledger_retention, Duration::from_secs(35 * 24 * 3600));
+    for bad in ["14", "0", "ten"] {
+        let err = Config::from_env(&|name: &str| match name {
+            "CRM_LEDGER_RETENTION_DAYS" => Some(bad.to_owned()),
+            "SALESFORCE_API_VERSION"
+            | "CRM_LEASE_SECONDS"
+            | "RELTIO_AUTH_URL"
+            | "METRICS_NAMESPACE" => None,
+            other => base(other),
+        })
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("CRM_LEDGER_RETENTION_DAYS"),
+            "{err}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn metrics_cover_received_applied_skipped_calls_and_latency() {
+    let env = env().await;
+    let now = chrono::Utc::now().timestamp_millis();
+    let a = changed(&entity("E1", &[C1], "Ann", now));
+    let none = changed(&entity("E2", &[], "Bo", now));
+    let h = run(
+        &env,
+        sqs(
+            QUEUE_ARN,
+            &[
+                ("m1", &a, &[("eventId", "a")]),
+                ("m2", &a, &[("eventId", "a")]),
+                ("m3", &none, &[]),
+            ],
+        ),
+    )
+    .await;
+    assert!(failures(&h).is_empty());
+    assert_eq!(h.metrics.counter("EventsReceived"), 3);
+    assert_eq!(h.metrics.counter("EventsApplied"), 1);
+    assert_eq!(h.metrics.counter("ContactsUpdated"), 1);
+    assert_eq!(h.metrics.counter("DuplicateEventsSkipped"), 1);
+    assert_eq!(h.metrics.counter("EventsIgnoredNoContactCrosswalk"), 1);
+    assert_eq!(h.metrics.counter("SalesforceCalls"), 1);
+    let emf = h.metrics.to_emf(0).unwrap();
+    assert!(emf["SalesforceLatency"].as_f64().unwrap() >= 0.0, "{emf}");
+    let e2e = emf["EndToEndLatency"].as_f64().unwrap();
+    assert!((0.0..60_000.0).contains(&e2e), "{emf}");
+}
+
+// ---------------------------------------------------------------------------------------------- SOAP merge
+
+const SOAP: &str = "/services/Soap/u/66.0";
+
+/// SOAP merge(): merges every request unless a record is already gone (ENTITY_IS_DELETED) or listed in
+/// `fail` (record Id → statusCode); merged records are remembered as deleted.
+struct SoapMerge {
+    deleted: std::sync::Mutex<std::collections::HashSet<String>>,
+    fail: HashMap<String, String>,
+}
+
+impl SoapMerge {
+    fn new(fail: &[(&str, &str)]) -> SoapMerge {
+        SoapMerge {
+            deleted: Default::default(),
+            fail: fail
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
+        }
+    }
+}
+
+fn between<'a>(text: &'a str, open: &str, close: &str) -> Vec<&'a str> {
+    text.split(open)
+        .skip(1)
+        .filter_map(|part| part.split(close).next())
+        .collect()
+}
+
+/// `(master, records)` of each MergeRequest in a merge() envelope.
+fn merge_requests_in(body: &str) -> Vec<(String, Vec<String>)> {
+    between(body, "<urn:request>", "</urn:request>")
+        .into_iter()
+        .map(|r| {
+            let master = between(r, "<urn1:Id>", "</urn1:Id>")[0].to_owned();
+            let records = between(r, "<urn:recordToMergeIds>", "</urn:recordToMergeIds>")
+                .into_iter()
+                .map(str::to_owned)
+                .collect();
+            (master, records)
+        })
+        .collect()
+}
+
+fn merge_response(results: &[String]) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns="urn:partner.soap.sforce.com" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><soapenv:Body><mergeResponse>{}</mergeResponse></soapenv:Body></soapenv:Envelope>"#,
+        results.concat()
+    )
+}
+
+fn soap_fault(code: &str) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:sf="urn:fault.partner.soap.sforce.com"><soapenv:Body><soapenv:Fault><faultcode>sf:{code}</faultcode><faultstring>{code}: injected</faultstring><detail><sf:UnexpectedErrorFault><sf:exceptionCode>{code}</sf:exceptionCode><sf:exceptionMessage>injected</sf:exceptionMessage></sf:UnexpectedErrorFault></detail></soapenv:Fault></soapenv:Body></soapenv:Envelope>"#
+    )
+}
+
+impl Respond for SoapMerge {
+    fn respond(&self, req: &Request) -> ResponseTemplate {
+        let body = String::from_utf8_lossy(&req.body);
+        let mut deleted = self.deleted.lock().unwrap();
+        let results: Vec<String> = merge_requests_in(&body)
+            .into_iter()
+            .map(|(master, records)| {
+                let error = records.iter().find_map(|r| {
+                    if deleted.contains(r) {
+                        Some("ENTITY_IS_DELETED".to_owned())
+                    } else {
+                        self.fail.get(r).cloned()
+                    }
+                });
+                match error {
+                    Some(code) => format!("<result><errors><message>injected</message><statusCode>{code}</statusCode></errors><id xsi:nil=\"true\"/><success>false</success></result>"),
+                    None => {
+                        deleted.extend(records.iter().cloned());
+                        let merged: String = records.iter().map(|r| format!("<mergedRecordIds>{r}</mergedRecordIds>")).collect();
+                        let related: String = records.iter().map(|r| format!("<updatedRelatedIds>500{}</updatedRelatedIds>", &r[3..])).collect();
+                        format!("<result><id>{master}</id>{merged}<success>true</success>{related}</result>")
+                    }
+                }
+            })
+            .collect();
+        ResponseTemplate::new(200)
+            .insert_header("content-type", "text/xml; charset=utf-8")
+            .set_body_string(merge_response(&results))
+    }
+}
+
+async fn soap_env(fail: &[(&str, &str)]) -> Env {
+    let env = env_full(true, &[], &[("merge_strategy", "soap")]).await;
+    Mock::given(method("POST"))
+        .and(path(SOAP))
+        .and(header("soapaction", "merge"))
+        .respond_with(SoapMerge::new(fail))
+        .mount(&env.server)
+        .await;
+    env
+}
+
+/// Every merge() call so far: its MergeRequests.
+async fn merge_calls(server: &MockServer) -> Vec<Vec<(String, Vec<String>)>> {
+    server
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| r.method.as_str() == "POST" && r.url.path() == SOAP)
+        .map(|r| merge_requests_in(&String::from_utf8_lossy(&r.body)))
+        .collect()
+}
+
+async fn mount_entity(server: &MockServer, uri_id: &str, entity: &Value) {
+    Mock::given(method("GET"))
+        .and(path(format!("/reltio/api/T/entities/{uri_id}")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(entity))
+        .mount(server)
+        .await;
+}
+
+const C4: &str = "003000000000004AAA";
+
+#[tokio::test]
+async fn soap_merge_of_a_winner_and_two_losers_then_redelivered() {
+    let env = soap_env(&[]).await;
+    mount_entity(&env.server, "W", &entity("W", &[C2, C1, C3], "Ann", 5000)).await;
+    let merge = json!({"type": "ENTITIES_MERGED", "updatedTime": 5000, "uris": ["entities/W", "entities/L1", "entities/L2"]}).to_string();
+    let h = run(
+        &env,
+        sqs(QUEUE_ARN, &[("m1", &merge, &[("eventId", "merge-1")])]),
+    )
+    .await;
+    assert!(failures(&h).is_empty(), "{:?}", failures(&h));
+    let calls = merge_calls(&env.server).await;
+    assert_eq!(
+        calls,
+        vec![vec![(C1.to_owned(), vec![C2.to_owned(), C3.to_owned()])]],
+        "one request: master + 2"
+    );
+    // The envelope authenticates with the session token.
+    let soap_body = env
+        .server
+        .received_requests()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.url.path() == SOAP)
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&soap_body.body).contains("<urn:sessionId>tok1</urn:sessionId>")
+    );
+    let w = writes(&env.server).await;
+    assert_eq!(w.len(), 1, "only the survivor is written: {w:#?}");
+    assert_eq!(w[0]["id"], C1);
+    assert_eq!(w[0]["FirstName"], "Ann");
+    assert!(w[0].get("Merged_Into__c").is_none());
+    assert_eq!(h.metrics.counter("ContactsMerged"), 2);
+    assert_eq!(h.metrics.counter("ChildRecordsRepointed"), 2);
+    assert_eq!(h.metrics.counter("ContactsArchived"), 0);
+    let queries = env
+        .server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.url.path() == QUERY)
+        .count();
+    assert_eq!(queries, 0, "merge() re-parents children itself");
+
+    // The same merge again: as the same event (duplicate), and under another event id (unchanged).
+    for (m, id) in [("m2", "merge-1"), ("m3", "merge-1-again")] {
+        let h = run(&env, sqs(QUEUE_ARN, &[(m, &merge, &[("eventId", id)])])).await;
+        assert!(failures(&h).is_empty());
+    }
+    assert_eq!(
+        merge_calls(&env.server).await.len(),
+        1,
+        "no new merge calls"
+    );
+    assert_eq!(writes(&env.server).await.len(), 1, "no new writes");
+
+    // A later change of the winner writes the survivor but merges nothing again.
+    let later = changed(&entity("W", &[C2, C1, C3], "Annie", 6000));
+    let h = run(
+        &env,
+        sqs(QUEUE_ARN, &[("m4", &later, &[("eventId", "W-later")])]),
+    )
+    .await;
+    assert!(failures(&h).is_empty());
+    assert_eq!(merge_calls(&env.server).await.len(), 1);
+    let w = writes(&env.server).await;
+    assert_eq!(w.len(), 2);
+    assert_eq!(w[1]["FirstName"], "Annie");
+}
+
+#[tokio::test]
+async fn soap_three_losers_take_two_merge_requests() {
+    let env = soap_env(&[]).await;
+    mount_entity(
+        &env.server,
+        "W",
+        &entity("W", &[C4, C3, C2, C1], "Ann", 5000),
+    )
+    .await;
+    let merge =
+        json!({"type": "ENTITIES_MERGED", "uris": ["entities/W", "entities/L1"]}).to_string();
+    let h = run(&env, sqs(QUEUE_ARN, &[("m1", &merge, &[])])).await;
+    assert!(failures(&h).is_empty(), "{:?}", failures(&h));
+    assert_eq!(
+        merge_calls(&env.server).await,
+        vec![vec![
+            (C1.to_owned(), vec![C2.to_owned(), C3.to_owned()]),
+            (C1.to_owned(), vec![C4.to_owned()])
+        ]],
+        "one call, two requests"
+    );
+    assert_eq!(h.metrics.counter("ContactsMerged"), 3);
+}
+
+#[tokio::test]
+async fn soap_already_merged_loser_counts_as_done_and_the_live_one_is_still_merged() {
+    let env = soap_env(&[]).await;
+    // C2 was merged away before (say by hand): the request of C2 + C3 fails as a whole, so each is retried alone.
+    Mock::given(method("POST"))
+        .and(path(SOAP))
+        .and(wiremock::matchers::body_string_contains(format!(
+            "<urn:recordToMergeIds>{C2}</urn:recordToMergeIds><urn:recordToMergeIds>{C3}"
+        )))
+        .respond_with(ResponseTemplate::new(200).set_body_string(merge_response(&[
+            "<result><errors><message>gone</message><statusCode>ENTITY_IS_DELETED</statusCode></errors><success>false</success></result>".to_owned(),
+        ])))
+        .with_priority(1)
+        .mount(&env.server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(SOAP))
+        .and(wiremock::matchers::body_string_contains(format!("<urn:recordToMergeIds>{C2}</urn:recordToMergeIds></urn:request><urn:request>")))
+        .respond_with(ResponseTemplate::new(200).set_body_string(merge_response(&[
+            "<result><errors><message>gone</message><statusCode>INVALID_CROSS_REFERENCE_KEY</statusCode></errors><success>false</success></result>".to_owned(),
+            format!("<result><id>{C1}</id><mergedRecordIds>{C3}</mergedRecordIds><success>true</success></result>"),
+        ])))
+        .with_priority(1)
+        .mount(&env.server)
+        .await;
+    mount_entity(&env.server, "W", &entity("W", &[C1, C2, C3], "Ann", 5000)).await;
+    let merge = json!({"type": "ENTITIES_MERGED", "uris": ["entities/W"]}).to_string();
+    let h = run(&env, sqs(QUEUE_ARN, &[("m1", &merge, &[])])).await;
+    assert!(failures(&h).is_empty(), "{:?}", failures(&h));
+    let calls = merge_calls(&env.server).await;
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert_eq!(
+        calls[1],
+        vec![
+            (C1.to_owned(), vec![C2.to_owned()]),
+            (C1.to_owned(), vec![C3.to_owned()])
+        ]
+    );
+    assert_eq!(h.metrics.counter("ContactsMerged"), 1);
+    assert_eq!(h.metrics.counter("EventsApplied"), 1);
+    assert!(dead_letters(&env).await.is_empty());
+}
+
+#[tokio::test]
+async fn soap_permanent_merge_failure_is_dead_lettered_and_the_survivor_not_written() {
+    let env = soap_env(&[(C2, "INVALID_FIELD_FOR_INSERT_UPDATE")]).await;
+    mount_entity(&env.server, "W", &entity("W", &[C1, C2], "Ann", 5000)).await;
+    let merge = json!({"type": "ENTITIES_MERGED", "uris": ["entities/W"]}).to_string();
+    let h = run(
+        &env,
+        sqs(QUEUE_ARN, &[("m1", &merge, &[("eventId", "bad-merge")])]),
+    )
+    .await;
+    assert!(failures(&h).is_empty());
+    let dl = dead_letters(&env).await;
+    assert_eq!(dl.len(), 1);
+    assert_eq!(dl[0]["eventId"], "bad-merge");
+    assert!(
+        dl[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("INVALID_FIELD_FOR_INSERT_UPDATE"),
+        "{dl:?}"
+    );
+    assert!(writes(&env.server).await.is_empty());
+}
+
+#[tokio::test]
+async fn soap_fault_for_the_whole_call_is_dead_lettered_when_permanent() {
+    let env = env_full(true, &[], &[("merge_strategy", "soap")]).await;
+    Mock::given(method("POST"))
+        .and(path(SOAP))
+        .respond_with(ResponseTemplate::new(500).set_body_string(soap_fault("INVALID_TYPE")))
+        .mount(&env.server)
+        .await;
+    mount_entity(&env.server, "W", &entity("W", &[C1, C2], "Ann", 5000)).await;
+    let merge = json!({"type": "ENTITIES_MERGED", "uris": ["entities/W"]}).to_string();
+    let h = run(&env, sqs(QUEUE_ARN, &[("m1", &merge, &[])])).await;
+    assert!(failures(&h).is_empty());
+    let dl = dead_letters(&env).await;
+    assert_eq!(dl.len(), 1);
+    assert!(
+        dl[0]["reason"].as_str().unwrap().contains("INVALID_TYPE"),
+        "{dl:?}"
+    );
+    assert_eq!(
+        merge_calls(&env.server).await.len(),
+        1,
+        "a permanent fault is not retried"
+    );
+}
+
+#[tokio::test]
+async fn soap_transient_failures_are_batch_item_failures() {
+    // A locked row in one request's result, and the API limit as a fault for the whole call.
+    let env = soap_env(&[(C2, "UNABLE_TO_LOCK_ROW")]).await;
+    mount_entity(&env.server, "W", &entity("W", &[C1, C2], "Ann", 5000)).await;
+    let merge = json!({"type": "ENTITIES_MERGED", "uris": ["entities/W"]}).to_string();
+    let h = run(&env, sqs(QUEUE_ARN, &[("m1", &merge, &[])])).await;
+    assert_eq!(failures(&h), vec!["m1"]);
+    assert!(dead_letters(&env).await.is_empty());
+    assert!(writes(&env.server).await.is_empty());
+
+    let env = env_full(true, &[], &[("merge_strategy", "soap")]).await;
+    Mock::given(method("POST"))
+        .and(path(SOAP))
+        .respond_with(
+            ResponseTemplate::new(500).set_body_string(soap_fault("REQUEST_LIMIT_EXCEEDED")),
+        )
+        .mount(&env.server)
+        .await;
+    mount_entity(&env.server, "W", &entity("W", &[C1, C2], "Ann", 5000)).await;
+    let h = run(&env, sqs(QUEUE_ARN, &[("m1", &merge, &[])])).await;
+    assert_eq!(failures(&h), vec!["m1"]);
+    assert!(dead_letters(&env).await.is_empty());
+    // The merge is recorded nowhere: delivered again once Salesforce answers, it merges.
+    env.server.reset().await;
+    mount_token(&env.server, "tok1").await;
+    Mock::given(method("PATCH"))
+        .and(path(COLLECTIONS))
+        .respond_with(Collections {
+            fail: HashMap::new(),
+        })
+        .mount(&env.server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(SOAP))
+        .respond_with(SoapMerge::new(&[]))
+        .mount(&env.server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/oauth/token"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"access_token": "rtok", "expires_in": 3600})),
+        )
+        .mount(&env.server)
+        .await;
+    mount_entity(&env.server, "W", &entity("W", &[C1, C2], "Ann", 5000)).await;
+    let h = run(&env, sqs(QUEUE_ARN, &[("m1", &merge, &[])])).await;
+    assert!(failures(&h).is_empty(), "{:?}", failures(&h));
+    assert_eq!(h.metrics.counter("ContactsMerged"), 1);
+}
+
+#[tokio::test]
+async fn soap_expired_session_is_renewed_once() {
+    let env = env_full(false, &[], &[("merge_strategy", "soap")]).await;
+    Mock::given(method("POST"))
+        .and(path("/services/oauth2/token"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"access_token": "tok1", "instance_url": env.server.uri()})),
+        )
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&env.server)
+        .await;
+    mount_token(&env.server, "tok2").await;
+    Mock::given(method("POST"))
+        .and(path(SOAP))
+        .and(wiremock::matchers::body_string_contains(
+            "<urn:sessionId>tok1</urn:sessionId>",
+        ))
+        .respond_with(ResponseTemplate::new(500).set_body_string(soap_fault("INVALID_SESSION_ID")))
+        .with_priority(1)
+        .mount(&env.server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(SOAP))
+        .respond_with(SoapMerge::new(&[]))
+        .mount(&env.server)
+        .await;
+    Mock::given(method("PATCH"))
+        .and(path(COLLECTIONS))
+        .respond_with(Collections {
+            fail: HashMap::new(),
+        })
+        .mount(&env.server)
+        .await;
+    mount_entity(&env.server, "W", &entity("W", &[C1, C2], "Ann", 5000)).await;
+    let merge = json!({"type": "ENTITIES_MERGED", "uris": ["entities/W"]}).to_string();
+    let h = run(&env, sqs(QUEUE_ARN, &[("m1", &merge, &[])])).await;
+    assert!(failures(&h).is_empty(), "{:?}", failures(&h));
+    assert_eq!(h.metrics.counter("ContactsMerged"), 1);
+    assert_eq!(merge_calls(&env.server).await.len(), 2);
 }

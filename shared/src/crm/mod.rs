@@ -1,7 +1,9 @@
 //! The crm-updater's pure domain: the CRM mapping file, golden values (`ov: true`), the Contact changes an
-//! entity snapshot calls for, the survivor rule and the merge plan, and event versions. No I/O.
+//! entity snapshot calls for, the survivor rule and the merge plan (archive, or SOAP `merge()` requests), and
+//! event versions. No I/O.
 
 use crate::reltio::event::{EntityTypeFilter, EventCategory, EventTypeFilter};
+use crate::salesforce::soap::{MergeRequest, MAX_MERGED_PER_REQUEST};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -28,7 +30,10 @@ pub enum SurvivorRule {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MergeStrategy {
+    /// Losers stay, marked with `archive_fields`; configured child relationships are re-pointed.
     Archive,
+    /// Losers are merged into the survivor with SOAP `merge()`, which deletes them and re-parents all their
+    /// related records.
     Soap,
 }
 
@@ -131,12 +136,6 @@ impl CrmMapping {
         let raw: RawMapping =
             toml::from_str(text).map_err(|e| CrmMappingError::Invalid(e.to_string()))?;
         let invalid = |m: String| Err(CrmMappingError::Invalid(m));
-        if raw.merge_strategy == MergeStrategy::Soap {
-            return invalid(
-                "merge_strategy = \"soap\" (SOAP merge()) is not implemented in this version; use \"archive\""
-                    .into(),
-            );
-        }
         if raw.crosswalk_type.trim().is_empty() {
             return invalid("crosswalk_type must name the Contact crosswalk source".into());
         }
@@ -274,7 +273,7 @@ pub fn contact_ids(mapping: &CrmMapping, crosswalks: Option<&Value>) -> Vec<Stri
 pub struct ContactPlan {
     pub survivor: String,
     pub survivor_fields: Map<String, Value>,
-    /// The other Contacts with the fields that archive them.
+    /// The other Contacts (losers) with the fields that archive them (none under the SOAP strategy).
     pub archived: Vec<(String, Map<String, Value>)>,
 }
 
@@ -317,11 +316,14 @@ pub fn plan_contacts(mapping: &CrmMapping, entity: &Value) -> Option<ContactPlan
     };
     let empty = Value::Object(Map::new());
     let survivor_fields = contact_fields(mapping, entity.get("attributes").unwrap_or(&empty));
+    let archive_fields = match mapping.merge_strategy {
+        MergeStrategy::Archive => &mapping.archive_fields,
+        MergeStrategy::Soap => &BTreeMap::new(),
+    };
     let archived = ids
         .into_iter()
         .map(|id| {
-            let fields = mapping
-                .archive_fields
+            let fields = archive_fields
                 .iter()
                 .map(|(k, v)| {
                     let v = match v {
@@ -341,6 +343,30 @@ pub fn plan_contacts(mapping: &CrmMapping, entity: &Value) -> Option<ContactPlan
         survivor_fields,
         archived,
     })
+}
+
+/// The SOAP `merge()` requests that merge the plan's losers into its survivor, leaving out those already
+/// merged: the losers in order, at most two per request (Salesforce's limit), the survivor as master of each.
+/// The survivor's fields are written separately, as under the archive strategy.
+pub fn merge_requests(
+    plan: &ContactPlan,
+    already_merged: &std::collections::BTreeSet<String>,
+) -> Vec<MergeRequest> {
+    let losers: Vec<String> = plan
+        .losers()
+        .into_iter()
+        .filter(|id| !already_merged.contains(*id))
+        .map(str::to_owned)
+        .collect();
+    losers
+        .chunks(MAX_MERGED_PER_REQUEST)
+        .map(|records| MergeRequest {
+            sobject: "Contact".into(),
+            master: plan.survivor.clone(),
+            records: records.to_vec(),
+            fields: Map::new(),
+        })
+        .collect()
 }
 
 /// A SOQL query for the child records of `relationship` that point at any of `losers`. Ids are validated
@@ -418,12 +444,59 @@ field = "ContactId"
     }
 
     #[test]
+    fn soap_strategy_merges_losers_two_per_request_and_skips_those_already_merged() {
+        let m = CrmMapping::parse(&format!("merge_strategy = \"soap\"\n{MAPPING}")).unwrap();
+        assert_eq!(m.merge_strategy, MergeStrategy::Soap);
+        let ids = [
+            "003000000000004AAA",
+            "003000000000001AAA",
+            "003000000000003AAA",
+            "003000000000002AAA",
+        ];
+        let crosswalks: Vec<Value> = ids
+            .iter()
+            .map(|id| json!({"type": "configuration/sources/SFDC_CONTACT", "value": id}))
+            .collect();
+        let plan = plan_contacts(&m, &json!({"attributes": {}, "crosswalks": crosswalks})).unwrap();
+        assert_eq!(plan.survivor, "003000000000001AAA");
+        assert!(
+            plan.archived.iter().all(|(_, f)| f.is_empty()),
+            "no archive fields"
+        );
+        let requests = merge_requests(&plan, &Default::default());
+        let records: Vec<Vec<String>> = requests.iter().map(|r| r.records.clone()).collect();
+        assert_eq!(
+            records,
+            vec![
+                vec![
+                    "003000000000002AAA".to_owned(),
+                    "003000000000003AAA".to_owned()
+                ],
+                vec!["003000000000004AAA".to_owned()]
+            ]
+        );
+        assert!(requests
+            .iter()
+            .all(|r| r.master == plan.survivor && r.sobject == "Contact"));
+        let done = [
+            "003000000000002AAA".to_owned(),
+            "003000000000004AAA".to_owned(),
+        ]
+        .into();
+        let requests = merge_requests(&plan, &done);
+        assert_eq!(requests.len(), 1);
+        assert_eq!(requests[0].records, vec!["003000000000003AAA"]);
+        let all = plan.losers().iter().map(|s| s.to_string()).collect();
+        assert!(merge_requests(&plan, &all).is_empty());
+    }
+
+    #[test]
     fn invalid_mappings_are_rejected_with_the_setting() {
-        let soap = format!("merge_strategy = \"soap\"\n{MAPPING}");
-        assert!(CrmMapping::parse(&soap)
+        let strategy = format!("merge_strategy = \"delete\"\n{MAPPING}");
+        assert!(CrmMapping::parse(&strategy)
             .unwrap_err()
             .to_string()
-            .contains("soap"));
+            .contains("delete"));
         let bad = MAPPING.replace("field = \"FirstName\"", "field = \"First Name\"");
         assert!(CrmMapping::parse(&bad)
             .unwrap_err()

@@ -1,6 +1,9 @@
-//! Salesforce REST client: OAuth client-credentials token and `instance_url` cached across invocations,
-//! one re-authentication on 401 `INVALID_SESSION_ID`, sObject Collections updates (≤ 200 records a call) with
-//! per-item results, and SOQL queries. Retries 5xx and timeouts within the invocation's deadline.
+//! Salesforce client: OAuth client-credentials token and `instance_url` cached across invocations, one
+//! re-authentication on `INVALID_SESSION_ID` (REST 401 or SOAP fault), sObject Collections updates (≤ 200
+//! records a call) with per-item results, SOQL queries, and SOAP `merge()`. Retries 5xx and timeouts within the
+//! invocation's deadline.
+
+pub mod soap;
 
 use crate::retry::{remaining, RetryPolicy};
 use crate::secrets::{SecretCache, SecretError};
@@ -49,6 +52,9 @@ pub enum SalesforceError {
         code: String,
         message: String,
     },
+    /// A SOAP call failed as a whole (SOAP fault other than an expired session or the API limit).
+    #[error("Salesforce SOAP fault {code}: {message}")]
+    SoapFault { code: String, message: String },
     #[error("Salesforce's response could not be read: {0}")]
     Decode(String),
     #[error(transparent)]
@@ -64,6 +70,7 @@ impl SalesforceError {
             SalesforceError::Rejected { status, code, .. } => {
                 *status != 400 || is_transient_code(code)
             }
+            SalesforceError::SoapFault { code, .. } => is_transient_code(code),
             _ => true,
         }
     }
@@ -93,6 +100,82 @@ pub fn is_transient_code(code: &str) -> bool {
 /// Error codes meaning the record no longer exists (deleted, merged away, or never there).
 pub fn is_missing_code(code: &str) -> bool {
     matches!(code, "ENTITY_IS_DELETED" | "NOT_FOUND")
+}
+
+/// `merge()` error codes meaning a record to merge is already gone (merged away earlier, deleted): a
+/// re-delivered merge finds nothing left to do.
+pub fn is_already_merged_code(code: &str) -> bool {
+    is_missing_code(code) || code == "INVALID_CROSS_REFERENCE_KEY"
+}
+
+/// The result of merging some records into a master.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MergeOutcome {
+    /// Merged now: the records merged away and the number of related records re-parented to the master.
+    Merged { merged: Vec<String>, related: usize },
+    /// Nothing was left to merge (already merged away or deleted).
+    AlreadyMerged { code: String },
+    Failed {
+        code: String,
+        message: String,
+        transient: bool,
+    },
+}
+
+/// One outcome for a request that was split per record: the first failure, else what was merged.
+fn combine(parts: Vec<MergeOutcome>) -> MergeOutcome {
+    if let Some(f) = parts
+        .iter()
+        .find(|p| matches!(p, MergeOutcome::Failed { .. }))
+    {
+        return f.clone();
+    }
+    let (mut merged, mut related, mut any) = (Vec::new(), 0, false);
+    for p in &parts {
+        if let MergeOutcome::Merged {
+            merged: m,
+            related: r,
+        } = p
+        {
+            merged.extend(m.iter().cloned());
+            related += r;
+            any = true;
+        }
+    }
+    match parts.into_iter().next() {
+        Some(first @ MergeOutcome::AlreadyMerged { .. }) if !any => first,
+        _ => MergeOutcome::Merged { merged, related },
+    }
+}
+
+fn merge_outcome(result: Option<&soap::MergeResult>) -> MergeOutcome {
+    let Some(result) = result else {
+        return MergeOutcome::Failed {
+            code: "NO_RESULT".into(),
+            message: "Salesforce returned no result for this merge".into(),
+            transient: true,
+        };
+    };
+    if result.success {
+        return MergeOutcome::Merged {
+            merged: result.merged_record_ids.clone(),
+            related: result.updated_related_ids.len(),
+        };
+    }
+    let (code, message) = result
+        .errors
+        .first()
+        .cloned()
+        .unwrap_or_else(|| ("UNKNOWN_ERROR".into(), String::new()));
+    if is_already_merged_code(&code) {
+        MergeOutcome::AlreadyMerged { code }
+    } else {
+        MergeOutcome::Failed {
+            transient: is_transient_code(&code),
+            code,
+            message: truncate(message),
+        }
+    }
 }
 
 /// The result for one record of a Collections call.
@@ -173,7 +256,7 @@ impl SalesforceClient {
             );
             let path = format!("/services/data/{}/composite/sobjects", self.api_version);
             let response = self
-                .send(deadline, |http, base| {
+                .send(deadline, |http, base, _| {
                     http.patch(format!("{base}{path}"))
                         .header(reqwest::header::CONTENT_TYPE, "application/json")
                         .body(body.clone())
@@ -199,7 +282,7 @@ impl SalesforceClient {
         loop {
             let p = path.clone();
             let response = self
-                .send(deadline, |http, base| {
+                .send(deadline, |http, base, _| {
                     let req = http.get(format!("{base}{p}"));
                     if first {
                         req.query(&[("q", soql)])
@@ -222,10 +305,82 @@ impl SalesforceClient {
         }
     }
 
+    /// SOAP `merge()` (`POST {instance_url}/services/Soap/u/{version}`), at most 200 requests a call; each
+    /// request merges at most two records into its master and is its own transaction. Outcomes come back in
+    /// request order. A request of two records that fails because one is already gone is sent again as one
+    /// request per record, so the live one is still merged.
+    pub async fn merge(
+        &self,
+        requests: &[soap::MergeRequest],
+        deadline: Instant,
+    ) -> Result<Vec<MergeOutcome>, SalesforceError> {
+        let mut outcomes = self.merge_calls(requests, deadline).await?;
+        let split: Vec<(usize, soap::MergeRequest)> = requests
+            .iter()
+            .enumerate()
+            .filter(|(i, r)| {
+                r.records.len() > 1 && matches!(outcomes[*i], MergeOutcome::AlreadyMerged { .. })
+            })
+            .flat_map(|(i, r)| {
+                r.records.iter().map(move |id| {
+                    (
+                        i,
+                        soap::MergeRequest {
+                            records: vec![id.clone()],
+                            ..r.clone()
+                        },
+                    )
+                })
+            })
+            .collect();
+        if split.is_empty() {
+            return Ok(outcomes);
+        }
+        let singles: Vec<soap::MergeRequest> = split.iter().map(|(_, r)| r.clone()).collect();
+        let results = self.merge_calls(&singles, deadline).await?;
+        let mut parts: Vec<Vec<MergeOutcome>> = vec![Vec::new(); requests.len()];
+        for ((i, _), outcome) in split.iter().zip(results) {
+            parts[*i].push(outcome);
+        }
+        for (i, part) in parts.into_iter().enumerate() {
+            if !part.is_empty() {
+                outcomes[i] = combine(part);
+            }
+        }
+        Ok(outcomes)
+    }
+
+    async fn merge_calls(
+        &self,
+        requests: &[soap::MergeRequest],
+        deadline: Instant,
+    ) -> Result<Vec<MergeOutcome>, SalesforceError> {
+        let version = self.api_version.trim_start_matches('v').to_owned();
+        let mut outcomes = Vec::with_capacity(requests.len());
+        for chunk in requests.chunks(soap::MAX_REQUESTS_PER_CALL) {
+            let path = format!("/services/Soap/u/{version}");
+            let response = self
+                .send(deadline, |http, base, token| {
+                    http.post(format!("{base}{path}"))
+                        .header(reqwest::header::CONTENT_TYPE, "text/xml; charset=UTF-8")
+                        .header("SOAPAction", "merge")
+                        .body(soap::merge_envelope(token.expose_secret(), chunk))
+                })
+                .await?;
+            let bytes = response.bytes().await.map_err(transport_error)?;
+            let text = String::from_utf8_lossy(&bytes);
+            let results = soap::parse_merge_response(&text).map_err(SalesforceError::Decode)?;
+            for i in 0..chunk.len() {
+                outcomes.push(merge_outcome(results.get(i)));
+            }
+        }
+        Ok(outcomes)
+    }
+
     async fn send(
         &self,
         deadline: Instant,
-        build: impl Fn(&reqwest::Client, &str) -> RequestBuilder,
+        build: impl Fn(&reqwest::Client, &str, &SecretString) -> RequestBuilder,
     ) -> Result<Response, SalesforceError> {
         let mut attempt = 0;
         let mut reauthenticated = false;
@@ -255,14 +410,14 @@ impl SalesforceClient {
     async fn try_once(
         &self,
         deadline: Instant,
-        build: &impl Fn(&reqwest::Client, &str) -> RequestBuilder,
+        build: &impl Fn(&reqwest::Client, &str, &SecretString) -> RequestBuilder,
     ) -> Result<Response, SalesforceError> {
         let (token, base) = self.session(deadline).await?;
         let left = remaining(deadline);
         if left.is_zero() {
             return Err(SalesforceError::Timeout);
         }
-        let response = build(&self.http, &base)
+        let response = build(&self.http, &base, &token)
             .bearer_auth(token.expose_secret())
             .timeout(left.min(REQUEST_TIMEOUT))
             .send()
@@ -384,6 +539,19 @@ async fn check_status(response: Response) -> Result<Response, SalesforceError> {
         return Ok(response);
     }
     let body = response.text().await.unwrap_or_default();
+    // SOAP answers every fault with HTTP 500 and an XML body naming the exception.
+    if body.trim_start().starts_with('<') {
+        if let Some(fault) = soap::parse_fault(&body) {
+            return Err(match fault.code.as_str() {
+                "INVALID_SESSION_ID" => SalesforceError::Unauthorized(truncate(fault.message)),
+                "REQUEST_LIMIT_EXCEEDED" => SalesforceError::LimitExceeded,
+                _ => SalesforceError::SoapFault {
+                    code: fault.code,
+                    message: truncate(fault.message),
+                },
+            });
+        }
+    }
     let parsed: Option<Value> = serde_json::from_str(&body).ok();
     let first = parsed.as_ref().map(|v| match v {
         Value::Array(a) => a.first().cloned().unwrap_or(Value::Null),
