@@ -1,8 +1,9 @@
 //! The crm-updater's ordering and idempotency ledger: per Reltio entity, the version last applied for each
 //! source object, the newest snapshot time applied, the event ids processed, a hash of what was last written
 //! and the Contacts already merged away. A short lease (conditional write) serialises concurrent invocations
-//! working on the same entity; nothing is recorded as applied before the caller says so. Every item carries a
-//! TTL (`expiresAt`).
+//! working on the same entity; nothing is recorded as applied before the caller says so. A merged loser's record
+//! remembers the winner and the merge time, so the loser's own older snapshots delivered late are stale. Every
+//! item carries a TTL (`expiresAt`).
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use futures::future::BoxFuture;
@@ -79,6 +80,17 @@ pub trait Ledger: Send + Sync {
         owner: &'a str,
     ) -> BoxFuture<'a, Result<(), LedgerError>>;
 
+    /// Records on the loser's own record that it was merged into `winner` at `merged_at` (epoch ms; call only
+    /// once Salesforce confirmed the merge): from then on a snapshot of `loser` with `updatedTime <= merged_at`
+    /// is stale. Keeps the latest merge when called again; does not need or touch the loser's lease, but bumps
+    /// its `rev` so that a claim judged on the record before the merge was recorded is refused (retried).
+    fn record_merge<'a>(
+        &'a self,
+        loser: &'a str,
+        winner: &'a str,
+        merged_at: i64,
+    ) -> BoxFuture<'a, Result<(), LedgerError>>;
+
     /// Releases the lease without recording anything.
     fn release<'a>(
         &'a self,
@@ -105,6 +117,10 @@ pub struct EntityRecord {
     pub event_ids: Vec<String>,
     pub hash: Option<String>,
     pub merged: BTreeSet<String>,
+    /// Set when this entity lost a merge (applied and confirmed): the winner's URI.
+    pub merged_into: Option<String>,
+    /// The time of that merge (epoch ms): this entity's own snapshots up to it are stale.
+    pub merged_at: Option<i64>,
 }
 
 /// Whether a change may be applied given what was applied before.
@@ -117,10 +133,19 @@ pub enum Verdict {
 
 impl EntityRecord {
     /// Duplicate when the event id was applied; stale when the same object's version applied is higher, or
-    /// the snapshot applied is newer. Versions of different objects are never compared.
+    /// the snapshot applied is newer, or the entity was merged into another at or after the snapshot's time (a
+    /// loser's snapshot delivered after its merge was applied; a snapshot newer than the merge, e.g. after an
+    /// unmerge, is fresh). Versions of different objects are never compared; no snapshot time, no merge check.
     pub fn judge(&self, order: &Order, event_id: &str) -> Verdict {
         if self.event_ids.iter().any(|e| e == event_id) {
             return Verdict::Duplicate;
+        }
+        if let (Some(_), Some(at), Some(t)) =
+            (&self.merged_into, self.merged_at, order.snapshot_time)
+        {
+            if t <= at {
+                return Verdict::Stale;
+            }
         }
         if let (Some(object), Some(version)) = (&order.object, order.version) {
             if self.versions.get(object).is_some_and(|&a| a > version) {
@@ -171,14 +196,16 @@ impl EntityRecord {
             event_ids: strings(item, "event_ids"),
             hash: item.get("hash").and_then(|v| v.as_s().ok()).cloned(),
             merged: strings(item, "merged").into_iter().collect(),
+            merged_into: item.get("merged_into").and_then(|v| v.as_s().ok()).cloned(),
+            merged_at: num(item, "merged_at"),
         }
     }
 }
 
 /// The DynamoDB ledger. Table: partition key `pk` (String) = entity URI. Attributes: `vers` (M: source object
 /// URI → N), `snap` (N, epoch ms), `hash` (S), `event_ids` (L of S, newest last), `merged` (L of S), `rev` (N,
-/// bumped by every commit), `lease_owner` (S), `lease_until` (N, epoch ms), `expiresAt` (N, epoch seconds: the
-/// table's TTL attribute).
+/// bumped by every commit and recorded merge), `merged_into` (S) / `merged_at` (N, epoch ms) on a merged loser,
+/// `lease_owner` (S), `lease_until` (N, epoch ms), `expiresAt` (N, epoch seconds: the table's TTL attribute).
 pub struct DynamoLedger {
     client: aws_sdk_dynamodb::Client,
     table: String,
@@ -359,6 +386,39 @@ impl DynamoLedger {
         Ok(())
     }
 
+    async fn record_merge_inner(
+        &self,
+        loser: &str,
+        winner: &str,
+        merged_at: i64,
+    ) -> Result<(), LedgerError> {
+        // Only a later merge replaces a recorded one (a re-delivered or late older merge changes nothing).
+        match self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(loser.to_owned()))
+            .update_expression(
+                "SET merged_into = :w, merged_at = :t, #rev = if_not_exists(#rev, :zero) + :one, \
+                 #exp = :exp",
+            )
+            .condition_expression("attribute_not_exists(merged_at) OR merged_at < :t")
+            .expression_attribute_names("#rev", "rev")
+            .expression_attribute_names("#exp", "expiresAt")
+            .expression_attribute_values(":w", AttributeValue::S(winner.to_owned()))
+            .expression_attribute_values(":t", AttributeValue::N(merged_at.to_string()))
+            .expression_attribute_values(":zero", AttributeValue::N("0".into()))
+            .expression_attribute_values(":one", AttributeValue::N("1".into()))
+            .expression_attribute_values(":exp", self.expires_at())
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failure(&e) => Ok(()),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
     async fn release_inner(&self, entity: &str, owner: &str) -> Result<(), LedgerError> {
         match self
             .client
@@ -417,6 +477,15 @@ impl Ledger for DynamoLedger {
         owner: &'a str,
     ) -> BoxFuture<'a, Result<(), LedgerError>> {
         Box::pin(self.commit_inner(entity, applied, owner))
+    }
+
+    fn record_merge<'a>(
+        &'a self,
+        loser: &'a str,
+        winner: &'a str,
+        merged_at: i64,
+    ) -> BoxFuture<'a, Result<(), LedgerError>> {
+        Box::pin(self.record_merge_inner(loser, winner, merged_at))
     }
 
     fn release<'a>(
@@ -489,6 +558,38 @@ mod tests {
         let record = record.with(&applied(&order("entities/L", 3, Some(1_000)), "d"));
         assert_eq!(record.versions["entities/L"], 9);
         assert_eq!(record.snapshot_time, Some(2_000));
+    }
+
+    #[test]
+    fn a_merged_losers_snapshot_up_to_the_merge_time_is_stale() {
+        let mut record =
+            EntityRecord::default().with(&applied(&order("entities/L", 1, Some(1_000)), "e0"));
+        // Not merged: an older-than-nothing snapshot of L is fresh.
+        let e1 = order("entities/L", 2, Some(1_500));
+        assert_eq!(record.judge(&e1, "e1"), Verdict::Fresh);
+        record.merged_into = Some("entities/W".into());
+        record.merged_at = Some(2_000);
+        assert_eq!(record.judge(&e1, "e1"), Verdict::Stale);
+        assert_eq!(
+            record.judge(&order("entities/L", 3, Some(2_000)), "e2"),
+            Verdict::Stale,
+            "a snapshot at the merge time is the pre-merge state"
+        );
+        // After an unmerge, L's newer snapshots apply again.
+        assert_eq!(
+            record.judge(&order("entities/L", 4, Some(2_001)), "e3"),
+            Verdict::Fresh
+        );
+        // Without a snapshot time there is nothing to compare with the merge.
+        let unordered = Order {
+            object: Some("entities/L".into()),
+            version: Some(5),
+            snapshot_time: None,
+        };
+        assert_eq!(record.judge(&unordered, "e4"), Verdict::Fresh);
+        // A merge time without a winner (never written so) is ignored.
+        record.merged_into = None;
+        assert_eq!(record.judge(&e1, "e1"), Verdict::Fresh);
     }
 
     #[test]
@@ -588,6 +689,65 @@ mod tests {
             ledger.claim(e, &v(1), "ev1", "E").await.unwrap(),
             Claim::Stale
         );
+    }
+
+    #[tokio::test]
+    async fn a_recorded_merge_makes_the_losers_older_snapshots_stale_on_dynamodb() {
+        let moto = MotoServer::start();
+        moto.create_ledger_table("ledger").await;
+        let ledger = DynamoLedger::new(
+            moto.dynamodb().await,
+            "ledger",
+            Duration::from_secs(60),
+            DEFAULT_RETENTION,
+        );
+        let l = "entities/L";
+        let snap = |t| order(l, t, Some(t));
+
+        assert!(granted(
+            &ledger.claim(l, &snap(500), "e0", "A").await.unwrap()
+        ));
+        ledger
+            .commit(l, applied(&snap(500), "e0"), "A")
+            .await
+            .unwrap();
+        // A loser with no record of its own yet gets one.
+        ledger
+            .record_merge("entities/M", "entities/W", 2_000)
+            .await
+            .unwrap();
+        let m = ledger.read("entities/M").await.unwrap().unwrap();
+        assert_eq!(num(&m, "merged_at"), Some(2_000));
+        assert!(m.contains_key("expiresAt"));
+
+        ledger.record_merge(l, "entities/W", 2_000).await.unwrap();
+        // An older merge delivered late does not replace the newer one.
+        ledger.record_merge(l, "entities/X", 1_000).await.unwrap();
+        let item = ledger.read(l).await.unwrap().unwrap();
+        let record = EntityRecord::from_item(&item);
+        assert_eq!(record.merged_into.as_deref(), Some("entities/W"));
+        assert_eq!(record.merged_at, Some(2_000));
+        assert_eq!(num(&item, "rev"), Some(2));
+
+        assert_eq!(
+            ledger.claim(l, &snap(1_500), "e1", "B").await.unwrap(),
+            Claim::Stale
+        );
+        assert_eq!(
+            ledger.claim(l, &snap(2_000), "e2", "B").await.unwrap(),
+            Claim::Stale
+        );
+        assert!(granted(
+            &ledger.claim(l, &snap(2_500), "e3", "B").await.unwrap()
+        ));
+        // The commit keeps the merge record.
+        ledger
+            .commit(l, applied(&snap(2_500), "e3"), "B")
+            .await
+            .unwrap();
+        let record = EntityRecord::from_item(&ledger.read(l).await.unwrap().unwrap());
+        assert_eq!(record.merged_at, Some(2_000));
+        assert_eq!(record.snapshot_time, Some(2_500));
     }
 
     #[tokio::test]

@@ -201,7 +201,34 @@ struct Item {
     entity_uri: Option<String>,
     plan: Option<ContactPlan>,
     event_time: Option<i64>,
+    /// A merge event: the losers merged into the fetched winner and the merge time, recorded on each loser's
+    /// ledger record once Salesforce confirmed the merge.
+    merge: Option<LostMerge>,
     fate: Fate,
+}
+
+/// The entities a merge event merged into the winner, and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct LostMerge {
+    losers: Vec<String>,
+    /// The event's `updatedTime` (the merge), else the fetched winner's `updatedTime` (not earlier than the merge).
+    at: i64,
+}
+
+/// The losers of a merge event whose entity was fetched as `winner`: for ENTITY_LOST_MERGE the event's own entity
+/// (when it is not the winner), for ENTITIES_MERGED* every URI of the event other than the winner. `None` for other
+/// events, for a merge naming no loser, or when no merge time is known (event `updatedTime`, else `fetched_time`).
+fn lost_merge(event: &ReltioEvent, winner: &str, fetched_time: Option<i64>) -> Option<LostMerge> {
+    let mut losers: Vec<String> = match event.event_type.as_str() {
+        "ENTITY_LOST_MERGE" => event.entity_uri().map(str::to_owned).into_iter().collect(),
+        t if EventCategory::of(t) == Some(EventCategory::Merge) => event.uris.clone(),
+        _ => return None,
+    };
+    losers.retain(|l| l != winner && !l.is_empty());
+    losers.sort();
+    losers.dedup();
+    let at = event.updated_time.or(fetched_time)?;
+    (!losers.is_empty()).then_some(LostMerge { losers, at })
 }
 
 fn attribute<'a>(m: &'a SqsMessage, name: &str) -> Option<&'a str> {
@@ -239,6 +266,7 @@ fn prepare(mapping: &CrmMapping, m: &SqsMessage) -> Item {
         entity_uri: None,
         plan: None,
         event_time: None,
+        merge: None,
         fate: Fate::Pending,
         body,
     };
@@ -350,6 +378,10 @@ pub async fn handle(deps: &Deps, event: SqsEvent, deadline: Instant) -> Handled 
             .and_then(Value::as_str)
             .map(str::to_owned)
             .or_else(|| item.event_uri.clone());
+        if let (Some(event), Some(winner)) = (&item.event, &item.entity_uri) {
+            let fetched_time = entity.get("updatedTime").and_then(Value::as_i64);
+            item.merge = lost_merge(event, winner, fetched_time);
+        }
         match plan_contacts(mapping, entity) {
             Some(plan) => item.plan = Some(plan),
             None => item.fate = Fate::Ignored("NoContactCrosswalk"),
@@ -590,10 +622,22 @@ async fn apply_round(
         }
     }
 
-    // Record what Salesforce confirmed; release what it did not.
+    // Record what Salesforce confirmed; release what it did not. A merge is first recorded on each loser's own
+    // record (so that the loser's older snapshots delivered late are stale), then on the winner's: if recording
+    // fails the message is retried, and the re-delivered merge (unchanged, not a duplicate) records it again.
     for c in &claimed {
         let item = &mut items[c.idx];
         let entity = item.entity_uri.clone().unwrap_or_default();
+        if item.fate == Fate::Pending {
+            if let Some(merge) = &item.merge {
+                for loser in &merge.losers {
+                    if let Err(e) = deps.ledger.record_merge(loser, &entity, merge.at).await {
+                        item.fate = Fate::Transient(format!("recording the merge of {loser}: {e}"));
+                        break;
+                    }
+                }
+            }
+        }
         if item.fate == Fate::Pending {
             let hash = item
                 .plan
@@ -799,4 +843,50 @@ async fn finish(deps: &Deps, mut items: Vec<Item>, fifo: bool, mut metrics: Metr
         }
     }
     Handled { response, metrics }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(value: Value) -> ReltioEvent {
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn the_losers_of_a_merge_are_every_other_entity_it_names() {
+        let merged = event(
+            json!({"type": "ENTITIES_MERGED_MANUALLY", "updatedTime": 5, "uris": ["entities/W", "entities/L2", "entities/L1", "entities/W"]}),
+        );
+        assert_eq!(
+            lost_merge(&merged, "entities/W", Some(9)),
+            Some(LostMerge {
+                losers: vec!["entities/L1".into(), "entities/L2".into()],
+                at: 5
+            })
+        );
+        // A first URI that was a loser resolves to the winner: it is a loser too.
+        assert_eq!(
+            lost_merge(&merged, "entities/L1", Some(9)).unwrap().losers,
+            vec!["entities/L2".to_owned(), "entities/W".to_owned()]
+        );
+        let lost = event(
+            json!({"type": "ENTITY_LOST_MERGE", "uris": ["entities/L", "entities/W"], "object": {"uri": "entities/L"}}),
+        );
+        assert_eq!(
+            lost_merge(&lost, "entities/W", Some(9)),
+            Some(LostMerge {
+                losers: vec!["entities/L".into()],
+                at: 9
+            }),
+            "no event time: the fetched winner's"
+        );
+        // Not merged (anymore): the entity resolved to itself.
+        assert_eq!(lost_merge(&lost, "entities/L", Some(9)), None);
+        assert_eq!(lost_merge(&lost, "entities/W", None), None);
+        let changed = event(
+            json!({"type": "ENTITY_CHANGED", "updatedTime": 5, "uris": ["entities/L"], "object": {"uri": "entities/W"}}),
+        );
+        assert_eq!(lost_merge(&changed, "entities/W", Some(9)), None);
+    }
 }

@@ -813,6 +813,128 @@ async fn a_winner_change_after_a_loser_lost_merge_with_a_higher_version_is_appli
 }
 
 #[tokio::test]
+async fn a_losers_older_change_delivered_after_its_merge_is_stale() {
+    let env = env().await;
+    // L (Contact C2) lost a merge to W (Contact C1) at 5000; L's URI resolves to W.
+    Mock::given(method("GET"))
+        .and(path("/reltio/api/T/entities/L"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(entity(
+            "W",
+            &[C1, C2],
+            "Merged",
+            5000,
+        )))
+        .mount(&env.server)
+        .await;
+    empty_queries(&env.server).await;
+    let lost = lost_merge("L", "W");
+    let h = run(
+        &env,
+        sqs(QUEUE_ARN, &[("m1", &lost, &[("eventId", "L-LOST")])]),
+    )
+    .await;
+    assert!(failures(&h).is_empty(), "{:?}", failures(&h));
+    assert_eq!(h.metrics.counter("EventsApplied"), 1);
+    let applied = writes(&env.server).await;
+    assert_eq!(applied.len(), 2, "survivor and archived: {applied:#?}");
+
+    // L's own change from before the merge (its snapshot at 4000) arrives late: not written.
+    let late = changed(&entity("L", &[C2], "OldL", 4000));
+    let h = run(
+        &env,
+        sqs(
+            QUEUE_ARN,
+            &[("m2", &late, &[("objectVersion", "7"), ("eventId", "L-7")])],
+        ),
+    )
+    .await;
+    assert!(failures(&h).is_empty(), "{:?}", failures(&h));
+    assert_eq!(h.metrics.counter("StaleEventsSkipped"), 1);
+    assert_eq!(h.metrics.counter("EventsApplied"), 0);
+    assert_eq!(
+        writes(&env.server).await.len(),
+        applied.len(),
+        "nothing written"
+    );
+    let item = env
+        .moto
+        .dynamodb()
+        .await
+        .get_item()
+        .table_name("sync-state")
+        .key(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S("entities/L".into()),
+        )
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    assert_eq!(item["merged_into"].as_s().unwrap(), "entities/W");
+    assert_eq!(item["merged_at"].as_n().unwrap(), "5000");
+
+    // After an unmerge, L's newer snapshot is applied to its Contact.
+    let unmerged = changed(&entity("L", &[C2], "Unmerged", 7000));
+    let h = run(
+        &env,
+        sqs(QUEUE_ARN, &[("m3", &unmerged, &[("eventId", "L-9")])]),
+    )
+    .await;
+    assert!(failures(&h).is_empty(), "{:?}", failures(&h));
+    assert_eq!(h.metrics.counter("StaleEventsSkipped"), 0);
+    assert_eq!(h.metrics.counter("EventsApplied"), 1);
+    let w = writes(&env.server).await;
+    assert_eq!(w.len(), applied.len() + 1);
+    assert_eq!(w.last().unwrap()["id"], C2);
+    assert_eq!(w.last().unwrap()["FirstName"], "Unmerged");
+}
+
+#[tokio::test]
+async fn every_loser_of_entities_merged_skips_its_snapshots_up_to_the_merge_time() {
+    let env = env().await;
+    let winner = entity("W", &[C1, C2, C3], "Ann", 9000);
+    Mock::given(method("GET"))
+        .and(path("/reltio/api/T/entities/W"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(&winner))
+        .mount(&env.server)
+        .await;
+    empty_queries(&env.server).await;
+    // The merge time is the event's (5000), not the fetched winner's later updatedTime.
+    let merge = json!({"type": "ENTITIES_MERGED", "updatedTime": 5000, "uris": ["entities/W", "entities/L1", "entities/L2"]}).to_string();
+    let h = run(
+        &env,
+        sqs(QUEUE_ARN, &[("m1", &merge, &[("eventId", "merge")])]),
+    )
+    .await;
+    assert!(failures(&h).is_empty(), "{:?}", failures(&h));
+    let applied = writes(&env.server).await.len();
+
+    let l1 = changed(&entity("L1", &[C2], "OldL1", 5000));
+    let l2 = changed(&entity("L2", &[C3], "OldL2", 4999));
+    let l2_after = changed(&entity("L2", &[C3], "NewL2", 5001));
+    let h = run(
+        &env,
+        sqs(
+            QUEUE_ARN,
+            &[
+                ("m2", &l1, &[("eventId", "L1-a")]),
+                ("m3", &l2, &[("eventId", "L2-a")]),
+                ("m4", &l2_after, &[("eventId", "L2-b")]),
+            ],
+        ),
+    )
+    .await;
+    assert!(failures(&h).is_empty(), "{:?}", failures(&h));
+    assert_eq!(h.metrics.counter("StaleEventsSkipped"), 2);
+    assert_eq!(h.metrics.counter("EventsApplied"), 1);
+    let w = writes(&env.server).await;
+    assert_eq!(w.len(), applied + 1);
+    assert_eq!(w.last().unwrap()["id"], C3);
+    assert_eq!(w.last().unwrap()["FirstName"], "NewL2");
+}
+
+#[tokio::test]
 async fn a_fetched_snapshot_older_than_the_applied_one_is_stale() {
     let env = env().await;
     // The oversized event's fetch returns a state older than the snapshot already applied.
