@@ -10,7 +10,7 @@ export MOTO_SERVER := $(CURDIR)/$(VENV)/bin/moto_server
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: test infra-test lint tools demo plan e2e release clean-tools
+.PHONY: test infra-test lint tools demo plan e2e release clean-tools bench
 
 ## Install the pinned Python tools into .venv (re-run when tools/requirements.txt changes).
 tools: $(STAMP)
@@ -48,6 +48,16 @@ e2e: tools release
 ## Release builds of every function (the workspace's fat-LTO profile; reused when up to date).
 release:
 	cargo build --release $(addprefix -p ,$(patsubst functions/%/Cargo.toml,%,$(wildcard functions/*/Cargo.toml)))
+
+## Issue 7's figures, each printed beside its target (markdown tables): the criterion benches (CDC transform vs
+## a bare JSON parse, webhook request, crm-updater batch plan), then cold start and peak RSS of the release
+## binaries under a local Runtime API, API calls per 1,000 records counted by the local stack's simulators, and
+## the zipped deployment packages (`cargo lambda build`, x86_64; arm64 when its target is installed).
+bench: tools release
+	cargo bench --workspace --benches
+	$(VENV)/bin/python tools/bench/coldstart_rss.py
+	$(VENV)/bin/python tools/bench/api_calls.py
+	$(VENV)/bin/python tools/bench/package_size.py
 
 ## Dry run of the CDC path on embedded defaults: the sample DMS event through cdc-ingest's real decoder, mapping
 ## and scheduler, printing where every record goes and the Reltio requests it would send. No AWS, no Reltio.
