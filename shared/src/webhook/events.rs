@@ -6,8 +6,10 @@
 
 use crate::reltio::event::{EntityTypeFilter, EventTypeFilter, ReltioEvent};
 use crate::sqs::OutgoingMessage;
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use std::fmt;
 
 /// SQS limit for `MessageGroupId` and `MessageDeduplicationId`.
 const MAX_SQS_ID_LEN: usize = 128;
@@ -59,6 +61,40 @@ pub fn parse_body(body: &[u8], delivery_id: Option<&str>) -> Result<Vec<WebhookE
     if text.is_empty() {
         return Err(BodyError::Empty);
     }
+    match parse_single(full, text, delivery_id) {
+        Some(parsed) => parsed,
+        None => parse_tree(full, text, delivery_id),
+    }
+}
+
+/// The fast path, in one pass without building a `Value`: a single event object whose id is the delivery id.
+/// `None` at any doubt (not an object, no delivery id, a parse or type error, a type name to refuse):
+/// [`parse_tree`] then decides and gives the exact error. Whenever it answers, it answers as [`parse_tree`].
+fn parse_single(
+    full: &str,
+    text: &str,
+    delivery_id: Option<&str>,
+) -> Option<Result<Vec<WebhookEvent>, BodyError>> {
+    let id = delivery_id.map(str::trim).filter(|d| !d.is_empty())?;
+    if !text.starts_with('{') {
+        return None;
+    }
+    let envelope = Envelope::parse(text).ok()?;
+    if text.contains(['\u{fffe}', '\u{ffff}']) {
+        return Some(Err(BodyError::Unsendable));
+    }
+    if !is_event_type_name(&envelope.event_type) {
+        return None;
+    }
+    Some(Ok(vec![envelope.into_event(full, sqs_id(id))]))
+}
+
+/// The general path: the body as a `Value` (arrays need each element's canonical hash).
+fn parse_tree(
+    full: &str,
+    text: &str,
+    delivery_id: Option<&str>,
+) -> Result<Vec<WebhookEvent>, BodyError> {
     let value: Value = serde_json::from_str(text).map_err(|e| {
         // Category and position only: serde's message can quote the body.
         BodyError::InvalidJson(format!(
@@ -114,7 +150,7 @@ fn event(value: &Value, raw: &str, id: String) -> Result<WebhookEvent, String> {
     if !is_event_type_name(event_type) {
         return Err("\"type\" is not a Reltio event type name".into());
     }
-    let envelope: ReltioEvent = serde_json::from_value(value.clone()).map_err(|_| {
+    let envelope = ReltioEvent::deserialize(value).map_err(|_| {
         "envelope fields (object, uris, uri, tenantId, updatedTime) have unexpected types"
             .to_owned()
     })?;
@@ -133,6 +169,242 @@ fn event(value: &Value, raw: &str, id: String) -> Result<WebhookEvent, String> {
         object_version: envelope.object_version().filter(|v| !v.is_empty()),
         body: raw.to_owned(),
     })
+}
+
+/// The envelope fields of one event object, read straight from the text in one pass: the same fields, types and
+/// defaults as [`ReltioEvent`] (the last of duplicate keys wins, as in a `Value`), and every other member is
+/// checked exactly as parsing into a `Value` would check it (strings, number ranges, nesting depth), so the
+/// fast path accepts precisely the bodies the full path accepts, without building the tree.
+struct Envelope {
+    event_type: String,
+    object_uri: Option<String>,
+    object_type: Option<String>,
+    uris: Vec<String>,
+    tenant_id: Option<String>,
+    object_version: Option<Value>,
+    uri: Option<String>,
+}
+
+impl Envelope {
+    fn parse(text: &str) -> serde_json::Result<Envelope> {
+        let mut de = serde_json::Deserializer::from_str(text);
+        let envelope = de.deserialize_any(EnvelopeVisitor)?;
+        de.end()?;
+        Ok(envelope)
+    }
+
+    /// As [`event`] builds it from a [`ReltioEvent`].
+    fn into_event(self, raw: &str, id: String) -> WebhookEvent {
+        let entity_uri = self
+            .object_uri
+            .as_deref()
+            .or(self.uri.as_deref())
+            .or(self.uris.first().map(String::as_str))
+            .filter(|u| !u.is_empty())
+            .map(str::to_owned);
+        let object_version = match self.object_version {
+            Some(Value::String(s)) => Some(s),
+            Some(Value::Number(n)) => Some(n.to_string()),
+            _ => None,
+        };
+        WebhookEvent {
+            id,
+            event_type: self.event_type,
+            entity_uri,
+            entity_type: self.object_type.filter(|t| !t.is_empty()),
+            tenant_id: self.tenant_id.filter(|t| !t.is_empty()),
+            object_version: object_version.filter(|v| !v.is_empty()),
+            body: raw.to_owned(),
+        }
+    }
+}
+
+struct EnvelopeVisitor;
+
+impl<'de> Visitor<'de> for EnvelopeVisitor {
+    type Value = Envelope;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a Reltio event object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Envelope, A::Error> {
+        let mut event_type = None;
+        let mut object: Option<ObjectFields> = None;
+        let mut uris = None;
+        let mut tenant_id = None;
+        let mut object_version = None;
+        let mut uri = None;
+        while let Some(key) = map.next_key::<Key>()? {
+            match key {
+                Key::Type => event_type = Some(map.next_value::<String>()?),
+                Key::Object => object = map.next_value::<Option<ObjectFields>>()?,
+                Key::Uris => uris = Some(map.next_value::<Vec<String>>()?),
+                Key::UpdatedTime => {
+                    map.next_value::<Option<i64>>()?;
+                }
+                Key::ExceededQueueSizeLimit => {
+                    map.next_value::<bool>()?;
+                }
+                Key::TenantId => tenant_id = map.next_value::<Option<String>>()?,
+                Key::ObjectVersion => object_version = map.next_value::<Option<Value>>()?,
+                Key::Uri => uri = map.next_value::<Option<String>>()?,
+                Key::Other => {
+                    map.next_value::<Checked>()?;
+                }
+            }
+        }
+        let (object_uri, object_type) = object.map_or((None, None), |o| (o.uri, o.entity_type));
+        Ok(Envelope {
+            event_type: event_type.ok_or_else(|| de::Error::missing_field("type"))?,
+            object_uri,
+            object_type,
+            uris: uris.unwrap_or_default(),
+            tenant_id,
+            object_version,
+            uri,
+        })
+    }
+}
+
+/// The fields of [`crate::reltio::event::EventObject`] that events need; the others are type-checked as there.
+struct ObjectFields {
+    uri: Option<String>,
+    entity_type: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for ObjectFields {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor;
+        impl<'de> Visitor<'de> for ObjectVisitor {
+            type Value = ObjectFields;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an entity object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ObjectFields, A::Error> {
+                let (mut uri, mut entity_type) = (None, None);
+                while let Some(key) = map.next_key::<Key>()? {
+                    match key {
+                        Key::Uri => uri = map.next_value::<Option<String>>()?,
+                        Key::Type => entity_type = map.next_value::<Option<String>>()?,
+                        Key::UpdatedTime => {
+                            map.next_value::<Option<i64>>()?;
+                        }
+                        _ => {
+                            map.next_value::<Checked>()?;
+                        }
+                    }
+                }
+                Ok(ObjectFields { uri, entity_type })
+            }
+        }
+        deserializer.deserialize_map(ObjectVisitor)
+    }
+}
+
+/// An object key, read as a `Value` reads it (escapes resolved), classified without keeping it.
+#[derive(Clone, Copy)]
+enum Key {
+    Type,
+    Object,
+    Uris,
+    UpdatedTime,
+    ExceededQueueSizeLimit,
+    TenantId,
+    ObjectVersion,
+    Uri,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl Visitor<'_> for KeyVisitor {
+            type Value = Key;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object key")
+            }
+
+            fn visit_str<E: de::Error>(self, key: &str) -> Result<Key, E> {
+                Ok(match key {
+                    "type" => Key::Type,
+                    "object" => Key::Object,
+                    "uris" => Key::Uris,
+                    "updatedTime" => Key::UpdatedTime,
+                    "exceededQueueSizeLimit" => Key::ExceededQueueSizeLimit,
+                    "tenantId" => Key::TenantId,
+                    "objectVersion" => Key::ObjectVersion,
+                    "uri" => Key::Uri,
+                    _ => Key::Other,
+                })
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+/// Any JSON value, checked as parsing into a `Value` checks it (serde_json's `deserialize_any`, which parses
+/// every string and number and counts nesting) but not kept. Unlike `serde::de::IgnoredAny`, which only skips over
+/// text, it refuses what a `Value` refuses (e.g. lone surrogate escapes, numbers out of range).
+struct Checked;
+
+impl<'de> Deserialize<'de> for Checked {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(Checked)
+    }
+}
+
+impl<'de> Visitor<'de> for Checked {
+    type Value = Checked;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_unit<E>(self) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_none<E>(self) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Checked, D::Error> {
+        Checked::deserialize(deserializer)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
+        while seq.next_element::<Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
+        while let Some((_, Checked)) = map.next_entry::<Key, Checked>()? {}
+        Ok(Checked)
+    }
 }
 
 /// Reltio event types are upper-case names such as `ENTITY_CHANGED`.
@@ -217,39 +489,39 @@ pub fn sqs_id(value: &str) -> String {
 
 /// Hex SHA-256 of the value's canonical JSON.
 pub fn content_id(value: &Value) -> String {
-    let mut canonical = String::new();
+    let mut canonical = Vec::with_capacity(1024);
     write_canonical(value, &mut canonical);
-    hex::encode(Sha256::digest(canonical.as_bytes()))
+    hex::encode(Sha256::digest(&canonical))
 }
 
 /// Canonical JSON: object keys sorted, no whitespace; strings and numbers as serde_json writes them.
-fn write_canonical(value: &Value, out: &mut String) {
+fn write_canonical(value: &Value, out: &mut Vec<u8>) {
     match value {
         Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, k) in keys.into_iter().enumerate() {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            out.push(b'{');
+            for (i, (k, v)) in entries.into_iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
-                out.push_str(&Value::String(k.clone()).to_string());
-                out.push(':');
-                write_canonical(&map[k], out);
+                serde_json::to_writer(&mut *out, k).expect("writing to a Vec cannot fail");
+                out.push(b':');
+                write_canonical(v, out);
             }
-            out.push('}');
+            out.push(b'}');
         }
         Value::Array(items) => {
-            out.push('[');
+            out.push(b'[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
                 write_canonical(item, out);
             }
-            out.push(']');
+            out.push(b']');
         }
-        scalar => out.push_str(&scalar.to_string()),
+        scalar => serde_json::to_writer(&mut *out, scalar).expect("writing to a Vec cannot fail"),
     }
 }
 

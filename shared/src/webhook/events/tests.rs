@@ -229,3 +229,57 @@ fn the_subscription_filters_by_event_category_and_entity_type() {
     };
     assert!(individuals.matches(changed));
 }
+
+#[test]
+fn the_one_pass_path_answers_exactly_as_the_full_parse_or_defers_to_it() {
+    let bodies = [
+        CHANGED,
+        MERGED,
+        r#"{"type":"ENTITY_CHANGED","uri":"entities/top","uris":["entities/u"]}"#,
+        r#"{"type":"ENTITY_CHANGED","object":{"uri":""},"uri":"entities/top"}"#,
+        r#"{"type":"ENTITY_CHANGED","object":null,"uris":[],"tenantId":"","objectVersion":"v9"}"#,
+        r#"{"type":"ENTITY_CHANGED","objectVersion":1.5e3,"exceededQueueSizeLimit":true}"#,
+        r#"{"type":"ENTITY_CHANGED","objectVersion":{"a":1},"updatedTime":null}"#,
+        r#"{"type":"ENTITY_CHANGED","type":"ENTITY_REMOVED"}"#,
+        r#"{"type":1,"type":"ENTITY_REMOVED"}"#,
+        r#"{"type":"ENTITY_REMOVED","type":1}"#,
+        r#"{"type":"entity_changed"}"#,
+        r#"{"tenantId":"T1"}"#,
+        r#"{"type":"ENTITY_CHANGED","updatedTime":1.5}"#,
+        r#"{"type":"ENTITY_CHANGED","updatedTime":18446744073709551615}"#,
+        r#"{"type":"ENTITY_CHANGED","exceededQueueSizeLimit":null}"#,
+        r#"{"type":"ENTITY_CHANGED","uris":null}"#,
+        r#"{"type":"ENTITY_CHANGED","uris":["a",1]}"#,
+        r#"{"type":"ENTITY_CHANGED","object":["u","t"]}"#,
+        r#"{"type":"ENTITY_CHANGED","object":{"uri":"e/1","uri":"e/2","type":null}}"#,
+        r#"{"type":"ENTITY_CHANGED","object":{"updatedTime":"x"}}"#,
+        r#"{"type":"ENTITY_CHANGED","other":"\ud800"}"#,
+        r#"{"type":"ENTITY_CHANGED","other":1e400}"#,
+        r#"{"type":"ENTITY_CHANGED","other":[1,{"x":[true,null,-0,"\u00e9"]}]}"#,
+        r#"{"type":"ENTITY_CHANGED","o\u0062ject":{"uri":"escaped-key"}}"#,
+        r#"{"type":"ENTITY_CHANGED"} trailing"#,
+        r#"{"type":"ENTITY_CHANGED",}"#,
+        "{\"type\":\"ENTITY_CHANGED\",\"x\":\"\u{ffff}\"}",
+        r#"[{"type":"ENTITY_CHANGED"}]"#,
+        r#""text""#,
+    ];
+    let deep = format!(
+        "{{\"type\":\"ENTITY_CHANGED\",\"x\":{}1{}}}",
+        "[".repeat(200),
+        "]".repeat(200)
+    );
+    let ids = [Some("evt-1"), Some("  "), None, Some(&*"x".repeat(200))];
+    for body in bodies.iter().copied().chain([deep.as_str()]) {
+        for id in ids {
+            let full = format!(" \n{body}\n");
+            let text = full.trim();
+            let expected = parse_tree(&full, text, id);
+            if let Some(fast) = parse_single(&full, text, id) {
+                assert_eq!(fast, expected, "{body}");
+            }
+            assert_eq!(parse_body(full.as_bytes(), id), expected, "{body}");
+        }
+    }
+    // The benchmark's shape takes the one-pass path.
+    assert!(parse_single(CHANGED, CHANGED, Some("evt-1")).is_some());
+}
