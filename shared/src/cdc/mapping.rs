@@ -141,6 +141,19 @@ impl CdcMapping {
         self.tables.get(&qualified_name.to_ascii_lowercase())
     }
 
+    /// [`CdcMapping::table`] for a DMS table name, without building the qualified name twice.
+    pub fn table_of(&self, name: &crate::dms::TableName) -> Option<&TableMapping> {
+        // `name.to_string().to_ascii_lowercase()`, in one allocation.
+        let mut key = String::with_capacity(name.schema.len() + 1 + name.table.len());
+        if !name.schema.is_empty() {
+            key.push_str(&name.schema);
+            key.push('.');
+        }
+        key.push_str(&name.table);
+        key.make_ascii_lowercase();
+        self.tables.get(&key)
+    }
+
     pub fn len(&self) -> usize {
         self.tables.len()
     }

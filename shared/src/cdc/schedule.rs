@@ -21,14 +21,24 @@ pub type Wave = Vec<ScheduledWrite>;
 
 /// `writes` holds `(record position, write)` in record order (a record's own writes in their order).
 pub fn schedule(writes: Vec<(usize, ReltioWrite)>) -> Vec<Wave> {
-    let mut per_key: HashMap<CrosswalkKey, Vec<ScheduledWrite>> = HashMap::new();
-    // Keys in order of first appearance, so waves come out in a stable, record-like order.
-    let mut key_order: Vec<CrosswalkKey> = Vec::new();
-    for (record, write) in writes {
-        let queue = per_key.entry(write.key.clone()).or_insert_with(|| {
-            key_order.push(write.key.clone());
-            Vec::new()
-        });
+    // Group by key without cloning keys: each write gets the index of its key's queue, queues numbered in
+    // order of the key's first appearance, so waves come out in a stable, record-like order.
+    let mut groups: Vec<usize> = Vec::with_capacity(writes.len());
+    let mut queue_count = 0;
+    {
+        let mut index: HashMap<&CrosswalkKey, usize> = HashMap::with_capacity(writes.len());
+        for (_, write) in &writes {
+            let next = queue_count;
+            let g = *index.entry(&write.key).or_insert(next);
+            if g == next {
+                queue_count += 1;
+            }
+            groups.push(g);
+        }
+    }
+    let mut queues: Vec<Vec<ScheduledWrite>> = (0..queue_count).map(|_| Vec::new()).collect();
+    for ((record, write), g) in writes.into_iter().zip(groups) {
+        let queue = &mut queues[g];
         match queue.last_mut() {
             Some(last) if last.write.is_full_upsert() && write.is_full_upsert() => {
                 if last.records.last() != Some(&record) {
@@ -43,13 +53,8 @@ pub fn schedule(writes: Vec<(usize, ReltioWrite)>) -> Vec<Wave> {
         }
     }
     let mut waves: Vec<Wave> = Vec::new();
-    for key in key_order {
-        for (n, scheduled) in per_key
-            .remove(&key)
-            .unwrap_or_default()
-            .into_iter()
-            .enumerate()
-        {
+    for queue in queues {
+        for (n, scheduled) in queue.into_iter().enumerate() {
             if waves.len() <= n {
                 waves.push(Vec::new());
             }

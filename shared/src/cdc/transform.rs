@@ -5,6 +5,7 @@ use crate::dms::{DataOperation, DmsRecord, RecordKind};
 use crate::reltio::model::{Crosswalk, CrosswalkKey, EntityBody};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Map, Value};
+use std::borrow::Cow;
 
 /// Why a record is deliberately not sent. Counted and logged, never dead-lettered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,7 +90,7 @@ pub fn plan_record(
     if record.table.is_dms_internal() {
         return Ok(RecordPlan::Skip(SkipReason::DmsInternal));
     }
-    let Some(table) = mapping.table(&record.table.to_string()) else {
+    let Some(table) = mapping.table_of(&record.table) else {
         return Ok(RecordPlan::Skip(SkipReason::Unmapped));
     };
     let key = crosswalk_key(table, &record.data)?;
@@ -157,7 +158,7 @@ fn upsert(
         let Some(raw) = row.get(&column.column).and_then(render) else {
             continue;
         };
-        let value = apply_transforms(&column.transforms, raw).map_err(|reason| {
+        let value = transform_value(&column.transforms, raw).map_err(|reason| {
             TransformError::BadValue {
                 table: table.table.clone(),
                 column: column.column.clone(),
@@ -165,23 +166,32 @@ fn upsert(
             }
         })?;
         if let Some(value) = value {
-            insert_attribute(&mut attributes, &column.path, value);
+            insert_attribute(&mut attributes, &column.path, value.into_owned());
         }
     }
     for (attribute, reference) in &table.references {
         if let Some(Value::Object(first)) = attributes.get_mut(attribute).and_then(|v| v.get_mut(0))
         {
-            let crosswalk = Crosswalk {
-                value: format!("{}{}", key.value, reference.crosswalk_suffix),
-                ..key.crosswalk()
-            };
+            // The same JSON as serialising `Crosswalk { value: key + suffix, ..key.crosswalk() }`, built
+            // directly (fields in the serialiser's order; `deleteDate` is `None`, so absent).
+            let mut value =
+                String::with_capacity(key.value.len() + reference.crosswalk_suffix.len());
+            value.push_str(&key.value);
+            value.push_str(&reference.crosswalk_suffix);
+            let mut crosswalk = Map::new();
+            crosswalk.insert("type".into(), Value::String(key.source.clone()));
+            crosswalk.insert("value".into(), Value::String(value));
+            if let Some(t) = &key.source_table {
+                crosswalk.insert("sourceTable".into(), Value::String(t.clone()));
+            }
+            let crosswalks = Value::Array(vec![Value::Object(crosswalk)]);
             first.insert(
                 "refEntity".into(),
-                json!({"type": reference.entity_type, "crosswalks": [crosswalk]}),
+                reference_value(&reference.entity_type, crosswalks.clone()),
             );
             first.insert(
                 "refRelation".into(),
-                json!({"type": reference.relation_type, "crosswalks": [crosswalk]}),
+                reference_value(&reference.relation_type, crosswalks),
             );
         }
     }
@@ -226,31 +236,60 @@ fn retire(
     ReltioWrite { key, op }
 }
 
+/// `{"type": type_uri, "crosswalks": crosswalks}`.
+fn reference_value(type_uri: &str, crosswalks: Value) -> Value {
+    let mut object = Map::new();
+    object.insert("type".into(), Value::String(type_uri.to_owned()));
+    object.insert("crosswalks".into(), crosswalks);
+    Value::Object(object)
+}
+
 /// A column value as text; NULL is absent. DMS renders numbers as JSON numbers and most else as strings.
-fn render(value: &Value) -> Option<String> {
+/// Strings are borrowed: most are transformed or copied once into the body anyway.
+fn render(value: &Value) -> Option<Cow<'_, str>> {
     match value {
         Value::Null => None,
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        other => Some(other.to_string()),
+        Value::String(s) => Some(Cow::Borrowed(s.as_str())),
+        Value::Number(n) => Some(Cow::Owned(n.to_string())),
+        Value::Bool(b) => Some(Cow::Owned(b.to_string())),
+        other => Some(Cow::Owned(other.to_string())),
     }
 }
 
 /// `None` when a transform made the value absent; `Err` with a reason when it cannot be transformed.
-pub fn apply_transforms(
+pub fn apply_transforms(transforms: &[Transform], value: String) -> Result<Option<String>, String> {
+    transform_value(transforms, Cow::Owned(value)).map(|v| v.map(Cow::into_owned))
+}
+
+/// [`apply_transforms`] without copying a value a transform leaves unchanged.
+fn transform_value<'a>(
     transforms: &[Transform],
-    mut value: String,
-) -> Result<Option<String>, String> {
+    mut value: Cow<'a, str>,
+) -> Result<Option<Cow<'a, str>>, String> {
     for t in transforms {
         value = match t {
-            Transform::Trim => value.trim().to_owned(),
-            Transform::Upper => value.to_uppercase(),
-            Transform::Lower => value.to_lowercase(),
+            Transform::Trim => match value {
+                Cow::Borrowed(b) => Cow::Borrowed(b.trim()),
+                Cow::Owned(o) if o.trim().len() == o.len() => Cow::Owned(o),
+                Cow::Owned(o) => Cow::Owned(o.trim().to_owned()),
+            },
+            // For ASCII text without letters to change, the case mappings are the identity.
+            Transform::Upper
+                if value.is_ascii() && !value.bytes().any(|b| b.is_ascii_lowercase()) =>
+            {
+                value
+            }
+            Transform::Upper => Cow::Owned(value.to_uppercase()),
+            Transform::Lower
+                if value.is_ascii() && !value.bytes().any(|b| b.is_ascii_uppercase()) =>
+            {
+                value
+            }
+            Transform::Lower => Cow::Owned(value.to_lowercase()),
             Transform::EmptyAsAbsent if value.is_empty() => return Ok(None),
             Transform::EmptyAsAbsent => value,
-            Transform::Date => normalise_date(&value)?,
-            Transform::Timestamp => normalise_timestamp(&value)?,
+            Transform::Date => Cow::Owned(normalise_date(&value)?),
+            Transform::Timestamp => Cow::Owned(normalise_timestamp(&value)?),
         };
     }
     Ok(Some(value))
@@ -258,15 +297,55 @@ pub fn apply_transforms(
 
 fn normalise_date(raw: &str) -> Result<String, String> {
     let raw = raw.trim();
+    if let Some(d) = plain_date(raw) {
+        return Ok(ymd(d));
+    }
     if let Ok(d) = chrono::NaiveDate::parse_from_str(raw, "%Y-%m-%d") {
-        return Ok(d.format("%Y-%m-%d").to_string());
+        return Ok(ymd(d));
     }
     if let Ok(d) = chrono::NaiveDate::parse_from_str(raw, "%Y%m%d") {
-        return Ok(d.format("%Y-%m-%d").to_string());
+        return Ok(ymd(d));
     }
     crate::dms::parse_dms_timestamp(raw)
-        .map(|t| t.format("%Y-%m-%d").to_string())
+        .map(|t| ymd(t.date_naive()))
         .ok_or_else(|| format!("\"{}\" is not a date", short(raw)))
+}
+
+/// The date of the two shapes DMS writes most, `YYYY-MM-DD` and `YYYY-MM-DD HH:MM:SS` (an in-range
+/// time), read without chrono's format parser. `None` means "not recognised here": the caller then takes
+/// the general path, which accepts everything this accepts and gives the same date.
+fn plain_date(raw: &str) -> Option<chrono::NaiveDate> {
+    let b = raw.as_bytes();
+    let num = |range: std::ops::Range<usize>| -> Option<u32> {
+        b[range].iter().try_fold(0u32, |n, c| {
+            c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
+        })
+    };
+    if !(b.len() == 10 || b.len() == 19) || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    if b.len() == 19 {
+        let time_ok = b[10] == b' '
+            && b[13] == b':'
+            && b[16] == b':'
+            && num(11..13)? <= 23
+            && num(14..16)? <= 59
+            && num(17..19)? <= 59;
+        if !time_ok {
+            return None;
+        }
+    }
+    chrono::NaiveDate::from_ymd_opt(num(0..4)? as i32, num(5..7)?, num(8..10)?)
+}
+
+/// `%Y-%m-%d` as chrono formats it (four-digit years written directly, others left to chrono).
+fn ymd(d: chrono::NaiveDate) -> String {
+    use chrono::Datelike;
+    if (0..=9999).contains(&d.year()) {
+        format!("{:04}-{:02}-{:02}", d.year(), d.month(), d.day())
+    } else {
+        d.format("%Y-%m-%d").to_string()
+    }
 }
 
 fn normalise_timestamp(raw: &str) -> Result<String, String> {

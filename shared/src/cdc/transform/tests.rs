@@ -240,3 +240,41 @@ fn null_columns_are_not_sent_and_numbers_become_text() {
         json!([{"value": {"Zip5": [{"value": "78701"}]}}])
     );
 }
+
+#[test]
+fn the_date_fast_path_agrees_with_chrono() {
+    // The original, chrono-only normalisation.
+    fn reference(raw: &str) -> Option<String> {
+        let raw = raw.trim();
+        for f in ["%Y-%m-%d", "%Y%m%d"] {
+            if let Ok(d) = chrono::NaiveDate::parse_from_str(raw, f) {
+                return Some(d.format("%Y-%m-%d").to_string());
+            }
+        }
+        crate::dms::parse_dms_timestamp(raw).map(|t| t.format("%Y-%m-%d").to_string())
+    }
+    for raw in [
+        "1990-03-04",
+        "1990-03-04 00:00:00",
+        " 1990-03-04 23:59:59 ",
+        "1990-03-04 24:00:00",
+        "1990-03-04 23:60:00",
+        "1990-03-04 23:59:60",
+        "1990-02-30",
+        "1990-02-30 00:00:00",
+        "2024-02-29 12:00:00",
+        "0000-01-01",
+        "19900304",
+        "1990-03-04T10:00:00",
+        "1990-03-04T23:10:00-05:00",
+        "1990-3-04 0:00:00",
+        "199a-03-04",
+        "1990-03-04 00:00:0x",
+    ] {
+        assert_eq!(
+            super::normalise_date(raw).ok(),
+            reference(raw),
+            "normalising {raw:?}"
+        );
+    }
+}
