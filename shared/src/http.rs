@@ -10,3 +10,16 @@ pub fn client() -> reqwest::Client {
         .build()
         .expect("the TLS backend initialises")
 }
+
+/// An error and its sources joined with ": ", for a log line or a DLQ reason. reqwest's chain names the URL
+/// and the failure kind, never a request or response body.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

@@ -53,6 +53,15 @@ impl RetryPolicy {
     }
 }
 
+/// The time an invocation may spend on API calls: Lambda's deadline (epoch ms) less a margin kept for
+/// dead-lettering and answering (a fifth of what is left, at most two seconds).
+pub fn work_deadline(lambda_deadline_ms: u64) -> Instant {
+    let now_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
+    let left = Duration::from_millis(lambda_deadline_ms.saturating_sub(now_ms));
+    let margin = (left / 5).min(Duration::from_secs(2));
+    Instant::now() + left - margin
+}
+
 /// Time left before `deadline`, zero when past it.
 pub fn remaining(deadline: Instant) -> Duration {
     deadline.saturating_duration_since(Instant::now())
@@ -109,5 +118,22 @@ mod tests {
             None
         );
         assert_eq!(parse_retry_after(None), None);
+    }
+
+    #[tokio::test]
+    async fn the_work_deadline_keeps_a_margin_for_answering_and_never_lies_in_the_past() {
+        let now_ms = chrono::Utc::now().timestamp_millis() as u64;
+        let left = remaining(work_deadline(now_ms + 10_000));
+        assert!(left <= Duration::from_secs(8), "2 s margin: {left:?}");
+        assert!(left > Duration::from_millis(7_500), "{left:?}");
+        let short = remaining(work_deadline(now_ms + 1_000));
+        assert!(
+            short <= Duration::from_millis(800),
+            "a fifth kept: {short:?}"
+        );
+        assert_eq!(
+            remaining(work_deadline(now_ms.saturating_sub(5_000))),
+            Duration::ZERO
+        );
     }
 }

@@ -16,7 +16,6 @@ use mdm_sync_core::retry::RetryPolicy;
 use mdm_sync_core::secrets::SecretCache;
 use mdm_sync_core::sqs::{send_all, OutgoingMessage};
 use serde_json::{json, Value};
-use std::time::Duration;
 use tokio::time::Instant;
 
 pub const FUNCTION_NAME: &str = "cdc-ingest";
@@ -105,15 +104,6 @@ impl Deps {
     }
 }
 
-/// The time this invocation may spend on Reltio: Lambda's deadline less a margin for dead-lettering and
-/// answering (a fifth of what is left, at most two seconds).
-pub fn work_deadline(lambda_deadline_ms: u64) -> Instant {
-    let now_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
-    let left = Duration::from_millis(lambda_deadline_ms.saturating_sub(now_ms));
-    let margin = (left / 5).min(Duration::from_secs(2));
-    Instant::now() + left - margin
-}
-
 /// Where one record ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Fate {
@@ -173,28 +163,28 @@ pub fn plan_batch(
 ) -> BatchPlan {
     let mut fates: Vec<Option<Fate>> = vec![None; records.len()];
     let mut infos = Vec::with_capacity(records.len());
-    let mut writes = Vec::new();
+    let mut writes = Vec::with_capacity(records.len());
     for (i, record) in records.iter().enumerate() {
         let (info, fate) = match DmsRecord::parse(&record.kinesis.data, before_image_field) {
             Err(e) => (RecordInfo::unknown(), Some(Fate::Permanent(e.to_string()))),
             Ok(dms) => {
-                let mut info = RecordInfo {
-                    table: Some(dms.table.to_string()),
-                    key: None,
-                    position: dms
-                        .commit_timestamp
-                        .clone()
-                        .or_else(|| dms.stream_position.clone()),
-                    source_time: dms.source_time(),
-                };
+                let mut key = None;
                 let fate = match plan_record(mapping, &dms, now) {
                     Err(e) => Some(Fate::Permanent(e.to_string())),
                     Ok(RecordPlan::Skip(reason)) => Some(Fate::Skipped(reason)),
-                    Ok(RecordPlan::Write { key, writes: w }) => {
-                        info.key = Some(key);
+                    Ok(RecordPlan::Write { key: k, writes: w }) => {
+                        key = Some(k);
                         writes.extend(w.into_iter().map(|w| (i, w)));
                         None
                     }
+                };
+                let source_time = dms.source_time();
+                // The record is done with: its strings move into the info rather than being copied.
+                let info = RecordInfo {
+                    table: Some(dms.table.to_string()),
+                    key,
+                    position: dms.commit_timestamp.or(dms.stream_position),
+                    source_time,
                 };
                 (info, fate)
             }

@@ -1,9 +1,10 @@
 //! cdc-ingest: applies AWS DMS change records from Kinesis to Reltio.
 
 use aws_lambda_events::event::kinesis::KinesisEvent;
-use cdc_ingest::{handle, work_deadline, Config, Deps};
+use cdc_ingest::{handle, Config, Deps};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use mdm_sync_core::config::ProcessEnv;
+use mdm_sync_core::retry::work_deadline;
 use mdm_sync_core::retry::RetryPolicy;
 
 #[tokio::main]

@@ -161,15 +161,6 @@ impl Deps {
     }
 }
 
-/// The time this invocation may spend on API calls: Lambda's deadline less a margin for dead-lettering and
-/// answering (a fifth of what is left, at most two seconds).
-pub fn work_deadline(lambda_deadline_ms: u64) -> Instant {
-    let now_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
-    let left = Duration::from_millis(lambda_deadline_ms.saturating_sub(now_ms));
-    let margin = (left / 5).min(Duration::from_secs(2));
-    Instant::now() + left - margin
-}
-
 /// The handler's answer and the invocation's metrics (the caller emits them).
 pub struct Handled {
     pub response: SqsBatchResponse,

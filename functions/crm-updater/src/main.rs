@@ -3,9 +3,10 @@
 #![recursion_limit = "256"]
 
 use aws_lambda_events::event::sqs::SqsEvent;
-use crm_updater::{handle, work_deadline, Config, Deps};
+use crm_updater::{handle, Config, Deps};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use mdm_sync_core::config::ProcessEnv;
+use mdm_sync_core::retry::work_deadline;
 use mdm_sync_core::retry::RetryPolicy;
 
 #[tokio::main]

@@ -308,15 +308,7 @@ fn transport_error(e: reqwest::Error) -> ReltioError {
     if e.is_timeout() {
         ReltioError::Timeout
     } else {
-        // Only the error kind: reqwest's chain can include the URL, which is harmless, but never a body.
-        let mut text = e.to_string();
-        let mut source = std::error::Error::source(&e);
-        while let Some(s) = source {
-            text.push_str(": ");
-            text.push_str(&s.to_string());
-            source = s.source();
-        }
-        ReltioError::Connection(text)
+        ReltioError::Connection(crate::http::error_chain(&e))
     }
 }
 

@@ -522,14 +522,7 @@ fn transport_error(e: reqwest::Error) -> SalesforceError {
     if e.is_timeout() {
         SalesforceError::Timeout
     } else {
-        let mut text = e.to_string();
-        let mut source = std::error::Error::source(&e);
-        while let Some(s) = source {
-            text.push_str(": ");
-            text.push_str(&s.to_string());
-            source = s.source();
-        }
-        SalesforceError::Connection(text)
+        SalesforceError::Connection(crate::http::error_chain(&e))
     }
 }
 
