@@ -5,9 +5,9 @@
 use aws_lambda_events::event::kinesis::{KinesisEvent, KinesisEventRecord};
 use cdc_ingest::plan_batch;
 use criterion::Criterion;
-use mdm_sync_core::cdc::mapping::CdcMapping;
-use mdm_sync_core::cdc::transform::WriteOp;
-use mdm_sync_core::reltio::EntityBody;
+use mdm_sync_adapters::reltio::EntityBody;
+use mdm_sync_domain::cdc::mapping::CdcMapping;
+use mdm_sync_domain::cdc::transform::WriteOp;
 use mdm_sync_testkit::kinesis_event;
 use std::hint::black_box;
 use std::time::{Duration, Instant};

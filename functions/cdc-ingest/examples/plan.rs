@@ -7,9 +7,9 @@
 
 use aws_lambda_events::event::kinesis::KinesisEvent;
 use cdc_ingest::plan_batch;
-use mdm_sync_core::cdc::mapping::CdcMapping;
-use mdm_sync_core::cdc::transform::WriteOp;
-use mdm_sync_core::dms::DEFAULT_BEFORE_IMAGE_FIELD;
+use mdm_sync_domain::cdc::mapping::CdcMapping;
+use mdm_sync_domain::cdc::transform::WriteOp;
+use mdm_sync_domain::dms::DEFAULT_BEFORE_IMAGE_FIELD;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {

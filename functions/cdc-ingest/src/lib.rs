@@ -4,19 +4,19 @@
 
 use aws_lambda_events::event::kinesis::{KinesisEvent, KinesisEventRecord};
 use aws_lambda_events::event::streams::{KinesisBatchItemFailure, KinesisEventResponse};
-use mdm_sync_core::cdc::apply::{apply, ApplySettings, EntityWriter, WriteOutcome};
-use mdm_sync_core::cdc::mapping::{CdcMapping, MappingError};
-use mdm_sync_core::cdc::schedule::{schedule, Wave};
-use mdm_sync_core::cdc::transform::{plan_record, RecordPlan, SkipReason};
-use mdm_sync_core::config::{self, ConfigError, Env};
-use mdm_sync_core::dms::{DmsRecord, DEFAULT_BEFORE_IMAGE_FIELD};
-use mdm_sync_core::metrics::{Metrics, DEFAULT_NAMESPACE};
-use mdm_sync_core::reltio::{CredentialSource, CrosswalkKey, ReltioClient};
-use mdm_sync_core::retry::RetryPolicy;
-use mdm_sync_core::secrets::SecretCache;
-use mdm_sync_core::sqs::{send_all, OutgoingMessage};
+use mdm_sync_adapters::config::{self, ConfigError, Env};
+use mdm_sync_adapters::metrics::{Metrics, DEFAULT_NAMESPACE};
+use mdm_sync_adapters::reltio::{CredentialSource, CrosswalkKey, ReltioClient};
+use mdm_sync_adapters::retry::RetryPolicy;
+use mdm_sync_adapters::secrets::SecretCache;
+use mdm_sync_adapters::sqs::{send_all, OutgoingMessage};
+use mdm_sync_domain::cdc::apply::{apply, ApplySettings, EntityWriter, WriteOutcome};
+use mdm_sync_domain::cdc::mapping::{CdcMapping, MappingError};
+use mdm_sync_domain::cdc::schedule::{schedule, Wave};
+use mdm_sync_domain::cdc::transform::{plan_record, RecordPlan, SkipReason};
+use mdm_sync_domain::dms::{DmsRecord, DEFAULT_BEFORE_IMAGE_FIELD};
 use serde_json::{json, Value};
-use tokio::time::Instant;
+use std::time::Instant;
 
 pub const FUNCTION_NAME: &str = "cdc-ingest";
 /// Reltio's default token endpoint.
@@ -125,7 +125,7 @@ struct RecordInfo {
 pub struct BatchPlan {
     fates: Vec<Option<Fate>>,
     infos: Vec<RecordInfo>,
-    /// The Reltio writes, in waves (see `mdm_sync_core::cdc::schedule`).
+    /// The Reltio writes, in waves (see `mdm_sync_domain::cdc::schedule`).
     pub waves: Vec<Wave>,
 }
 

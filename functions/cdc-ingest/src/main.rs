@@ -3,16 +3,16 @@
 use aws_lambda_events::event::kinesis::KinesisEvent;
 use cdc_ingest::{handle, Config, Deps};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
-use mdm_sync_core::config::ProcessEnv;
-use mdm_sync_core::retry::work_deadline;
-use mdm_sync_core::retry::RetryPolicy;
+use mdm_sync_adapters::config::ProcessEnv;
+use mdm_sync_adapters::retry::work_deadline;
+use mdm_sync_adapters::retry::RetryPolicy;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let config = Config::from_env(&ProcessEnv).inspect_err(|e| tracing::error!("{e}"))?;
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let http = mdm_sync_core::http::client();
+    let http = mdm_sync_adapters::http::client();
     let deps = Deps::new(config, &sdk, http, RetryPolicy::default())
         .inspect_err(|e| tracing::error!("{e}"))?;
     let deps = &deps;

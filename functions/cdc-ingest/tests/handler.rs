@@ -3,12 +3,12 @@
 
 use aws_lambda_events::event::kinesis::KinesisEvent;
 use cdc_ingest::{handle, Config, Deps};
-use mdm_sync_core::retry::RetryPolicy;
+use mdm_sync_adapters::retry::RetryPolicy;
 use mdm_sync_testkit::{kinesis_event, sequence_number, workspace_root, MotoServer};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::time::Duration;
-use tokio::time::Instant;
+use std::time::Instant;
 use wiremock::matchers::{body_string_contains, method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
@@ -449,7 +449,7 @@ fn the_sample_event_plans_every_record_without_dead_letters() {
     let event: KinesisEvent =
         serde_json::from_slice(include_bytes!("../../../events/cdc-ingest.json")).unwrap();
     let mapping =
-        mdm_sync_core::cdc::mapping::CdcMapping::parse(include_str!("../mapping.example.toml"))
+        mdm_sync_domain::cdc::mapping::CdcMapping::parse(include_str!("../mapping.example.toml"))
             .unwrap();
     let plan = cdc_ingest::plan_batch(&mapping, "before-image", &event.records, chrono::Utc::now());
     let decisions = plan.decisions();

@@ -5,14 +5,14 @@
 //! Collections request bodies. Target (issue 7): ≤ 2 ms. Prints a figures table after criterion's report.
 //!
 //! The handler's planning steps are private; this follows them through the public API of
-//! `mdm_sync_core::crm` (the same functions the handler calls). Entity fetches for merge events are answered
+//! `mdm_sync_domain::crm` (the same functions the handler calls). Entity fetches for merge events are answered
 //! from memory (a clone of the snapshot, as a fetch would produce); ledger and Salesforce calls are left out.
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use criterion::Criterion;
-use mdm_sync_core::crm::{child_query, parse_version, plan_contacts, ContactPlan, CrmMapping};
-use mdm_sync_core::reltio::event::{EventCategory, ReltioEvent};
-use mdm_sync_core::salesforce::{RecordUpdate, MAX_COLLECTION};
+use mdm_sync_adapters::salesforce::{RecordUpdate, MAX_COLLECTION};
+use mdm_sync_domain::crm::{child_query, parse_version, plan_contacts, ContactPlan, CrmMapping};
+use mdm_sync_domain::reltio::event::{EventCategory, ReltioEvent};
 use mdm_sync_testkit::{sqs_event, SqsTestMessage};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};

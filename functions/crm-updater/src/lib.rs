@@ -4,26 +4,26 @@
 //! item failure (transient failure; on a FIFO queue the first one and every later message).
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
-use mdm_sync_core::config::{self, ConfigError, Env};
-use mdm_sync_core::crm::{
+use mdm_sync_adapters::config::{self, ConfigError, Env};
+use mdm_sync_adapters::ledger::{Applied, Claim, DynamoLedger, Ledger, Order};
+use mdm_sync_adapters::metrics::{Metrics, DEFAULT_NAMESPACE};
+use mdm_sync_adapters::reltio::{CredentialSource, ReltioClient};
+use mdm_sync_adapters::retry::RetryPolicy;
+use mdm_sync_adapters::salesforce::{
+    MergeOutcome, RecordOutcome, RecordUpdate, SalesforceClient, SalesforceCredentialSource,
+};
+use mdm_sync_adapters::secrets::SecretCache;
+use mdm_sync_adapters::sqs::{send_all, OutgoingMessage};
+use mdm_sync_domain::crm::{
     child_query, merge_requests, parse_version, plan_contacts, ContactPlan, CrmMapping,
     CrmMappingError, MergeStrategy,
 };
-use mdm_sync_core::ledger::{Applied, Claim, DynamoLedger, Ledger, Order};
-use mdm_sync_core::metrics::{Metrics, DEFAULT_NAMESPACE};
-use mdm_sync_core::reltio::event::{EventCategory, ReltioEvent};
-use mdm_sync_core::reltio::{CredentialSource, ReltioClient};
-use mdm_sync_core::retry::RetryPolicy;
-use mdm_sync_core::salesforce::{
-    MergeOutcome, RecordOutcome, RecordUpdate, SalesforceClient, SalesforceCredentialSource,
-};
-use mdm_sync_core::secrets::SecretCache;
-use mdm_sync_core::sqs::{send_all, OutgoingMessage};
+use mdm_sync_domain::reltio::event::{EventCategory, ReltioEvent};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
-use tokio::time::Instant;
+use std::time::Instant;
 
 pub const FUNCTION_NAME: &str = "crm-updater";
 pub const DEFAULT_AUTH_URL: &str = "https://auth.reltio.com/oauth/token";
@@ -565,7 +565,7 @@ async fn apply_round(
             "SalesforceCalls",
             kept_records
                 .len()
-                .div_ceil(mdm_sync_core::salesforce::MAX_COLLECTION) as u64,
+                .div_ceil(mdm_sync_adapters::salesforce::MAX_COLLECTION) as u64,
         );
         metrics.time_ms(
             "SalesforceLatency",
@@ -692,7 +692,7 @@ async fn soap_merges(
         "SalesforceCalls",
         requests
             .len()
-            .div_ceil(mdm_sync_core::salesforce::soap::MAX_REQUESTS_PER_CALL) as u64,
+            .div_ceil(mdm_sync_adapters::salesforce::soap::MAX_REQUESTS_PER_CALL) as u64,
     );
     metrics.time_ms(
         "SalesforceLatency",

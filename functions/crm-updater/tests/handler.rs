@@ -3,12 +3,12 @@
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use crm_updater::{handle, Config, Deps, Handled};
-use mdm_sync_core::retry::RetryPolicy;
+use mdm_sync_adapters::retry::RetryPolicy;
 use mdm_sync_testkit::{sqs_event, MotoServer, SqsTestMessage};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::time::Duration;
-use tokio::time::Instant;
+use std::time::Instant;
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
@@ -125,7 +125,7 @@ async fn env_full(mount_defaults: bool, fail: &[(&str, &str)], settings: &[(&str
     let deps = Deps::new(
         config,
         &moto.sdk_config().await,
-        mdm_sync_core::http::client(),
+        mdm_sync_adapters::http::client(),
         retry,
     )
     .expect("deps");

@@ -8,9 +8,9 @@
 
 use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
 use criterion::Criterion;
-use mdm_sync_core::reltio::event::{EntityTypeFilter, EventTypeFilter};
-use mdm_sync_core::webhook::signature::{RELTIO_EVENT_ID, RELTIO_SIGNATURE, RELTIO_TIMESTAMP};
-use mdm_sync_core::webhook::{
+use mdm_sync_domain::reltio::event::{EntityTypeFilter, EventTypeFilter};
+use mdm_sync_domain::webhook::signature::{RELTIO_EVENT_ID, RELTIO_SIGNATURE, RELTIO_TIMESTAMP};
+use mdm_sync_domain::webhook::{
     parse_body, sign_reltio, verify, RequestHeaders, Subscription, VerifyOptions, WebhookSecrets,
 };
 use serde_json::{json, Map, Value};
@@ -135,7 +135,7 @@ fn handle_request(
         .filter(|e| subscription.matches(e))
         .map(|e| e.to_message(false))
         .collect();
-    // The SDK entries, as mdm_sync_core::sqs builds them, and the JSON body the SDK would send.
+    // The SDK entries, as mdm_sync_adapters::sqs builds them, and the JSON body the SDK would send.
     let entries: Vec<SendMessageBatchRequestEntry> = messages
         .iter()
         .enumerate()

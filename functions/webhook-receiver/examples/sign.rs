@@ -11,7 +11,7 @@
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use mdm_sync_core::webhook::{sign_reltio, sign_standard};
+use mdm_sync_domain::webhook::{sign_reltio, sign_standard};
 use serde_json::{json, Value};
 use std::io::Read;
 use std::process::ExitCode;

@@ -11,23 +11,23 @@ pub mod guard;
 use lambda_http::http::{header::CONTENT_TYPE, StatusCode};
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
-use mdm_sync_core::config::{self, ConfigError, Env};
-use mdm_sync_core::metrics::{Metrics, DEFAULT_NAMESPACE};
-use mdm_sync_core::reltio::event::{EntityTypeFilter, EventTypeFilter};
-use mdm_sync_core::secrets::{SecretCache, SecretError};
-use mdm_sync_core::sqs::{send_all, SendFailure};
-use mdm_sync_core::webhook::signature::{
+use mdm_sync_adapters::config::{self, ConfigError, Env};
+use mdm_sync_adapters::metrics::{Metrics, DEFAULT_NAMESPACE};
+use mdm_sync_adapters::secrets::{SecretCache, SecretError};
+use mdm_sync_adapters::sqs::{send_all, SendFailure};
+use mdm_sync_domain::reltio::event::{EntityTypeFilter, EventTypeFilter};
+use mdm_sync_domain::webhook::signature::{
     SecretDocument, RELTIO_EVENT_ID, RELTIO_SIGNATURE, STANDARD_SIGNATURE,
 };
-use mdm_sync_core::webhook::{
+use mdm_sync_domain::webhook::{
     parse_body, verify, Rejection, RequestHeaders, Subscription, Verified, VerifyOptions,
     WebhookEvent, WebhookSecrets,
 };
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
+use std::time::Instant;
 use tokio::sync::Mutex;
-use tokio::time::Instant;
 
 pub const FUNCTION_NAME: &str = "webhook-receiver";
 /// `WEBHOOK_MAX_BODY_BYTES` default: 1 MiB.
@@ -387,7 +387,7 @@ async fn check_signature(
     if headers.get(RELTIO_SIGNATURE).is_none() && headers.get(STANDARD_SIGNATURE).is_none() {
         return Err(Failure::Rejected(Rejection::Missing));
     }
-    let secrets = match tokio::time::timeout_at(deadline, deps.secrets.current()).await {
+    let secrets = match tokio::time::timeout_at(deadline.into(), deps.secrets.current()).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return Err(Failure::Secret(e.to_string())),
         Err(_) => return Err(Failure::Secret("timed out reading the secret".into())),
@@ -396,7 +396,7 @@ async fn check_signature(
     match verify(headers, body, &secrets, now, deps.config.verify) {
         Err(Rejection::Mismatch) => {
             // A secret added since the cache was filled would fail here: look once more (rate-limited).
-            let fresh = tokio::time::timeout_at(deadline, deps.secrets.refreshed())
+            let fresh = tokio::time::timeout_at(deadline.into(), deps.secrets.refreshed())
                 .await
                 .ok()
                 .flatten();
@@ -420,7 +420,7 @@ async fn enqueue(deps: &Deps, events: &[WebhookEvent], deadline: Instant) -> Vec
         .map(|e| e.to_message(deps.config.fifo))
         .collect();
     match tokio::time::timeout_at(
-        deadline,
+        deadline.into(),
         send_all(&deps.sqs, &deps.config.queue_url, &messages),
     )
     .await

@@ -1,7 +1,7 @@
 //! webhook-receiver: signed Reltio events over HTTPS → SQS event queue.
 
 use lambda_http::{service_fn, Adapter, Error, Request};
-use mdm_sync_core::config::ProcessEnv;
+use mdm_sync_adapters::config::ProcessEnv;
 use webhook_receiver::guard::SafeConversion;
 use webhook_receiver::{handle, sdk_config, Config, Deps};
 

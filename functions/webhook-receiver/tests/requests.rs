@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use lambda_http::request::RequestContext;
 use lambda_http::RequestExt;
-use mdm_sync_core::metrics::Metrics;
+use mdm_sync_adapters::metrics::Metrics;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use webhook_receiver::{arrived_over_https, handle, respond, Config};
@@ -226,9 +226,9 @@ async fn every_signature_failure_is_a_401_with_an_empty_body_counted_by_reason()
     let ts = NOW.to_string();
     let old = (NOW - 301).to_string();
     let future = (NOW + 301).to_string();
-    let old_sig = mdm_sync_core::webhook::sign_reltio(SECRET, Some(NOW - 301), body);
-    let future_sig = mdm_sync_core::webhook::sign_reltio(SECRET, Some(NOW + 301), body);
-    let wrong = mdm_sync_core::webhook::sign_reltio("wrong", Some(NOW), body);
+    let old_sig = mdm_sync_domain::webhook::sign_reltio(SECRET, Some(NOW - 301), body);
+    let future_sig = mdm_sync_domain::webhook::sign_reltio(SECRET, Some(NOW + 301), body);
+    let wrong = mdm_sync_domain::webhook::sign_reltio("wrong", Some(NOW), body);
     let mut tampered = body.to_vec();
     tampered[20] ^= 0x01;
 

@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use mdm_sync_core::secrets::SecretCache;
+use mdm_sync_adapters::secrets::SecretCache;
 use mdm_sync_testkit::{workspace_root, MotoServer};
 use serde_json::{json, Value};
 use std::collections::HashMap;

@@ -7,7 +7,7 @@
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use lambda_http::Request;
-use mdm_sync_core::webhook::{sign_reltio, sign_standard, WebhookSecrets};
+use mdm_sync_domain::webhook::{sign_reltio, sign_standard, WebhookSecrets};
 use serde_json::{json, Map, Value};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -3,12 +3,12 @@ use crate::cdc::mapping::CdcMapping;
 use crate::dms::{DmsRecord, DEFAULT_BEFORE_IMAGE_FIELD};
 use chrono::TimeZone;
 
-const EXAMPLE: &str = include_str!("../../../../functions/cdc-ingest/mapping.example.toml");
+const EXAMPLE: &str = include_str!("../../../../../functions/cdc-ingest/mapping.example.toml");
 
 macro_rules! record {
     ($name:literal) => {
         DmsRecord::parse(
-            include_bytes!(concat!("../../../../tests/fixtures/dms/", $name)),
+            include_bytes!(concat!("../../../../../tests/fixtures/dms/", $name)),
             DEFAULT_BEFORE_IMAGE_FIELD,
         )
         .unwrap()

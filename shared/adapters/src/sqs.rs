@@ -1,6 +1,9 @@
-//! SQS sending shared by the functions: `SendMessageBatch` in batches of 10, failed entries retried.
+//! SQS sending shared by the functions: `SendMessageBatch` in batches of 10, failed entries retried; the
+//! [`MessageSink`] port over one queue.
 
 use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
+use futures::future::BoxFuture;
+pub use mdm_sync_domain::queue::{MessageSink, OutgoingMessage, SendFailure};
 use std::time::Duration;
 
 /// SQS takes at most 10 entries per `SendMessageBatch`.
@@ -9,25 +12,6 @@ const MAX_ENTRIES: usize = 10;
 const MAX_BATCH_BYTES: usize = 256 * 1024;
 /// Attempts per entry (the first one included) before it is reported as not sent.
 const ATTEMPTS: u32 = 3;
-
-/// One message to send.
-#[derive(Debug, Clone, Default)]
-pub struct OutgoingMessage {
-    pub body: String,
-    /// String message attributes.
-    pub attributes: Vec<(String, String)>,
-    /// FIFO queues only.
-    pub group_id: Option<String>,
-    /// FIFO queues only.
-    pub dedup_id: Option<String>,
-}
-
-/// A message that could not be sent after retries: `index` is its position in the input.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SendFailure {
-    pub index: usize,
-    pub reason: String,
-}
 
 /// Sends every message, in batches, retrying entries SQS reports as failed and batches whose call failed.
 /// Returns the messages still not sent (empty when all were).
@@ -46,6 +30,36 @@ pub async fn send_all(
     let mut failures: Vec<SendFailure> = results.into_iter().flatten().collect();
     failures.sort_by_key(|f| f.index);
     failures
+}
+
+/// One SQS queue as a [`MessageSink`] (FIFO when its URL ends in `.fifo`).
+#[derive(Clone)]
+pub struct SqsQueue {
+    client: aws_sdk_sqs::Client,
+    url: String,
+}
+
+impl SqsQueue {
+    pub fn new(client: aws_sdk_sqs::Client, url: impl Into<String>) -> SqsQueue {
+        SqsQueue {
+            client,
+            url: url.into(),
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl MessageSink for SqsQueue {
+    fn send<'a>(&'a self, messages: &'a [OutgoingMessage]) -> BoxFuture<'a, Vec<SendFailure>> {
+        Box::pin(send_all(&self.client, &self.url, messages))
+    }
+
+    fn is_fifo(&self) -> bool {
+        self.url.ends_with(".fifo")
+    }
 }
 
 /// Groups message indexes into batches of at most 10 entries and `MAX_BATCH_BYTES`.

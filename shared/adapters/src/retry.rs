@@ -1,8 +1,9 @@
 //! Retry timing shared by the API clients: exponential backoff with jitter, bounded by a deadline.
 
+pub use mdm_sync_domain::port::remaining;
 use rand::Rng;
 use std::time::Duration;
-use tokio::time::Instant;
+use std::time::Instant;
 
 /// How long to wait between attempts. Delays double from `base` up to `cap`; each wait is drawn from
 /// `[d/2, d]` ("equal jitter") so that many containers retrying at once spread out.
@@ -60,11 +61,6 @@ pub fn work_deadline(lambda_deadline_ms: u64) -> Instant {
     let left = Duration::from_millis(lambda_deadline_ms.saturating_sub(now_ms));
     let margin = (left / 5).min(Duration::from_secs(2));
     Instant::now() + left - margin
-}
-
-/// Time left before `deadline`, zero when past it.
-pub fn remaining(deadline: Instant) -> Duration {
-    deadline.saturating_duration_since(Instant::now())
 }
 
 /// `Retry-After` in seconds (the HTTP-date form is not used by the APIs we call and is ignored).

@@ -3,53 +3,29 @@
 
 use super::schedule::{ScheduledWrite, Wave};
 use super::transform::WriteOp;
-use crate::reltio::client::{ItemOutcome, ReltioClient, ReltioError};
-use crate::reltio::model::{CrosswalkKey, EntityBody};
-use crate::retry::remaining;
+use crate::port::{remaining, Deadline, PortError};
+use crate::reltio::model::{CrosswalkKey, EntityBody, ItemOutcome};
+use futures::future::BoxFuture;
 use futures::stream::{self, StreamExt};
 use std::collections::{BTreeMap, HashSet};
-use std::future::Future;
-use std::pin::Pin;
-use tokio::time::Instant;
 
-/// The writes cdc-ingest needs from Reltio (implemented by `ReltioClient`; fakes in tests).
+/// The writes the CDC path needs from Reltio (implemented by the adapters' Reltio client; fakes in tests).
 pub trait EntityWriter: Sync {
+    /// `POST /entities`: one outcome per entity, in request order; `partial_override` sends
+    /// `options=partialOverride`.
     fn post_entities<'a>(
         &'a self,
         entities: &'a [EntityBody],
         partial_override: bool,
-        deadline: Instant,
-    ) -> Pin<Box<dyn Future<Output = Result<Vec<ItemOutcome>, ReltioError>> + Send + 'a>>;
+        deadline: Deadline,
+    ) -> BoxFuture<'a, Result<Vec<ItemOutcome>, PortError>>;
 
+    /// Removes the crosswalk for good (already gone counts as done).
     fn delete_crosswalk<'a>(
         &'a self,
         key: &'a CrosswalkKey,
-        deadline: Instant,
-    ) -> Pin<Box<dyn Future<Output = Result<(), ReltioError>> + Send + 'a>>;
-}
-
-impl EntityWriter for ReltioClient {
-    fn post_entities<'a>(
-        &'a self,
-        entities: &'a [EntityBody],
-        partial_override: bool,
-        deadline: Instant,
-    ) -> Pin<Box<dyn Future<Output = Result<Vec<ItemOutcome>, ReltioError>> + Send + 'a>> {
-        Box::pin(ReltioClient::post_entities(
-            self,
-            entities,
-            partial_override,
-            deadline,
-        ))
-    }
-
-    fn delete_crosswalk<'a>(
-        &'a self,
-        key: &'a CrosswalkKey,
-        deadline: Instant,
-    ) -> Pin<Box<dyn Future<Output = Result<(), ReltioError>> + Send + 'a>> {
-        Box::pin(ReltioClient::delete_crosswalk(self, key, deadline))
-    }
+        deadline: Deadline,
+    ) -> BoxFuture<'a, Result<(), PortError>>;
 }
 
 /// How one write ended.
@@ -120,7 +96,7 @@ pub async fn apply(
     writer: &dyn EntityWriter,
     waves: Vec<Wave>,
     settings: ApplySettings,
-    deadline: Instant,
+    deadline: Deadline,
 ) -> ApplyReport {
     let mut report = ApplyReport::default();
     let mut blocked: HashSet<CrosswalkKey> = HashSet::new();
@@ -172,7 +148,7 @@ pub async fn apply(
 
 type TaskResult = (Vec<(ScheduledWrite, WriteOutcome)>, usize, Vec<f64>);
 
-async fn run_task(writer: &dyn EntityWriter, task: Task, deadline: Instant) -> TaskResult {
+async fn run_task(writer: &dyn EntityWriter, task: Task, deadline: Deadline) -> TaskResult {
     match task {
         Task::Delete(scheduled) => {
             if remaining(deadline).is_zero() {
@@ -199,8 +175,8 @@ fn post<'a>(
     writer: &'a dyn EntityWriter,
     partial: bool,
     writes: Vec<ScheduledWrite>,
-    deadline: Instant,
-) -> Pin<Box<dyn Future<Output = TaskResult> + Send + 'a>> {
+    deadline: Deadline,
+) -> BoxFuture<'a, TaskResult> {
     Box::pin(async move {
         if remaining(deadline).is_zero() {
             let out = writes.into_iter().map(|w| (w, out_of_time())).collect();
@@ -259,11 +235,10 @@ fn post<'a>(
     })
 }
 
-fn from_error(e: &ReltioError) -> WriteOutcome {
-    if e.is_transient() {
-        WriteOutcome::Transient(e.to_string())
-    } else {
-        WriteOutcome::Permanent(e.to_string())
+fn from_error(e: &PortError) -> WriteOutcome {
+    match e {
+        PortError::Transient(m) => WriteOutcome::Transient(m.clone()),
+        PortError::Rejected(m) => WriteOutcome::Permanent(m.clone()),
     }
 }
 
@@ -276,6 +251,7 @@ mod tests {
     use super::*;
     use crate::cdc::schedule::schedule;
     use crate::cdc::transform::ReltioWrite;
+    use futures::executor::block_on;
     use serde_json::Map;
     use std::sync::Mutex;
     use std::time::Duration;
@@ -291,9 +267,8 @@ mod tests {
             &'a self,
             entities: &'a [EntityBody],
             _partial: bool,
-            _deadline: Instant,
-        ) -> Pin<Box<dyn Future<Output = Result<Vec<ItemOutcome>, ReltioError>> + Send + 'a>>
-        {
+            _deadline: Deadline,
+        ) -> BoxFuture<'a, Result<Vec<ItemOutcome>, PortError>> {
             let keys: Vec<String> = entities
                 .iter()
                 .map(|e| e.crosswalks[0].value.clone())
@@ -301,13 +276,14 @@ mod tests {
             self.calls.lock().unwrap().push(keys.clone());
             Box::pin(async move {
                 if keys.iter().any(|k| k == "bad") {
-                    return Err(ReltioError::Rejected {
-                        status: 400,
-                        message: "bad body".into(),
-                    });
+                    return Err(PortError::Rejected(
+                        "Reltio rejected the request (HTTP 400): bad body".into(),
+                    ));
                 }
                 if keys.iter().any(|k| k == "down") {
-                    return Err(ReltioError::Unavailable(503));
+                    return Err(PortError::Transient(
+                        "Reltio is unavailable (HTTP 503)".into(),
+                    ));
                 }
                 Ok(keys
                     .iter()
@@ -319,8 +295,8 @@ mod tests {
         fn delete_crosswalk<'a>(
             &'a self,
             _key: &'a CrosswalkKey,
-            _deadline: Instant,
-        ) -> Pin<Box<dyn Future<Output = Result<(), ReltioError>> + Send + 'a>> {
+            _deadline: Deadline,
+        ) -> BoxFuture<'a, Result<(), PortError>> {
             Box::pin(async { Ok(()) })
         }
     }
@@ -351,15 +327,15 @@ mod tests {
         }
     }
 
-    fn soon() -> Instant {
-        Instant::now() + Duration::from_secs(10)
+    fn soon() -> Deadline {
+        Deadline::now() + Duration::from_secs(10)
     }
 
-    #[tokio::test]
-    async fn writes_are_batched_by_the_configured_size() {
+    #[test]
+    fn writes_are_batched_by_the_configured_size() {
         let fake = FakeReltio::default();
         let writes = (0..5).map(|i| (i, upsert(&format!("k{i}")))).collect();
-        let report = apply(&fake, schedule(writes), settings(2), soon()).await;
+        let report = block_on(apply(&fake, schedule(writes), settings(2), soon()));
         let mut sizes: Vec<usize> = fake.calls.lock().unwrap().iter().map(Vec::len).collect();
         sizes.sort();
         assert_eq!(sizes, vec![1, 2, 2]);
@@ -370,15 +346,15 @@ mod tests {
             .all(|o| *o == WriteOutcome::Written));
     }
 
-    #[tokio::test]
-    async fn a_rejected_request_is_bisected_until_the_bad_entity_stands_alone() {
+    #[test]
+    fn a_rejected_request_is_bisected_until_the_bad_entity_stands_alone() {
         let fake = FakeReltio::default();
         let writes = ["a", "b", "bad", "c"]
             .iter()
             .enumerate()
             .map(|(i, k)| (i, upsert(k)))
             .collect();
-        let report = apply(&fake, schedule(writes), settings(10), soon()).await;
+        let report = block_on(apply(&fake, schedule(writes), settings(10), soon()));
         assert_eq!(
             report.outcomes[&2],
             WriteOutcome::Permanent("Reltio rejected the request (HTTP 400): bad body".into())
@@ -390,8 +366,8 @@ mod tests {
         assert_eq!(report.requests, 5);
     }
 
-    #[tokio::test]
-    async fn after_a_transient_failure_later_changes_to_that_key_are_not_sent() {
+    #[test]
+    fn after_a_transient_failure_later_changes_to_that_key_are_not_sent() {
         let fake = FakeReltio::default();
         let mut second = upsert("down");
         // A different write to the same key, so that it lands in the next wave.
@@ -399,7 +375,7 @@ mod tests {
             body.entity_type = "configuration/entityTypes/Other".into();
         }
         let writes = vec![(0, upsert("down")), (1, upsert("ok")), (2, second)];
-        let report = apply(&fake, schedule(writes), settings(1), soon()).await;
+        let report = block_on(apply(&fake, schedule(writes), settings(1), soon()));
         assert!(matches!(report.outcomes[&0], WriteOutcome::Transient(_)));
         assert_eq!(report.outcomes[&1], WriteOutcome::Written);
         assert_eq!(
@@ -416,16 +392,15 @@ mod tests {
         assert_eq!(sent_down, 1);
     }
 
-    #[tokio::test]
-    async fn nothing_is_sent_once_the_deadline_has_passed() {
+    #[test]
+    fn nothing_is_sent_once_the_deadline_has_passed() {
         let fake = FakeReltio::default();
-        let report = apply(
+        let report = block_on(apply(
             &fake,
             schedule(vec![(0, upsert("a"))]),
             settings(10),
-            Instant::now(),
-        )
-        .await;
+            Deadline::now(),
+        ));
         assert!(fake.calls.lock().unwrap().is_empty());
         assert!(matches!(report.outcomes[&0], WriteOutcome::Transient(_)));
     }

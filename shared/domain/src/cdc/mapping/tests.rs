@@ -1,6 +1,6 @@
 use super::*;
 
-const EXAMPLE: &str = include_str!("../../../../functions/cdc-ingest/mapping.example.toml");
+const EXAMPLE: &str = include_str!("../../../../../functions/cdc-ingest/mapping.example.toml");
 
 fn table_toml(extra: &str) -> String {
     format!(

@@ -4,8 +4,8 @@
 //! Message bodies are the event's bytes exactly as sent (so a native Reltio SQS stream can feed the same
 //! queue); ids and group ids are sanitised so SQS never refuses them.
 
+use crate::queue::OutgoingMessage;
 use crate::reltio::event::{EntityTypeFilter, EventTypeFilter, ReltioEvent};
-use crate::sqs::OutgoingMessage;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 use sha2::{Digest, Sha256};

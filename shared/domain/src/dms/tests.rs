@@ -3,7 +3,7 @@ use serde_json::json;
 
 macro_rules! fixture {
     ($name:literal) => {
-        include_bytes!(concat!("../../../tests/fixtures/dms/", $name))
+        include_bytes!(concat!("../../../../tests/fixtures/dms/", $name))
     };
 }
 

@@ -1,4 +1,4 @@
-//! Entity and crosswalk bodies as `POST {tenant}/entities` takes them (REFERENCE.md, "Reltio").
+//! Entity and crosswalk bodies as `POST {tenant}/entities` takes them, and the per-item results it returns.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -66,4 +66,11 @@ pub struct EntityBody {
     #[serde(skip_serializing_if = "Map::is_empty")]
     pub attributes: Map<String, Value>,
     pub crosswalks: Vec<Crosswalk>,
+}
+
+/// The result for one element of a `POST /entities` array.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ItemOutcome {
+    Written { uri: Option<String> },
+    Failed { message: String, transient: bool },
 }

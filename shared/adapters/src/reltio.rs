@@ -1,10 +1,9 @@
 //! HTTP client for Reltio's data API: OAuth client-credentials token cached across invocations, retries of
 //! throttling and unavailability with backoff bounded by the invocation's deadline, per-item results.
 //!
-//! Retry rules from Reltio's guidance (REFERENCE.md): 401 → new token; 429 → back off, honouring
+//! Retry rules from Reltio's guidance (docs/reference.md): 401 → new token; 429 → back off, honouring
 //! `Retry-After`; 502/503/504 → exponential backoff; 403/404/500 → not retried here.
 
-use super::model::{CrosswalkKey, EntityBody};
 use crate::retry::{parse_retry_after, remaining, RetryPolicy};
 use crate::secrets::{SecretCache, SecretError};
 use reqwest::{RequestBuilder, Response, StatusCode, Url};
@@ -12,8 +11,13 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::Value;
 use std::time::Duration;
+use std::time::Instant;
 use tokio::sync::Mutex;
-use tokio::time::Instant;
+
+use futures::future::BoxFuture;
+use mdm_sync_domain::cdc::apply::EntityWriter;
+use mdm_sync_domain::port::{Deadline, PortError};
+pub use mdm_sync_domain::reltio::model::{CrosswalkKey, EntityBody, ItemOutcome};
 
 /// The shape of the `RELTIO_SECRET_ID` secret.
 #[derive(Deserialize, Clone)]
@@ -81,13 +85,6 @@ impl ReltioError {
             _ => None,
         }
     }
-}
-
-/// The result for one element of a `POST /entities` array.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ItemOutcome {
-    Written { uri: Option<String> },
-    Failed { message: String, transient: bool },
 }
 
 struct CachedToken {
@@ -300,6 +297,43 @@ impl ReltioClient {
         Ok(CachedToken {
             access_token: token.access_token,
             refresh_at: Instant::now() + lifetime - margin,
+        })
+    }
+}
+
+impl From<ReltioError> for PortError {
+    fn from(e: ReltioError) -> PortError {
+        if e.is_transient() {
+            PortError::Transient(e.to_string())
+        } else {
+            PortError::Rejected(e.to_string())
+        }
+    }
+}
+
+impl EntityWriter for ReltioClient {
+    fn post_entities<'a>(
+        &'a self,
+        entities: &'a [EntityBody],
+        partial_override: bool,
+        deadline: Deadline,
+    ) -> BoxFuture<'a, Result<Vec<ItemOutcome>, PortError>> {
+        Box::pin(async move {
+            ReltioClient::post_entities(self, entities, partial_override, deadline)
+                .await
+                .map_err(PortError::from)
+        })
+    }
+
+    fn delete_crosswalk<'a>(
+        &'a self,
+        key: &'a CrosswalkKey,
+        deadline: Deadline,
+    ) -> BoxFuture<'a, Result<(), PortError>> {
+        Box::pin(async move {
+            ReltioClient::delete_crosswalk(self, key, deadline)
+                .await
+                .map_err(PortError::from)
         })
     }
 }

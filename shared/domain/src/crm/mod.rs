@@ -3,7 +3,9 @@
 //! event versions. No I/O.
 
 use crate::reltio::event::{EntityTypeFilter, EventCategory, EventTypeFilter};
-use crate::salesforce::soap::{MergeRequest, MAX_MERGED_PER_REQUEST};
+pub mod salesforce;
+
+use salesforce::{MergeRequest, MAX_MERGED_PER_REQUEST};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};

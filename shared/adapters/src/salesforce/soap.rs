@@ -1,26 +1,14 @@
 //! Salesforce SOAP API (partner WSDL) pieces the REST API lacks: the `merge()` envelope and the parsing of its
 //! `MergeResult`s and SOAP faults. Pure: no I/O; the client in the parent module sends what this builds.
 
-use serde_json::{Map, Value};
-
-/// Records merged into the master per `MergeRequest` (Salesforce: up to three records including the master).
-pub const MAX_MERGED_PER_REQUEST: usize = 2;
-/// `MergeRequest`s per `merge()` call (Salesforce's limit).
-pub const MAX_REQUESTS_PER_CALL: usize = 200;
+pub use mdm_sync_domain::crm::salesforce::{
+    MergeRequest, MAX_MERGED_PER_REQUEST, MAX_REQUESTS_PER_CALL,
+};
+use serde_json::Value;
 
 const SOAPENV_NS: &str = "http://schemas.xmlsoap.org/soap/envelope/";
 const PARTNER_NS: &str = "urn:partner.soap.sforce.com";
 const SOBJECT_NS: &str = "urn:sobject.partner.soap.sforce.com";
-
-/// One `MergeRequest`: `records` (at most [`MAX_MERGED_PER_REQUEST`]) are merged into `master`, an sObject of
-/// type `sobject`; `fields` (optional) are set on the master in the same transaction (`null` clears a field).
-#[derive(Debug, Clone, PartialEq)]
-pub struct MergeRequest {
-    pub sobject: String,
-    pub master: String,
-    pub records: Vec<String>,
-    pub fields: Map<String, Value>,
-}
 
 /// The result of one `MergeRequest`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -290,7 +278,7 @@ pub fn parse_merge_response(xml: &str) -> Result<Vec<MergeResult>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Map};
 
     #[test]
     fn the_envelope_carries_the_session_the_master_and_the_records_escaped() {

@@ -5,18 +5,21 @@
 
 pub mod soap;
 
+pub use mdm_sync_domain::crm::salesforce::{
+    is_already_merged_code, is_missing_code, is_transient_code, MergeOutcome, RecordOutcome,
+    RecordUpdate, MAX_COLLECTION,
+};
+
 use crate::retry::{remaining, RetryPolicy};
 use crate::secrets::{SecretCache, SecretError};
 use reqwest::{RequestBuilder, Response, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use std::time::Duration;
+use std::time::Instant;
 use tokio::sync::Mutex;
-use tokio::time::Instant;
 
-/// Records per sObject Collections call (Salesforce's limit).
-pub const MAX_COLLECTION: usize = 200;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_ERROR_TEXT: usize = 300;
 
@@ -85,43 +88,6 @@ impl SalesforceError {
     }
 }
 
-/// Error codes (per item or per request) that may succeed on a later try.
-pub fn is_transient_code(code: &str) -> bool {
-    matches!(
-        code,
-        "REQUEST_LIMIT_EXCEEDED"
-            | "UNABLE_TO_LOCK_ROW"
-            | "SERVER_UNAVAILABLE"
-            | "API_CURRENTLY_DISABLED"
-            | "CONCURRENT_REQUESTS_LIMIT_EXCEEDED"
-    )
-}
-
-/// Error codes meaning the record no longer exists (deleted, merged away, or never there).
-pub fn is_missing_code(code: &str) -> bool {
-    matches!(code, "ENTITY_IS_DELETED" | "NOT_FOUND")
-}
-
-/// `merge()` error codes meaning a record to merge is already gone (merged away earlier, deleted): a
-/// re-delivered merge finds nothing left to do.
-pub fn is_already_merged_code(code: &str) -> bool {
-    is_missing_code(code) || code == "INVALID_CROSS_REFERENCE_KEY"
-}
-
-/// The result of merging some records into a master.
-#[derive(Debug, Clone, PartialEq)]
-pub enum MergeOutcome {
-    /// Merged now: the records merged away and the number of related records re-parented to the master.
-    Merged { merged: Vec<String>, related: usize },
-    /// Nothing was left to merge (already merged away or deleted).
-    AlreadyMerged { code: String },
-    Failed {
-        code: String,
-        message: String,
-        transient: bool,
-    },
-}
-
 /// One outcome for a request that was split per record: the first failure, else what was merged.
 fn combine(parts: Vec<MergeOutcome>) -> MergeOutcome {
     if let Some(f) = parts
@@ -176,29 +142,6 @@ fn merge_outcome(result: Option<&soap::MergeResult>) -> MergeOutcome {
             message: truncate(message),
         }
     }
-}
-
-/// The result for one record of a Collections call.
-#[derive(Debug, Clone, PartialEq)]
-pub enum RecordOutcome {
-    Updated,
-    /// The record no longer exists: nothing to update.
-    Missing {
-        code: String,
-    },
-    Failed {
-        code: String,
-        message: String,
-        transient: bool,
-    },
-}
-
-/// One record update: the sObject type, its id and the fields to set (`null` clears a field).
-#[derive(Debug, Clone, PartialEq)]
-pub struct RecordUpdate {
-    pub sobject: String,
-    pub id: String,
-    pub fields: Map<String, Value>,
 }
 
 struct Session {

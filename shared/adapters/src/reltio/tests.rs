@@ -1,5 +1,5 @@
 use super::*;
-use crate::reltio::model::Crosswalk;
+use mdm_sync_domain::reltio::model::Crosswalk;
 use serde_json::json;
 use wiremock::matchers::{body_string_contains, header, method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};

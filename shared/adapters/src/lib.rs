@@ -1,0 +1,13 @@
+//! mdm-sync's adapters: everything that does I/O for the functions — the Reltio and Salesforce clients (one send
+//! loop), the DynamoDB ledger, SQS, Secrets Manager, EMF metrics, typed settings and the event-source responses.
+//! Each implements a port of `mdm_sync_domain`.
+
+pub mod config;
+pub mod http;
+pub mod ledger;
+pub mod metrics;
+pub mod reltio;
+pub mod retry;
+pub mod salesforce;
+pub mod secrets;
+pub mod sqs;

@@ -1,0 +1,12 @@
+//! mdm-sync's pure domain: what the functions decide, as plain functions over typed values, and the ports
+//! (small traits) through which the adapters crate does their I/O. Nothing here reaches a network.
+
+pub mod cdc;
+pub mod crm;
+pub mod dms;
+pub mod ordering;
+pub mod port;
+pub mod queue;
+pub mod reltio;
+pub mod settle;
+pub mod webhook;

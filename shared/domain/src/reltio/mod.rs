@@ -1,0 +1,6 @@
+//! Reltio's vocabulary: the entity and crosswalk bodies the data API takes, and the change events it streams.
+
+pub mod event;
+pub mod model;
+
+pub use model::{Crosswalk, CrosswalkKey, EntityBody, ItemOutcome};
