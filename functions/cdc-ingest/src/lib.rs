@@ -3,17 +3,18 @@
 //! batch item failure so Lambda retries it from that sequence number.
 
 use aws_lambda_events::event::kinesis::{KinesisEvent, KinesisEventRecord};
-use aws_lambda_events::event::streams::{KinesisBatchItemFailure, KinesisEventResponse};
+use aws_lambda_events::event::streams::KinesisEventResponse;
 use mdm_sync_adapters::config::{self, ConfigError, Env};
+use mdm_sync_adapters::event_source::{kinesis_response, settle_batch, Ordering, Outcome};
 use mdm_sync_adapters::metrics::{Metrics, DEFAULT_NAMESPACE};
 use mdm_sync_adapters::reltio::{CredentialSource, CrosswalkKey, ReltioClient};
 use mdm_sync_adapters::retry::RetryPolicy;
 use mdm_sync_adapters::secrets::SecretCache;
-use mdm_sync_adapters::sqs::{send_all, OutgoingMessage};
+use mdm_sync_adapters::sqs::{MessageSink, OutgoingMessage, SqsQueue};
 use mdm_sync_domain::cdc::apply::{apply, ApplySettings, EntityWriter, WriteOutcome};
 use mdm_sync_domain::cdc::mapping::{CdcMapping, MappingError};
 use mdm_sync_domain::cdc::schedule::{schedule, Wave};
-use mdm_sync_domain::cdc::transform::{plan_record, RecordPlan, SkipReason};
+use mdm_sync_domain::cdc::transform::{plan_record, RecordPlan};
 use mdm_sync_domain::dms::{DmsRecord, DEFAULT_BEFORE_IMAGE_FIELD};
 use serde_json::{json, Value};
 use std::time::Instant;
@@ -71,7 +72,8 @@ pub struct Deps {
     pub config: Config,
     pub mapping: CdcMapping,
     pub writer: Box<dyn EntityWriter + Send>,
-    pub sqs: aws_sdk_sqs::Client,
+    /// `CDC_DLQ_URL`.
+    pub dlq: Box<dyn MessageSink + Send>,
 }
 
 impl Deps {
@@ -98,19 +100,13 @@ impl Deps {
         Ok(Deps {
             mapping,
             writer: Box::new(reltio),
-            sqs: aws_sdk_sqs::Client::new(sdk),
+            dlq: Box::new(SqsQueue::new(
+                aws_sdk_sqs::Client::new(sdk),
+                &config.dlq_url,
+            )),
             config,
         })
     }
-}
-
-/// Where one record ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Fate {
-    Skipped(SkipReason),
-    Written,
-    Permanent(String),
-    Transient(String),
 }
 
 /// What the handler knows of a record for logs and the DLQ.
@@ -123,7 +119,8 @@ struct RecordInfo {
 
 /// A batch decoded and planned, before anything is sent.
 pub struct BatchPlan {
-    fates: Vec<Option<Fate>>,
+    /// Per record, its outcome when it is already decided (`None`: it has writes to apply).
+    outcomes: Vec<Option<Outcome>>,
     infos: Vec<RecordInfo>,
     /// The Reltio writes, in waves (see `mdm_sync_domain::cdc::schedule`).
     pub waves: Vec<Wave>,
@@ -132,16 +129,16 @@ pub struct BatchPlan {
 impl BatchPlan {
     /// One line per record: where it is headed before Reltio answers (`write`, `skip: …`, `dead-letter: …`).
     pub fn decisions(&self) -> Vec<String> {
-        self.fates
+        self.outcomes
             .iter()
             .zip(&self.infos)
-            .map(|(fate, info)| {
-                let what = match fate {
+            .map(|(outcome, info)| {
+                let what = match outcome {
                     None => "write".to_owned(),
-                    Some(Fate::Skipped(r)) => format!("skip: {}", r.as_str()),
-                    Some(Fate::Permanent(r)) => format!("dead-letter: {r}"),
-                    Some(Fate::Written) => "written".to_owned(),
-                    Some(Fate::Transient(r)) => format!("retry: {r}"),
+                    Some(Outcome::Skipped(r)) => format!("skip: {r}"),
+                    Some(Outcome::Permanent(r)) => format!("dead-letter: {r}"),
+                    Some(Outcome::Done) => "written".to_owned(),
+                    Some(Outcome::Transient(r)) => format!("retry: {r}"),
                 };
                 let key = info.key.as_ref().map(|k| k.to_string());
                 format!(
@@ -161,17 +158,20 @@ pub fn plan_batch(
     records: &[KinesisEventRecord],
     now: chrono::DateTime<chrono::Utc>,
 ) -> BatchPlan {
-    let mut fates: Vec<Option<Fate>> = vec![None; records.len()];
+    let mut outcomes: Vec<Option<Outcome>> = vec![None; records.len()];
     let mut infos = Vec::with_capacity(records.len());
     let mut writes = Vec::with_capacity(records.len());
     for (i, record) in records.iter().enumerate() {
-        let (info, fate) = match DmsRecord::parse(&record.kinesis.data, before_image_field) {
-            Err(e) => (RecordInfo::unknown(), Some(Fate::Permanent(e.to_string()))),
+        let (info, outcome) = match DmsRecord::parse(&record.kinesis.data, before_image_field) {
+            Err(e) => (
+                RecordInfo::unknown(),
+                Some(Outcome::Permanent(e.to_string())),
+            ),
             Ok(dms) => {
                 let mut key = None;
-                let fate = match plan_record(mapping, &dms, now) {
-                    Err(e) => Some(Fate::Permanent(e.to_string())),
-                    Ok(RecordPlan::Skip(reason)) => Some(Fate::Skipped(reason)),
+                let outcome = match plan_record(mapping, &dms, now) {
+                    Err(e) => Some(Outcome::Permanent(e.to_string())),
+                    Ok(RecordPlan::Skip(reason)) => Some(Outcome::Skipped(reason.as_str())),
                     Ok(RecordPlan::Write { key: k, writes: w }) => {
                         key = Some(k);
                         writes.extend(w.into_iter().map(|w| (i, w)));
@@ -186,14 +186,14 @@ pub fn plan_batch(
                     position: dms.commit_timestamp.or(dms.stream_position),
                     source_time,
                 };
-                (info, fate)
+                (info, outcome)
             }
         };
-        fates[i] = fate;
+        outcomes[i] = outcome;
         infos.push(info);
     }
     BatchPlan {
-        fates,
+        outcomes,
         infos,
         waves: schedule(writes),
     }
@@ -204,7 +204,7 @@ pub async fn handle(deps: &Deps, event: KinesisEvent, deadline: Instant) -> Kine
     let records = event.records;
     metrics.count("RecordsReceived", records.len() as u64);
     let BatchPlan {
-        mut fates,
+        outcomes,
         infos,
         waves,
     } = plan_batch(
@@ -223,66 +223,59 @@ pub async fn handle(deps: &Deps, event: KinesisEvent, deadline: Instant) -> Kine
     for ms in &report.latencies_ms {
         metrics.time_ms("ReltioLatency", *ms);
     }
+    let mut outcomes: Vec<Outcome> = outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or(Outcome::Done))
+        .collect();
     for (i, outcome) in report.outcomes {
-        fates[i] = Some(match outcome {
-            WriteOutcome::Written => Fate::Written,
-            WriteOutcome::Permanent(r) => Fate::Permanent(r),
-            WriteOutcome::Transient(r) => Fate::Transient(r),
-        });
+        outcomes[i] = match outcome {
+            WriteOutcome::Written => Outcome::Done,
+            WriteOutcome::Permanent(r) => Outcome::Permanent(r),
+            WriteOutcome::Transient(r) => Outcome::Transient(r),
+        };
     }
 
-    // Lambda retries everything from the first failed record on, so only records before it are settled now:
-    // dead-lettering a later one would dead-letter it again on the retry.
-    let mut first_failure = fates
-        .iter()
-        .position(|f| matches!(f, Some(Fate::Transient(_))));
-    let settled = first_failure.unwrap_or(records.len());
-
-    let mut dead: Vec<usize> = Vec::new();
-    let mut messages = Vec::new();
-    for i in 0..settled {
-        if let Some(Fate::Permanent(reason)) = &fates[i] {
+    // One shard, in order: Lambda retries everything from the first reported record on.
+    let settled = settle_batch(
+        &mut outcomes,
+        Ordering::Sequence,
+        deps.dlq.as_ref(),
+        |i, reason| {
             tracing::warn!(
                 correlation_id = %correlation_id(&infos[i], &records[i]),
                 reason = %reason,
                 "dead-lettering record"
             );
-            messages.push(dlq_message(&records[i], &infos[i], reason));
-            dead.push(i);
-        }
+            dlq_message(&records[i], &infos[i], reason)
+        },
+    )
+    .await;
+    for &i in &settled.dead_letter_failures {
+        tracing::error!(
+            correlation_id = %correlation_id(&infos[i], &records[i]),
+            "could not dead-letter record; it will be retried"
+        );
     }
-    if !messages.is_empty() {
-        let failures = send_all(&deps.sqs, &deps.config.dlq_url, &messages).await;
-        if let Some(f) = failures.first() {
-            let i = dead[f.index];
-            tracing::error!(
-                correlation_id = %correlation_id(&infos[i], &records[i]),
-                reason = %f.reason,
-                "could not dead-letter record; it will be retried"
-            );
-            first_failure = Some(first_failure.map_or(i, |t| t.min(i)));
-        }
-        let sent = dead.len() - failures.len();
-        metrics.count("RecordsDeadLettered", sent as u64);
-    } else {
-        metrics.count("RecordsDeadLettered", 0);
-    }
+    let settlement = &settled.settlement;
+    metrics.count("RecordsDeadLettered", settled.dead_lettered as u64);
 
-    let settled = first_failure.unwrap_or(records.len());
     let mut written = 0;
     let mut skipped = 0;
-    for (i, fate) in fates.iter().enumerate().take(settled) {
-        match fate {
-            Some(Fate::Written) => {
+    for (i, outcome) in outcomes.iter().enumerate() {
+        if !settlement.is_settled(i) {
+            continue;
+        }
+        match outcome {
+            Outcome::Done => {
                 written += 1;
                 if let Some(t) = infos[i].source_time {
                     let ms = (chrono::Utc::now() - t).num_milliseconds().max(0);
                     metrics.time_ms("EndToEndLatency", ms as f64);
                 }
             }
-            Some(Fate::Skipped(reason)) => {
+            Outcome::Skipped(reason) => {
                 skipped += 1;
-                metrics.count(&format!("RecordsSkipped.{}", reason.as_str()), 1);
+                metrics.count(&format!("RecordsSkipped.{reason}"), 1);
             }
             _ => {}
         }
@@ -290,9 +283,8 @@ pub async fn handle(deps: &Deps, event: KinesisEvent, deadline: Instant) -> Kine
     metrics.count("RecordsWritten", written);
     metrics.count("RecordsSkipped", skipped);
 
-    let mut response = KinesisEventResponse::default();
-    if let Some(i) = first_failure {
-        if let Some(Fate::Transient(reason)) = &fates[i] {
+    if let Some(&i) = settlement.checkpoints.first() {
+        if let Outcome::Transient(reason) = &outcomes[i] {
             tracing::warn!(
                 correlation_id = %correlation_id(&infos[i], &records[i]),
                 reason = %reason,
@@ -300,23 +292,18 @@ pub async fn handle(deps: &Deps, event: KinesisEvent, deadline: Instant) -> Kine
                 "transient failure: Lambda retries from this record"
             );
         }
-        let mut failure = KinesisBatchItemFailure::default();
-        failure.item_identifier = Some(records[i].kinesis.sequence_number.clone());
-        response.batch_item_failures.push(failure);
-        metrics.count("BatchItemFailures", (records.len() - i) as u64);
-    } else {
-        metrics.count("BatchItemFailures", 0);
     }
+    metrics.count("BatchItemFailures", settlement.retry.len() as u64);
     tracing::info!(
         received = records.len(),
         written,
         skipped,
-        dead_lettered = metrics.counter("RecordsDeadLettered"),
-        retried = metrics.counter("BatchItemFailures"),
+        dead_lettered = settled.dead_lettered,
+        retried = settlement.retry.len(),
         "batch done"
     );
     metrics.emit();
-    response
+    kinesis_response(settlement, &records)
 }
 
 impl RecordInfo {

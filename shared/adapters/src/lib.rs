@@ -3,6 +3,7 @@
 //! Each implements a port of `mdm_sync_domain`.
 
 pub mod config;
+pub mod event_source;
 pub mod http;
 pub mod ledger;
 pub mod metrics;

@@ -4,7 +4,8 @@
 //! Retry rules from Reltio's guidance (docs/reference.md): 401 → new token; 429 → back off, honouring
 //! `Retry-After`; 502/503/504 → exponential backoff; 403/404/500 → not retried here.
 
-use crate::retry::{parse_retry_after, remaining, RetryPolicy};
+use crate::http;
+use crate::retry::{remaining, send_with_retries, RetryPolicy, Retryable};
 use crate::secrets::{SecretCache, SecretError};
 use reqwest::{RequestBuilder, Response, StatusCode, Url};
 use secrecy::{ExposeSecret, SecretString};
@@ -67,9 +68,10 @@ impl ReltioError {
     pub fn is_transient(&self) -> bool {
         !matches!(self, ReltioError::Rejected { .. })
     }
+}
 
-    /// Worth another try inside this invocation.
-    fn is_retryable_now(&self) -> bool {
+impl Retryable for ReltioError {
+    fn retry_now(&self) -> bool {
         matches!(
             self,
             ReltioError::Throttled(_)
@@ -85,6 +87,14 @@ impl ReltioError {
             _ => None,
         }
     }
+
+    fn is_unauthorized(&self) -> bool {
+        matches!(self, ReltioError::Unauthorized(_))
+    }
+
+    fn out_of_time(self) -> Self {
+        ReltioError::BudgetExhausted(self.to_string())
+    }
 }
 
 struct CachedToken {
@@ -97,8 +107,6 @@ struct CachedToken {
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Refresh this long before the token expires, so that no request carries a token about to lapse.
 const TOKEN_REFRESH_MARGIN: Duration = Duration::from_secs(60);
-/// Longest error text kept from a response (it ends up in DLQ messages).
-const MAX_ERROR_TEXT: usize = 300;
 
 pub struct ReltioClient {
     http: reqwest::Client,
@@ -150,7 +158,7 @@ impl ReltioClient {
                     .body(body.clone())
             })
             .await?;
-        let items: Vec<Value> = read_json(response).await?;
+        let items: Vec<Value> = http::read_json(response).await?;
         Ok(item_outcomes(&items, entities.len()))
     }
 
@@ -180,40 +188,24 @@ impl ReltioClient {
     pub async fn get_entity(&self, uri: &str, deadline: Instant) -> Result<Value, ReltioError> {
         let url = format!("{}/{}", self.api_url, uri.trim_start_matches('/'));
         let response = self.send(deadline, |http| http.get(&url)).await?;
-        read_json(response).await
+        Ok(http::read_json(response).await?)
     }
 
-    /// Sends the request built by `build`, with a bearer token, retrying what is worth retrying until the
-    /// attempts or the deadline run out. A 401 gets one fresh token and one more try.
+    /// Sends the request built by `build`, with a bearer token, through the shared send loop: retried while
+    /// worth it and time allows; a 401 gets one fresh token.
     async fn send(
         &self,
         deadline: Instant,
         build: impl Fn(&reqwest::Client) -> RequestBuilder,
     ) -> Result<Response, ReltioError> {
-        let mut attempt = 0;
-        let mut refreshed_after_401 = false;
-        loop {
-            attempt += 1;
-            let error = match self.try_once(deadline, &build).await {
-                Ok(response) => return Ok(response),
-                Err(ReltioError::Unauthorized(_)) if !refreshed_after_401 => {
-                    refreshed_after_401 = true;
-                    *self.token.lock().await = None;
-                    attempt -= 1;
-                    continue;
-                }
-                Err(e) if e.is_retryable_now() => e,
-                Err(e) => return Err(e),
-            };
-            match self.retry.next_wait(attempt, error.retry_after(), deadline) {
-                Some(wait) => {
-                    tracing::debug!(attempt, ?wait, error = %error, "retrying Reltio call");
-                    tokio::time::sleep(wait).await;
-                }
-                None if attempt >= self.retry.max_attempts => return Err(error),
-                None => return Err(ReltioError::BudgetExhausted(error.to_string())),
-            }
-        }
+        send_with_retries(
+            &self.retry,
+            deadline,
+            "Reltio",
+            || self.try_once(deadline, &build),
+            || async { *self.token.lock().await = None },
+        )
+        .await
     }
 
     async fn try_once(
@@ -231,7 +223,7 @@ impl ReltioClient {
             .timeout(left.min(REQUEST_TIMEOUT))
             .send()
             .await
-            .map_err(transport_error)?;
+            .map_err(http::transport)?;
         check_status(response).await
     }
 
@@ -268,7 +260,7 @@ impl ReltioClient {
             .timeout(left.min(REQUEST_TIMEOUT))
             .send()
             .await
-            .map_err(transport_error)?;
+            .map_err(http::transport)?;
         let response = match check_status(response).await {
             Ok(r) => r,
             // The token endpoint refusing the client means the secret is wrong or was rotated: re-read it
@@ -290,7 +282,7 @@ impl ReltioClient {
             access_token: SecretString,
             expires_in: Option<u64>,
         }
-        let token: TokenResponse = read_json(response).await?;
+        let token: TokenResponse = http::read_json(response).await?;
         let lifetime = Duration::from_secs(token.expires_in.unwrap_or(3600));
         // Short-lived tokens (tests, simulators) are refreshed at 90 % of their life instead.
         let margin = TOKEN_REFRESH_MARGIN.min(lifetime / 10);
@@ -338,25 +330,12 @@ impl EntityWriter for ReltioClient {
     }
 }
 
-fn transport_error(e: reqwest::Error) -> ReltioError {
-    if e.is_timeout() {
-        ReltioError::Timeout
-    } else {
-        ReltioError::Connection(crate::http::error_chain(&e))
-    }
-}
-
 async fn check_status(response: Response) -> Result<Response, ReltioError> {
     let status = response.status();
     if status.is_success() {
         return Ok(response);
     }
-    let retry_after = parse_retry_after(
-        response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok()),
-    );
+    let retry_after = http::retry_after(&response);
     let message = error_text(response).await;
     Err(match status {
         StatusCode::UNAUTHORIZED => ReltioError::Unauthorized(message),
@@ -382,7 +361,7 @@ async fn error_text(response: Response) -> String {
         .ok()
         .and_then(|v| error_message(&v))
         .unwrap_or(body);
-    truncate(text)
+    http::truncate(text)
 }
 
 fn error_message(v: &Value) -> Option<String> {
@@ -397,23 +376,6 @@ fn error_message(v: &Value) -> Option<String> {
             Value::String(s) => s.clone(),
             other => error_message(other).unwrap_or_else(|| other.to_string()),
         })
-}
-
-fn truncate(mut text: String) -> String {
-    if text.len() > MAX_ERROR_TEXT {
-        let mut cut = MAX_ERROR_TEXT;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-        text.push('…');
-    }
-    text
-}
-
-async fn read_json<T: serde::de::DeserializeOwned>(response: Response) -> Result<T, ReltioError> {
-    let bytes = response.bytes().await.map_err(transport_error)?;
-    serde_json::from_slice(&bytes).map_err(|e| ReltioError::Decode(e.to_string()))
 }
 
 /// Maps the response array back to the request's elements, by each item's `index` when present.
@@ -462,7 +424,7 @@ fn item_outcome(item: &Value) -> ItemOutcome {
                 None => message,
             };
             ItemOutcome::Failed {
-                message: truncate(message),
+                message: http::truncate(message),
                 transient,
             }
         }
@@ -482,3 +444,13 @@ fn find_key<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
 
 #[cfg(test)]
 mod tests;
+
+impl From<http::Transport> for ReltioError {
+    fn from(t: http::Transport) -> ReltioError {
+        match t {
+            http::Transport::Timeout => ReltioError::Timeout,
+            http::Transport::Connection(m) => ReltioError::Connection(m),
+            http::Transport::Decode(m) => ReltioError::Decode(m),
+        }
+    }
+}

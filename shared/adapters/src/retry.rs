@@ -1,7 +1,10 @@
-//! Retry timing shared by the API clients: exponential backoff with jitter, bounded by a deadline.
+//! The one retry discipline of every HTTP API client: exponential backoff with jitter, `Retry-After`, one
+//! re-authentication on a refused credential, all bounded by the invocation's deadline. A client says what its
+//! errors mean through [`Retryable`]; [`send_with_retries`] does the rest. A change of retry policy goes here.
 
 pub use mdm_sync_domain::port::remaining;
 use rand::Rng;
+use std::future::Future;
 use std::time::Duration;
 use std::time::Instant;
 
@@ -51,6 +54,60 @@ impl RetryPolicy {
         }
         let wait = retry_after.unwrap_or_else(|| self.backoff(attempt));
         (Instant::now() + wait < deadline).then_some(wait)
+    }
+}
+
+/// What the send loop needs to know of a client's error.
+pub trait Retryable: std::fmt::Display {
+    /// Worth another attempt inside this invocation (throttled, unavailable, timed out, connection lost).
+    fn retry_now(&self) -> bool;
+    /// How long the server asked to wait (`Retry-After`), when it said.
+    fn retry_after(&self) -> Option<Duration>;
+    /// The credentials were refused: forget the token or session and try once more.
+    fn is_unauthorized(&self) -> bool;
+    /// The error to return when attempts remain but the deadline leaves no time for the next wait.
+    fn out_of_time(self) -> Self;
+}
+
+/// Runs `attempt` until it succeeds, fails for good, or the attempts or the deadline run out. A refused
+/// credential calls `forget_credentials` once and tries again (that retry does not count as an attempt).
+pub async fn send_with_retries<T, E, A, AF, F, FF>(
+    policy: &RetryPolicy,
+    deadline: Instant,
+    target: &str,
+    mut attempt: A,
+    mut forget_credentials: F,
+) -> Result<T, E>
+where
+    E: Retryable,
+    A: FnMut() -> AF,
+    AF: Future<Output = Result<T, E>>,
+    F: FnMut() -> FF,
+    FF: Future<Output = ()>,
+{
+    let mut attempts = 0;
+    let mut reauthenticated = false;
+    loop {
+        attempts += 1;
+        let error = match attempt().await {
+            Ok(response) => return Ok(response),
+            Err(e) if e.is_unauthorized() && !reauthenticated => {
+                reauthenticated = true;
+                forget_credentials().await;
+                attempts -= 1;
+                continue;
+            }
+            Err(e) if e.retry_now() => e,
+            Err(e) => return Err(e),
+        };
+        match policy.next_wait(attempts, error.retry_after(), deadline) {
+            Some(wait) => {
+                tracing::debug!(target, attempt = attempts, ?wait, error = %error, "retrying");
+                tokio::time::sleep(wait).await;
+            }
+            None if attempts >= policy.max_attempts => return Err(error),
+            None => return Err(error.out_of_time()),
+        }
     }
 }
 
@@ -104,6 +161,123 @@ mod tests {
             p.next_wait(1, Some(Duration::from_secs(1)), near),
             Some(Duration::from_secs(1))
         );
+    }
+
+    /// A scripted client error for the send loop.
+    #[derive(Debug, Clone, PartialEq)]
+    enum Scripted {
+        Unavailable(Option<Duration>),
+        Unauthorized,
+        Invalid,
+        OutOfTime(String),
+    }
+
+    impl std::fmt::Display for Scripted {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "{self:?}")
+        }
+    }
+
+    impl Retryable for Scripted {
+        fn retry_now(&self) -> bool {
+            matches!(self, Scripted::Unavailable(_))
+        }
+        fn retry_after(&self) -> Option<Duration> {
+            match self {
+                Scripted::Unavailable(d) => *d,
+                _ => None,
+            }
+        }
+        fn is_unauthorized(&self) -> bool {
+            *self == Scripted::Unauthorized
+        }
+        fn out_of_time(self) -> Self {
+            Scripted::OutOfTime(self.to_string())
+        }
+    }
+
+    /// Runs the loop over `script` (one answer per attempt, then success) and returns the result, the attempts
+    /// made and how often the credentials were forgotten.
+    async fn run(
+        policy: RetryPolicy,
+        deadline: Instant,
+        script: Vec<Scripted>,
+    ) -> (Result<u32, Scripted>, usize, usize) {
+        let script = std::sync::Mutex::new(script.into_iter());
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let forgotten = std::sync::atomic::AtomicUsize::new(0);
+        let result = send_with_retries(
+            &policy,
+            deadline,
+            "test",
+            || {
+                let n = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let next = script.lock().unwrap().next();
+                async move { next.map_or(Ok(n as u32), Err) }
+            },
+            || {
+                forgotten.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                async {}
+            },
+        )
+        .await;
+        (result, calls.into_inner(), forgotten.into_inner())
+    }
+
+    fn quick(max_attempts: u32) -> RetryPolicy {
+        RetryPolicy {
+            base: Duration::from_millis(1),
+            cap: Duration::from_millis(2),
+            max_attempts,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_send_loop_retries_what_is_worth_it_and_reauthenticates_once() {
+        let far = Instant::now() + Duration::from_secs(30);
+        let down = Scripted::Unavailable(None);
+        // Two unavailable answers, then success.
+        let (r, calls, _) = run(quick(3), far, vec![down.clone(), down.clone()]).await;
+        assert_eq!((r, calls), (Ok(2), 3));
+        // Out of attempts: the last error.
+        let (r, calls, _) = run(quick(2), far, vec![down.clone(); 5]).await;
+        assert_eq!((r, calls), (Err(down.clone()), 2));
+        // A refused credential: forgotten once, tried again without spending an attempt; a second refusal ends it.
+        let (r, calls, forgotten) = run(quick(1), far, vec![Scripted::Unauthorized]).await;
+        assert_eq!((r, calls, forgotten), (Ok(1), 2, 1));
+        let twice = vec![Scripted::Unauthorized, Scripted::Unauthorized];
+        let (r, _, forgotten) = run(quick(3), far, twice).await;
+        assert_eq!((r, forgotten), (Err(Scripted::Unauthorized), 1));
+        // A final error is not retried.
+        let (r, calls, _) = run(quick(5), far, vec![Scripted::Invalid]).await;
+        assert_eq!((r, calls), (Err(Scripted::Invalid), 1));
+    }
+
+    #[tokio::test]
+    async fn the_send_loop_honours_retry_after_and_the_deadline() {
+        let started = Instant::now();
+        let wait = Scripted::Unavailable(Some(Duration::from_millis(300)));
+        let (r, _, _) = run(
+            quick(3),
+            started + Duration::from_secs(5),
+            vec![wait.clone()],
+        )
+        .await;
+        assert_eq!(r, Ok(1));
+        assert!(
+            started.elapsed() >= Duration::from_millis(300),
+            "waited as asked"
+        );
+        // The server asks for longer than the invocation has left: give up now, as out of time.
+        let long = Scripted::Unavailable(Some(Duration::from_secs(60)));
+        let (r, calls, _) = run(
+            quick(3),
+            Instant::now() + Duration::from_secs(1),
+            vec![long],
+        )
+        .await;
+        assert!(matches!(r, Err(Scripted::OutOfTime(_))), "{r:?}");
+        assert_eq!(calls, 1);
     }
 
     #[test]

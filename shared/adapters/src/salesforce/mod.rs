@@ -10,7 +10,8 @@ pub use mdm_sync_domain::crm::salesforce::{
     RecordUpdate, MAX_COLLECTION,
 };
 
-use crate::retry::{remaining, RetryPolicy};
+use crate::http;
+use crate::retry::{remaining, send_with_retries, RetryPolicy, Retryable};
 use crate::secrets::{SecretCache, SecretError};
 use reqwest::{RequestBuilder, Response, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
@@ -21,7 +22,6 @@ use std::time::Instant;
 use tokio::sync::Mutex;
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-const MAX_ERROR_TEXT: usize = 300;
 
 /// The shape of the `SALESFORCE_SECRET_ID` secret.
 #[derive(Deserialize, Clone)]
@@ -41,8 +41,11 @@ pub enum SalesforceCredentialSource {
 pub enum SalesforceError {
     #[error("Salesforce API limit exceeded (REQUEST_LIMIT_EXCEEDED)")]
     LimitExceeded,
-    #[error("Salesforce is unavailable (HTTP {0})")]
-    Unavailable(u16),
+    #[error("Salesforce is unavailable (HTTP {status})")]
+    Unavailable {
+        status: u16,
+        retry_after: Option<Duration>,
+    },
     #[error("Salesforce did not answer in time")]
     Timeout,
     #[error("could not reach Salesforce: {0}")]
@@ -62,6 +65,8 @@ pub enum SalesforceError {
     Decode(String),
     #[error(transparent)]
     Credentials(#[from] SecretError),
+    #[error("no time left in this invocation to finish the call (last error: {0})")]
+    BudgetExhausted(String),
 }
 
 impl SalesforceError {
@@ -77,14 +82,32 @@ impl SalesforceError {
             _ => true,
         }
     }
+}
 
-    fn is_retryable_now(&self) -> bool {
+impl Retryable for SalesforceError {
+    /// `REQUEST_LIMIT_EXCEEDED` is a daily allocation: not retried within the invocation.
+    fn retry_now(&self) -> bool {
         matches!(
             self,
-            SalesforceError::Unavailable(_)
+            SalesforceError::Unavailable { .. }
                 | SalesforceError::Timeout
                 | SalesforceError::Connection(_)
         )
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            SalesforceError::Unavailable { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    fn is_unauthorized(&self) -> bool {
+        matches!(self, SalesforceError::Unauthorized(_))
+    }
+
+    fn out_of_time(self) -> Self {
+        SalesforceError::BudgetExhausted(self.to_string())
     }
 }
 
@@ -139,7 +162,7 @@ fn merge_outcome(result: Option<&soap::MergeResult>) -> MergeOutcome {
         MergeOutcome::Failed {
             transient: is_transient_code(&code),
             code,
-            message: truncate(message),
+            message: http::truncate(message),
         }
     }
 }
@@ -205,7 +228,7 @@ impl SalesforceClient {
                         .body(body.clone())
                 })
                 .await?;
-            let items: Vec<Value> = read_json(response).await?;
+            let items: Vec<Value> = http::read_json(response).await?;
             for i in 0..chunk.len() {
                 outcomes.push(item_outcome(items.get(i)));
             }
@@ -234,7 +257,7 @@ impl SalesforceClient {
                     }
                 })
                 .await?;
-            let page: Value = read_json(response).await?;
+            let page: Value = http::read_json(response).await?;
             if let Some(Value::Array(items)) = page.get("records") {
                 records.extend(items.iter().cloned());
             }
@@ -310,7 +333,7 @@ impl SalesforceClient {
                         .body(soap::merge_envelope(token.expose_secret(), chunk))
                 })
                 .await?;
-            let bytes = response.bytes().await.map_err(transport_error)?;
+            let bytes = response.bytes().await.map_err(http::transport)?;
             let text = String::from_utf8_lossy(&bytes);
             let results = soap::parse_merge_response(&text).map_err(SalesforceError::Decode)?;
             for i in 0..chunk.len() {
@@ -320,34 +343,21 @@ impl SalesforceClient {
         Ok(outcomes)
     }
 
+    /// Sends the request built by `build` (given the instance URL and the access token) through the shared
+    /// send loop: retried while worth it and time allows; an expired session gets one re-authentication.
     async fn send(
         &self,
         deadline: Instant,
         build: impl Fn(&reqwest::Client, &str, &SecretString) -> RequestBuilder,
     ) -> Result<Response, SalesforceError> {
-        let mut attempt = 0;
-        let mut reauthenticated = false;
-        loop {
-            attempt += 1;
-            let error = match self.try_once(deadline, &build).await {
-                Ok(r) => return Ok(r),
-                Err(SalesforceError::Unauthorized(_)) if !reauthenticated => {
-                    reauthenticated = true;
-                    *self.session.lock().await = None;
-                    attempt -= 1;
-                    continue;
-                }
-                Err(e) if e.is_retryable_now() => e,
-                Err(e) => return Err(e),
-            };
-            match self.retry.next_wait(attempt, None, deadline) {
-                Some(wait) => {
-                    tracing::debug!(attempt, ?wait, error = %error, "retrying Salesforce call");
-                    tokio::time::sleep(wait).await;
-                }
-                None => return Err(error),
-            }
-        }
+        send_with_retries(
+            &self.retry,
+            deadline,
+            "Salesforce",
+            || self.try_once(deadline, &build),
+            || async { *self.session.lock().await = None },
+        )
+        .await
     }
 
     async fn try_once(
@@ -365,7 +375,7 @@ impl SalesforceClient {
             .timeout(left.min(REQUEST_TIMEOUT))
             .send()
             .await
-            .map_err(transport_error)?;
+            .map_err(http::transport)?;
         check_status(response).await
     }
 
@@ -395,10 +405,10 @@ impl SalesforceClient {
             .timeout(left.min(REQUEST_TIMEOUT))
             .send()
             .await
-            .map_err(transport_error)?;
+            .map_err(http::transport)?;
         let response = match check_status(response).await {
             Ok(r) => r,
-            Err(e) if e.is_retryable_now() => return Err(e),
+            Err(e) if e.retry_now() => return Err(e),
             Err(e) => {
                 if let SalesforceCredentialSource::Secret(cache) = &self.credentials {
                     cache.invalidate().await;
@@ -413,7 +423,7 @@ impl SalesforceClient {
             access_token: SecretString,
             instance_url: String,
         }
-        let t: TokenResponse = read_json(response).await?;
+        let t: TokenResponse = http::read_json(response).await?;
         let instance_url = t.instance_url.trim_end_matches('/').to_owned();
         *cached = Some(Session {
             access_token: t.access_token.clone(),
@@ -443,7 +453,7 @@ fn item_outcome(item: Option<&Value>) -> RecordOutcome {
         .and_then(Value::as_str)
         .unwrap_or("UNKNOWN_ERROR")
         .to_owned();
-    let message = truncate(
+    let message = http::truncate(
         first
             .and_then(|e| e.get("message"))
             .and_then(Value::as_str)
@@ -461,29 +471,24 @@ fn item_outcome(item: Option<&Value>) -> RecordOutcome {
     }
 }
 
-fn transport_error(e: reqwest::Error) -> SalesforceError {
-    if e.is_timeout() {
-        SalesforceError::Timeout
-    } else {
-        SalesforceError::Connection(crate::http::error_chain(&e))
-    }
-}
-
 async fn check_status(response: Response) -> Result<Response, SalesforceError> {
     let status = response.status();
     if status.is_success() {
         return Ok(response);
     }
+    let retry_after = http::retry_after(&response);
     let body = response.text().await.unwrap_or_default();
     // SOAP answers every fault with HTTP 500 and an XML body naming the exception.
     if body.trim_start().starts_with('<') {
         if let Some(fault) = soap::parse_fault(&body) {
             return Err(match fault.code.as_str() {
-                "INVALID_SESSION_ID" => SalesforceError::Unauthorized(truncate(fault.message)),
+                "INVALID_SESSION_ID" => {
+                    SalesforceError::Unauthorized(http::truncate(fault.message))
+                }
                 "REQUEST_LIMIT_EXCEEDED" => SalesforceError::LimitExceeded,
                 _ => SalesforceError::SoapFault {
                     code: fault.code,
-                    message: truncate(fault.message),
+                    message: http::truncate(fault.message),
                 },
             });
         }
@@ -499,7 +504,7 @@ async fn check_status(response: Response) -> Result<Response, SalesforceError> {
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_owned();
-    let message = truncate(
+    let message = http::truncate(
         first
             .as_ref()
             .and_then(|v| v.get("message").or_else(|| v.get("error_description")))
@@ -510,7 +515,12 @@ async fn check_status(response: Response) -> Result<Response, SalesforceError> {
     Err(match status {
         StatusCode::UNAUTHORIZED => SalesforceError::Unauthorized(message),
         _ if code == "REQUEST_LIMIT_EXCEEDED" => SalesforceError::LimitExceeded,
-        s if s.is_server_error() => SalesforceError::Unavailable(s.as_u16()),
+        s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => {
+            SalesforceError::Unavailable {
+                status: s.as_u16(),
+                retry_after,
+            }
+        }
         _ => SalesforceError::Rejected {
             status: status.as_u16(),
             code,
@@ -519,28 +529,94 @@ async fn check_status(response: Response) -> Result<Response, SalesforceError> {
     })
 }
 
-fn truncate(mut text: String) -> String {
-    if text.len() > MAX_ERROR_TEXT {
-        let mut cut = MAX_ERROR_TEXT;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
+impl From<http::Transport> for SalesforceError {
+    fn from(t: http::Transport) -> SalesforceError {
+        match t {
+            http::Transport::Timeout => SalesforceError::Timeout,
+            http::Transport::Connection(m) => SalesforceError::Connection(m),
+            http::Transport::Decode(m) => SalesforceError::Decode(m),
         }
-        text.truncate(cut);
-        text.push('…');
     }
-    text
-}
-
-async fn read_json<T: serde::de::DeserializeOwned>(
-    response: Response,
-) -> Result<T, SalesforceError> {
-    let bytes = response.bytes().await.map_err(transport_error)?;
-    serde_json::from_slice(&bytes).map_err(|e| SalesforceError::Decode(e.to_string()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    async fn client(server: &MockServer) -> SalesforceClient {
+        Mock::given(method("POST"))
+            .and(path("/services/oauth2/token"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(
+                json!({"access_token": "t", "instance_url": server.uri(), "token_type": "Bearer"}),
+            ))
+            .mount(server)
+            .await;
+        SalesforceClient::new(
+            reqwest::Client::new(),
+            "v66.0",
+            SalesforceCredentialSource::Static(SalesforceCredentials {
+                token_url: format!("{}/services/oauth2/token", server.uri()),
+                client_id: "id".into(),
+                client_secret: "secret".into(),
+            }),
+            RetryPolicy {
+                base: Duration::from_millis(5),
+                cap: Duration::from_millis(10),
+                max_attempts: 3,
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn a_503_with_retry_after_is_retried_after_the_servers_wait() {
+        let server = MockServer::start().await;
+        let sf = client(&server).await;
+        Mock::given(method("GET"))
+            .and(path("/services/data/v66.0/query"))
+            .respond_with(ResponseTemplate::new(503).insert_header("Retry-After", "1"))
+            .up_to_n_times(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/services/data/v66.0/query"))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_json(json!({"done": true, "records": [{"Id": "500A"}]})),
+            )
+            .mount(&server)
+            .await;
+        let started = Instant::now();
+        let records = sf
+            .query("SELECT Id FROM Case", started + Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert_eq!(records.len(), 1);
+        assert!(
+            started.elapsed() >= Duration::from_secs(1),
+            "Retry-After honoured"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_wait_past_the_invocations_budget_is_not_taken() {
+        let server = MockServer::start().await;
+        let sf = client(&server).await;
+        Mock::given(method("GET"))
+            .and(path("/services/data/v66.0/query"))
+            .respond_with(ResponseTemplate::new(503).insert_header("Retry-After", "30"))
+            .mount(&server)
+            .await;
+        let started = Instant::now();
+        let err = sf
+            .query("SELECT Id FROM Case", started + Duration::from_secs(2))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, SalesforceError::BudgetExhausted(_)), "{err}");
+        assert!(err.is_transient());
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
 
     #[test]
     fn item_errors_are_classified() {
