@@ -186,32 +186,39 @@ async fn a_clean_batch_sends_exactly_the_mapped_entities_and_skips_the_rest() {
     assert!(failures(&response).is_empty());
     assert!(world.dlq().await.is_empty());
     let posts = world.posts().await;
-    assert_eq!(posts.len(), 3, "{posts:#?}");
-    let full = posts
-        .iter()
-        .find(|(q, _)| q == "returnObjects=false")
-        .unwrap();
+    // Wave 1: 46's insert and the order line; wave 2: the primary-key change retires 46 (after 46's insert);
+    // wave 3: only then is 47 upserted.
+    assert_eq!(posts.len(), 4, "{posts:#?}");
     let address = customer("46:address");
+    let full: Vec<&Value> = posts
+        .iter()
+        .filter(|(q, _)| q == "returnObjects=false")
+        .map(|(_, b)| b)
+        .collect();
     assert_eq!(
-        full.1,
-        json!([
-            {"type": "configuration/entityTypes/Individual",
-             "attributes": {
-                 "FirstName": [{"value": "Jane"}], "LastName": [{"value": "Doe"}],
-                 "Email": [{"value": "jane.doe@example.com"}], "DateOfBirth": [{"value": "1990-03-04"}],
-                 "Address": [{"value": {"City": [{"value": "Austin"}]},
-                              "refEntity": {"type": "configuration/entityTypes/Location", "crosswalks": [address]},
-                              "refRelation": {"type": "configuration/relationTypes/HasAddress", "crosswalks": [address]}}]},
-             "crosswalks": [customer("46")]},
-            {"type": "configuration/entityTypes/Individual",
-             "attributes": {
-                 "FirstName": [{"value": "Jane"}], "LastName": [{"value": "Doe"}],
-                 "Email": [{"value": "jane@example.com"}],
-                 "Address": [{"value": {"City": [{"value": "Austin"}]},
-                              "refEntity": {"type": "configuration/entityTypes/Location", "crosswalks": [customer("47:address")]},
-                              "refRelation": {"type": "configuration/relationTypes/HasAddress", "crosswalks": [customer("47:address")]}}]},
-             "crosswalks": [customer("47")]}
-        ])
+        full,
+        vec![
+            &json!([
+                {"type": "configuration/entityTypes/Individual",
+                 "attributes": {
+                     "FirstName": [{"value": "Jane"}], "LastName": [{"value": "Doe"}],
+                     "Email": [{"value": "jane.doe@example.com"}], "DateOfBirth": [{"value": "1990-03-04"}],
+                     "Address": [{"value": {"City": [{"value": "Austin"}]},
+                                  "refEntity": {"type": "configuration/entityTypes/Location", "crosswalks": [address]},
+                                  "refRelation": {"type": "configuration/relationTypes/HasAddress", "crosswalks": [address]}}]},
+                 "crosswalks": [customer("46")]}
+            ]),
+            &json!([
+                {"type": "configuration/entityTypes/Individual",
+                 "attributes": {
+                     "FirstName": [{"value": "Jane"}], "LastName": [{"value": "Doe"}],
+                     "Email": [{"value": "jane@example.com"}],
+                     "Address": [{"value": {"City": [{"value": "Austin"}]},
+                                  "refEntity": {"type": "configuration/entityTypes/Location", "crosswalks": [customer("47:address")]},
+                                  "refRelation": {"type": "configuration/relationTypes/HasAddress", "crosswalks": [customer("47:address")]}}]},
+                 "crosswalks": [customer("47")]}
+            ])
+        ]
     );
     let partial: Vec<&Value> = posts
         .iter()
@@ -224,12 +231,17 @@ async fn a_clean_batch_sends_exactly_the_mapped_entities_and_skips_the_rest() {
          "attributes": {"SKU": [{"value": "AB-1"}], "Quantity": [{"value": "3"}]},
          "crosswalks": [{"type": "configuration/sources/ERP", "value": "9001|2"}]}
     ])));
-    // The primary-key change retires 46 only after 46's insert was written: it is the last request.
     let mut retired = customer("46");
     retired["deleteDate"] = json!("2024-07-29T00:58:59.000Z");
     assert_eq!(
-        posts.last().unwrap().1,
-        json!([{"type": "configuration/entityTypes/Individual", "crosswalks": [retired]}])
+        posts[2].1,
+        json!([{"type": "configuration/entityTypes/Individual", "crosswalks": [retired]}]),
+        "the retirement of 46 is the third request"
+    );
+    assert_eq!(
+        posts[3].1[0]["crosswalks"],
+        json!([customer("47")]),
+        "47 comes last"
     );
 }
 
@@ -461,7 +473,7 @@ fn the_sample_event_plans_every_record_without_dead_letters() {
     );
     assert_eq!(
         plan.waves.len(),
-        2,
-        "the primary-key change retires 46 after 46's upsert"
+        3,
+        "the primary-key change retires 46 after 46's upsert, then upserts 47"
     );
 }

@@ -91,7 +91,9 @@ enum Task {
 }
 
 /// Applies the waves in order. A key whose write failed transiently gets none of its later writes
-/// attempted (they would overtake it); they are reported transient so the event source retries them in order.
+/// attempted (they would overtake it), nor does a record whose earlier write failed transiently (the upsert of
+/// a primary-key change whose retirement failed); they are reported transient so the event source retries them
+/// in order.
 pub async fn apply(
     writer: &dyn EntityWriter,
     waves: Vec<Wave>,
@@ -100,16 +102,23 @@ pub async fn apply(
 ) -> ApplyReport {
     let mut report = ApplyReport::default();
     let mut blocked: HashSet<CrosswalkKey> = HashSet::new();
+    let mut failed_records: HashSet<usize> = HashSet::new();
     for wave in waves {
         let mut full = Vec::new();
         let mut partial = Vec::new();
         let mut tasks = Vec::new();
         for scheduled in wave {
-            if blocked.contains(&scheduled.write.key) {
-                report.record(
-                    &scheduled.records,
-                    WriteOutcome::Transient("an earlier change to the same key failed".into()),
-                );
+            let reason = if blocked.contains(&scheduled.write.key) {
+                Some("an earlier change to the same key failed")
+            } else if scheduled.records.iter().any(|r| failed_records.contains(r)) {
+                Some("an earlier write of the same record failed")
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                blocked.insert(scheduled.write.key.clone());
+                failed_records.extend(scheduled.records.iter().copied());
+                report.record(&scheduled.records, WriteOutcome::Transient(reason.into()));
                 continue;
             }
             match &scheduled.write.op {
@@ -138,6 +147,7 @@ pub async fn apply(
             for (scheduled, outcome) in done {
                 if matches!(outcome, WriteOutcome::Transient(_)) {
                     blocked.insert(scheduled.write.key.clone());
+                    failed_records.extend(scheduled.records.iter().copied());
                 }
                 report.record(&scheduled.records, outcome);
             }
@@ -403,5 +413,64 @@ mod tests {
         ));
         assert!(fake.calls.lock().unwrap().is_empty());
         assert!(matches!(report.outcomes[&0], WriteOutcome::Transient(_)));
+    }
+
+    #[test]
+    fn a_primary_key_change_whose_retirement_failed_does_not_upsert_the_new_key() {
+        let fake = FakeReltio::default();
+        let retire_down = ReltioWrite {
+            key: upsert("down").key,
+            op: WriteOp::DeleteCrosswalk,
+        };
+        let fake_delete_fails = FailingDeletes { inner: &fake };
+        // Record 0: a → new (retire "down" fails), record 1: another key, record 2: the new key again.
+        let writes = vec![
+            (0, retire_down),
+            (0, upsert("new")),
+            (1, upsert("other")),
+            (2, upsert("new")),
+        ];
+        let report = block_on(apply(
+            &fake_delete_fails,
+            schedule(writes),
+            settings(10),
+            soon(),
+        ));
+        assert!(matches!(report.outcomes[&0], WriteOutcome::Transient(_)));
+        assert_eq!(report.outcomes[&1], WriteOutcome::Written);
+        assert!(matches!(report.outcomes[&2], WriteOutcome::Transient(_)));
+        let sent: Vec<Vec<String>> = fake.calls.lock().unwrap().clone();
+        assert!(
+            !sent.iter().flatten().any(|k| k == "new"),
+            "the new key must wait for the old key's retirement: {sent:?}"
+        );
+    }
+
+    /// Delegates posts; every crosswalk delete is unavailable.
+    struct FailingDeletes<'a> {
+        inner: &'a FakeReltio,
+    }
+
+    impl EntityWriter for FailingDeletes<'_> {
+        fn post_entities<'a>(
+            &'a self,
+            entities: &'a [EntityBody],
+            partial: bool,
+            deadline: Deadline,
+        ) -> BoxFuture<'a, Result<Vec<ItemOutcome>, PortError>> {
+            self.inner.post_entities(entities, partial, deadline)
+        }
+
+        fn delete_crosswalk<'a>(
+            &'a self,
+            _key: &'a CrosswalkKey,
+            _deadline: Deadline,
+        ) -> BoxFuture<'a, Result<(), PortError>> {
+            Box::pin(async {
+                Err(PortError::Transient(
+                    "Reltio is unavailable (HTTP 503)".into(),
+                ))
+            })
+        }
     }
 }
