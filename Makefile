@@ -5,7 +5,7 @@
 VENV    := .venv
 PYTHON  ?= python3
 STAMP   := $(VENV)/.installed-$(shell cksum tools/requirements.txt | cut -d' ' -f1)
-export MOTO_SERVER := $(CURDIR)/$(VENV)/bin/moto_server
+export MOTO_SERVER := $(CURDIR)/tools/moto-server
 # sam and cargo-lambda (with its zig) come from the venv; no telemetry from test runs.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export SAM_CLI_TELEMETRY := 0

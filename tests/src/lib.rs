@@ -1,5 +1,7 @@
 //! Test support shared by the workspace's tests: a `moto_server` on a free loopback port (AWS emulator),
-//! SDK configuration pointed at it, and builders for Lambda events.
+//! SDK configuration pointed at it, builders for Lambda events, and in-memory fakes of the domain's ports.
+
+pub mod fakes;
 
 use base64::Engine;
 use serde_json::{json, Value};
@@ -15,11 +17,12 @@ pub struct MotoServer {
 }
 
 impl MotoServer {
-    /// Starts `moto_server` from `$MOTO_SERVER`, else from the project's `.venv` (which `make test` creates).
+    /// Starts `moto_server` from `$MOTO_SERVER`, else `tools/moto-server` (the `.venv`'s moto with atomic DynamoDB
+    /// requests; `make test` creates the `.venv`).
     pub fn start() -> MotoServer {
         let binary = std::env::var_os("MOTO_SERVER")
             .map(PathBuf::from)
-            .unwrap_or_else(|| workspace_root().join(".venv/bin/moto_server"));
+            .unwrap_or_else(|| workspace_root().join("tools/moto-server"));
         assert!(
             binary.exists(),
             "moto_server not found at {}: run `make test` (it installs it into .venv) or set MOTO_SERVER",

@@ -1,22 +1,24 @@
-//! crm-updater's CPU work for a 200-event SQS batch, before and between its network calls: decode the
-//! invocation payload, parse every event, apply the mapping's filters, pick the ordering version, map the
-//! golden values, plan merges (survivor, archived losers, child-record queries), group the batch into
-//! per-entity rounds, hash each plan (the ledger's no-op check, on claim and commit) and serialise the sObject
-//! Collections request bodies. Target (issue 7): ≤ 2 ms. Prints a figures table after criterion's report.
+//! crm-updater's CPU work for a 200-event SQS batch, everything but the network: decode the invocation payload,
+//! parse every event, apply the mapping's filters, pick the ordering versions, map the golden values, plan
+//! merges (survivor, archived losers, child-record queries), group the batch into rounds, pack the sObject
+//! Collections requests, conclude each message and settle the batch. Target: ≤ 2 ms. Prints a figures table
+//! after criterion's report.
 //!
-//! The handler's planning steps are private; this follows them through the public API of
-//! `mdm_sync_domain::crm` (the same functions the handler calls). Entity fetches for merge events are answered
-//! from memory (a clone of the snapshot, as a fetch would produce); ledger and Salesforce calls are left out.
+//! It runs the handler itself (`crm_updater::handle`: the planner and the executor) over the in-memory fakes of
+//! its ports: entity fetches for merge events are answered from memory, the ledger grants every claim of a
+//! fresh batch, Salesforce applies every write.
 
-use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use aws_lambda_events::event::sqs::SqsEvent;
 use criterion::Criterion;
-use mdm_sync_adapters::salesforce::{RecordUpdate, MAX_COLLECTION};
-use mdm_sync_domain::crm::{child_query, parse_version, plan_contacts, ContactPlan, CrmMapping};
-use mdm_sync_domain::reltio::event::{EventCategory, ReltioEvent};
+use crm_updater::{handle, Config, Deps};
+use mdm_sync_domain::crm::CrmMapping;
+use mdm_sync_domain::reltio::event::ReltioEvent;
+use mdm_sync_testkit::fakes::{FakeLedger, FakeQueue, FakeReltio, FakeSalesforce};
 use mdm_sync_testkit::{sqs_event, SqsTestMessage};
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::hint::black_box;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const EVENTS: usize = 200;
@@ -115,130 +117,54 @@ fn batch() -> (Vec<u8>, HashMap<String, Value>) {
     (payload, fetched)
 }
 
-fn attribute<'a>(m: &'a SqsMessage, name: &str) -> Option<&'a str> {
-    m.message_attributes
-        .get(name)
-        .and_then(|a| a.string_value.as_deref())
-        .filter(|s| !s.is_empty())
+fn config() -> Config {
+    let vars: HashMap<&str, &str> = HashMap::from([
+        ("SALESFORCE_SECRET_ID", "sf"),
+        ("RELTIO_API_URL", "https://reltio.example.com/reltio/api/T"),
+        ("RELTIO_SECRET_ID", "reltio"),
+        ("CRM_MAPPING_FILE", "unused"),
+        ("SYNC_STATE_TABLE", "sync-state"),
+        (
+            "CRM_DLQ_URL",
+            "https://sqs.us-east-1.amazonaws.com/0/crm-dlq",
+        ),
+    ]);
+    Config::from_env(&move |name: &str| vars.get(name).map(|v| v.to_string())).unwrap()
 }
 
-struct Item {
-    version: Option<i64>,
-    entity: Option<Value>,
-    event_uri: Option<String>,
-    entity_uri: Option<String>,
-    plan: Option<ContactPlan>,
-}
-
-/// The handler's planning path for one invocation; returns the bytes of the Collections bodies.
-fn plan_batch(mapping: &CrmMapping, payload: &[u8], fetched: &HashMap<String, Value>) -> usize {
+/// The handler over fresh fakes for one invocation; returns the records written to Salesforce.
+fn plan_batch(
+    mapping: &CrmMapping,
+    payload: &[u8],
+    fetched: &HashMap<String, Value>,
+    config: &Config,
+) -> usize {
+    let salesforce = Arc::new(FakeSalesforce::default());
+    let reltio = FakeReltio::default();
+    *reltio.entities.lock().unwrap() = fetched.clone();
+    let deps = Deps {
+        config: config.clone(),
+        mapping: mapping.clone(),
+        salesforce: salesforce.clone(),
+        reltio: Arc::new(reltio),
+        ledger: Arc::new(FakeLedger::default()),
+        dlq: Arc::new(FakeQueue::default()),
+    };
     let event: SqsEvent = serde_json::from_slice(payload).unwrap();
-    let mut items: Vec<Item> = event
-        .records
+    let handled = futures::executor::block_on(handle(
+        &deps,
+        event,
+        Instant::now() + Duration::from_secs(60),
+    ));
+    assert!(handled.response.batch_item_failures.is_empty());
+    let written = salesforce
+        .requests
+        .lock()
+        .unwrap()
         .iter()
-        .filter_map(|m| {
-            let body = m.body.clone().unwrap_or_default();
-            let _event_id = attribute(m, "eventId").map(str::to_owned);
-            let event: ReltioEvent = serde_json::from_str(&body).ok()?;
-            if !mapping.event_types.matches(&event.event_type)
-                || !mapping.entity_types.matches(event.entity_type())
-            {
-                return None;
-            }
-            let explicit_version = attribute(m, "objectVersion")
-                .and_then(parse_version)
-                .or_else(|| event.object_version().as_deref().and_then(parse_version));
-            let complete = event.object.as_ref().is_some_and(|o| {
-                o.uri.is_some() && o.attributes.is_some() && o.crosswalks.is_some()
-            });
-            let is_merge = EventCategory::of(&event.event_type) == Some(EventCategory::Merge);
-            let (version, entity) = match event.object.as_ref() {
-                Some(o) if complete && !event.exceeded_queue_size_limit && !is_merge => (
-                    explicit_version.or(o.updated_time).or(event.updated_time),
-                    Some(
-                        json!({"uri": o.uri, "type": o.entity_type, "attributes": o.attributes,
-                                "crosswalks": o.crosswalks}),
-                    ),
-                ),
-                _ => (explicit_version, None),
-            };
-            Some(Item {
-                version,
-                entity,
-                event_uri: event.entity_uri().map(str::to_owned),
-                entity_uri: None,
-                plan: None,
-            })
-        })
-        .collect();
-    for item in &mut items {
-        if item.entity.is_none() {
-            item.entity = item
-                .event_uri
-                .as_ref()
-                .and_then(|u| fetched.get(u))
-                .cloned();
-        }
-        let Some(entity) = item.entity.as_ref() else {
-            continue;
-        };
-        item.entity_uri = entity.get("uri").and_then(Value::as_str).map(str::to_owned);
-        item.plan = plan_contacts(mapping, entity);
-    }
-    let mut per_entity: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-    for (idx, item) in items.iter().enumerate() {
-        if item.plan.is_some() {
-            per_entity
-                .entry(item.entity_uri.clone().unwrap_or_default())
-                .or_default()
-                .push(idx);
-        }
-    }
-    let rounds = per_entity.values().map(Vec::len).max().unwrap_or(0);
-    let mut bytes = 0;
-    for k in 0..rounds {
-        let mut records: Vec<RecordUpdate> = Vec::new();
-        for idx in per_entity.values().filter_map(|v| v.get(k).copied()) {
-            let item = &items[idx];
-            black_box(item.version);
-            let plan = item.plan.clone().expect("grouped items have a plan");
-            // The ledger compares this hash with the last applied one (claim) and records it (commit).
-            black_box(plan.hash());
-            records.push(RecordUpdate {
-                sobject: "Contact".into(),
-                id: plan.survivor.clone(),
-                fields: plan.survivor_fields.clone(),
-            });
-            for (id, fields) in &plan.archived {
-                records.push(RecordUpdate {
-                    sobject: "Contact".into(),
-                    id: id.clone(),
-                    fields: fields.clone(),
-                });
-            }
-            for rel in &mapping.children {
-                black_box(child_query(rel, &plan.losers()));
-            }
-            black_box(plan.hash());
-        }
-        records.retain(|r| !r.fields.is_empty());
-        // The sObject Collections bodies, as SalesforceClient::update_records writes them.
-        for chunk in records.chunks(MAX_COLLECTION) {
-            let body: Vec<Value> = chunk
-                .iter()
-                .map(|r| {
-                    let mut m = r.fields.clone();
-                    m.insert("attributes".into(), json!({ "type": r.sobject }));
-                    m.insert("id".into(), Value::String(r.id.clone()));
-                    Value::Object(m)
-                })
-                .collect();
-            bytes += serde_json::to_vec(&json!({ "allOrNone": false, "records": body }))
-                .unwrap()
-                .len();
-        }
-    }
-    bytes
+        .map(Vec::len)
+        .sum();
+    written
 }
 
 /// Median over `runs` of the mean time per call over `iters` calls.
@@ -259,17 +185,18 @@ fn per_call(mut f: impl FnMut(), iters: u32, runs: usize) -> Duration {
 fn main() {
     let mapping = CrmMapping::parse(include_str!("../mapping.example.toml")).unwrap();
     let (payload, fetched) = batch();
-    assert!(plan_batch(&mapping, &payload, &fetched) > 0);
+    let config = config();
+    assert!(plan_batch(&mapping, &payload, &fetched, &config) > 0);
 
     let mut c = Criterion::default().configure_from_args().sample_size(30);
     c.bench_function("crm: plan a 200-event batch", |b| {
-        b.iter(|| plan_batch(black_box(&mapping), black_box(&payload), &fetched))
+        b.iter(|| plan_batch(black_box(&mapping), black_box(&payload), &fetched, &config))
     });
     c.final_summary();
 
     let t = per_call(
         || {
-            black_box(plan_batch(&mapping, &payload, &fetched));
+            black_box(plan_batch(&mapping, &payload, &fetched, &config));
         },
         20,
         15,

@@ -644,11 +644,13 @@ async fn sample_event_applies_update_and_merge() {
     assert!(failures(&h).is_empty(), "{:?}", failures(&h));
     assert_eq!(h.metrics.counter("EventsApplied"), 2);
     let w = writes(&env.server).await;
-    // Round 1: the update; round 2: the merge (survivor rewritten, the other Contact archived).
-    assert_eq!(w.len(), 3, "{w:#?}");
+    // Round 1: the update; round 2: the merge archives the other Contact. The survivor's values are those the
+    // update just wrote: not written again.
+    assert_eq!(w.len(), 2, "{w:#?}");
     assert_eq!(w[0]["id"], "0035e00000AbCdEAAV");
-    assert_eq!(w[2]["id"], "0035e00000ZzZzZAAV");
-    assert_eq!(w[2]["Merged_Into__c"], "0035e00000AbCdEAAV");
+    assert_eq!(w[1]["id"], "0035e00000ZzZzZAAV");
+    assert_eq!(w[1]["Merged_Into__c"], "0035e00000AbCdEAAV");
+    assert_eq!(h.metrics.counter("UnchangedContactsSkipped"), 1);
 }
 
 #[test]
@@ -1456,4 +1458,68 @@ async fn soap_expired_session_is_renewed_once() {
     assert!(failures(&h).is_empty(), "{:?}", failures(&h));
     assert_eq!(h.metrics.counter("ContactsMerged"), 1);
     assert_eq!(merge_calls(&env.server).await.len(), 2);
+}
+
+/// Answers like [`Collections`], after `delay`.
+struct Slow(Duration);
+
+impl Respond for Slow {
+    fn respond(&self, req: &Request) -> ResponseTemplate {
+        Collections {
+            fail: HashMap::new(),
+        }
+        .respond(req)
+        .set_delay(self.0)
+    }
+}
+
+#[tokio::test]
+async fn a_merge_claimed_while_a_losers_older_change_is_in_flight_waits_for_it() {
+    let env = env().await;
+    // L's own older change (snapshot 4000, Contact C2) is being written slowly by invocation A ...
+    Mock::given(method("PATCH"))
+        .and(path(COLLECTIONS))
+        .and(wiremock::matchers::body_string_contains("OldL"))
+        .respond_with(Slow(Duration::from_millis(1500)))
+        .with_priority(1)
+        .mount(&env.server)
+        .await;
+    mount_entity(&env.server, "W", &entity("W", &[C1, C2], "Merged", 5000)).await;
+    empty_queries(&env.server).await;
+    let late = changed(&entity("L", &[C2], "OldL", 4000));
+    let merge = json!({"type": "ENTITIES_MERGED", "updatedTime": 5000, "uris": ["entities/W", "entities/L"]})
+        .to_string();
+    let a = run(
+        &env,
+        sqs(QUEUE_ARN, &[("a", &late, &[("eventId", "L-old")])]),
+    );
+    // ... while invocation B applies W's merge of L.
+    let b = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        run(
+            &env,
+            sqs(QUEUE_ARN, &[("b", &merge, &[("eventId", "merge")])]),
+        )
+        .await
+    };
+    let (a, b) = tokio::join!(a, b);
+    assert!(failures(&a).is_empty(), "{:?}", failures(&a));
+    assert_eq!(failures(&b), vec!["b"], "the merge waits for L's lease");
+
+    let b = run(
+        &env,
+        sqs(QUEUE_ARN, &[("b", &merge, &[("eventId", "merge")])]),
+    )
+    .await;
+    assert!(failures(&b).is_empty(), "{:?}", failures(&b));
+    // The archive of C2 lands after L's old values, and L's old change cannot come back.
+    let w = writes(&env.server).await;
+    let last_c2 = w.iter().rev().find(|r| r["id"] == C2).unwrap();
+    assert_eq!(last_c2["Status__c"], "Merged", "{w:#?}");
+    let again = run(
+        &env,
+        sqs(QUEUE_ARN, &[("a2", &late, &[("eventId", "L-old-2")])]),
+    )
+    .await;
+    assert_eq!(again.metrics.counter("StaleEventsSkipped"), 1);
 }

@@ -17,6 +17,7 @@ use tokio::sync::Mutex;
 
 use futures::future::BoxFuture;
 use mdm_sync_domain::cdc::apply::EntityWriter;
+use mdm_sync_domain::crm::apply::EntitySource;
 use mdm_sync_domain::port::{Deadline, PortError};
 pub use mdm_sync_domain::reltio::model::{CrosswalkKey, EntityBody, ItemOutcome};
 
@@ -300,6 +301,20 @@ impl From<ReltioError> for PortError {
         } else {
             PortError::Rejected(e.to_string())
         }
+    }
+}
+
+impl EntitySource for ReltioClient {
+    fn entity<'a>(
+        &'a self,
+        uri: &'a str,
+        deadline: Deadline,
+    ) -> BoxFuture<'a, Result<Value, PortError>> {
+        Box::pin(async move {
+            self.get_entity(uri, deadline)
+                .await
+                .map_err(PortError::from)
+        })
     }
 }
 

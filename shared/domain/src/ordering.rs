@@ -1,6 +1,6 @@
 //! Ordering and idempotency verdicts for the crm-updater: what the ledger knows about one Reltio entity, whether
-//! a change may be applied given that, what a commit records, and the `Ledger` port the DynamoDB adapter
-//! implements. Pure: no I/O.
+//! a change may be applied given that, what a commit records (per step of a change, so that a step that
+//! succeeded is never redone), and the `Ledger` port the DynamoDB adapter implements. Pure: no I/O.
 
 use futures::future::BoxFuture;
 use std::collections::{BTreeMap, BTreeSet};
@@ -15,10 +15,11 @@ pub enum LedgerError {
 
 /// What orders one change against what was applied before for the same entity.
 ///
-/// Reltio's `objectVersion` is a counter per object (REFERENCE.md), so a version is only ever compared with
-/// versions of the same `object` (a merged loser's events carry the loser's counter, not the winner's). The
-/// snapshot time is the entity's own `updatedTime` of the snapshot being applied (the event's, or the fetched
-/// entity's): a snapshot older than one already applied to this entity is stale whatever event brought it.
+/// Reltio's `objectVersion` is a counter per object (docs/reference.md), so a version is only ever compared
+/// with versions of the same `object` (a merged loser's events carry the loser's counter, not the winner's).
+/// The snapshot time is the entity's own `updatedTime` of the snapshot being applied (the event's, or the
+/// fetched entity's): a snapshot older than one already applied to this entity is stale whatever event brought
+/// it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Order {
     /// The Reltio object the version counts for (the event's `sourceObjectUri`).
@@ -32,59 +33,92 @@ pub struct Order {
 /// The answer to a claim.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
-    /// Go ahead. `last_hash`: the hash of what was last written for this entity; `merged`: the Contact Ids
-    /// already merged away (SOAP `merge()`), which need no further merge.
-    Granted {
-        last_hash: Option<String>,
-        merged: BTreeSet<String>,
-    },
+    /// Go ahead, knowing what was applied before (what was written, merged or given up on).
+    Granted(EntityRecord),
     /// This event id was already applied.
     Duplicate,
     /// A newer version of the same object, or a newer snapshot of the entity, was already applied.
     Stale,
-    /// Another invocation holds the entity's lease: try again later.
+    /// Another invocation holds the entity's lease (or one of a merge's losers): try again later.
     Busy,
 }
 
-/// What a commit records.
+/// A merge being claimed: in the same conditional transaction that takes the winner's lease, each loser's own
+/// record is marked merged into the winner at `merged_at` (epoch ms), unless another invocation holds that
+/// loser's lease (then the claim is `Busy`). From then on a snapshot of a loser up to `merged_at` is stale, so
+/// a loser's older change can neither be in flight while the merge is applied nor be applied after it.
+#[derive(Debug, Clone, Copy)]
+pub struct Fence<'a> {
+    pub losers: &'a [String],
+    pub merged_at: i64,
+}
+
+/// What a commit records. All but the event id is optional, so that a change applied in part records exactly
+/// the steps that succeeded.
 #[derive(Debug, Clone, Copy)]
 pub struct Applied<'a> {
-    pub order: &'a Order,
     pub event_id: &'a str,
-    /// Hash of the plan written.
-    pub hash: &'a str,
-    /// Contact Ids merged away by this change (added to those already recorded).
+    /// Nothing of the change is left to do: the event id is recorded, and a later delivery of it is a
+    /// duplicate. `false` while a step failed (transiently, or for good and dead-lettered), so that a
+    /// redelivery or a redrive runs the remaining steps again.
+    pub complete: bool,
+    /// The change's order, once its main write is done (the survivor Contact written, or unchanged): from then
+    /// on older changes are stale. `None` when the main write did not happen.
+    pub order: Option<&'a Order>,
+    /// `(record id, hash of the fields written)` for every record written and confirmed.
+    pub written: &'a [(String, String)],
+    /// Contact Ids merged away (SOAP `merge()`).
     pub merged: &'a [String],
+    /// Records whose write failed for good (dead-lettered with this event): when they fail again in later
+    /// changes of the entity, those changes are not failed for it.
+    pub given_up: &'a [String],
+    /// Records given up on earlier and now written.
+    pub recovered: &'a [String],
+}
+
+impl<'a> Applied<'a> {
+    /// A commit of `event_id` recording nothing yet.
+    pub fn nothing(event_id: &'a str) -> Applied<'a> {
+        Applied {
+            event_id,
+            complete: false,
+            order: None,
+            written: &[],
+            merged: &[],
+            given_up: &[],
+            recovered: &[],
+        }
+    }
+
+    /// Nothing to record: the commit is a plain release.
+    pub fn is_empty(&self) -> bool {
+        !self.complete
+            && self.order.is_none()
+            && self.written.is_empty()
+            && self.merged.is_empty()
+            && self.given_up.is_empty()
+            && self.recovered.is_empty()
+    }
 }
 
 pub trait Ledger: Send + Sync {
-    /// Takes the entity's lease for `owner` unless the event is a duplicate or stale.
+    /// Takes the entity's lease for `owner` unless the event is a duplicate or stale; with a `fence`, also marks
+    /// the merge's losers, all in one conditional transaction.
     fn claim<'a>(
         &'a self,
         entity: &'a str,
         order: &'a Order,
         event_id: &'a str,
         owner: &'a str,
+        fence: Option<Fence<'a>>,
     ) -> BoxFuture<'a, Result<Claim, LedgerError>>;
 
-    /// Records the change as applied (Salesforce confirmed) and releases the lease: per object the highest
-    /// version seen, the newest snapshot time, the event id, the hash and the merged Contacts.
+    /// Records what `applied` says (Salesforce confirmed it) and releases the lease.
     fn commit<'a>(
         &'a self,
         entity: &'a str,
         applied: Applied<'a>,
         owner: &'a str,
-    ) -> BoxFuture<'a, Result<(), LedgerError>>;
-
-    /// Records on the loser's own record that it was merged into `winner` at `merged_at` (epoch ms; call only
-    /// once Salesforce confirmed the merge): from then on a snapshot of `loser` with `updatedTime <= merged_at`
-    /// is stale. Keeps the latest merge when called again; does not need or touch the loser's lease, but bumps
-    /// its `rev` so that a claim judged on the record before the merge was recorded is refused (retried).
-    fn record_merge<'a>(
-        &'a self,
-        loser: &'a str,
-        winner: &'a str,
-        merged_at: i64,
     ) -> BoxFuture<'a, Result<(), LedgerError>>;
 
     /// Releases the lease without recording anything.
@@ -97,6 +131,9 @@ pub trait Ledger: Send + Sync {
 
 /// Event ids kept per entity (the newest); older duplicates are still caught by the version checks.
 pub const MAX_EVENT_IDS: usize = 50;
+/// Records given up on kept per entity; beyond it the oldest entries are forgotten (those records are then
+/// tried again by later changes and dead-lettered again if they still fail).
+pub const MAX_GIVEN_UP: usize = 100;
 
 /// Default time an entity's record is kept after its last write: longer than SQS's 14-day maximum retention,
 /// so no event that can still be delivered outlives its entity's record.
@@ -111,9 +148,13 @@ pub struct EntityRecord {
     pub snapshot_time: Option<i64>,
     /// Newest last.
     pub event_ids: Vec<String>,
-    pub hash: Option<String>,
+    /// Record id → hash of the fields last written to it (a write hashing the same is a no-op).
+    pub written: BTreeMap<String, String>,
+    /// Contact Ids merged away (SOAP `merge()`).
     pub merged: BTreeSet<String>,
-    /// Set when this entity lost a merge (applied and confirmed): the winner's URI.
+    /// Record id → the event whose write of it failed for good (in that event's dead letter), oldest first.
+    pub given_up: Vec<(String, String)>,
+    /// Set when this entity lost a merge: the winner's URI.
     pub merged_into: Option<String>,
     /// The time of that merge (epoch ms): this entity's own snapshots up to it are stale.
     pub merged_at: Option<i64>,
@@ -130,8 +171,8 @@ pub enum Verdict {
 impl EntityRecord {
     /// Duplicate when the event id was applied; stale when the same object's version applied is higher, or
     /// the snapshot applied is newer, or the entity was merged into another at or after the snapshot's time (a
-    /// loser's snapshot delivered after its merge was applied; a snapshot newer than the merge, e.g. after an
-    /// unmerge, is fresh). Versions of different objects are never compared; no snapshot time, no merge check.
+    /// loser's snapshot delivered after its merge; a snapshot newer than the merge, e.g. after an unmerge, is
+    /// fresh). Versions of different objects are never compared; no snapshot time, no merge check.
     pub fn judge(&self, order: &Order, event_id: &str) -> Verdict {
         if self.event_ids.iter().any(|e| e == event_id) {
             return Verdict::Duplicate;
@@ -156,25 +197,62 @@ impl EntityRecord {
         Verdict::Fresh
     }
 
+    /// Whether writing `fields_hash` to `record` would change nothing.
+    pub fn unchanged(&self, record: &str, fields_hash: &str) -> bool {
+        self.written.get(record).is_some_and(|h| h == fields_hash)
+    }
+
+    /// Whether another event than `event_id` gave up on `record`: its failure is already in that event's dead
+    /// letter, so failing again does not fail this change (it is still tried: the cause may have been fixed).
+    pub fn given_up_by_other(&self, record: &str, event_id: &str) -> bool {
+        self.given_up
+            .iter()
+            .any(|(r, e)| r == record && e != event_id)
+    }
+
+    /// Whether this loser needs marking for a merge at `merged_at` (a later merge already recorded wins).
+    pub fn needs_fence(&self, merged_at: i64) -> bool {
+        self.merged_at.is_none_or(|at| at < merged_at)
+    }
+
     /// The record after `applied` was committed.
     pub fn with(mut self, applied: &Applied<'_>) -> EntityRecord {
-        let order = applied.order;
-        if let (Some(object), Some(version)) = (&order.object, order.version) {
-            let v = self.versions.entry(object.clone()).or_insert(version);
-            *v = (*v).max(version);
+        if let Some(order) = applied.order {
+            if let (Some(object), Some(version)) = (&order.object, order.version) {
+                let v = self.versions.entry(object.clone()).or_insert(version);
+                *v = (*v).max(version);
+            }
+            self.snapshot_time = match (self.snapshot_time, order.snapshot_time) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
         }
-        self.snapshot_time = match (self.snapshot_time, order.snapshot_time) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
-        };
-        self.event_ids.retain(|e| e != applied.event_id);
-        self.event_ids.push(applied.event_id.to_owned());
-        if self.event_ids.len() > MAX_EVENT_IDS {
-            self.event_ids.drain(..self.event_ids.len() - MAX_EVENT_IDS);
+        if applied.complete {
+            self.event_ids.retain(|e| e != applied.event_id);
+            self.event_ids.push(applied.event_id.to_owned());
+            if self.event_ids.len() > MAX_EVENT_IDS {
+                self.event_ids.drain(..self.event_ids.len() - MAX_EVENT_IDS);
+            }
         }
-        self.hash = Some(applied.hash.to_owned());
+        for (record, hash) in applied.written {
+            self.written.insert(record.clone(), hash.clone());
+        }
         self.merged.extend(applied.merged.iter().cloned());
+        self.given_up
+            .retain(|(r, _)| !applied.recovered.contains(r));
+        self.give_up(applied.given_up, applied.event_id);
         self
+    }
+
+    /// Records that `event_id` gave up on `records` (kept to [`MAX_GIVEN_UP`], oldest forgotten first).
+    fn give_up(&mut self, records: &[String], event_id: &str) {
+        for r in records {
+            self.given_up.retain(|(g, _)| g != r);
+            self.given_up.push((r.clone(), event_id.to_owned()));
+        }
+        if self.given_up.len() > MAX_GIVEN_UP {
+            self.given_up.drain(..self.given_up.len() - MAX_GIVEN_UP);
+        }
     }
 }
 
@@ -192,10 +270,9 @@ mod tests {
 
     fn applied<'a>(order: &'a Order, event_id: &'a str) -> Applied<'a> {
         Applied {
-            order,
-            event_id,
-            hash: "h",
-            merged: &[],
+            complete: true,
+            order: Some(order),
+            ..Applied::nothing(event_id)
         }
     }
 
@@ -286,5 +363,68 @@ mod tests {
             record.judge(&o, &format!("e{}", MAX_EVENT_IDS + 4)),
             Verdict::Duplicate
         );
+    }
+
+    #[test]
+    fn a_change_applied_in_part_records_its_steps_but_not_its_event_id() {
+        let o = order("entities/W", 3, Some(3_000));
+        let written = vec![("003A".to_owned(), "h1".to_owned())];
+        let given_up = vec!["500X".to_owned()];
+        let partial = Applied {
+            complete: false,
+            order: Some(&o),
+            written: &written,
+            given_up: &given_up,
+            ..Applied::nothing("merge-1")
+        };
+        let record = EntityRecord::default().with(&partial);
+        // Not a duplicate: a redrive of the same event runs again, and finds the survivor unchanged ...
+        assert_eq!(record.judge(&o, "merge-1"), Verdict::Fresh);
+        assert!(record.unchanged("003A", "h1"));
+        assert!(!record.unchanged("003A", "h2"));
+        // ... while the order advanced: an older change is stale.
+        assert_eq!(
+            record.judge(&order("entities/W", 2, Some(2_000)), "old"),
+            Verdict::Stale
+        );
+        // The record given up on is known to other events; to the same one (a redrive) it is its own failure.
+        assert!(record.given_up_by_other("500X", "later"));
+        assert!(!record.given_up_by_other("500X", "merge-1"));
+        assert!(!record.given_up_by_other("500Y", "later"));
+        // Written on the redrive: forgotten as given up, and the event is now complete.
+        let recovered = vec!["500X".to_owned()];
+        let record = record.with(&Applied {
+            complete: true,
+            recovered: &recovered,
+            ..Applied::nothing("merge-1")
+        });
+        assert!(!record.given_up_by_other("500X", "later"));
+        assert_eq!(record.judge(&o, "merge-1"), Verdict::Duplicate);
+        assert_eq!(record.versions["entities/W"], 3, "no order: unchanged");
+    }
+
+    #[test]
+    fn records_given_up_on_are_bounded_oldest_first() {
+        let mut record = EntityRecord::default();
+        for i in 0..MAX_GIVEN_UP + 3 {
+            let ids = vec![format!("r{i}")];
+            record = record.with(&Applied {
+                given_up: &ids,
+                ..Applied::nothing("e")
+            });
+        }
+        assert_eq!(record.given_up.len(), MAX_GIVEN_UP);
+        assert_eq!(record.given_up[0].0, "r3");
+        assert!(Applied::nothing("e").is_empty());
+    }
+
+    #[test]
+    fn a_loser_is_fenced_only_by_a_later_merge() {
+        let mut record = EntityRecord::default();
+        assert!(record.needs_fence(5));
+        record.merged_at = Some(5);
+        assert!(!record.needs_fence(5));
+        assert!(!record.needs_fence(4));
+        assert!(record.needs_fence(6));
     }
 }

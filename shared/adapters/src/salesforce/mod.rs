@@ -5,6 +5,10 @@
 
 pub mod soap;
 
+use futures::future::BoxFuture;
+use mdm_sync_domain::crm::apply::Crm;
+use mdm_sync_domain::port::{Deadline, PortError};
+
 pub use mdm_sync_domain::crm::salesforce::{
     is_already_merged_code, is_missing_code, is_transient_code, MergeOutcome, RecordOutcome,
     RecordUpdate, MAX_COLLECTION,
@@ -536,6 +540,54 @@ impl From<http::Transport> for SalesforceError {
             http::Transport::Connection(m) => SalesforceError::Connection(m),
             http::Transport::Decode(m) => SalesforceError::Decode(m),
         }
+    }
+}
+
+impl From<SalesforceError> for PortError {
+    fn from(e: SalesforceError) -> PortError {
+        if e.is_transient() {
+            PortError::Transient(e.to_string())
+        } else {
+            PortError::Rejected(e.to_string())
+        }
+    }
+}
+
+impl Crm for SalesforceClient {
+    fn update<'a>(
+        &'a self,
+        records: &'a [RecordUpdate],
+        deadline: Deadline,
+    ) -> BoxFuture<'a, Result<Vec<RecordOutcome>, PortError>> {
+        Box::pin(async move {
+            self.update_records(records, deadline)
+                .await
+                .map_err(PortError::from)
+        })
+    }
+
+    fn query<'a>(
+        &'a self,
+        soql: &'a str,
+        deadline: Deadline,
+    ) -> BoxFuture<'a, Result<Vec<Value>, PortError>> {
+        Box::pin(async move {
+            SalesforceClient::query(self, soql, deadline)
+                .await
+                .map_err(PortError::from)
+        })
+    }
+
+    fn merge<'a>(
+        &'a self,
+        requests: &'a [soap::MergeRequest],
+        deadline: Deadline,
+    ) -> BoxFuture<'a, Result<Vec<MergeOutcome>, PortError>> {
+        Box::pin(async move {
+            SalesforceClient::merge(self, requests, deadline)
+                .await
+                .map_err(PortError::from)
+        })
     }
 }
 

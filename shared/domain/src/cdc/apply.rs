@@ -3,7 +3,7 @@
 
 use super::schedule::{ScheduledWrite, Wave};
 use super::transform::WriteOp;
-use crate::port::{remaining, Deadline, PortError};
+use crate::port::{isolate_rejections, remaining, Deadline, PortError};
 use crate::reltio::model::{CrosswalkKey, EntityBody, ItemOutcome};
 use futures::future::BoxFuture;
 use futures::stream::{self, StreamExt};
@@ -179,70 +179,59 @@ async fn run_task(writer: &dyn EntityWriter, task: Task, deadline: Deadline) -> 
     }
 }
 
-/// Posts `writes` as one request. A whole request rejected as invalid (400/422) is split in halves and
-/// retried, so that one bad entity is isolated instead of dead-lettering its whole batch.
-fn post<'a>(
-    writer: &'a dyn EntityWriter,
+/// Posts `writes` as one request. A whole request rejected as invalid (400/422) is split until the bad entity
+/// stands alone, so that one bad entity does not dead-letter its whole batch.
+async fn post(
+    writer: &dyn EntityWriter,
     partial: bool,
     writes: Vec<ScheduledWrite>,
     deadline: Deadline,
-) -> BoxFuture<'a, TaskResult> {
-    Box::pin(async move {
-        if remaining(deadline).is_zero() {
-            let out = writes.into_iter().map(|w| (w, out_of_time())).collect();
-            return (out, 0, vec![]);
-        }
-        let bodies: Vec<EntityBody> = writes
-            .iter()
-            .map(|w| match &w.write.op {
-                WriteOp::Post { body, .. } => body.clone(),
-                WriteOp::DeleteCrosswalk => unreachable!("deletes are not posted"),
-            })
-            .collect();
-        let started = std::time::Instant::now();
-        let result = writer.post_entities(&bodies, partial, deadline).await;
-        let latency = started.elapsed().as_secs_f64() * 1000.0;
-        match result {
-            Ok(items) => {
-                let out = writes
-                    .into_iter()
-                    .zip(items)
-                    .map(|(w, item)| {
-                        let outcome = match item {
-                            ItemOutcome::Written { .. } => WriteOutcome::Written,
-                            ItemOutcome::Failed {
-                                message,
-                                transient: true,
-                            } => WriteOutcome::Transient(format!("Reltio: {message}")),
-                            ItemOutcome::Failed {
-                                message,
-                                transient: false,
-                            } => WriteOutcome::Permanent(format!(
-                                "Reltio rejected the entity: {message}"
-                            )),
-                        };
-                        (w, outcome)
-                    })
-                    .collect();
-                (out, 1, vec![latency])
+) -> TaskResult {
+    let latencies = std::sync::Mutex::new(Vec::new());
+    let (results, requests) = isolate_rejections(writes, |writes: Vec<ScheduledWrite>| {
+        let latencies = &latencies;
+        Box::pin(async move {
+            if remaining(deadline).is_zero() {
+                let e = PortError::Transient("no time left in this invocation".into());
+                return (writes, Err(e));
             }
-            Err(e) if !e.is_transient() && writes.len() > 1 => {
-                let mut first = writes;
-                let second = first.split_off(first.len() / 2);
-                let (mut a, ra, mut la) = post(writer, partial, first, deadline).await;
-                let (b, rb, lb) = post(writer, partial, second, deadline).await;
-                a.extend(b);
-                la.push(latency);
-                la.extend(lb);
-                (a, 1 + ra + rb, la)
+            let bodies: Vec<EntityBody> = writes
+                .iter()
+                .map(|w| match &w.write.op {
+                    WriteOp::Post { body, .. } => body.clone(),
+                    WriteOp::DeleteCrosswalk => unreachable!("deletes are not posted"),
+                })
+                .collect();
+            let started = std::time::Instant::now();
+            let result = writer.post_entities(&bodies, partial, deadline).await;
+            if let Ok(mut l) = latencies.lock() {
+                l.push(started.elapsed().as_secs_f64() * 1000.0);
             }
-            Err(e) => {
-                let outcome = from_error(&e);
-                let out = writes.into_iter().map(|w| (w, outcome.clone())).collect();
-                (out, 1, vec![latency])
-            }
-        }
+            (writes, result)
+        })
     })
+    .await;
+    let out = results
+        .into_iter()
+        .map(|(w, item)| {
+            let outcome = match item {
+                Ok(ItemOutcome::Written { .. }) => WriteOutcome::Written,
+                Ok(ItemOutcome::Failed {
+                    message,
+                    transient: true,
+                }) => WriteOutcome::Transient(format!("Reltio: {message}")),
+                Ok(ItemOutcome::Failed {
+                    message,
+                    transient: false,
+                }) => WriteOutcome::Permanent(format!("Reltio rejected the entity: {message}")),
+                Err(e) => from_error(&e),
+            };
+            (w, outcome)
+        })
+        .collect();
+    // A request not sent for lack of time is not counted.
+    let latencies = latencies.into_inner().unwrap_or_default();
+    (out, requests.min(latencies.len()), latencies)
 }
 
 fn from_error(e: &PortError) -> WriteOutcome {

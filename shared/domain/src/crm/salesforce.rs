@@ -5,6 +5,43 @@ use serde_json::{Map, Value};
 
 /// Records per sObject Collections call (Salesforce's limit).
 pub const MAX_COLLECTION: usize = 200;
+/// Type chunks per sObject Collections call: records are processed in runs of one type, at most 10 runs a
+/// request (Salesforce REST API developer guide, "sObject Collections").
+pub const MAX_CHUNKS: usize = 10;
+
+/// Packs records into sObject Collections requests, as record positions: ordered by type (stable, types in order
+/// of first appearance) so that each type is one chunk, then cut at [`MAX_COLLECTION`] records and
+/// [`MAX_CHUNKS`] chunks per request. Any contiguous part of a request is itself within the limits.
+pub fn collection_requests(records: &[RecordUpdate]) -> Vec<Vec<usize>> {
+    let mut types: Vec<&str> = Vec::new();
+    for r in records {
+        if !types.contains(&r.sobject.as_str()) {
+            types.push(&r.sobject);
+        }
+    }
+    let rank = |r: &RecordUpdate| types.iter().position(|t| *t == r.sobject).unwrap_or(0);
+    let mut order: Vec<usize> = (0..records.len()).collect();
+    order.sort_by_key(|&i| rank(&records[i]));
+    let mut requests: Vec<Vec<usize>> = Vec::new();
+    let mut chunks = 0;
+    for i in order {
+        let new_chunk = requests
+            .last()
+            .and_then(|r| r.last())
+            .is_none_or(|&last| records[last].sobject != records[i].sobject);
+        match requests.last_mut() {
+            Some(r) if r.len() < MAX_COLLECTION && (!new_chunk || chunks < MAX_CHUNKS) => {
+                r.push(i);
+                chunks += usize::from(new_chunk);
+            }
+            _ => {
+                requests.push(vec![i]);
+                chunks = 1;
+            }
+        }
+    }
+    requests
+}
 
 /// Records merged into the master per `MergeRequest` (Salesforce: up to three records including the master).
 pub const MAX_MERGED_PER_REQUEST: usize = 2;
@@ -79,4 +116,75 @@ pub struct RecordUpdate {
     pub sobject: String,
     pub id: String,
     pub fields: Map<String, Value>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(sobject: &str, id: usize) -> RecordUpdate {
+        RecordUpdate {
+            sobject: sobject.into(),
+            id: format!("{id}"),
+            fields: Map::new(),
+        }
+    }
+
+    fn chunks(records: &[RecordUpdate], request: &[usize]) -> usize {
+        request
+            .windows(2)
+            .filter(|w| records[w[0]].sobject != records[w[1]].sobject)
+            .count()
+            + usize::from(!request.is_empty())
+    }
+
+    #[test]
+    fn interleaved_types_are_grouped_into_one_chunk_each() {
+        // Four merges (Contact + Case each) and two updates, interleaved as the rounds build them: 12 runs.
+        let mut records = Vec::new();
+        for m in 0..4 {
+            records.push(record("Contact", m * 10));
+            records.push(record("Case", m * 10 + 1));
+        }
+        records.push(record("Contact", 100));
+        records.push(record("Contact", 101));
+        let requests = collection_requests(&records);
+        assert_eq!(requests.len(), 1);
+        assert_eq!(chunks(&records, &requests[0]), 2);
+        let first: Vec<&str> = requests[0]
+            .iter()
+            .map(|&i| records[i].sobject.as_str())
+            .collect();
+        assert_eq!(
+            &first[..6],
+            &["Contact"; 6],
+            "Contacts first, in their order"
+        );
+        assert_eq!(requests[0][..2], [0, 2]);
+    }
+
+    #[test]
+    fn requests_stay_within_200_records_and_10_chunks() {
+        let types: Vec<String> = (0..13).map(|t| format!("T{t}__c")).collect();
+        let mut records = Vec::new();
+        for i in 0..450 {
+            records.push(record(&types[i % types.len()], i));
+        }
+        let requests = collection_requests(&records);
+        let mut seen: Vec<usize> = requests.iter().flatten().copied().collect();
+        seen.sort();
+        assert_eq!(
+            seen,
+            (0..450).collect::<Vec<_>>(),
+            "every record exactly once"
+        );
+        for r in &requests {
+            assert!(r.len() <= MAX_COLLECTION, "{}", r.len());
+            assert!(chunks(&records, r) <= MAX_CHUNKS);
+            // Halves (what a bisected request sends) are within the limits too.
+            let (a, b) = r.split_at(r.len() / 2);
+            assert!(chunks(&records, a) <= MAX_CHUNKS && chunks(&records, b) <= MAX_CHUNKS);
+        }
+        assert!(collection_requests(&[]).is_empty());
+    }
 }

@@ -1,0 +1,767 @@
+//! The crm-updater's batch planner, pure: queue messages → items (decoded, filtered, ordered), the rounds they
+//! are applied in, each claimed item's steps given what the ledger knows (SOAP merges, the survivor write, loser
+//! archives, child re-points), and, once the steps ran, what the item's outcome is and what its commit records.
+//!
+//! Steps are tracked one by one: a step that succeeded is committed (never redone), a step that failed for good
+//! is dead-lettered with the message and given up on (later changes of the entity still try it, since its cause
+//! may have been fixed, but are not failed by it), and the change's order is committed as soon as its survivor
+//! write is done, so an older version delivered later is stale whatever else failed.
+
+use super::contacts::{child_query, merge_requests, parse_version, plan_contacts};
+use super::contacts::{write_hash, ContactPlan};
+use super::mapping::{CrmMapping, MergeStrategy};
+use super::salesforce::{MergeOutcome, MergeRequest, RecordOutcome, RecordUpdate};
+use crate::ordering::{EntityRecord, Fence, Order};
+use crate::port::PortError;
+use crate::reltio::event::{EventCategory, ReltioEvent};
+use crate::settle::Outcome;
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+
+/// Skip reasons (counted by the handler).
+pub const SKIP_EVENT_TYPE: &str = "EventType";
+pub const SKIP_ENTITY_TYPE: &str = "EntityType";
+pub const SKIP_NO_CONTACT: &str = "NoContactCrosswalk";
+pub const SKIP_DUPLICATE: &str = "Duplicate";
+pub const SKIP_STALE: &str = "Stale";
+
+/// One queue message as the planner needs it.
+#[derive(Debug, Clone, Default)]
+pub struct Delivery {
+    pub message_id: String,
+    pub body: String,
+    /// The `eventId`, `sourceObjectUri` and `objectVersion` message attributes, when set.
+    pub event_id: Option<String>,
+    pub source_object_uri: Option<String>,
+    pub object_version: Option<String>,
+    /// `ApproximateReceiveCount`.
+    pub receive_count: u32,
+}
+
+/// The entities a merge event merged into the winner, and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LostMerge {
+    pub losers: Vec<String>,
+    /// The event's `updatedTime` (the merge), else the fetched winner's `updatedTime` (not earlier than the merge).
+    pub at: i64,
+}
+
+impl LostMerge {
+    pub fn fence(&self) -> Fence<'_> {
+        Fence {
+            losers: &self.losers,
+            merged_at: self.at,
+        }
+    }
+}
+
+/// One message being worked on.
+#[derive(Debug, Clone)]
+pub struct Item {
+    pub message_id: String,
+    pub event_id: String,
+    pub attempts: u32,
+    /// The message body, for the dead letter.
+    pub body: String,
+    /// Decided: `None` while the item is still to be applied.
+    pub outcome: Option<Outcome>,
+    pub event: Option<ReltioEvent>,
+    /// The entity the event names.
+    pub event_uri: Option<String>,
+    pub order: Order,
+    /// The entity snapshot (the event's, or fetched).
+    pub entity: Option<Value>,
+    /// The snapshot's URI: the ledger key (a merged loser's URI resolves to the winner).
+    pub entity_uri: Option<String>,
+    pub plan: Option<ContactPlan>,
+    /// The snapshot's `updatedTime`, for the end-to-end latency.
+    pub event_time: Option<i64>,
+    pub merge: Option<LostMerge>,
+}
+
+impl Item {
+    pub fn is_pending(&self) -> bool {
+        self.outcome.is_none()
+    }
+
+    /// The URI to fetch from Reltio when the event carries no usable snapshot.
+    pub fn fetch_uri(&self) -> Option<&str> {
+        (self.is_pending() && self.entity.is_none())
+            .then_some(self.event_uri.as_deref())
+            .flatten()
+    }
+
+    /// The entity for logs and the dead letter.
+    pub fn uri(&self) -> Option<&str> {
+        self.entity_uri.as_deref().or(self.event_uri.as_deref())
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Parses a message and applies the mapping's event filters; what is left needs an entity snapshot.
+pub fn decode(mapping: &CrmMapping, delivery: Delivery) -> Item {
+    let Delivery {
+        message_id,
+        body,
+        event_id,
+        source_object_uri,
+        object_version,
+        receive_count,
+    } = delivery;
+    let mut item = Item {
+        message_id,
+        event_id: event_id.unwrap_or_else(|| sha256_hex(body.as_bytes())),
+        attempts: receive_count.max(1),
+        outcome: None,
+        event: None,
+        event_uri: None,
+        order: Order::default(),
+        entity: None,
+        entity_uri: None,
+        plan: None,
+        event_time: None,
+        merge: None,
+        body,
+    };
+    let event: ReltioEvent = match serde_json::from_str(&item.body) {
+        Ok(e) => e,
+        Err(e) => {
+            item.outcome = Some(Outcome::Permanent(format!("not a Reltio event: {e}")));
+            return item;
+        }
+    };
+    if !mapping.event_types.matches(&event.event_type) {
+        item.outcome = Some(Outcome::Skipped(SKIP_EVENT_TYPE));
+        return item;
+    }
+    if let Some(t) = event.entity_type() {
+        if !mapping.entity_types.matches(Some(t)) {
+            item.outcome = Some(Outcome::Skipped(SKIP_ENTITY_TYPE));
+            return item;
+        }
+    }
+    item.event_uri = event.entity_uri().map(str::to_owned);
+    if item.event_uri.is_none() {
+        item.outcome = Some(Outcome::Permanent("the event names no entity".into()));
+        return item;
+    }
+    // objectVersion counts per object (docs/reference.md), so it is kept with the object it counts for (the
+    // event's sourceObjectUri: for a merged loser's ENTITY_LOST_MERGE the loser, not the winner the ledger entry
+    // belongs to). Version: objectVersion attribute, else the event's objectVersion, else the snapshot's
+    // updatedTime, else the event's. The snapshot's own updatedTime orders snapshots of the entity.
+    item.order.object = source_object_uri.or_else(|| item.event_uri.clone());
+    let explicit_version = object_version
+        .as_deref()
+        .and_then(parse_version)
+        .or_else(|| event.object_version().as_deref().and_then(parse_version));
+    item.event_time = event
+        .object
+        .as_ref()
+        .and_then(|o| o.updated_time)
+        .or(event.updated_time);
+    let complete = event
+        .object
+        .as_ref()
+        .is_some_and(|o| o.uri.is_some() && o.attributes.is_some() && o.crosswalks.is_some());
+    let is_merge = EventCategory::of(&event.event_type) == Some(EventCategory::Merge);
+    match event.object.as_ref() {
+        Some(o) if complete && !event.exceeded_queue_size_limit && !is_merge => {
+            item.order.version = explicit_version.or(o.updated_time).or(event.updated_time);
+            item.order.snapshot_time = o.updated_time;
+            item.entity = Some(json!({
+                "uri": o.uri,
+                "type": o.entity_type,
+                "attributes": o.attributes,
+                "crosswalks": o.crosswalks,
+            }));
+        }
+        // The entity is fetched: its snapshot is ordered by the fetched entity's own updatedTime; the event's
+        // objectVersion (if any) only orders the events of its own object.
+        _ => item.order.version = explicit_version,
+    }
+    item.event = Some(event);
+    item
+}
+
+/// Completes an item with the entity fetched for it (a merged loser's URI resolves to the winner).
+pub fn complete(item: &mut Item, fetched: Result<Value, PortError>) {
+    match fetched {
+        Ok(entity) => {
+            item.order.snapshot_time = entity.get("updatedTime").and_then(Value::as_i64);
+            item.entity = Some(entity);
+        }
+        Err(PortError::Transient(e)) => {
+            item.outcome = Some(Outcome::Transient(format!(
+                "fetching the entity from Reltio: {e}"
+            )))
+        }
+        Err(PortError::Rejected(e)) => {
+            item.outcome = Some(Outcome::Permanent(format!(
+                "fetching the entity from Reltio: {e}"
+            )))
+        }
+    }
+}
+
+/// The losers of a merge event whose entity was fetched as `winner`: for ENTITY_LOST_MERGE the event's own entity
+/// (when it is not the winner), for ENTITIES_MERGED* every URI of the event other than the winner. `None` for other
+/// events, for a merge naming no loser, or when no merge time is known (event `updatedTime`, else `fetched_time`).
+pub fn lost_merge(
+    event: &ReltioEvent,
+    winner: &str,
+    fetched_time: Option<i64>,
+) -> Option<LostMerge> {
+    let mut losers: Vec<String> = match event.event_type.as_str() {
+        "ENTITY_LOST_MERGE" => event.entity_uri().map(str::to_owned).into_iter().collect(),
+        t if EventCategory::of(t) == Some(EventCategory::Merge) => event.uris.clone(),
+        _ => return None,
+    };
+    losers.retain(|l| l != winner && !l.is_empty());
+    losers.sort();
+    losers.dedup();
+    let at = event.updated_time.or(fetched_time)?;
+    (!losers.is_empty()).then_some(LostMerge { losers, at })
+}
+
+/// Plans an item whose snapshot is in: the entity-type filter on the snapshot, the ledger key, the merge it
+/// records, and the Contact plan (none: skipped).
+pub fn plan_entity(mapping: &CrmMapping, item: &mut Item) {
+    let Some(entity) = item.entity.as_ref().filter(|_| item.outcome.is_none()) else {
+        return;
+    };
+    let entity_type = entity.get("type").and_then(Value::as_str);
+    if entity_type.is_some() && !mapping.entity_types.matches(entity_type) {
+        item.outcome = Some(Outcome::Skipped(SKIP_ENTITY_TYPE));
+        return;
+    }
+    item.entity_uri = entity
+        .get("uri")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .or_else(|| item.event_uri.clone());
+    if let (Some(event), Some(winner)) = (&item.event, &item.entity_uri) {
+        let fetched_time = entity.get("updatedTime").and_then(Value::as_i64);
+        item.merge = lost_merge(event, winner, fetched_time);
+    }
+    match plan_contacts(mapping, entity) {
+        Some(plan) => item.plan = Some(plan),
+        None => item.outcome = Some(Outcome::Skipped(SKIP_NO_CONTACT)),
+    }
+}
+
+/// The order items are applied in.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rounds {
+    /// Round k holds the k-th pending item of every entity (one entity's events keep batch order), merges first,
+    /// so that a merge fences its losers before their own changes in the same round are claimed.
+    pub rounds: Vec<Vec<usize>>,
+    /// Per item, the entity's previous pending item (which must not have failed transiently).
+    pub previous: Vec<Option<usize>>,
+}
+
+pub fn rounds(items: &[Item]) -> Rounds {
+    let mut per_entity: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, item) in items.iter().enumerate() {
+        if item.is_pending() {
+            per_entity
+                .entry(item.entity_uri.as_deref().unwrap_or_default())
+                .or_default()
+                .push(i);
+        }
+    }
+    let mut previous = vec![None; items.len()];
+    let count = per_entity.values().map(Vec::len).max().unwrap_or(0);
+    let mut rounds = vec![Vec::new(); count];
+    for queue in per_entity.values() {
+        for (k, &i) in queue.iter().enumerate() {
+            rounds[k].push(i);
+            previous[i] = k.checked_sub(1).map(|p| queue[p]);
+        }
+    }
+    for round in &mut rounds {
+        round.sort_by_key(|&i| (items[i].merge.is_none(), i));
+    }
+    Rounds { rounds, previous }
+}
+
+/// What a write is, for counting and for what its failure means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteKind {
+    /// The survivor Contact's golden values: the change's main write.
+    Survivor,
+    /// A losing Contact marked with the archive fields.
+    Archive,
+    /// A child record re-pointed at the survivor.
+    Repoint,
+}
+
+/// One record write of an item.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Write {
+    pub item: usize,
+    pub kind: WriteKind,
+    pub record: RecordUpdate,
+    /// Recorded once confirmed, so that the same fields are not written again (Contacts only).
+    pub hash: Option<String>,
+}
+
+/// What a claimed item calls for, given what the ledger knows.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Steps {
+    /// SOAP `merge()` requests, before anything is written.
+    pub merges: Vec<MergeRequest>,
+    /// Contact writes: the survivor's (unless unchanged or empty), the losers' archives.
+    pub writes: Vec<Write>,
+    /// SOQL queries for the children to re-point, by `[[children]]` index.
+    pub queries: Vec<(usize, String)>,
+    /// The survivor's values are what was last written: not written again.
+    pub survivor_unchanged: bool,
+}
+
+/// The steps of claimed item `index`, leaving out what the ledger says is done.
+pub fn plan_steps(
+    mapping: &CrmMapping,
+    items: &[Item],
+    index: usize,
+    record: &EntityRecord,
+) -> Steps {
+    let item = &items[index];
+    let Some(plan) = &item.plan else {
+        return Steps::default();
+    };
+    let mut steps = Steps::default();
+    let hash = write_hash(&plan.survivor_fields);
+    if record.unchanged(&plan.survivor, &hash) {
+        steps.survivor_unchanged = true;
+    } else if !plan.survivor_fields.is_empty() {
+        steps.writes.push(Write {
+            item: index,
+            kind: WriteKind::Survivor,
+            record: RecordUpdate {
+                sobject: "Contact".into(),
+                id: plan.survivor.clone(),
+                fields: plan.survivor_fields.clone(),
+            },
+            hash: Some(hash),
+        });
+    }
+    match mapping.merge_strategy {
+        MergeStrategy::Soap => {
+            steps.merges = merge_requests(plan, &record.merged);
+        }
+        MergeStrategy::Archive => {
+            for (id, fields) in &plan.archived {
+                let hash = write_hash(fields);
+                if fields.is_empty() || record.unchanged(id, &hash) {
+                    continue;
+                }
+                steps.writes.push(Write {
+                    item: index,
+                    kind: WriteKind::Archive,
+                    record: RecordUpdate {
+                        sobject: "Contact".into(),
+                        id: id.clone(),
+                        fields: fields.clone(),
+                    },
+                    hash: Some(hash),
+                });
+            }
+            // Children are looked up even when the Contacts are unchanged: new ones may point at a loser since.
+            // A re-delivered merge finds none and writes nothing.
+            for (r, rel) in mapping.children.iter().enumerate() {
+                if let Some(soql) = child_query(rel, &plan.losers()) {
+                    steps.queries.push((r, soql));
+                }
+            }
+        }
+    }
+    steps
+}
+
+/// The writes that re-point the children a query found.
+pub fn repoint_writes(
+    mapping: &CrmMapping,
+    items: &[Item],
+    index: usize,
+    relationship: usize,
+    children: &[Value],
+) -> Vec<Write> {
+    let (Some(plan), Some(rel)) = (&items[index].plan, mapping.children.get(relationship)) else {
+        return Vec::new();
+    };
+    children
+        .iter()
+        .filter_map(|c| c.get("Id").and_then(Value::as_str))
+        .map(|id| {
+            let mut fields = Map::new();
+            fields.insert(rel.field.clone(), Value::String(plan.survivor.clone()));
+            Write {
+                item: index,
+                kind: WriteKind::Repoint,
+                record: RecordUpdate {
+                    sobject: rel.sobject.clone(),
+                    id: id.to_owned(),
+                    fields,
+                },
+                hash: None,
+            }
+        })
+        .collect()
+}
+
+/// How one step ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepOutcome {
+    Done,
+    /// The record no longer exists (deleted, merged away): nothing to do.
+    Missing,
+    Permanent(String),
+    Transient(String),
+}
+
+impl StepOutcome {
+    pub fn of_write(kind: WriteKind, outcome: Result<RecordOutcome, PortError>) -> StepOutcome {
+        let what = match kind {
+            WriteKind::Survivor | WriteKind::Archive => "a Contact",
+            WriteKind::Repoint => "a child record",
+        };
+        match outcome {
+            Ok(RecordOutcome::Updated) => StepOutcome::Done,
+            Ok(RecordOutcome::Missing { .. }) => StepOutcome::Missing,
+            Ok(RecordOutcome::Failed {
+                code,
+                message,
+                transient,
+            }) => {
+                let reason = format!("Salesforce rejected {what} write: {code}: {message}");
+                if transient {
+                    StepOutcome::Transient(reason)
+                } else {
+                    StepOutcome::Permanent(reason)
+                }
+            }
+            Err(e) => StepOutcome::from_port("writing to Salesforce", e),
+        }
+    }
+
+    pub fn of_merge(outcome: &MergeOutcome) -> StepOutcome {
+        match outcome {
+            MergeOutcome::Merged { .. } => StepOutcome::Done,
+            MergeOutcome::AlreadyMerged { .. } => StepOutcome::Missing,
+            MergeOutcome::Failed {
+                code,
+                message,
+                transient,
+            } => {
+                let reason = format!("Salesforce rejected a merge: {code}: {message}");
+                if *transient {
+                    StepOutcome::Transient(reason)
+                } else {
+                    StepOutcome::Permanent(reason)
+                }
+            }
+        }
+    }
+
+    pub fn from_port(context: &str, e: PortError) -> StepOutcome {
+        match e {
+            PortError::Transient(m) => StepOutcome::Transient(format!("{context}: {m}")),
+            PortError::Rejected(m) => StepOutcome::Permanent(format!("{context}: {m}")),
+        }
+    }
+}
+
+/// What happened to one item's steps.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StepResults {
+    /// Each merge request with how it ended.
+    pub merges: Vec<(MergeRequest, StepOutcome)>,
+    /// Each child query that failed, with how.
+    pub queries: Vec<StepOutcome>,
+    /// Each write with how it ended (one not attempted because a merge of its item failed carries that failure).
+    pub writes: Vec<(Write, StepOutcome)>,
+    pub survivor_unchanged: bool,
+}
+
+/// An item's outcome and what its commit records.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conclusion {
+    pub outcome: Outcome,
+    /// Nothing of the change is left to do.
+    pub complete: bool,
+    /// The survivor write is done (or unchanged): the order advances.
+    pub ordered: bool,
+    pub written: Vec<(String, String)>,
+    pub merged: Vec<String>,
+    pub given_up: Vec<String>,
+    pub recovered: Vec<String>,
+}
+
+/// Concludes an item from its step results: transient beats permanent beats done; a record whose write (or
+/// merge) failed for good is given up on, and one that another event gave up on before does not fail this
+/// change when it fails again.
+pub fn conclude<'r>(event_id: &str, results: &'r StepResults, record: &EntityRecord) -> Conclusion {
+    let mut c = Conclusion {
+        outcome: Outcome::Done,
+        complete: true,
+        ordered: results.survivor_unchanged,
+        written: Vec::new(),
+        merged: Vec::new(),
+        given_up: Vec::new(),
+        recovered: Vec::new(),
+    };
+    let mut failures = Failures::default();
+    let mut survivor_written = false;
+    let mut survivor_planned = false;
+    let mut file = |targets: &[&str], outcome: &'r StepOutcome, c: &mut Conclusion| {
+        failures.file(targets, outcome, c, record, event_id)
+    };
+    for (request, outcome) in &results.merges {
+        let losers: Vec<&str> = request.records.iter().map(String::as_str).collect();
+        file(&losers, outcome, &mut c);
+        if matches!(outcome, StepOutcome::Done | StepOutcome::Missing) {
+            c.merged.extend(request.records.iter().cloned());
+        }
+    }
+    for outcome in &results.queries {
+        file(&[], outcome, &mut c);
+    }
+    for (write, outcome) in &results.writes {
+        let survivor = write.kind == WriteKind::Survivor;
+        survivor_planned |= survivor;
+        // The survivor is the change's main write: its failure fails the change, never given up on.
+        let targets: &[&str] = if survivor {
+            &[]
+        } else {
+            &[write.record.id.as_str()]
+        };
+        file(targets, outcome, &mut c);
+        match outcome {
+            StepOutcome::Done => {
+                survivor_written |= survivor;
+                if let Some(hash) = &write.hash {
+                    c.written.push((write.record.id.clone(), hash.clone()));
+                }
+            }
+            StepOutcome::Missing => survivor_written |= survivor,
+            _ => {}
+        }
+    }
+    // A plan without a survivor write (nothing mapped has a golden value) has nothing to wait for.
+    c.ordered |= survivor_written || !survivor_planned;
+    c.outcome = match (failures.transient, failures.permanent.is_empty()) {
+        (Some(reason), _) => Outcome::Transient(reason.to_owned()),
+        (None, false) => Outcome::Permanent(failures.permanent.join("; ")),
+        (None, true) => Outcome::Done,
+    };
+    c
+}
+
+/// The failures of an item's steps, as they are filed.
+#[derive(Default)]
+struct Failures<'r> {
+    transient: Option<&'r str>,
+    permanent: Vec<&'r str>,
+}
+
+impl<'r> Failures<'r> {
+    /// Files one step's outcome for `targets` (the records it concerns).
+    fn file(
+        &mut self,
+        targets: &[&str],
+        outcome: &'r StepOutcome,
+        c: &mut Conclusion,
+        record: &EntityRecord,
+        event_id: &str,
+    ) {
+        match outcome {
+            StepOutcome::Done | StepOutcome::Missing => {
+                for t in targets {
+                    if record.given_up.iter().any(|(r, _)| r == t) {
+                        c.recovered.push((*t).to_owned());
+                    }
+                }
+            }
+            StepOutcome::Permanent(reason) => {
+                let known = !targets.is_empty()
+                    && targets
+                        .iter()
+                        .all(|t| record.given_up_by_other(t, event_id));
+                // Known: already in the other event's dead letter, and still given up on under that event.
+                if !known {
+                    c.complete = false;
+                    self.permanent.push(reason);
+                    c.given_up.extend(targets.iter().map(|t| (*t).to_owned()));
+                }
+            }
+            StepOutcome::Transient(reason) => {
+                c.complete = false;
+                self.transient.get_or_insert(reason.as_str());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(value: Value) -> ReltioEvent {
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn the_losers_of_a_merge_are_every_other_entity_it_names() {
+        let merged = event(
+            json!({"type": "ENTITIES_MERGED_MANUALLY", "updatedTime": 5, "uris": ["entities/W", "entities/L2", "entities/L1", "entities/W"]}),
+        );
+        assert_eq!(
+            lost_merge(&merged, "entities/W", Some(9)),
+            Some(LostMerge {
+                losers: vec!["entities/L1".into(), "entities/L2".into()],
+                at: 5
+            })
+        );
+        // A first URI that was a loser resolves to the winner: it is a loser too.
+        assert_eq!(
+            lost_merge(&merged, "entities/L1", Some(9)).unwrap().losers,
+            vec!["entities/L2".to_owned(), "entities/W".to_owned()]
+        );
+        let lost = event(
+            json!({"type": "ENTITY_LOST_MERGE", "uris": ["entities/L", "entities/W"], "object": {"uri": "entities/L"}}),
+        );
+        assert_eq!(
+            lost_merge(&lost, "entities/W", Some(9)),
+            Some(LostMerge {
+                losers: vec!["entities/L".into()],
+                at: 9
+            }),
+            "no event time: the fetched winner's"
+        );
+        // Not merged (anymore): the entity resolved to itself.
+        assert_eq!(lost_merge(&lost, "entities/L", Some(9)), None);
+        assert_eq!(lost_merge(&lost, "entities/W", None), None);
+        let changed = event(
+            json!({"type": "ENTITY_CHANGED", "updatedTime": 5, "uris": ["entities/L"], "object": {"uri": "entities/W"}}),
+        );
+        assert_eq!(lost_merge(&changed, "entities/W", Some(9)), None);
+    }
+
+    fn item(entity: &str, merge: bool) -> Item {
+        let mapping = CrmMapping::parse(
+            "crosswalk_type = \"configuration/sources/SFDC\"\n[[fields]]\nattribute = \"A\"\nfield = \"A\"\n",
+        )
+        .unwrap();
+        let mut item = decode(&mapping, Delivery::default());
+        item.outcome = None;
+        item.entity_uri = Some(entity.into());
+        item.merge = merge.then(|| LostMerge {
+            losers: vec!["entities/L".into()],
+            at: 1,
+        });
+        item
+    }
+
+    #[test]
+    fn rounds_keep_each_entitys_order_and_put_merges_first() {
+        let mut items = vec![
+            item("entities/L", false),
+            item("entities/A", false),
+            item("entities/W", true),
+            item("entities/A", false),
+            item("entities/X", false),
+        ];
+        items[4].outcome = Some(Outcome::Done);
+        let r = rounds(&items);
+        assert_eq!(r.rounds, vec![vec![2, 0, 1], vec![3]]);
+        assert_eq!(r.previous, vec![None, None, None, Some(1), None]);
+    }
+
+    fn write(kind: WriteKind, id: &str) -> Write {
+        Write {
+            item: 0,
+            kind,
+            record: RecordUpdate {
+                sobject: "Contact".into(),
+                id: id.into(),
+                fields: Map::new(),
+            },
+            hash: Some(format!("h-{id}")),
+        }
+    }
+
+    #[test]
+    fn conclusions_by_step_outcome() {
+        let done = StepOutcome::Done;
+        let bad = StepOutcome::Permanent("bad".into());
+        let down = StepOutcome::Transient("down".into());
+        let results = |steps: Vec<(WriteKind, &str, &StepOutcome)>| StepResults {
+            writes: steps
+                .into_iter()
+                .map(|(k, id, o)| (write(k, id), o.clone()))
+                .collect(),
+            ..StepResults::default()
+        };
+        let none = EntityRecord::default();
+        // All done: complete, ordered, every Contact hash recorded.
+        let c = conclude(
+            "e",
+            &results(vec![
+                (WriteKind::Survivor, "S", &done),
+                (WriteKind::Archive, "L", &done),
+            ]),
+            &none,
+        );
+        assert_eq!(c.outcome, Outcome::Done);
+        assert!(c.complete && c.ordered);
+        assert_eq!(c.written.len(), 2);
+        // A bad child: dead-lettered, given up on; the survivor's order still advances.
+        let c = conclude(
+            "e",
+            &results(vec![
+                (WriteKind::Survivor, "S", &done),
+                (WriteKind::Repoint, "C", &bad),
+            ]),
+            &none,
+        );
+        assert_eq!(c.outcome, Outcome::Permanent("bad".into()));
+        assert!(!c.complete && c.ordered);
+        assert_eq!(c.given_up, vec!["C".to_owned()]);
+        // A bad survivor: not given up on, and the order does not advance.
+        let c = conclude("e", &results(vec![(WriteKind::Survivor, "S", &bad)]), &none);
+        assert!(!c.ordered && c.given_up.is_empty());
+        // Transient beats permanent.
+        let c = conclude(
+            "e",
+            &results(vec![
+                (WriteKind::Archive, "L", &bad),
+                (WriteKind::Repoint, "C", &down),
+            ]),
+            &none,
+        );
+        assert_eq!(c.outcome, Outcome::Transient("down".into()));
+        // A record another event gave up on fails again: known, the change is done; done later: recovered.
+        let mut known = EntityRecord::default();
+        known.given_up.push(("C".into(), "other".into()));
+        let c = conclude("e", &results(vec![(WriteKind::Repoint, "C", &bad)]), &known);
+        assert_eq!(c.outcome, Outcome::Done);
+        assert!(c.complete && c.given_up.is_empty());
+        let c = conclude(
+            "e",
+            &results(vec![(WriteKind::Repoint, "C", &done)]),
+            &known,
+        );
+        assert_eq!(c.recovered, vec!["C".to_owned()]);
+        // The same event's own earlier failure is its own again (a redrive before the fix).
+        let c = conclude(
+            "other",
+            &results(vec![(WriteKind::Repoint, "C", &bad)]),
+            &known,
+        );
+        assert_eq!(c.outcome, Outcome::Permanent("bad".into()));
+    }
+}

@@ -1,0 +1,363 @@
+//! In-memory fakes of the domain's ports, for handler tests and benchmarks: they keep state and record calls,
+//! with failures injected per record or per call. They follow the real systems' documented behaviour closely
+//! enough for the handlers' logic (the adapters have their own tests against wiremock and moto).
+
+use futures::future::BoxFuture;
+use mdm_sync_domain::crm::apply::{Crm, EntitySource};
+use mdm_sync_domain::crm::salesforce::{
+    MergeOutcome, MergeRequest, RecordOutcome, RecordUpdate, MAX_CHUNKS, MAX_COLLECTION,
+};
+use mdm_sync_domain::ordering::{
+    Applied, Claim, EntityRecord, Fence, Ledger, LedgerError, Order, Verdict,
+};
+use mdm_sync_domain::port::{Deadline, PortError};
+use mdm_sync_domain::queue::{MessageSink, OutgoingMessage, SendFailure};
+use serde_json::{json, Value};
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+
+/// Reltio's entity reads: `GET /{uri}` answered from a map (a merged loser's URI may map to the winner).
+#[derive(Default)]
+pub struct FakeReltio {
+    pub entities: Mutex<HashMap<String, Value>>,
+    pub fetched: Mutex<Vec<String>>,
+}
+
+impl FakeReltio {
+    pub fn with(entities: &[(&str, Value)]) -> FakeReltio {
+        FakeReltio {
+            entities: Mutex::new(
+                entities
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.clone()))
+                    .collect(),
+            ),
+            ..Default::default()
+        }
+    }
+}
+
+impl EntitySource for FakeReltio {
+    fn entity<'a>(
+        &'a self,
+        uri: &'a str,
+        _deadline: Deadline,
+    ) -> BoxFuture<'a, Result<Value, PortError>> {
+        self.fetched.lock().unwrap().push(uri.to_owned());
+        let found = self.entities.lock().unwrap().get(uri).cloned();
+        Box::pin(async move {
+            found.ok_or_else(|| PortError::Transient(format!("Reltio answered HTTP 404 for {uri}")))
+        })
+    }
+}
+
+/// Salesforce: Collections updates applied to an in-memory org (per record id: the fields written, in order),
+/// queries answered from configured children, `merge()` deleting the merged records.
+#[derive(Default)]
+pub struct FakeSalesforce {
+    /// Record id → every field map written to it, oldest first.
+    pub written: Mutex<HashMap<String, Vec<serde_json::Map<String, Value>>>>,
+    /// Every Collections request: the records it carried.
+    pub requests: Mutex<Vec<Vec<RecordUpdate>>>,
+    /// Record id → an item error code (e.g. `FIELD_CUSTOM_VALIDATION_EXCEPTION`, `UNABLE_TO_LOCK_ROW`).
+    pub fail: Mutex<HashMap<String, String>>,
+    /// Record ids that do not exist (ENTITY_IS_DELETED).
+    pub deleted: Mutex<HashSet<String>>,
+    /// SOQL text fragment → the records a query containing it returns.
+    pub children: Mutex<Vec<(String, Vec<Value>)>>,
+    pub queries: Mutex<Vec<String>>,
+    /// Every `merge()` call: its requests.
+    pub merges: Mutex<Vec<Vec<MergeRequest>>>,
+    /// Record ids whose presence makes Salesforce refuse the whole request (HTTP 400).
+    pub poison: Mutex<HashSet<String>>,
+    /// Every call fails with this (none by default).
+    pub down: Mutex<Option<PortError>>,
+}
+
+impl FakeSalesforce {
+    pub fn failing(fail: &[(&str, &str)]) -> FakeSalesforce {
+        let f = FakeSalesforce::default();
+        f.fail
+            .lock()
+            .unwrap()
+            .extend(fail.iter().map(|(a, b)| (a.to_string(), b.to_string())));
+        f
+    }
+
+    /// The last field map written to `id`.
+    pub fn last(&self, id: &str) -> Option<serde_json::Map<String, Value>> {
+        self.written.lock().unwrap().get(id)?.last().cloned()
+    }
+
+    /// How many writes reached `id`.
+    pub fn writes_to(&self, id: &str) -> usize {
+        self.written.lock().unwrap().get(id).map_or(0, Vec::len)
+    }
+
+    pub fn down(&self) -> Option<PortError> {
+        self.down.lock().unwrap().clone()
+    }
+}
+
+/// Type chunks of a Collections request (runs of one type).
+pub fn chunks(records: &[RecordUpdate]) -> usize {
+    records
+        .windows(2)
+        .filter(|w| w[0].sobject != w[1].sobject)
+        .count()
+        + usize::from(!records.is_empty())
+}
+
+impl Crm for FakeSalesforce {
+    fn update<'a>(
+        &'a self,
+        records: &'a [RecordUpdate],
+        _deadline: Deadline,
+    ) -> BoxFuture<'a, Result<Vec<RecordOutcome>, PortError>> {
+        self.requests.lock().unwrap().push(records.to_vec());
+        let result = if let Some(e) = self.down() {
+            Err(e)
+        } else if records.len() > MAX_COLLECTION
+            || chunks(records) > MAX_CHUNKS
+            || records
+                .iter()
+                .any(|r| self.poison.lock().unwrap().contains(&r.id))
+        {
+            // Salesforce refuses the whole request.
+            Err(PortError::Rejected(
+                "Salesforce rejected the request (HTTP 400 INVALID_BATCH): too many records or chunks"
+                    .into(),
+            ))
+        } else {
+            let fail = self.fail.lock().unwrap();
+            let deleted = self.deleted.lock().unwrap();
+            let mut written = self.written.lock().unwrap();
+            Ok(records
+                .iter()
+                .map(|r| {
+                    if deleted.contains(&r.id) {
+                        return RecordOutcome::Missing {
+                            code: "ENTITY_IS_DELETED".into(),
+                        };
+                    }
+                    match fail.get(&r.id) {
+                        Some(code) => RecordOutcome::Failed {
+                            code: code.clone(),
+                            message: "injected".into(),
+                            transient: mdm_sync_domain::crm::salesforce::is_transient_code(code),
+                        },
+                        None => {
+                            written
+                                .entry(r.id.clone())
+                                .or_default()
+                                .push(r.fields.clone());
+                            RecordOutcome::Updated
+                        }
+                    }
+                })
+                .collect())
+        };
+        Box::pin(async move { result })
+    }
+
+    fn query<'a>(
+        &'a self,
+        soql: &'a str,
+        _deadline: Deadline,
+    ) -> BoxFuture<'a, Result<Vec<Value>, PortError>> {
+        self.queries.lock().unwrap().push(soql.to_owned());
+        let result = match self.down() {
+            Some(e) => Err(e),
+            None => Ok(self
+                .children
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(fragment, _)| soql.contains(fragment.as_str()))
+                .flat_map(|(_, records)| records.iter().cloned())
+                .collect()),
+        };
+        Box::pin(async move { result })
+    }
+
+    fn merge<'a>(
+        &'a self,
+        requests: &'a [MergeRequest],
+        _deadline: Deadline,
+    ) -> BoxFuture<'a, Result<Vec<MergeOutcome>, PortError>> {
+        self.merges.lock().unwrap().push(requests.to_vec());
+        let result = match self.down() {
+            Some(e) => Err(e),
+            None => {
+                let fail = self.fail.lock().unwrap();
+                let mut deleted = self.deleted.lock().unwrap();
+                Ok(requests
+                    .iter()
+                    .map(|r| {
+                        if let Some(code) = r.records.iter().find_map(|id| fail.get(id)) {
+                            return MergeOutcome::Failed {
+                                code: code.clone(),
+                                message: "injected".into(),
+                                transient: mdm_sync_domain::crm::salesforce::is_transient_code(
+                                    code,
+                                ),
+                            };
+                        }
+                        if r.records.iter().any(|id| deleted.contains(id)) {
+                            return MergeOutcome::AlreadyMerged {
+                                code: "ENTITY_IS_DELETED".into(),
+                            };
+                        }
+                        deleted.extend(r.records.iter().cloned());
+                        MergeOutcome::Merged {
+                            merged: r.records.clone(),
+                            related: 0,
+                        }
+                    })
+                    .collect())
+            }
+        };
+        Box::pin(async move { result })
+    }
+}
+
+/// The ledger in memory, with the DynamoDB ledger's semantics: judged claims, leases, fences taken with the
+/// winner's lease (all or nothing), commits under the lease.
+#[derive(Default)]
+pub struct FakeLedger {
+    pub entities: Mutex<HashMap<String, (EntityRecord, Option<String>)>>,
+    /// Every claim: `(entity, event id, owner)`.
+    pub claims: Mutex<Vec<(String, String, String)>>,
+}
+
+impl FakeLedger {
+    pub fn record(&self, entity: &str) -> EntityRecord {
+        self.entities
+            .lock()
+            .unwrap()
+            .get(entity)
+            .map(|(r, _)| r.clone())
+            .unwrap_or_default()
+    }
+}
+
+impl Ledger for FakeLedger {
+    fn claim<'a>(
+        &'a self,
+        entity: &'a str,
+        order: &'a Order,
+        event_id: &'a str,
+        owner: &'a str,
+        fence: Option<Fence<'a>>,
+    ) -> BoxFuture<'a, Result<Claim, LedgerError>> {
+        self.claims
+            .lock()
+            .unwrap()
+            .push((entity.into(), event_id.into(), owner.into()));
+        let mut all = self.entities.lock().unwrap();
+        let (record, lease) = all.get(entity).cloned().unwrap_or_default();
+        let claim = match record.judge(order, event_id) {
+            Verdict::Duplicate => Claim::Duplicate,
+            Verdict::Stale => Claim::Stale,
+            Verdict::Fresh if lease.as_deref().is_some_and(|l| l != owner) => Claim::Busy,
+            Verdict::Fresh => {
+                let losers: Vec<&String> = fence
+                    .map(|f| f.losers.iter().filter(|l| l.as_str() != entity).collect())
+                    .unwrap_or_default();
+                let blocked = losers.iter().any(|l| {
+                    all.get(l.as_str()).is_some_and(|(r, lease)| {
+                        fence.is_some_and(|f| r.needs_fence(f.merged_at))
+                            && lease.as_deref().is_some_and(|o| o != owner)
+                    })
+                });
+                if blocked {
+                    Claim::Busy
+                } else {
+                    if let Some(f) = fence {
+                        for l in losers {
+                            let (r, _) = all.entry(l.clone()).or_default();
+                            if r.needs_fence(f.merged_at) {
+                                r.merged_into = Some(entity.to_owned());
+                                r.merged_at = Some(f.merged_at);
+                            }
+                        }
+                    }
+                    all.insert(entity.to_owned(), (record.clone(), Some(owner.to_owned())));
+                    Claim::Granted(record)
+                }
+            }
+        };
+        Box::pin(async move { Ok(claim) })
+    }
+
+    fn commit<'a>(
+        &'a self,
+        entity: &'a str,
+        applied: Applied<'a>,
+        owner: &'a str,
+    ) -> BoxFuture<'a, Result<(), LedgerError>> {
+        let mut all = self.entities.lock().unwrap();
+        let result = match all.get(entity).cloned() {
+            Some((record, Some(lease))) if lease == owner => {
+                all.insert(entity.to_owned(), (record.with(&applied), None));
+                Ok(())
+            }
+            _ => Err(LedgerError::Unavailable("the lease was lost".into())),
+        };
+        Box::pin(async move { result })
+    }
+
+    fn release<'a>(
+        &'a self,
+        entity: &'a str,
+        owner: &'a str,
+    ) -> BoxFuture<'a, Result<(), LedgerError>> {
+        if let Some((_, lease)) = self.entities.lock().unwrap().get_mut(entity) {
+            if lease.as_deref() == Some(owner) {
+                *lease = None;
+            }
+        }
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// A queue that keeps what it is sent; sends fail while `refuse` is set.
+#[derive(Default)]
+pub struct FakeQueue {
+    pub sent: Mutex<Vec<OutgoingMessage>>,
+    pub refuse: Mutex<bool>,
+    pub fifo: bool,
+}
+
+impl FakeQueue {
+    /// The bodies sent, parsed as JSON.
+    pub fn bodies(&self) -> Vec<Value> {
+        self.sent
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|m| serde_json::from_str(&m.body).unwrap_or_else(|_| json!(m.body)))
+            .collect()
+    }
+}
+
+impl MessageSink for FakeQueue {
+    fn send<'a>(&'a self, messages: &'a [OutgoingMessage]) -> BoxFuture<'a, Vec<SendFailure>> {
+        let failures = if *self.refuse.lock().unwrap() {
+            (0..messages.len())
+                .map(|index| SendFailure {
+                    index,
+                    reason: "AWS.SimpleQueueService.NonExistentQueue".into(),
+                })
+                .collect()
+        } else {
+            self.sent.lock().unwrap().extend(messages.iter().cloned());
+            Vec::new()
+        };
+        Box::pin(async move { failures })
+    }
+
+    fn is_fifo(&self) -> bool {
+        self.fifo
+    }
+}
