@@ -1,6 +1,6 @@
 """Operational checks on the SAM template: each returns a list of problems (empty when the template is safe).
 
-They encode the event-source, queue, alarm and IAM rules of REFERENCE.md / DESIGN.md, so that a change to
+They encode the event-source, queue, alarm and IAM rules of docs/reference.md and the README, so that a change to
 infra/template.yaml that loses a bounded retry, a DLQ, an alarm or least privilege fails `make test`.
 """
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 from cfnlint.decode import cfn_yaml
 
-# CONTRACT.md's settings per function (the names are the product's interface).
+# docs/contract.md's settings per function (the names are the product's interface).
 CONTRACT_VARIABLES = {
     "cdc-ingest": {
         "RELTIO_API_URL", "RELTIO_AUTH_URL", "RELTIO_SECRET_ID", "CDC_MAPPING_FILE", "CDC_DLQ_URL",
@@ -36,7 +36,7 @@ def load(path: str | Path) -> dict:
 
 
 def contract_variables(contract_md: Path | None) -> dict[str, set[str]]:
-    """CONTRACT.md's tabled variables per function when the file is at hand, else the embedded copy (which also
+    """docs/contract.md's tabled variables per function when the file is at hand, else the embedded copy (which also
     holds the subscription-filter variables the contract names in prose)."""
     if contract_md is None or not contract_md.exists():
         return CONTRACT_VARIABLES
@@ -224,7 +224,7 @@ def check_dlq_alarms(t: dict) -> list[str]:
 
 
 def check_seed_alarms(t: dict) -> list[str]:
-    """One alarm per row of DESIGN.md's table, each with an action and not alarming on missing data."""
+    """One alarm per row of the README's alarm table, each with an action and not alarming on missing data."""
     a = list(alarms(t).values())
 
     def metric_names(alarm):
@@ -266,7 +266,7 @@ def check_contract_variables(t: dict, expected: dict[str, set[str]]) -> list[str
             continue
         missing = names - set(function_env(t, fid))
         if missing:
-            problems.append(f"{binary}: CONTRACT.md variables missing: {sorted(missing)}")
+            problems.append(f"{binary}: docs/contract.md variables missing: {sorted(missing)}")
     return problems
 
 

@@ -10,7 +10,7 @@ import template_checks as checks
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "infra" / "template.yaml"
-CONTRACT = ROOT.parent / "shared" / "CONTRACT.md"
+CONTRACT = ROOT / "docs" / "contract.md"
 LAYER = ROOT / "infra" / "mappings-layer"
 
 
@@ -36,7 +36,7 @@ def test_a_mapping_file_missing_from_the_layer_is_caught(t):
 
 def test_contract_md_and_the_embedded_variable_list_agree():
     if not CONTRACT.exists():
-        pytest.skip("CONTRACT.md is not beside the checkout")
+        pytest.skip("docs/contract.md is missing")
     parsed = checks.contract_variables(CONTRACT)
     for function, names in checks.CONTRACT_VARIABLES.items():
         assert parsed[function] <= names, function
@@ -83,7 +83,7 @@ def test_a_short_visibility_timeout_is_caught(t):
 def test_a_missing_contract_variable_is_caught(t):
     del t["Resources"]["CdcIngestFunction"]["Properties"]["Environment"]["Variables"]["CDC_DLQ_URL"]
     assert checks.check_contract_variables(t, checks.CONTRACT_VARIABLES) == [
-        "cdc-ingest: CONTRACT.md variables missing: ['CDC_DLQ_URL']"
+        "cdc-ingest: docs/contract.md variables missing: ['CDC_DLQ_URL']"
     ]
 
 

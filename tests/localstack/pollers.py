@@ -1,4 +1,4 @@
-"""Event-source pollers that follow Lambda's event source mapping rules (REFERENCE.md).
+"""Event-source pollers that follow Lambda's event source mapping rules (docs/reference.md).
 
 Kinesis: one poller per shard, batches in sequence order, ReportBatchItemFailures checkpointing at the lowest
 failed sequence number, bounded retries (MaximumRetryAttempts) and the batch metadata to the on-failure queue.
@@ -125,7 +125,7 @@ class KinesisPoller:
                 time.sleep(min(0.2 * attempts, 1.0))
 
     def _on_failure(self, shard, batch):
-        # Lambda's on-failure record for a stream: batch metadata only (REFERENCE.md).
+        # Lambda's on-failure record for a stream: batch metadata only (docs/reference.md).
         self.stats.on_failure += 1
         self.res.sqs.send_message(QueueUrl=self.res.cdc_failure, MessageBody=json.dumps({
             "requestContext": {"condition": "RetryAttemptsExhausted", "functionArn": "cdc-ingest"},

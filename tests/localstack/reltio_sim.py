@@ -7,7 +7,7 @@ contribution was updated last (Reltio's default "LUD" strategy); it is marked `o
 Match rule: two live entities whose golden Email values are equal after trim+lowercase are merged at once.
 Winner: the entity created first (lowest creation sequence); the loser's crosswalks move to the winner, its
 URI keeps resolving to the winner. A merge emits ENTITY_CHANGED (winner snapshot), ENTITIES_MERGED (uris: winner
-first) and ENTITY_LOST_MERGE (the loser), as REFERENCE.md describes.
+first) and ENTITY_LOST_MERGE (the loser), as docs/reference.md describes.
 """
 from __future__ import annotations
 

@@ -352,7 +352,7 @@ class Stack:
             f["latency_ms"]["source→salesforce"] = percentiles(overall)
 
     def check_queue_messages(self, rep: Report):
-        """Without a consumer the event queue keeps what the receiver enqueued: check CONTRACT.md's format."""
+        """Without a consumer the event queue keeps what the receiver enqueued: check docs/contract.md's format."""
         msgs = self.res.drain(self.res.event_queue)
         emitted = {e["id"]: e for e in self.reltio.events}
         seen = set()

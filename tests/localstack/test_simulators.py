@@ -1,4 +1,4 @@
-"""The simulators behave like the documented APIs (REFERENCE.md) — fast checks without the binaries."""
+"""The simulators behave like the documented APIs (docs/reference.md) — fast checks without the binaries."""
 from __future__ import annotations
 
 import base64

@@ -1,6 +1,6 @@
 """The webhook leg: Reltio's signed-webhook delivery (retry policy maxRetries 3, retryDelay 5000 ms,
 backoffMultiplier 2.0, scaled down) and an API Gateway HTTP API (payload v2) in front of webhook-receiver.
-Also the optional native path: events straight onto the queue, with the attributes of CONTRACT.md."""
+Also the optional native path: events straight onto the queue, with the attributes of docs/contract.md."""
 from __future__ import annotations
 
 import hashlib
@@ -159,7 +159,7 @@ class WebhookDeliverer:
 
 
 class NativeStream:
-    """Reltio's native SQS stream: the event straight onto the queue with CONTRACT.md's attributes."""
+    """Reltio's native SQS stream: the event straight onto the queue with docs/contract.md's attributes."""
 
     def __init__(self, res):
         self.res = res

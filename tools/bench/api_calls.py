@@ -28,7 +28,7 @@ from tests.localstack.util import install_signal_handlers  # noqa: E402
 from tests.localstack.webhook import NativeStream  # noqa: E402
 
 RECORDS = 1000
-RELTIO_BATCH_SIZE = 100  # cdc-ingest's DEFAULT_BATCH_SIZE (CONTRACT.md: documented default; template: 100)
+RELTIO_BATCH_SIZE = 100  # cdc-ingest's DEFAULT_BATCH_SIZE (docs/contract.md: documented default; template: 100)
 CRM_BATCH_SIZE, CRM_WINDOW_S = 100, 5  # infra/template.yaml: CrmBatchSize default, standard-queue window
 SF_TARGET = 10
 

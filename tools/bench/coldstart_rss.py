@@ -1,7 +1,7 @@
 """Cold start and peak memory of each release binary (issue 7).
 
 Cold start: a minimal Lambda Runtime API on a free 127.0.0.1 port; each run execs target/release/<function> with
-CONTRACT.md's settings pointing at a loopback "sentinel" port (nothing else is reachable) and times exec → the
+docs/contract.md's settings pointing at a loopback "sentinel" port (nothing else is reachable) and times exec → the
 first `GET /2018-06-01/runtime/invocation/next`. Any connection to the sentinel before that request is network
 I/O during initialisation, which the design rules out; it is reported. Median and p95 over --runs runs (after
 --warmup discarded runs; the binary is in the page cache, as on a warm Lambda host but not a cold one).

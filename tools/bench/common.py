@@ -1,4 +1,4 @@
-"""Shared by the issue-7 figure scripts: paths, the functions' environments (CONTRACT.md), realistic events and
+"""Shared by the issue-7 figure scripts: paths, the functions' environments (docs/contract.md), realistic events and
 the figures table. The local stack's pieces (tests/localstack: moto_server, the Reltio and Salesforce simulators,
 the Runtime API host) are imported from the repository, not copied."""
 from __future__ import annotations
@@ -59,7 +59,7 @@ def lambda_env(name: str, runtime_api: str) -> dict:
 def function_env(name: str, *, aws: str, reltio_api: str, reltio_auth: str, salesforce_secret: str,
                  reltio_secret: str, webhook_secret: str, queue: str, cdc_dlq: str, crm_dlq: str,
                  table: str) -> dict:
-    """CONTRACT.md's settings of `name` (documented defaults left unset)."""
+    """docs/contract.md's settings of `name` (documented defaults left unset)."""
     common = {"AWS_ENDPOINT_URL": aws, "METRICS_NAMESPACE": "MdmSync/bench"}
     reltio = {"RELTIO_API_URL": reltio_api, "RELTIO_AUTH_URL": reltio_auth, "RELTIO_SECRET_ID": reltio_secret}
     if name == "cdc-ingest":
@@ -191,7 +191,7 @@ def event_id(event: dict) -> str:
 
 
 def sqs_event(queue_arn: str, events: list[dict]) -> dict:
-    """An SQS Lambda event carrying Reltio events with CONTRACT.md's message attributes."""
+    """An SQS Lambda event carrying Reltio events with docs/contract.md's message attributes."""
     records = []
     for ev in events:
         body = json.dumps(ev)

@@ -25,7 +25,7 @@ pub const DEFAULT_AUTH_URL: &str = "https://auth.reltio.com/oauth/token";
 pub const DEFAULT_BATCH_SIZE: usize = 100;
 pub const DEFAULT_MAX_CONCURRENCY: usize = 4;
 
-/// Settings, read once at start-up (CONTRACT.md, "cdc-ingest").
+/// Settings, read once at start-up (docs/contract.md, "cdc-ingest").
 #[derive(Debug, Clone)]
 pub struct Config {
     pub reltio_api_url: String,

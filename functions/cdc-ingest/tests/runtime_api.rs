@@ -1,4 +1,4 @@
-//! The cdc-ingest binary itself under the Lambda Runtime API, configured only through CONTRACT.md's
+//! The cdc-ingest binary itself under the Lambda Runtime API, configured only through docs/contract.md's
 //! variables: a wiremock stands in for the Runtime API, another for Reltio, moto for Secrets Manager and SQS.
 
 use mdm_sync_testkit::{kinesis_event, sequence_number, workspace_root, MotoServer};

@@ -32,7 +32,7 @@ pub const DEFAULT_LEDGER_RETENTION_DAYS: u64 = 35;
 pub const MIN_LEDGER_RETENTION_DAYS: u64 = 15;
 const MAX_LEDGER_RETENTION_DAYS: u64 = 3650;
 
-/// Settings, read once at start-up (CONTRACT.md, "crm-updater").
+/// Settings, read once at start-up (docs/contract.md, "crm-updater").
 #[derive(Debug, Clone)]
 pub struct Config {
     pub salesforce_secret_id: String,

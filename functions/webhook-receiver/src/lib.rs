@@ -2,7 +2,7 @@
 //! function URLs: `lambda_http` turns them all into one `Request`), checks them and enqueues one SQS message
 //! per event for the crm-updater, answering within a fixed budget well under the senders' 5 seconds.
 //!
-//! Checks, in this order (CONTRACT.md, "webhook-receiver"): HTTPS (403), size (413), signature (401, empty
+//! Checks, in this order (docs/contract.md, "webhook-receiver"): HTTPS (403), size (413), signature (401, empty
 //! body), parse (400), subscription filter (acknowledged, not enqueued), enqueue (200, or 503 so the sender
 //! retries). Nothing is enqueued unless the signature passed. Logs carry event ids, never bodies or secrets.
 
@@ -34,7 +34,7 @@ pub const FUNCTION_NAME: &str = "webhook-receiver";
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Upper bound for `WEBHOOK_MAX_BODY_BYTES`: Lambda's 6 MB synchronous payload limit.
 pub const MAX_BODY_BYTES_LIMIT: usize = 6 * 1024 * 1024;
-/// `WEBHOOK_TOLERANCE_SECONDS` default (REFERENCE.md: 5 minutes is the common window).
+/// `WEBHOOK_TOLERANCE_SECONDS` default (docs/reference.md: 5 minutes is the common window).
 pub const DEFAULT_TOLERANCE_SECONDS: u64 = 300;
 /// Time one request may take, all network calls included: senders give up after 5 s.
 pub const DEFAULT_RESPONSE_BUDGET: Duration = Duration::from_secs(4);
@@ -43,7 +43,7 @@ pub const SECRET_MAX_AGE: Duration = Duration::from_secs(300);
 /// After a signature mismatch the secret is re-read (a new secret may have been added) at most this often.
 pub const SECRET_MIN_REFRESH: Duration = Duration::from_secs(30);
 
-/// Settings, read once at start-up (CONTRACT.md, "webhook-receiver").
+/// Settings, read once at start-up (docs/contract.md, "webhook-receiver").
 #[derive(Debug, Clone)]
 pub struct Config {
     /// `WEBHOOK_SECRET_ID`: secret `{"secrets": ["<current>", "<previous>"]}`.

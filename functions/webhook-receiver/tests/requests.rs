@@ -1,5 +1,5 @@
 //! The handler end to end in-process, for every way a request arrives (REST v1, HTTP API v2, ALB, as
-//! `sam local generate-event` writes them) and every answer CONTRACT.md lists, against a wiremock SQS that
+//! `sam local generate-event` writes them) and every answer docs/contract.md lists, against a wiremock SQS that
 //! records each `SendMessageBatch` (so "nothing enqueued" and "3 batches" are observed, not assumed).
 
 mod common;

@@ -1,4 +1,4 @@
-//! The webhook-receiver binary itself under the Lambda Runtime API, configured only through CONTRACT.md's
+//! The webhook-receiver binary itself under the Lambda Runtime API, configured only through docs/contract.md's
 //! variables: a wiremock stands in for the Runtime API and feeds it API Gateway events of both versions
 //! (REST v1 and HTTP API v2, as `sam local generate-event` shapes them); moto serves Secrets Manager and SQS.
 

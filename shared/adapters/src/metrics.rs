@@ -1,5 +1,5 @@
 //! CloudWatch Embedded Metric Format: one JSON log line per invocation carries all its metrics, so the
-//! functions publish metrics without any API call (REFERENCE.md, "CloudWatch").
+//! functions publish metrics without any API call (docs/reference.md, "CloudWatch").
 
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;

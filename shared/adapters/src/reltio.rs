@@ -164,7 +164,7 @@ impl ReltioClient {
     }
 
     /// Deletes a crosswalk by its value and type. The REST call is unverified against a live tenant
-    /// (REFERENCE.md); a 404 means it is already gone, which is the desired end state.
+    /// (docs/reference.md); a 404 means it is already gone, which is the desired end state.
     pub async fn delete_crosswalk(
         &self,
         key: &CrosswalkKey,
@@ -416,7 +416,7 @@ fn item_outcomes(items: &[Value], expected: usize) -> Vec<ItemOutcome> {
     outcomes
 }
 
-/// REFERENCE.md: an item is failed when it is not marked successful (`successful: true` / `status: "OK"`)
+/// docs/reference.md: an item is failed when it is not marked successful (`successful: true` / `status: "OK"`)
 /// and carries `errors` or `error`. Error 2008 (`TOO_MANY_CONCURRENT_REQUESTS_FOR_OBJECT`) is retryable.
 fn item_outcome(item: &Value) -> ItemOutcome {
     let marked_ok = item.get("successful").and_then(Value::as_bool) == Some(true)

@@ -1,6 +1,6 @@
 //! AWS DMS change records as DMS writes them to Kinesis (`MessageFormat` `json` or `json-unformatted`).
 //!
-//! Shapes from the DMS Kinesis target documentation (see REFERENCE.md): a `data` row, an optional before image
+//! Shapes from the DMS Kinesis target documentation (see docs/reference.md): a `data` row, an optional before image
 //! under a configurable field name (update records only), and `metadata` whose keys beyond
 //! `record-type`/`operation`/`table-name` depend on endpoint settings and are therefore all optional.
 

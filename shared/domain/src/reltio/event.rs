@@ -1,7 +1,7 @@
 //! Reltio outbound events (as streamed to SQS and relayed over webhooks): the envelope fields every consumer
 //! needs, and the event-type and entity-type vocabulary that subscriptions and mapping files use.
 //!
-//! Shapes from REFERENCE.md ("Outbound events"): CRUD events carry `object` (the entity snapshot), merge events
+//! Shapes from docs/reference.md ("Outbound events"): CRUD events carry `object` (the entity snapshot), merge events
 //! carry only `uris`, oversized events carry `exceededQueueSizeLimit: true` and no `object`.
 
 use serde::Deserialize;

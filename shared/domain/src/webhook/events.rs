@@ -1,5 +1,5 @@
-//! The body of a verified webhook: one Reltio event object or a JSON array of them (CONTRACT.md,
-//! "webhook-receiver"), each becoming one queue message (CONTRACT.md, "The event queue between them").
+//! The body of a verified webhook: one Reltio event object or a JSON array of them (docs/contract.md,
+//! "webhook-receiver"), each becoming one queue message (docs/contract.md, "The event queue between them").
 //!
 //! Message bodies are the event's bytes exactly as sent (so a native Reltio SQS stream can feed the same
 //! queue); ids and group ids are sanitised so SQS never refuses them.

@@ -1,4 +1,4 @@
-//! Signed webhooks carrying Reltio events (CONTRACT.md, "webhook-receiver"): signature verification as pure
+//! Signed webhooks carrying Reltio events (docs/contract.md, "webhook-receiver"): signature verification as pure
 //! functions over the raw body, the headers, the secrets and a clock; parsing of the body into events; the
 //! queue messages those events become.
 //!

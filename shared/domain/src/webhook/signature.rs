@@ -1,4 +1,4 @@
-//! Webhook signature verification (CONTRACT.md, "Accepted signature schemes"; practice from REFERENCE.md,
+//! Webhook signature verification (docs/contract.md, "Accepted signature schemes"; practice from docs/reference.md,
 //! "Webhook signature practice"): HMAC-SHA256 over the exact raw body bytes, compared in constant time
 //! (`hmac::Mac::verify_slice`) on decoded bytes, several secrets (rotation) and several signatures per header,
 //! signed timestamps checked against a window in both directions.

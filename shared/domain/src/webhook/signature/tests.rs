@@ -1,4 +1,4 @@
-//! Signature rules, pinned by the published test vectors (REFERENCE.md) and by one test per way a request
+//! Signature rules, pinned by the published test vectors (docs/reference.md) and by one test per way a request
 //! can be forged, replayed or malformed.
 
 use super::*;
@@ -28,7 +28,7 @@ fn check(pairs: &[(&str, &str)], body: &[u8], with: &[&str]) -> Result<Verified,
 
 #[test]
 fn the_github_style_published_vector_verifies() {
-    // REFERENCE.md: secret `It's a Secret to Everybody`, body `Hello, World!`.
+    // docs/reference.md: secret `It's a Secret to Everybody`, body `Hello, World!`.
     let expected = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
     assert_eq!(
         sign_reltio("It's a Secret to Everybody", None, b"Hello, World!"),
@@ -54,7 +54,7 @@ fn the_github_style_published_vector_verifies() {
 
 #[test]
 fn the_standard_webhooks_published_vector_verifies() {
-    // REFERENCE.md: Standard Webhooks test vector.
+    // docs/reference.md: Standard Webhooks test vector.
     let secret = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
     let id = "msg_27UH4WbU6Z5A5EzD8u03UvzRbpk";
     let ts = 1_649_367_553;
@@ -547,7 +547,7 @@ fn secrets_without_the_whsec_prefix_work_for_standard_webhooks() {
             "{secret}"
         );
     }
-    // The raw base64 form is the same key as the whsec_ form (REFERENCE.md vector).
+    // The raw base64 form is the same key as the whsec_ form (docs/reference.md vector).
     assert_eq!(
         sign_standard(
             "C2FVsBQIhrscChlQIMV+b5sSYspob7oD",
