@@ -14,7 +14,7 @@ use lambda_http::{Body, Request, RequestExt, Response};
 use mdm_sync_adapters::config::{self, ConfigError, Env};
 use mdm_sync_adapters::metrics::{Metrics, DEFAULT_NAMESPACE};
 use mdm_sync_adapters::secrets::{SecretCache, SecretError};
-use mdm_sync_adapters::sqs::{send_all, SendFailure};
+use mdm_sync_adapters::sqs::{MessageSink, SendFailure, SqsQueue};
 use mdm_sync_domain::reltio::event::{EntityTypeFilter, EventTypeFilter};
 use mdm_sync_domain::webhook::signature::{
     SecretDocument, RELTIO_EVENT_ID, RELTIO_SIGNATURE, STANDARD_SIGNATURE,
@@ -225,7 +225,8 @@ pub fn system_clock() -> Clock {
 /// happens here: the secret is read on the first request.
 pub struct Deps {
     pub config: Config,
-    pub sqs: aws_sdk_sqs::Client,
+    /// `EVENT_QUEUE_URL`.
+    pub queue: Box<dyn MessageSink + Send + Sync>,
     pub secrets: SecretSource,
     pub clock: Clock,
 }
@@ -233,9 +234,10 @@ pub struct Deps {
 impl Deps {
     pub fn new(config: Config, sdk: &aws_config::SdkConfig) -> Deps {
         let cache = SecretCache::new(aws_sdk_secretsmanager::Client::new(sdk), &config.secret_id);
+        let queue = SqsQueue::new(aws_sdk_sqs::Client::new(sdk), &config.queue_url);
         Deps {
             config,
-            sqs: aws_sdk_sqs::Client::new(sdk),
+            queue: Box::new(queue),
             secrets: SecretSource::Manager(ManagedSecrets::new(cache)),
             clock: system_clock(),
         }
@@ -419,12 +421,7 @@ async fn enqueue(deps: &Deps, events: &[WebhookEvent], deadline: Instant) -> Vec
         .iter()
         .map(|e| e.to_message(deps.config.fifo))
         .collect();
-    match tokio::time::timeout_at(
-        deadline.into(),
-        send_all(&deps.sqs, &deps.config.queue_url, &messages),
-    )
-    .await
-    {
+    match tokio::time::timeout_at(deadline.into(), deps.queue.send(&messages)).await {
         Ok(failures) => failures,
         // Some may have gone out: the sender's retry is deduplicated downstream by event id.
         Err(_) => (0..events.len())
