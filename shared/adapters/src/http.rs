@@ -25,6 +25,29 @@ pub fn transport(e: reqwest::Error) -> Transport {
     }
 }
 
+/// Longest single HTTP exchange; the invocation's deadline shortens it further.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Sends `request` with a bearer `token`, timed out at the deadline (or [`REQUEST_TIMEOUT`]); no time left is a
+/// timeout without sending anything.
+pub async fn send_bearer(
+    request: reqwest::RequestBuilder,
+    token: &secrecy::SecretString,
+    deadline: std::time::Instant,
+) -> Result<Response, Transport> {
+    use secrecy::ExposeSecret;
+    let left = crate::retry::remaining(deadline);
+    if left.is_zero() {
+        return Err(Transport::Timeout);
+    }
+    request
+        .bearer_auth(token.expose_secret())
+        .timeout(left.min(REQUEST_TIMEOUT))
+        .send()
+        .await
+        .map_err(transport)
+}
+
 /// The whole body read as JSON.
 pub async fn read_json<T: serde::de::DeserializeOwned>(response: Response) -> Result<T, Transport> {
     let bytes = response.bytes().await.map_err(transport)?;

@@ -104,8 +104,6 @@ struct CachedToken {
     refresh_at: Instant,
 }
 
-/// Longest single HTTP exchange; the deadline shortens it further.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Refresh this long before the token expires, so that no request carries a token about to lapse.
 const TOKEN_REFRESH_MARGIN: Duration = Duration::from_secs(60);
 
@@ -215,16 +213,7 @@ impl ReltioClient {
         build: &impl Fn(&reqwest::Client) -> RequestBuilder,
     ) -> Result<Response, ReltioError> {
         let token = self.token(deadline).await?;
-        let left = remaining(deadline);
-        if left.is_zero() {
-            return Err(ReltioError::Timeout);
-        }
-        let response = build(&self.http)
-            .bearer_auth(token.expose_secret())
-            .timeout(left.min(REQUEST_TIMEOUT))
-            .send()
-            .await
-            .map_err(http::transport)?;
+        let response = http::send_bearer(build(&self.http), &token, deadline).await?;
         check_status(response).await
     }
 
@@ -258,7 +247,7 @@ impl ReltioClient {
                 Some(credentials.client_secret.expose_secret()),
             )
             .form(&[("grant_type", "client_credentials")])
-            .timeout(left.min(REQUEST_TIMEOUT))
+            .timeout(left.min(http::REQUEST_TIMEOUT))
             .send()
             .await
             .map_err(http::transport)?;

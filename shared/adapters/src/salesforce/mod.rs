@@ -25,8 +25,6 @@ use std::time::Duration;
 use std::time::Instant;
 use tokio::sync::Mutex;
 
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// The shape of the `SALESFORCE_SECRET_ID` secret.
 #[derive(Deserialize, Clone)]
 pub struct SalesforceCredentials {
@@ -370,16 +368,8 @@ impl SalesforceClient {
         build: &impl Fn(&reqwest::Client, &str, &SecretString) -> RequestBuilder,
     ) -> Result<Response, SalesforceError> {
         let (token, base) = self.session(deadline).await?;
-        let left = remaining(deadline);
-        if left.is_zero() {
-            return Err(SalesforceError::Timeout);
-        }
-        let response = build(&self.http, &base, &token)
-            .bearer_auth(token.expose_secret())
-            .timeout(left.min(REQUEST_TIMEOUT))
-            .send()
-            .await
-            .map_err(http::transport)?;
+        let response =
+            http::send_bearer(build(&self.http, &base, &token), &token, deadline).await?;
         check_status(response).await
     }
 
@@ -406,7 +396,7 @@ impl SalesforceClient {
                 ("client_id", credentials.client_id.as_str()),
                 ("client_secret", credentials.client_secret.expose_secret()),
             ])
-            .timeout(left.min(REQUEST_TIMEOUT))
+            .timeout(left.min(http::REQUEST_TIMEOUT))
             .send()
             .await
             .map_err(http::transport)?;
