@@ -36,12 +36,18 @@ impl MotoServer {
             .stderr(Stdio::null())
             .spawn()
             .expect("moto_server starts");
-        let server = MotoServer {
+        let mut server = MotoServer {
             child,
             endpoint: format!("http://127.0.0.1:{port}"),
         };
         let started = Instant::now();
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!(
+                    "{} exited ({status}) before listening: run `make tools` to install moto",
+                    binary.display()
+                );
+            }
             assert!(
                 started.elapsed() < Duration::from_secs(30),
                 "moto_server did not listen within 30 s"
