@@ -354,7 +354,9 @@ class Stack:
     def check_queue_messages(self, rep: Report):
         """Without a consumer the event queue keeps what the receiver enqueued: check docs/contract.md's format."""
         msgs = self.res.drain(self.res.event_queue)
-        emitted = {e["id"]: e for e in self.reltio.events}
+        # The receiver's event ids are hashes of the signed events (the sender's X-Reltio-Event-Id is not signed):
+        # messages are matched to the simulator's events by what the event is.
+        emitted = {(e["uri"], str(e["version"]), e["type"]): e for e in self.reltio.events}
         seen = set()
         for m in msgs:
             a = {k: v.get("StringValue") for k, v in (m.get("MessageAttributes") or {}).items()}
@@ -366,11 +368,12 @@ class Stack:
             except ValueError:
                 rep.failures.append(f"queue message {eid} body is not the event JSON")
                 continue
-            ev = emitted.get(eid)
+            key = (a.get("sourceObjectUri"), a.get("objectVersion"), a.get("eventType"))
+            ev = emitted.get(key)
             if ev is None:
                 rep.failures.append(f"queue message with unknown eventId {eid!r} (forged or altered)")
                 continue
-            seen.add(eid)
+            seen.add(key)
             want = {"eventType": ev["type"], "tenantId": "LOCAL1", "sourceObjectUri": ev["uri"],
                     "objectVersion": str(ev["version"])}
             bad = {k: (a.get(k), v) for k, v in want.items() if a.get(k) != v}

@@ -423,3 +423,24 @@ async fn a_merge_waits_while_a_losers_older_change_is_being_applied_elsewhere() 
     assert!(failures(&h).is_empty());
     assert_eq!(world.ledger.record("entities/L").merged_at, Some(5_000));
 }
+
+#[tokio::test]
+async fn a_change_without_an_object_version_does_not_make_later_versions_stale() {
+    let world = world(FakeSalesforce::default(), FakeReltio::default());
+    // No objectVersion (the stream is not configured to send it): ordered by the snapshot's time only ...
+    let unversioned = changed(&entity("E", &[contact(1)], "First", 1_000));
+    let h = run(&world, &[("m1", &unversioned, "e1", "")]).await;
+    assert_eq!(h.metrics.counter("EventsApplied"), 1);
+    // ... so a later change that carries objectVersion 2 is not compared with the time 1000 as a version.
+    let versioned = changed(&entity("E", &[contact(1)], "Second", 2_000));
+    let h = run(&world, &[("m2", &versioned, "e2", "2")]).await;
+    assert_eq!(h.metrics.counter("StaleEventsSkipped"), 0);
+    assert_eq!(
+        world.salesforce.last(&contact(1)).unwrap()["FirstName"],
+        "Second"
+    );
+    // Times still order times: an older unversioned snapshot is stale.
+    let older = changed(&entity("E", &[contact(1)], "Old", 1_500));
+    let h = run(&world, &[("m3", &older, "e3", "")]).await;
+    assert_eq!(h.metrics.counter("StaleEventsSkipped"), 1);
+}

@@ -304,12 +304,10 @@ pub async fn respond(deps: &Deps, req: &Request, metrics: &mut Metrics) -> Respo
         }
     };
 
-    let delivery_id = headers
-        .get(RELTIO_EVENT_ID)
-        .map(str::trim)
-        .filter(|id| !id.is_empty())
-        .or(verified.webhook_id.as_deref());
-    let events = match parse_body(body, delivery_id) {
+    // Deduplication ids come from signed material only: an unsigned X-Reltio-Event-Id could make a new event
+    // look like one already delivered. The header is logged as a correlation hint.
+    let hint = headers.get(RELTIO_EVENT_ID).map(str::trim).unwrap_or("-");
+    let events = match parse_body(body, verified.webhook_id.as_deref()) {
         Ok(events) => events,
         Err(e) => {
             metrics.count("RejectedInvalidBody", 1);
@@ -345,7 +343,7 @@ pub async fn respond(deps: &Deps, req: &Request, metrics: &mut Metrics) -> Respo
     }
     metrics.count("EventsAccepted", accepted.len() as u64);
     for e in &accepted {
-        tracing::info!(request_id, event_id = %e.id, event_type = %e.event_type, "enqueued");
+        tracing::info!(request_id, event_id = %e.id, hint, event_type = %e.event_type, "enqueued");
     }
     answer(
         StatusCode::OK,

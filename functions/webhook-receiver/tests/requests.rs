@@ -89,8 +89,11 @@ async fn an_http_api_v2_event_with_lowercase_headers_is_enqueued() {
     let entry = &batches[0][0];
     assert_eq!(entry["MessageBody"], ENTITIES_MERGED);
     assert_eq!(entry["MessageGroupId"], "entities/0Win");
-    assert_eq!(entry["MessageDeduplicationId"], "evt-merge-1");
-    assert_eq!(entry_attributes(entry)["eventId"], "evt-merge-1");
+    // The unsigned X-Reltio-Event-Id is never the id: the signed event bytes' hash is.
+    let id = entry["MessageDeduplicationId"].as_str().unwrap();
+    assert_eq!(id.len(), 64, "{id}");
+    assert_ne!(id, "evt-merge-1");
+    assert_eq!(entry_attributes(entry)["eventId"], id);
     assert!(!entry_attributes(entry).contains_key("objectVersion"));
 }
 
@@ -340,7 +343,7 @@ async fn the_previous_secret_and_standard_webhooks_are_accepted() {
     let (response, _) = run(&sqs, config(FIFO_QUEUE, &[]), std).await;
     assert_eq!(status(&response), 200);
     let batches = sqs.batches().await;
-    // The signed webhook-id is the event id when there is no X-Reltio-Event-Id.
+    // The signed webhook-id is the event id.
     assert_eq!(batches[1][0]["MessageDeduplicationId"], "msg_2abc");
 }
 
@@ -394,6 +397,56 @@ async fn a_json_body_that_is_not_a_reltio_event_is_refused_with_400() {
     }
     // One bad element refuses the whole array: nothing of it is enqueued.
     assert_eq!(sqs.calls().await, 0);
+}
+
+#[tokio::test]
+async fn a_body_wrapped_in_non_json_whitespace_is_refused_with_400() {
+    let sqs = FakeSqs::start(SqsBehaviour::Accept).await;
+    for wrap in ['\u{a0}', '\u{2028}', '\u{3000}'] {
+        let body = format!("{wrap}{ENTITY_CHANGED}{wrap}");
+        let (response, _) = run(
+            &sqs,
+            config(QUEUE, &[]),
+            signed(Origin::HttpV2, body.as_bytes(), &[]),
+        )
+        .await;
+        assert_eq!(status(&response), 400, "{wrap:?}");
+    }
+    assert_eq!(sqs.calls().await, 0);
+    // JSON's own whitespace around the event is fine.
+    let body = format!(" \r\n\t{ENTITY_CHANGED}\n");
+    let (response, _) = run(
+        &sqs,
+        config(QUEUE, &[]),
+        signed(Origin::HttpV2, body.as_bytes(), &[]),
+    )
+    .await;
+    assert_eq!(status(&response), 200);
+}
+
+#[tokio::test]
+async fn a_value_sqs_refuses_as_an_attribute_is_left_out_and_the_event_enqueued_once() {
+    let sqs = FakeSqs::start(SqsBehaviour::Accept).await;
+    // A NUL inside the tenant id and the entity URI: valid JSON, but not an SQS attribute value.
+    let body = r#"{"type":"ENTITY_CHANGED","tenantId":"T\u0000X","object":{"uri":"entities/0Ab\u0000c","type":"configuration/entityTypes/Individual"}}"#;
+    let (response, _) = run(
+        &sqs,
+        config(FIFO_QUEUE, &[]),
+        signed(Origin::HttpV2, body.as_bytes(), &[]),
+    )
+    .await;
+    assert_eq!(status(&response), 200, "{:?}", body_json(&response));
+    let batches = sqs.batches().await;
+    let entry = &batches[0][0];
+    let attrs = entry_attributes(entry);
+    assert!(
+        !attrs.contains_key("tenantId") && !attrs.contains_key("sourceObjectUri"),
+        "{attrs:?}"
+    );
+    assert_eq!(attrs["eventType"], "ENTITY_CHANGED");
+    assert_eq!(entry["MessageBody"], body, "the body as sent");
+    // The group id stays usable: the URI's hash.
+    assert_eq!(entry["MessageGroupId"].as_str().unwrap().len(), 64);
 }
 
 fn many_events(n: usize) -> String {

@@ -405,17 +405,27 @@ fn item_outcomes(items: &[Value], expected: usize) -> Vec<ItemOutcome> {
     outcomes
 }
 
-/// docs/reference.md: an item is failed when it is not marked successful (`successful: true` / `status: "OK"`)
-/// and carries `errors` or `error`. Error 2008 (`TOO_MANY_CONCURRENT_REQUESTS_FOR_OBJECT`) is retryable.
+/// Fails closed (docs/reference.md): an item is written only when marked so (`successful: true` or
+/// `status: "OK"`, and not `successful: false`). A failed item with an error code is permanent unless the code
+/// says retry (2008, `TOO_MANY_CONCURRENT_REQUESTS_FOR_OBJECT`); anything else not clearly successful is
+/// transient: nothing says it was written, nor that it is invalid.
 fn item_outcome(item: &Value) -> ItemOutcome {
-    let marked_ok = item.get("successful").and_then(Value::as_bool) == Some(true)
-        || item
-            .get("status")
-            .and_then(Value::as_str)
-            .is_some_and(|s| s.eq_ignore_ascii_case("ok"));
-    let error = item.get("errors").or_else(|| item.get("error"));
-    match error {
-        Some(e) if !marked_ok && !e.is_null() => {
+    let successful = item.get("successful").and_then(Value::as_bool);
+    let status_ok = item
+        .get("status")
+        .and_then(Value::as_str)
+        .is_some_and(|s| s.eq_ignore_ascii_case("ok"));
+    if successful == Some(true) || (status_ok && successful != Some(false)) {
+        return ItemOutcome::Written {
+            uri: item.get("uri").and_then(Value::as_str).map(str::to_owned),
+        };
+    }
+    match item
+        .get("errors")
+        .or_else(|| item.get("error"))
+        .filter(|e| !e.is_null())
+    {
+        Some(e) => {
             let code = find_key(e, "errorCode").map(|c| match c {
                 Value::String(s) => s.clone(),
                 other => other.to_string(),
@@ -432,8 +442,9 @@ fn item_outcome(item: &Value) -> ItemOutcome {
                 transient,
             }
         }
-        _ => ItemOutcome::Written {
-            uri: item.get("uri").and_then(Value::as_str).map(str::to_owned),
+        None => ItemOutcome::Failed {
+            message: "Reltio did not confirm the entity was written".into(),
+            transient: true,
         },
     }
 }

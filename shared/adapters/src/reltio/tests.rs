@@ -241,6 +241,31 @@ async fn a_failed_item_in_a_200_response_is_reported_for_that_item_only() {
     ));
 }
 
+#[test]
+fn an_item_not_clearly_written_is_a_failure() {
+    let written = |v: Value| matches!(item_outcome(&v), ItemOutcome::Written { .. });
+    assert!(written(json!({"index": 0, "successful": true})));
+    assert!(written(
+        json!({"index": 0, "uri": "entities/a", "status": "ok"})
+    ));
+    for unclear in [
+        json!({"index": 0, "successful": false}),
+        json!({"index": 0, "successful": false, "status": "OK"}),
+        json!({"index": 0, "uri": "entities/a"}),
+        json!({"index": 0, "status": "failed"}),
+        json!({"index": 0, "errors": null}),
+    ] {
+        assert_eq!(
+            item_outcome(&unclear),
+            ItemOutcome::Failed {
+                message: "Reltio did not confirm the entity was written".into(),
+                transient: true
+            },
+            "{unclear}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn partial_override_is_asked_for_in_the_query() {
     let server = MockServer::start().await;

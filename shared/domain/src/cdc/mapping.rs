@@ -259,6 +259,12 @@ impl RawTable {
                 "key_separator must not be empty for a composite key".into(),
             ));
         }
+        if key_separator.contains('\\') {
+            return Err(table_err(
+                "key_separator must not contain a backslash (it escapes the separator inside key values)"
+                    .into(),
+            ));
+        }
 
         let mut columns = Vec::with_capacity(self.columns.len());
         // Attribute path → column, to find two columns writing one attribute, or an attribute used both as a

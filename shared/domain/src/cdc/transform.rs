@@ -117,31 +117,69 @@ pub fn plan_record(
     Ok(RecordPlan::Write { key, writes })
 }
 
-/// The key of the row as the crosswalk value: key column values joined with the table's separator.
+/// The key of the row as the crosswalk value: key column values joined with the table's separator. In a
+/// composite key, a backslash or the separator inside a value is escaped with a backslash, so that two rows'
+/// keys never join into the same value (`a|b` + `c` and `a` + `b|c`).
 pub fn crosswalk_key(
     table: &TableMapping,
     row: &Map<String, Value>,
 ) -> Result<CrosswalkKey, TransformError> {
+    let composite = table.key_columns.len() > 1;
     let mut value = String::new();
     for (i, column) in table.key_columns.iter().enumerate() {
-        let text = row
-            .get(column)
-            .and_then(render)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| TransformError::MissingKey {
+        let raw = row.get(column).unwrap_or(&Value::Null);
+        if let Some(reason) = inexact_key(raw) {
+            return Err(TransformError::BadValue {
                 table: table.table.clone(),
                 column: column.clone(),
-            })?;
+                reason,
+            });
+        }
+        let text =
+            render(raw)
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| TransformError::MissingKey {
+                    table: table.table.clone(),
+                    column: column.clone(),
+                })?;
         if i > 0 {
             value.push_str(&table.key_separator);
         }
-        value.push_str(&text);
+        if composite {
+            let sep = &table.key_separator;
+            value.push_str(
+                &text
+                    .replace('\\', "\\\\")
+                    .replace(sep.as_str(), &format!("\\{sep}")),
+            );
+        } else {
+            value.push_str(&text);
+        }
     }
     Ok(CrosswalkKey {
         source: table.source.clone(),
         source_table: table.source_table.clone(),
         value,
     })
+}
+
+/// Why a key value cannot be used as it is: a number too large to be exact (DMS writes integers over 16
+/// digits in scientific notation unless the endpoint sets `UseLargeIntegerValue`, and a rounded key could
+/// name another row's crosswalk).
+fn inexact_key(value: &Value) -> Option<String> {
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+    let Value::Number(n) = value else {
+        return None;
+    };
+    match n.as_f64() {
+        _ if n.is_i64() || n.is_u64() => None,
+        Some(f) if f.is_finite() && f.abs() < EXACT => None,
+        _ => Some(format!(
+            "key value {n} is not an exact integer (DMS writes integers over 16 digits in scientific \
+             notation unless the endpoint sets UseLargeIntegerValue): not used, so that it cannot name another \
+             row's crosswalk"
+        )),
+    }
 }
 
 fn has_value(row: &Map<String, Value>, column: &str) -> bool {

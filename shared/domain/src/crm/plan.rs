@@ -151,8 +151,9 @@ pub fn decode(mapping: &CrmMapping, delivery: Delivery) -> Item {
     }
     // objectVersion counts per object (docs/reference.md), so it is kept with the object it counts for (the
     // event's sourceObjectUri: for a merged loser's ENTITY_LOST_MERGE the loser, not the winner the ledger entry
-    // belongs to). Version: objectVersion attribute, else the event's objectVersion, else the snapshot's
-    // updatedTime, else the event's. The snapshot's own updatedTime orders snapshots of the entity.
+    // belongs to). Version: the objectVersion attribute, else the event's objectVersion; never a time (a time
+    // recorded as a version would make every later real version look stale). The snapshot's own updatedTime
+    // orders snapshots of the entity, times against times.
     item.order.object = source_object_uri.or_else(|| item.event_uri.clone());
     let explicit_version = object_version
         .as_deref()
@@ -170,7 +171,6 @@ pub fn decode(mapping: &CrmMapping, delivery: Delivery) -> Item {
     let is_merge = EventCategory::of(&event.event_type) == Some(EventCategory::Merge);
     match event.object.as_ref() {
         Some(o) if complete && !event.exceeded_queue_size_limit && !is_merge => {
-            item.order.version = explicit_version.or(o.updated_time).or(event.updated_time);
             item.order.snapshot_time = o.updated_time;
             item.entity = Some(json!({
                 "uri": o.uri,
@@ -179,10 +179,10 @@ pub fn decode(mapping: &CrmMapping, delivery: Delivery) -> Item {
                 "crosswalks": o.crosswalks,
             }));
         }
-        // The entity is fetched: its snapshot is ordered by the fetched entity's own updatedTime; the event's
-        // objectVersion (if any) only orders the events of its own object.
-        _ => item.order.version = explicit_version,
+        // The entity is fetched: its snapshot is ordered by the fetched entity's own updatedTime.
+        _ => {}
     }
+    item.order.version = explicit_version;
     item.event = Some(event);
     item
 }

@@ -47,7 +47,8 @@ pub struct WebhookEvent {
     pub body: String,
 }
 
-/// Parses a verified body. `delivery_id` is `X-Reltio-Event-Id`, else `webhook-id`, when the request had one.
+/// Parses a verified body. `delivery_id` is the signed `webhook-id` (Standard Webhooks), when the request had
+/// one; an unsigned header never is.
 ///
 /// Event ids: a single event object takes `delivery_id`, else the hex SHA-256 of its canonical JSON (keys
 /// sorted, no whitespace). Events of an array always take their own canonical hash, so each has its own id
@@ -55,9 +56,10 @@ pub struct WebhookEvent {
 /// characters or holding characters SQS refuses in ids is replaced by its hex SHA-256.
 pub fn parse_body(body: &[u8], delivery_id: Option<&str>) -> Result<Vec<WebhookEvent>, BodyError> {
     let full = std::str::from_utf8(body).map_err(|_| BodyError::NotUtf8)?;
-    // A byte-order mark is not JSON; everything else is kept as sent.
+    // A byte-order mark is not JSON; everything else is kept as sent. Only JSON's own whitespace is trimmed:
+    // a body wrapped in other Unicode spaces (U+00A0, U+2028) is not JSON, and no consumer could parse it.
     let full = full.strip_prefix('\u{feff}').unwrap_or(full);
-    let text = full.trim();
+    let text = full.trim_matches([' ', '\t', '\n', '\r']);
     if text.is_empty() {
         return Err(BodyError::Empty);
     }
@@ -438,8 +440,10 @@ impl WebhookEvent {
             ("sourceObjectUri", &self.entity_uri),
             ("objectVersion", &self.object_version),
         ] {
-            if let Some(v) = value {
-                attributes.push((name.to_owned(), v.clone()));
+            // A value SQS would refuse (empty, or holding a character outside its set, such as a decoded
+            // \u0000) is left out: the event itself, in the body, still carries it.
+            if let Some(v) = value.as_deref().filter(|v| sqs_attribute_ok(v)) {
+                attributes.push((name.to_owned(), v.to_owned()));
             }
         }
         attributes.push(("eventId".to_owned(), self.id.clone()));
@@ -470,6 +474,15 @@ impl Subscription {
         self.event_types.matches(&event.event_type)
             && self.entity_types.matches(event.entity_type.as_deref())
     }
+}
+
+/// Whether SQS takes `value` as a String attribute value: not empty, and only the characters its messages may hold
+/// (tab, newline, carriage return, U+0020–U+D7FF, U+E000–U+FFFD, U+10000–U+10FFFF).
+pub fn sqs_attribute_ok(value: &str) -> bool {
+    !value.is_empty()
+        && value.chars().all(|c| {
+            matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{d7ff}' | '\u{e000}'..='\u{fffd}' | '\u{10000}'..)
+        })
 }
 
 /// A value usable as an SQS FIFO id: kept when it is 1–128 characters of SQS's allowed set (alphanumerics

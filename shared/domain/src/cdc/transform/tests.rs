@@ -278,3 +278,60 @@ fn the_date_fast_path_agrees_with_chrono() {
         );
     }
 }
+
+#[test]
+fn composite_key_parts_holding_the_separator_never_collide() {
+    let mapping = CdcMapping::parse(EXAMPLE).unwrap();
+    let table = mapping.table("SALES.ORDER_LINE").unwrap();
+    let cols = &table.key_columns;
+    let row = |a: &str, b: &str| {
+        let mut m = Map::new();
+        m.insert(cols[0].clone(), json!(a));
+        m.insert(cols[1].clone(), json!(b));
+        m
+    };
+    let sep = table.key_separator.as_str();
+    let one = crosswalk_key(table, &row(&format!("a{sep}b"), "c"))
+        .unwrap()
+        .value;
+    let two = crosswalk_key(table, &row("a", &format!("b{sep}c")))
+        .unwrap()
+        .value;
+    assert_ne!(one, two);
+    assert_eq!(one, format!("a\\{sep}b{sep}c"));
+    // A backslash is escaped too, so an escaped separator cannot be forged.
+    let three = crosswalk_key(table, &row("a\\", &format!("{sep}c")))
+        .unwrap()
+        .value;
+    assert_ne!(three, one);
+    // Plain values are unchanged.
+    assert_eq!(
+        crosswalk_key(table, &row("9001", "2")).unwrap().value,
+        format!("9001{sep}2")
+    );
+}
+
+#[test]
+fn a_key_too_large_to_be_exact_is_refused_not_rounded() {
+    let mapping = CdcMapping::parse(EXAMPLE).unwrap();
+    let table = mapping.table("public.customer").unwrap();
+    let key = &table.key_columns[0];
+    let row = |v: Value| {
+        let mut m = Map::new();
+        m.insert(key.clone(), v);
+        m
+    };
+    // DMS without UseLargeIntegerValue: 123456789012345678 as 1.2345678901234568E+17.
+    let sci: Value = serde_json::from_str("1.2345678901234568E+17").unwrap();
+    let err = crosswalk_key(table, &row(sci)).unwrap_err();
+    assert!(err.to_string().contains("UseLargeIntegerValue"), "{err}");
+    let huge: Value = serde_json::from_str("123456789012345678901234").unwrap();
+    assert!(crosswalk_key(table, &row(huge)).is_err());
+    // Exact integers, large ones included, and strings are kept.
+    let exact: Value = serde_json::from_str("123456789012345678").unwrap();
+    assert_eq!(
+        crosswalk_key(table, &row(exact)).unwrap().value,
+        "123456789012345678"
+    );
+    assert_eq!(crosswalk_key(table, &row(json!("46"))).unwrap().value, "46");
+}
