@@ -318,6 +318,43 @@ def check_mapping_files(t: dict, layer_root: Path) -> list[str]:
     return problems
 
 
+def check_alarm_topic_key(t: dict) -> list[str]:
+    """Alarm actions reach their topic: it is not under the AWS-managed SNS key (CloudWatch cannot use it), and a
+    customer-managed key lets cloudwatch.amazonaws.com decrypt and generate data keys."""
+    problems = []
+    topics = {ref_name(a) for x in alarms(t).values() for a in x.get("AlarmActions", [])}
+    for tid in sorted(n for n in topics if n):
+        topic = t["Resources"].get(tid, {})
+        key = topic.get("Properties", {}).get("KmsMasterKeyId")
+        if key is None:
+            continue
+        if isinstance(key, str):
+            problems.append(f"{tid}: encrypted with {key}, which CloudWatch cannot use")
+            continue
+        policy = t["Resources"].get(ref_name(key) or "", {}).get("Properties", {}).get("KeyPolicy", {})
+        allowed = set()
+        for st in policy.get("Statement", []):
+            principal = st.get("Principal", {})
+            if st.get("Effect") == "Allow" and principal.get("Service") == "cloudwatch.amazonaws.com":
+                actions = st.get("Action", [])
+                allowed |= set([actions] if isinstance(actions, str) else actions)
+        if not {"kms:Decrypt", "kms:GenerateDataKey*"} <= allowed:
+            problems.append(f"{tid}: its key does not let CloudWatch decrypt and generate data keys")
+    return problems
+
+
+def check_reserved_concurrency(t: dict) -> list[str]:
+    """Every function's reserved concurrency is a stack parameter (0 leaves it unreserved)."""
+    problems = []
+    params = t.get("Parameters", {})
+    for fid, fn in resources(t, "AWS::Serverless::Function").items():
+        value = fn["Properties"].get("ReservedConcurrentExecutions")
+        names = refs_in(value) - {"AWS::NoValue"}
+        if not any(n in params for n in names):
+            problems.append(f"{fid}: ReservedConcurrentExecutions is not set from a parameter")
+    return problems
+
+
 def all_problems(t: dict, contract_md: Path | None = None, layer_root: Path | None = None) -> list[str]:
     return (
         (check_mapping_files(t, layer_root) if layer_root else [])
@@ -329,4 +366,6 @@ def all_problems(t: dict, contract_md: Path | None = None, layer_root: Path | No
         + check_seed_alarms(t)
         + check_contract_variables(t, contract_variables(contract_md))
         + check_iam(t)
+        + check_reserved_concurrency(t)
+        + check_alarm_topic_key(t)
     )

@@ -121,3 +121,27 @@ def test_an_alarm_that_fires_on_missing_data_is_caught(t):
     assert checks.check_seed_alarms(t) == [
         "CdcIteratorAgeAlarm: alarm would fire on missing data from an idle consumer"
     ]
+
+
+def test_a_function_without_a_reserved_concurrency_parameter_is_caught(t):
+    del t["Resources"]["CrmUpdaterFunction"]["Properties"]["ReservedConcurrentExecutions"]
+    assert checks.check_reserved_concurrency(t) == [
+        "CrmUpdaterFunction: ReservedConcurrentExecutions is not set from a parameter"
+    ]
+
+
+def test_an_alarm_topic_under_the_aws_managed_key_is_caught(t):
+    t["Resources"]["AlarmTopic"]["Properties"]["KmsMasterKeyId"] = "alias/aws/sns"
+    assert checks.check_alarm_topic_key(t) == [
+        "AlarmTopic: encrypted with alias/aws/sns, which CloudWatch cannot use"
+    ]
+
+
+def test_a_key_policy_without_cloudwatch_is_caught(t):
+    statements = t["Resources"]["AlarmTopicKey"]["Properties"]["KeyPolicy"]["Statement"]
+    t["Resources"]["AlarmTopicKey"]["Properties"]["KeyPolicy"]["Statement"] = [
+        s for s in statements if s.get("Sid") != "CloudWatchPublishesAlarms"
+    ]
+    assert checks.check_alarm_topic_key(t) == [
+        "AlarmTopic: its key does not let CloudWatch decrypt and generate data keys"
+    ]

@@ -75,7 +75,7 @@ pub fn positive_or(
     Ok(value)
 }
 
-/// An `http://` or `https://` URL without a trailing slash.
+/// An `https://` URL (plain `http://` only to a loopback host, for local runs) without a trailing slash.
 pub fn url(env: &dyn Env, name: &'static str) -> Result<String, ConfigError> {
     let raw = required(env, name)?;
     check_url(name, raw)
@@ -87,14 +87,32 @@ pub fn url_or(env: &dyn Env, name: &'static str, default: &str) -> Result<String
 }
 
 fn check_url(name: &'static str, raw: String) -> Result<String, ConfigError> {
-    match reqwest::Url::parse(&raw) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
-            Ok(raw.trim_end_matches('/').to_owned())
-        }
-        _ => Err(ConfigError::Invalid {
+    if is_secure_url(&raw) {
+        Ok(raw.trim_end_matches('/').to_owned())
+    } else {
+        Err(ConfigError::Invalid {
             name,
-            reason: "must be an http(s) URL".into(),
-        }),
+            reason: "must be an https:// URL (http:// only to 127.0.0.1, ::1 or localhost)".into(),
+        })
+    }
+}
+
+/// Whether `raw` is an `https://` URL with a host, or an `http://` one to a loopback host (local runs and
+/// tests): credentials and personal data never travel in clear text to anything else.
+pub fn is_secure_url(raw: &str) -> bool {
+    let Ok(u) = reqwest::Url::parse(raw) else {
+        return false;
+    };
+    let host = u.host_str().unwrap_or_default();
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    match u.scheme() {
+        "https" => !host.is_empty(),
+        "http" => loopback,
+        _ => false,
     }
 }
 
@@ -170,6 +188,16 @@ mod tests {
             "https://test.reltio.com/reltio/api/T"
         );
         assert!(url(&env(&[("U", "ftp://x")]), "U").is_err());
+        // Clear text only to loopback.
+        assert!(url(&env(&[("U", "http://reltio.example.com/api")]), "U").is_err());
+        assert!(url(&env(&[("U", "http://10.0.0.1:8080")]), "U").is_err());
+        for local in [
+            "http://127.0.0.1:9000/x",
+            "http://localhost:1",
+            "http://[::1]:80",
+        ] {
+            assert!(url(&env(&[("U", local)]), "U").is_ok(), "{local}");
+        }
         assert!(url(&env(&[("U", "not a url")]), "U").is_err());
     }
 

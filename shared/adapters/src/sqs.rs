@@ -10,6 +10,8 @@ use std::time::Duration;
 const MAX_ENTRIES: usize = 10;
 /// Keep each batch's payload under SQS's default 256 KiB limit.
 const MAX_BATCH_BYTES: usize = 256 * 1024;
+/// `SendMessageBatch` calls in flight at once (a large array body must not open a connection per batch).
+const MAX_BATCHES_IN_FLIGHT: usize = 4;
 /// Attempts per entry (the first one included) before it is reported as not sent.
 const ATTEMPTS: u32 = 3;
 
@@ -20,13 +22,12 @@ pub async fn send_all(
     queue_url: &str,
     messages: &[OutgoingMessage],
 ) -> Vec<SendFailure> {
-    let chunks = chunk(messages);
-    let results = futures::future::join_all(
-        chunks
-            .into_iter()
-            .map(|indexes| send_chunk(sqs, queue_url, messages, indexes)),
-    )
-    .await;
+    use futures::stream::{self, StreamExt};
+    let results: Vec<Vec<SendFailure>> = stream::iter(chunk(messages))
+        .map(|indexes| send_chunk(sqs, queue_url, messages, indexes))
+        .buffer_unordered(MAX_BATCHES_IN_FLIGHT)
+        .collect()
+        .await;
     let mut failures: Vec<SendFailure> = results.into_iter().flatten().collect();
     failures.sort_by_key(|f| f.index);
     failures

@@ -373,6 +373,13 @@ impl SalesforceClient {
         check_status(response).await
     }
 
+    fn secret_id(&self) -> &str {
+        match &self.credentials {
+            SalesforceCredentialSource::Static(_) => "(static credentials)",
+            SalesforceCredentialSource::Secret(cache) => cache.secret_id(),
+        }
+    }
+
     async fn session(&self, deadline: Instant) -> Result<(SecretString, String), SalesforceError> {
         let mut cached = self.session.lock().await;
         if let Some(s) = cached.as_ref() {
@@ -384,6 +391,12 @@ impl SalesforceClient {
                 cache.get_json::<SalesforceCredentials>().await?
             }
         };
+        if !crate::config::is_secure_url(&credentials.token_url) {
+            return Err(SalesforceError::Credentials(SecretError::Malformed {
+                id: self.secret_id().to_owned(),
+                reason: "token_url must be an https:// URL".into(),
+            }));
+        }
         let left = remaining(deadline);
         if left.is_zero() {
             return Err(SalesforceError::Timeout);
@@ -419,6 +432,11 @@ impl SalesforceClient {
         }
         let t: TokenResponse = http::read_json(response).await?;
         let instance_url = t.instance_url.trim_end_matches('/').to_owned();
+        if !crate::config::is_secure_url(&instance_url) {
+            return Err(SalesforceError::Decode(
+                "the token response's instance_url is not an https:// URL".into(),
+            ));
+        }
         *cached = Some(Session {
             access_token: t.access_token.clone(),
             instance_url: instance_url.clone(),
@@ -638,6 +656,32 @@ mod tests {
         assert!(
             started.elapsed() >= Duration::from_secs(1),
             "Retry-After honoured"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_token_url_in_clear_text_is_refused_before_any_call() {
+        let sf = SalesforceClient::new(
+            reqwest::Client::new(),
+            "v66.0",
+            SalesforceCredentialSource::Static(SalesforceCredentials {
+                token_url: "http://login.example.com/services/oauth2/token".into(),
+                client_id: "id".into(),
+                client_secret: "secret".into(),
+            }),
+            RetryPolicy::default(),
+        );
+        let err = sf
+            .query(
+                "SELECT Id FROM Case",
+                Instant::now() + Duration::from_secs(5),
+            )
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("https"), "{err}");
+        assert!(
+            err.is_transient(),
+            "an operator fixes the secret; nothing is dead-lettered"
         );
     }
 
