@@ -140,16 +140,31 @@ def dead_letter_queues(t: dict) -> set[str]:
     return dlqs
 
 
+def resolved(t: dict, value):
+    """A literal, or the default of the parameter it references."""
+    name = ref_name(value) if isinstance(value, dict) else None
+    if name is None:
+        return value
+    default = t.get("Parameters", {}).get(name, {}).get("Default")
+    return int(default) if isinstance(default, (int, str)) and str(default).lstrip("-").isdigit() else default
+
+
 def check_event_sources(t: dict) -> list[str]:
     problems = []
     for sid, fid, p in event_sources(t):
         if "ReportBatchItemFailures" not in p.get("FunctionResponseTypes", []):
             problems.append(f"{sid}: no ReportBatchItemFailures")
         if source_kind(t, p) == "stream":
-            for key in ("MaximumRetryAttempts", "MaximumRecordAgeInSeconds"):
-                value = p.get(key)
-                if value is None or value == -1:
-                    problems.append(f"{sid}: {key} is unbounded")
+            # Retries are bounded by record age (an outage must not turn into skipped records after a few
+            # quick retries); the age must be bounded and within the stream's retention.
+            age = resolved(t, p.get("MaximumRecordAgeInSeconds"))
+            if age is None or age == -1:
+                problems.append(f"{sid}: MaximumRecordAgeInSeconds is unbounded")
+            elif age > 604800:
+                problems.append(f"{sid}: MaximumRecordAgeInSeconds is past the stream's retention")
+            retries = resolved(t, p.get("MaximumRetryAttempts"))
+            if retries is not None and retries != -1 and retries < 100:
+                problems.append(f"{sid}: MaximumRetryAttempts {retries} ends retries long before the record age")
             if not p.get("DestinationConfig", {}).get("OnFailure"):
                 problems.append(f"{sid}: no on-failure destination")
             if p.get("BisectBatchOnFunctionError") is not True:

@@ -43,12 +43,21 @@ def test_contract_md_and_the_embedded_variable_list_agree():
         assert len(parsed[function]) >= 5, function
 
 
-def test_an_unbounded_kinesis_retry_is_caught(t):
-    del t["Resources"]["CdcIngestEventSource"]["Properties"]["MaximumRetryAttempts"]
+def test_an_unbounded_kinesis_record_age_is_caught(t):
     t["Resources"]["CdcIngestEventSource"]["Properties"]["MaximumRecordAgeInSeconds"] = -1
+    assert checks.check_event_sources(t) == ["CdcIngestEventSource: MaximumRecordAgeInSeconds is unbounded"]
+    t["Parameters"]["CdcMaximumRecordAgeSeconds"]["Default"] = 700000
+    t["Resources"]["CdcIngestEventSource"]["Properties"]["MaximumRecordAgeInSeconds"] = {"Ref": "CdcMaximumRecordAgeSeconds"}
     assert checks.check_event_sources(t) == [
-        "CdcIngestEventSource: MaximumRetryAttempts is unbounded",
-        "CdcIngestEventSource: MaximumRecordAgeInSeconds is unbounded",
+        "CdcIngestEventSource: MaximumRecordAgeInSeconds is past the stream's retention"
+    ]
+
+
+def test_a_small_kinesis_retry_count_is_caught(t):
+    # Ten quick retries turn a Reltio outage of a few minutes into records sent, unwritten, to the failure queue.
+    t["Parameters"]["CdcMaximumRetryAttempts"]["Default"] = 10
+    assert checks.check_event_sources(t) == [
+        "CdcIngestEventSource: MaximumRetryAttempts 10 ends retries long before the record age"
     ]
 
 

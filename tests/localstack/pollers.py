@@ -1,7 +1,8 @@
 """Event-source pollers that follow Lambda's event source mapping rules (docs/reference.md).
 
 Kinesis: one poller per shard, batches in sequence order, ReportBatchItemFailures checkpointing at the lowest
-failed sequence number, bounded retries (MaximumRetryAttempts) and the batch metadata to the on-failure queue.
+failed sequence number, retries bounded by MaximumRetryAttempts (-1: none) and MaximumRecordAgeInSeconds, and the
+batch metadata to the on-failure queue.
 SQS: batches of up to 10, partial batch responses (an unknown id fails the batch), failed messages come back
 after the visibility timeout, the queue's RedrivePolicy moves them to the DLQ after maxReceiveCount.
 Faults: duplicate deliveries (a batch delivered again before it is checkpointed/deleted) and, for SQS,
@@ -31,10 +32,11 @@ class Stats:
 
 
 class KinesisPoller:
-    def __init__(self, res, host: FunctionHost, *, batch_size=50, max_retry_attempts=8, duplicate_rate=0.0,
-                 rng=None):
+    def __init__(self, res, host: FunctionHost, *, batch_size=50, max_retry_attempts=-1, max_record_age_s=600.0,
+                 duplicate_rate=0.0, rng=None):
         self.res, self.host = res, host
         self.batch_size, self.max_retry_attempts, self.duplicate_rate = batch_size, max_retry_attempts, duplicate_rate
+        self.max_record_age_s = max_record_age_s
         self.rng = rng or random.Random(1)
         self.stats = Stats()
         self.stop_flag = threading.Event()
@@ -44,6 +46,13 @@ class KinesisPoller:
         self.threads = [threading.Thread(target=self._run, args=(s["ShardId"],), daemon=True) for s in shards]
         for t in self.threads:
             t.start()
+
+    def _exhausted(self, attempts: int, batch) -> bool:
+        """Lambda's bounds: the retry count (unless -1), or the batch's oldest record older than the maximum age."""
+        if 0 <= self.max_retry_attempts < attempts:
+            return True
+        oldest = batch[0]["ApproximateArrivalTimestamp"].timestamp()
+        return time.time() - oldest > self.max_record_age_s
 
     def idle(self) -> bool:
         return all(v == 0 for v in self.pending.values())
@@ -95,7 +104,7 @@ class KinesisPoller:
             except InvocationError:
                 self.stats.failed_invocations += 1
                 attempts += 1
-                if attempts > self.max_retry_attempts:
+                if self._exhausted(attempts, batch):
                     self._on_failure(shard, batch)
                     buf = buf[len(batch):]
                     attempts = 0
@@ -117,7 +126,7 @@ class KinesisPoller:
             self.stats.records += cut
             buf = buf[cut:]
             attempts += 1
-            if attempts > self.max_retry_attempts:
+            if self._exhausted(attempts, buf):
                 self._on_failure(shard, buf[: len(batch) - cut])
                 buf = buf[len(batch) - cut:]
                 attempts = 0

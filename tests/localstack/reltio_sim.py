@@ -114,6 +114,8 @@ class ReltioSim:
         # crosswalk value -> number of POSTs carrying it still to be answered 500 (not retried in-process by
         # cdc-ingest, so the record becomes a batch item failure and the poller retries from its sequence number)
         self.fail_500: dict[str, int] = {}
+        self.outage_until = 0.0
+        self.outage_status = 503
         self.server = Server(_Handler, sim=self)
         self.url = self.server.url
         self.api_url = f"{self.url}/reltio/api/{TENANT}"
@@ -241,6 +243,12 @@ class ReltioSim:
             xw = e.crosswalks[key]
             return None if xw.get("deleteDate") else {k: simple(v) for k, v in xw["attrs"].items()}
 
+    def outage(self, seconds: float, status: int = 503):
+        """Every call (the token endpoint included) answers `status` for `seconds`: 503 an outage, 401 a refused
+        credential."""
+        self.outage_status = status
+        self.outage_until = time.time() + seconds
+
     def entity_of(self, key):
         with self.lock:
             return self.resolve(self.index.get(key, ""))
@@ -254,6 +262,17 @@ class _Handler(QuietHandler):
     def _count(self, name):
         with self.sim.lock:
             self.sim.calls[name] = self.sim.calls.get(name, 0) + 1
+
+    def _down(self) -> bool:
+        if time.time() >= self.sim.outage_until:
+            return False
+        with self.sim.lock:
+            k = f"outage {self.sim.outage_status}"
+            self.sim.faults.injected[k] = self.sim.faults.injected.get(k, 0) + 1
+        status = self.sim.outage_status
+        body = {"error": "invalid_client"} if status == 401 else {"errorMessage": "unavailable", "errorCode": status}
+        self.send(status, body)
+        return True
 
     def _authorised(self) -> bool:
         auth = self.headers.get("Authorization", "")
@@ -279,6 +298,8 @@ class _Handler(QuietHandler):
     def do_POST(self):
         u = urlsplit(self.path)
         body = self.read_body()
+        if self._down():
+            return
         if u.path == "/oauth/token":
             self._count("token")
             auth = self.headers.get("Authorization", "")
@@ -328,6 +349,8 @@ class _Handler(QuietHandler):
         self.send(404, {"errorMessage": "not found"})
 
     def do_DELETE(self):
+        if self._down():
+            return
         u = urlsplit(self.path)
         prefix = f"/reltio/api/{TENANT}/entities/_byCrosswalk/"
         if not u.path.startswith(prefix):
@@ -346,6 +369,8 @@ class _Handler(QuietHandler):
         self.send(200 if found else 404, {"status": "OK"} if found else {"errorMessage": "crosswalk not found"})
 
     def do_GET(self):
+        if self._down():
+            return
         u = urlsplit(self.path)
         base = f"/reltio/api/{TENANT}/entities/"
         if not u.path.startswith(base):

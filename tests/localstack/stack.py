@@ -41,7 +41,10 @@ class Scenario:
     duplicate_rate: float = 0.0      # pollers and the webhook sender deliver some batches twice
     reorder: bool = False            # SQS batches shuffled; several webhook senders in parallel
     kill: tuple = ()                 # functions killed mid-batch once (at the start of phase 2)
-    kinesis_max_retries: int = 8     # MaximumRetryAttempts of the Kinesis event source
+    kinesis_max_retries: int = -1    # MaximumRetryAttempts of the Kinesis event source (-1: bounded by age only)
+    kinesis_max_age_s: float = 600.0 # MaximumRecordAgeInSeconds (scaled down from the template's day)
+    reltio_outage_s: float = 0.0     # Reltio answers every call with `reltio_outage_status` for this long (phase 1)
+    reltio_outage_status: int = 503
     late_merge: bool = False         # workload: merges whose loser is objectVersions ahead of the winner
     fail_500: int = 0                # Reltio answers 500 to this many POSTs carrying customer 1000's crosswalk
     path: str = "webhook"            # "webhook" (signed webhooks → receiver) or "native" (straight to SQS)
@@ -137,7 +140,8 @@ class Stack:
             self.hosts["crm-updater"].kill_probe = lambda: sum(self.sf.calls.values())
         rng = random.Random(s.seed)
         self.kinesis = KinesisPoller(res, self.hosts["cdc-ingest"], duplicate_rate=s.duplicate_rate, rng=rng,
-                                     max_retry_attempts=s.kinesis_max_retries)
+                                     max_retry_attempts=s.kinesis_max_retries,
+                                     max_record_age_s=s.kinesis_max_age_s)
         self.closers.append(self.kinesis.close)
         self.sqs_poller = None
         if "crm-updater" in self.hosts:
@@ -209,6 +213,8 @@ class Stack:
                 for name in s.kill:
                     if name in self.hosts:
                         self.hosts[name].kill_next_mid_batch = 1
+            if i == 0 and s.reltio_outage_s:
+                self.reltio.outage(s.reltio_outage_s, s.reltio_outage_status)
             put += wlmod.put_phase(self.res, phase)
             if not self.settle(f"phase {i + 1}/{total}", i, total, s.settle_timeout_s):
                 rep.failures.append(f"phase {i + 1} did not settle within {s.settle_timeout_s} s")

@@ -96,6 +96,18 @@ def test_a_record_that_keeps_failing_goes_to_the_on_failure_queue_after_bounded_
     assert rep.figures["pollers"]["kinesis"]["on_failure"] >= 1
 
 
+@pytest.mark.parametrize("status", [503, 401])
+def test_a_reltio_outage_longer_than_the_in_invocation_retries_loses_nothing(tmp_path, status):
+    # Reltio (API and token endpoint) answers `status` to everything for 45 s: longer than an invocation's own
+    # retries (the local cdc-ingest times out at 30 s). The stream's retries are bounded by record age, not by
+    # a count: once Reltio is back every change is applied, in order, and no failure queue holds anything.
+    rep = _run(tmp_path, persons=6, seed=17, reltio_outage_s=45, reltio_outage_status=status)
+    assert rep.ok, rep.failures
+    assert rep.figures["faults_injected"]["reltio"].get(f"outage {status}", 0) > 0
+    assert all(n == 0 for n in rep.figures["dlq_depth"].values()), rep.figures["dlq_depth"]
+    assert rep.figures["pollers"]["kinesis"]["on_failure"] == 0
+
+
 def test_a_change_after_a_merge_whose_loser_was_versions_ahead_reaches_salesforce(tmp_path):
     if "crm-updater" not in FUNCTIONS:
         pytest.skip("needs crm-updater")

@@ -74,7 +74,20 @@ pub struct Deps {
     pub writer: Box<dyn EntityWriter + Send>,
     /// `CDC_DLQ_URL`.
     pub dlq: Box<dyn MessageSink + Send>,
+    /// Waits between whole-batch attempts while every write fails transiently (an outage, a refused
+    /// credential): the invocation keeps trying until its deadline instead of failing fast.
+    pub outage_backoff: RetryPolicy,
 }
+
+/// The least time a whole-batch attempt is given after an outage wait.
+const OUTAGE_MIN_ATTEMPT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Whole-batch attempts during an outage: 1 s doubling to 10 s, as many as the invocation's deadline allows.
+pub const OUTAGE_BACKOFF: RetryPolicy = RetryPolicy {
+    base: std::time::Duration::from_secs(1),
+    cap: std::time::Duration::from_secs(10),
+    max_attempts: u32::MAX,
+};
 
 impl Deps {
     /// Loads and validates the mapping (an invalid file stops start-up) and builds the clients. No network
@@ -104,6 +117,7 @@ impl Deps {
                 aws_sdk_sqs::Client::new(sdk),
                 &config.dlq_url,
             )),
+            outage_backoff: OUTAGE_BACKOFF,
             config,
         })
     }
@@ -203,26 +217,60 @@ pub async fn handle(deps: &Deps, event: KinesisEvent, deadline: Instant) -> Kine
     let mut metrics = Metrics::new(&deps.config.metrics_namespace, FUNCTION_NAME);
     let records = event.records;
     metrics.count("RecordsReceived", records.len() as u64);
-    let BatchPlan {
-        outcomes,
-        infos,
-        waves,
-    } = plan_batch(
-        &deps.mapping,
-        &deps.config.before_image_field,
-        &records,
-        chrono::Utc::now(),
-    );
-
     let settings = ApplySettings {
         batch_size: deps.config.batch_size,
         max_concurrency: deps.config.max_concurrency,
     };
-    let report = apply(deps.writer.as_ref(), waves, settings, deadline).await;
-    metrics.count("ReltioRequests", report.requests as u64);
-    for ms in &report.latencies_ms {
-        metrics.time_ms("ReltioLatency", *ms);
-    }
+    // When every write of the batch fails transiently (Reltio down, a refused credential), back off and try the
+    // batch again within this invocation rather than hand Lambda a failure at once: the event source's retries
+    // then only take over when the outage outlasts the invocation.
+    let mut attempt = 0;
+    let (outcomes, infos, report) = loop {
+        attempt += 1;
+        let BatchPlan {
+            outcomes,
+            infos,
+            waves,
+        } = plan_batch(
+            &deps.mapping,
+            &deps.config.before_image_field,
+            &records,
+            chrono::Utc::now(),
+        );
+        let report = apply(deps.writer.as_ref(), waves, settings, deadline).await;
+        metrics.count("ReltioRequests", report.requests as u64);
+        for ms in &report.latencies_ms {
+            metrics.time_ms("ReltioLatency", *ms);
+        }
+        let outage = !report.outcomes.is_empty()
+            && report
+                .outcomes
+                .values()
+                .all(|o| matches!(o, WriteOutcome::Transient(_)));
+        // Leave room for one more attempt after the wait.
+        let wait = deps
+            .outage_backoff
+            .next_wait(attempt, None, deadline - OUTAGE_MIN_ATTEMPT)
+            .filter(|_| outage && deadline > Instant::now() + OUTAGE_MIN_ATTEMPT);
+        match wait {
+            Some(wait) => {
+                let reason = report.outcomes.values().find_map(|o| match o {
+                    WriteOutcome::Transient(r) => Some(r.as_str()),
+                    _ => None,
+                });
+                tracing::warn!(
+                    attempt,
+                    ?wait,
+                    reason,
+                    "every write failed transiently; retrying the batch"
+                );
+                metrics.count("BatchRetriesInInvocation", 1);
+                tokio::time::sleep(wait).await;
+            }
+            None => break (outcomes, infos, report),
+        }
+    };
+
     let mut outcomes: Vec<Outcome> = outcomes
         .into_iter()
         .map(|o| o.unwrap_or(Outcome::Done))

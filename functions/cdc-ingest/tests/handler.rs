@@ -477,3 +477,91 @@ fn the_sample_event_plans_every_record_without_dead_letters() {
         "the primary-key change retires 46 after 46's upsert, then upserts 47"
     );
 }
+
+/// Reltio unavailable (`status`) until `until`, then [`ok_per_entity`].
+struct DownUntil {
+    until: Instant,
+    status: u16,
+}
+
+impl wiremock::Respond for DownUntil {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        if Instant::now() < self.until {
+            ResponseTemplate::new(self.status).set_body_json(json!({"errorMessage": "down"}))
+        } else {
+            ok_per_entity(request)
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_outage_longer_than_the_request_retries_is_waited_out_within_the_invocation() {
+    for status in [503, 401] {
+        let world = World::start().await;
+        Mock::given(method("POST"))
+            .and(path("/reltio/api/T1/entities"))
+            .respond_with(DownUntil {
+                until: Instant::now() + Duration::from_millis(800),
+                status,
+            })
+            .mount(&world.reltio)
+            .await;
+        let mut deps = world.deps(&[]).await;
+        deps.outage_backoff = RetryPolicy {
+            base: Duration::from_millis(100),
+            cap: Duration::from_millis(200),
+            max_attempts: u32::MAX,
+        };
+        let response = handle(&deps, event(&[INSERT_46, LOAD_7]), soon()).await;
+        assert!(
+            failures(&response).is_empty(),
+            "HTTP {status}: nothing left for Lambda to retry"
+        );
+        assert!(
+            world.dlq().await.is_empty(),
+            "HTTP {status}: nothing dead-lettered"
+        );
+        let written: Vec<String> = world
+            .posts()
+            .await
+            .iter()
+            .filter_map(|(_, b)| b[0]["crosswalks"][0]["value"].as_str().map(str::to_owned))
+            .collect();
+        assert!(
+            written.contains(&"46".to_owned()),
+            "HTTP {status}: {written:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_outage_past_the_deadline_ends_as_a_batch_failure_from_the_first_record() {
+    let world = World::start().await;
+    Mock::given(method("POST"))
+        .and(path("/reltio/api/T1/entities"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&world.reltio)
+        .await;
+    let mut deps = world.deps(&[]).await;
+    deps.outage_backoff = RetryPolicy {
+        base: Duration::from_millis(100),
+        cap: Duration::from_millis(200),
+        max_attempts: u32::MAX,
+    };
+    let started = Instant::now();
+    let response = handle(
+        &deps,
+        event(&[INSERT_46, LOAD_7]),
+        started + Duration::from_secs(3),
+    )
+    .await;
+    assert_eq!(
+        failures(&response),
+        vec![mdm_sync_testkit::sequence_number(0)]
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "it waited before giving up"
+    );
+    assert!(world.dlq().await.is_empty());
+}
