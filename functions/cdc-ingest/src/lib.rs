@@ -16,6 +16,7 @@ use mdm_sync_domain::cdc::mapping::{CdcMapping, MappingError};
 use mdm_sync_domain::cdc::schedule::{schedule, Wave};
 use mdm_sync_domain::cdc::transform::{plan_record, RecordPlan};
 use mdm_sync_domain::dms::{DmsRecord, DEFAULT_BEFORE_IMAGE_FIELD};
+use mdm_sync_domain::queue::{omitted, DEAD_LETTER_MAX_BYTES};
 use serde_json::{json, Value};
 use std::time::Instant;
 
@@ -400,16 +401,40 @@ fn dlq_message(record: &KinesisEventRecord, info: &RecordInfo, reason: &str) -> 
         "eventId": record.event_id,
         "failedAt": chrono::Utc::now().to_rfc3339(),
     });
-    if let (Value::Object(b), Value::Object(o)) = (&mut body, original) {
-        b.extend(o);
-    }
     let mut attributes = vec![("function".to_owned(), FUNCTION_NAME.to_owned())];
     if let Some(t) = &info.table {
         attributes.push(("table".to_owned(), t.clone()));
     }
-    OutgoingMessage {
-        body: body.to_string(),
+    let mut message = OutgoingMessage {
+        body: String::new(),
         attributes,
         ..Default::default()
+    };
+    let Value::Object(fields) = &mut body else {
+        unreachable!("built as an object")
+    };
+    let mut full = fields.clone();
+    if let Value::Object(o) = original {
+        full.extend(o);
     }
+    message.body = Value::Object(full).to_string();
+    if message.size() > DEAD_LETTER_MAX_BYTES {
+        // A record of up to 1 MiB does not fit: it stays in the stream, fetched by its sequence number.
+        let shard = record
+            .event_id
+            .as_deref()
+            .and_then(|id| id.split_once(':'))
+            .map(|(shard, _)| shard.to_owned());
+        fields.insert("shardId".into(), json!(shard));
+        fields.insert(
+            "recordOmitted".into(),
+            omitted(
+                data,
+                "the stream: GetShardIterator AT_SEQUENCE_NUMBER sequenceNumber in shardId, while within the \
+                 stream's retention",
+            ),
+        );
+        message.body = body.to_string();
+    }
+    message
 }

@@ -565,3 +565,27 @@ async fn an_outage_past_the_deadline_ends_as_a_batch_failure_from_the_first_reco
     );
     assert!(world.dlq().await.is_empty());
 }
+
+#[tokio::test]
+async fn a_bad_record_too_large_for_the_dlq_is_dead_lettered_with_a_pointer_not_retried() {
+    let world = World::start().await;
+    world.entities_ok().await;
+    let deps = world.deps(&[]).await;
+    // A 900 KB record that is not DMS JSON: wrapped in base64 it would be far over SQS's 256 KiB.
+    let huge = vec![b'x'; 900 * 1024];
+    let response = handle(&deps, event(&[INSERT_46, &huge]), soon()).await;
+
+    assert!(
+        failures(&response).is_empty(),
+        "dead-lettered once, never cycled as a send failure"
+    );
+    let dlq = world.dlq().await;
+    assert_eq!(dlq.len(), 1);
+    let d = &dlq[0];
+    assert!(d.get("recordBase64").is_none() && d.get("record").is_none());
+    assert_eq!(d["sequenceNumber"], sequence_number(1));
+    assert_eq!(d["shardId"], "shardId-000000000000");
+    assert_eq!(d["recordOmitted"]["bytes"], 900 * 1024);
+    assert_eq!(d["recordOmitted"]["sha256"].as_str().unwrap().len(), 64);
+    assert!(d["reason"].as_str().unwrap().contains("JSON"), "{d}");
+}

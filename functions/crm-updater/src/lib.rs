@@ -17,6 +17,7 @@ use mdm_sync_domain::crm::apply::{apply, Crm, EntitySource, Ports};
 use mdm_sync_domain::crm::plan::{decode, Delivery, Item};
 use mdm_sync_domain::crm::{CrmMapping, CrmMappingError};
 use mdm_sync_domain::ordering::Ledger;
+use mdm_sync_domain::queue::{omitted, DEAD_LETTER_MAX_BYTES};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
@@ -291,11 +292,33 @@ fn dlq_message(item: &Item, reason: &str, fifo: bool) -> OutgoingMessage {
         "entityUri": item.uri(),
         "event": event,
     });
-    OutgoingMessage {
+    let mut message = OutgoingMessage {
         body: body.to_string(),
         attributes: vec![("eventId".into(), item.event_id.clone())],
         group_id: fifo.then(|| item.uri().unwrap_or("unknown").to_owned()),
         dedup_id: fifo
             .then(|| sha256_hex(format!("{}|{}", item.event_id, item.message_id).as_bytes())),
+    };
+    if message.size() > DEAD_LETTER_MAX_BYTES {
+        // An event of up to 1 MiB does not fit. What it changed is fetched again from Reltio: the dead letter
+        // keeps the event in Reltio's own large-event form (`exceededQueueSizeLimit`, the entity's URI), which a
+        // redrive puts back on the event queue as it is.
+        let mut body = body;
+        body["eventOmitted"] = omitted(
+            item.body.as_bytes(),
+            "Reltio: the entity is fetched by its URI when `event` is redriven",
+        );
+        body["event"] = match (&item.event, item.event_uri.as_deref()) {
+            (Some(e), Some(uri)) => json!({
+                "type": e.event_type,
+                "uri": uri,
+                "exceededQueueSizeLimit": true,
+                "objectVersion": e.object_version(),
+                "updatedTime": e.updated_time,
+            }),
+            _ => Value::Null,
+        };
+        message.body = body.to_string();
     }
+    message
 }

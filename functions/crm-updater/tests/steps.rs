@@ -444,3 +444,35 @@ async fn a_change_without_an_object_version_does_not_make_later_versions_stale()
     let h = run(&world, &[("m3", &older, "e3", "")]).await;
     assert_eq!(h.metrics.counter("StaleEventsSkipped"), 1);
 }
+
+#[tokio::test]
+async fn an_event_too_large_for_the_dlq_is_dead_lettered_in_reltios_large_event_form_and_redriven()
+{
+    let world = world(
+        FakeSalesforce::failing(&[(&contact(1), "FIELD_CUSTOM_VALIDATION_EXCEPTION")]),
+        FakeReltio::with(&[("entities/E", entity("E", &[contact(1)], "Fetched", 2_000))]),
+    );
+    // A 600 KB snapshot (a long attribute): the event queue takes it, a dead letter cannot.
+    let mut big = entity("E", &[contact(1)], "Big", 1_000);
+    big["attributes"]["Notes"] = json!([{"value": "n".repeat(600 * 1024), "ov": true}]);
+    let body = changed(&big);
+    let h = run(&world, &[("m1", &body, "big-1", "")]).await;
+    assert!(failures(&h).is_empty());
+    let sent = world.dlq.sent.lock().unwrap().clone();
+    assert_eq!(sent.len(), 1);
+    assert!(sent[0].size() <= mdm_sync_domain::queue::DEAD_LETTER_MAX_BYTES);
+    let dead: Value = serde_json::from_str(&sent[0].body).unwrap();
+    assert_eq!(dead["eventOmitted"]["bytes"], body.len());
+    assert_eq!(dead["event"]["uri"], "entities/E");
+    assert_eq!(dead["event"]["exceededQueueSizeLimit"], true);
+
+    // Fixed, the dead letter's event is redriven as it is: the entity is fetched and applied.
+    world.salesforce.fail.lock().unwrap().clear();
+    let event = dead["event"].to_string();
+    let h = run(&world, &[("m2", &event, "big-1", "")]).await;
+    assert!(failures(&h).is_empty());
+    assert_eq!(
+        world.salesforce.last(&contact(1)).unwrap()["FirstName"],
+        "Fetched"
+    );
+}
