@@ -13,6 +13,7 @@ use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
 use mdm_sync_adapters::config::{self, ConfigError, Env};
 use mdm_sync_adapters::metrics::{Metrics, DEFAULT_NAMESPACE};
+use mdm_sync_adapters::replay::{DeliveredIds, DynamoReplayCache};
 use mdm_sync_adapters::secrets::{SecretCache, SecretError};
 use mdm_sync_adapters::sqs::{MessageSink, SendFailure, SqsQueue};
 use mdm_sync_domain::reltio::event::{EntityTypeFilter, EventTypeFilter};
@@ -62,6 +63,9 @@ pub struct Config {
     pub metrics_namespace: String,
     /// Time allowed for one request (default 4 s; not an environment setting).
     pub response_budget: Duration,
+    /// `WEBHOOK_REPLAY_TABLE` (optional): DynamoDB table of delivered event ids; `WEBHOOK_REPLAY_TTL_SECONDS`
+    /// (default 86400, at least the tolerance): how long an id is remembered.
+    pub replay: Option<(String, Duration)>,
 }
 
 impl Config {
@@ -100,8 +104,33 @@ impl Config {
             metrics_namespace: config::optional(env, "METRICS_NAMESPACE")
                 .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned()),
             response_budget: DEFAULT_RESPONSE_BUDGET,
+            replay: replay_settings(env)?,
         })
     }
+}
+
+/// `WEBHOOK_REPLAY_TTL_SECONDS` default: a day, well past the timestamp tolerance and a sender's retries.
+pub const DEFAULT_REPLAY_TTL_SECONDS: u64 = 86_400;
+
+fn replay_settings(env: &dyn Env) -> Result<Option<(String, Duration)>, ConfigError> {
+    let Some(table) = config::optional(env, "WEBHOOK_REPLAY_TABLE") else {
+        return Ok(None);
+    };
+    let tolerance: u64 =
+        config::parsed_or(env, "WEBHOOK_TOLERANCE_SECONDS", DEFAULT_TOLERANCE_SECONDS)?;
+    let ttl: u64 = config::parsed_or(
+        env,
+        "WEBHOOK_REPLAY_TTL_SECONDS",
+        DEFAULT_REPLAY_TTL_SECONDS,
+    )?;
+    if ttl <= tolerance {
+        return Err(ConfigError::Invalid {
+            name: "WEBHOOK_REPLAY_TTL_SECONDS",
+            reason: "must be longer than WEBHOOK_TOLERANCE_SECONDS (a replay inside the window must be caught)"
+                .into(),
+        });
+    }
+    Ok(Some((table, Duration::from_secs(ttl))))
 }
 
 /// SDK timeouts that keep one request well under 5 s even when AWS is slow: each call attempt is cut at 1 s,
@@ -225,6 +254,8 @@ pub fn system_clock() -> Clock {
 /// happens here: the secret is read on the first request.
 pub struct Deps {
     pub config: Config,
+    /// The replay cache, when `WEBHOOK_REPLAY_TABLE` is set.
+    pub replay: Option<Box<dyn DeliveredIds>>,
     /// `EVENT_QUEUE_URL`.
     pub queue: Box<dyn MessageSink + Send + Sync>,
     pub secrets: SecretSource,
@@ -235,7 +266,15 @@ impl Deps {
     pub fn new(config: Config, sdk: &aws_config::SdkConfig) -> Deps {
         let cache = SecretCache::new(aws_sdk_secretsmanager::Client::new(sdk), &config.secret_id);
         let queue = SqsQueue::new(aws_sdk_sqs::Client::new(sdk), &config.queue_url);
+        let replay = config.replay.as_ref().map(|(table, ttl)| {
+            Box::new(DynamoReplayCache::new(
+                aws_sdk_dynamodb::Client::new(sdk),
+                table,
+                *ttl,
+            )) as Box<dyn DeliveredIds>
+        });
         Deps {
+            replay,
             config,
             queue: Box::new(queue),
             secrets: SecretSource::Manager(ManagedSecrets::new(cache)),
@@ -325,6 +364,41 @@ pub async fn respond(deps: &Deps, req: &Request, metrics: &mut Metrics) -> Respo
         tracing::info!(request_id, event_id = %e.id, event_type = %e.event_type, "filtered out");
     }
 
+    // A delivery replayed with the same signed ids is answered again without a second copy on the queue.
+    let (accepted, replayed) = match deps.replay.as_ref() {
+        Some(cache) if !accepted.is_empty() => {
+            let ids: Vec<&str> = accepted.iter().map(|e| e.id.as_str()).collect();
+            let seen = match tokio::time::timeout_at(deadline.into(), cache.seen(&ids)).await {
+                Ok(Ok(seen)) => seen,
+                failed => {
+                    let reason = match failed {
+                        Ok(Err(e)) => e,
+                        _ => "timed out".into(),
+                    };
+                    // Counting nothing as seen risks a duplicate, which the consumers absorb; never a loss.
+                    tracing::warn!(request_id, "replay cache unavailable: {reason}");
+                    metrics.count("ReplayCacheUnavailable", 1);
+                    vec![false; ids.len()]
+                }
+            };
+            let mut fresh = Vec::with_capacity(accepted.len());
+            let mut replayed = Vec::new();
+            for (e, seen) in accepted.into_iter().zip(seen) {
+                if seen {
+                    replayed.push(e);
+                } else {
+                    fresh.push(e);
+                }
+            }
+            (fresh, replayed)
+        }
+        _ => (accepted, Vec::new()),
+    };
+    metrics.count("EventsReplayed", replayed.len() as u64);
+    for e in &replayed {
+        tracing::info!(request_id, event_id = %e.id, "replayed delivery: already enqueued");
+    }
+
     let failures = enqueue(deps, &accepted, deadline).await;
     if !failures.is_empty() {
         metrics.count("EnqueueFailures", failures.len() as u64);
@@ -345,10 +419,22 @@ pub async fn respond(deps: &Deps, req: &Request, metrics: &mut Metrics) -> Respo
     for e in &accepted {
         tracing::info!(request_id, event_id = %e.id, hint, event_type = %e.event_type, "enqueued");
     }
-    answer(
-        StatusCode::OK,
-        json!({"accepted": accepted.len(), "filtered": filtered.len()}),
-    )
+    if let Some(cache) = deps.replay.as_ref().filter(|_| !accepted.is_empty()) {
+        let ids: Vec<&str> = accepted.iter().map(|e| e.id.as_str()).collect();
+        if let Ok(Err(e)) | Err(e) = tokio::time::timeout_at(deadline.into(), cache.remember(&ids))
+            .await
+            .map_err(|_| "timed out".to_owned())
+        {
+            // Enqueued all the same: a replay would only be enqueued again.
+            tracing::warn!(request_id, "could not record the delivered ids: {e}");
+            metrics.count("ReplayCacheUnavailable", 1);
+        }
+    }
+    let mut body = json!({"accepted": accepted.len(), "filtered": filtered.len()});
+    if !replayed.is_empty() {
+        body["replayed"] = json!(replayed.len());
+    }
+    answer(StatusCode::OK, body)
 }
 
 /// HTTPS when every `X-Forwarded-Proto` value (all hops) is `https`. Without the header, only API Gateway

@@ -350,3 +350,85 @@ async fn the_sample_event_is_accepted_with_the_documented_test_secret() {
 fn wall_clock() -> i64 {
     chrono::Utc::now().timestamp()
 }
+
+#[tokio::test]
+async fn a_replayed_delivery_is_answered_without_a_second_copy_on_the_queue() {
+    let world = World::start().await;
+    let queue = world.moto.create_queue("mdm-events").await;
+    world.moto.create_ledger_table("webhook-replay").await;
+    let deps = world
+        .deps(world.config(&queue, &[("WEBHOOK_REPLAY_TABLE", "webhook-replay")]))
+        .await;
+    let first = handle(
+        &deps,
+        signed(Origin::HttpV2, ENTITY_CHANGED.as_bytes(), &[]),
+    )
+    .await;
+    assert_eq!(status(&first), 200);
+    // The same signed request again (a replay, or a sender retrying after a lost answer).
+    let again = handle(
+        &deps,
+        signed(Origin::HttpV2, ENTITY_CHANGED.as_bytes(), &[]),
+    )
+    .await;
+    assert_eq!(status(&again), 200);
+    assert_eq!(body_json(&again)["replayed"], 1);
+    assert_eq!(body_json(&again)["accepted"], 0);
+    assert_eq!(
+        world.messages(&queue).await.len(),
+        1,
+        "one copy on the queue"
+    );
+    // Another event is enqueued as usual.
+    let other = handle(
+        &deps,
+        signed(Origin::HttpV2, ENTITIES_MERGED.as_bytes(), &[]),
+    )
+    .await;
+    assert_eq!(body_json(&other)["accepted"], 1);
+}
+
+#[tokio::test]
+async fn an_unreachable_replay_cache_never_costs_an_event() {
+    let world = World::start().await;
+    let queue = world.moto.create_queue("mdm-events").await;
+    // No such table: every cache call fails.
+    let deps = world
+        .deps(world.config(&queue, &[("WEBHOOK_REPLAY_TABLE", "missing-table")]))
+        .await;
+    for _ in 0..2 {
+        let r = handle(
+            &deps,
+            signed(Origin::HttpV2, ENTITY_CHANGED.as_bytes(), &[]),
+        )
+        .await;
+        assert_eq!(status(&r), 200);
+    }
+    assert_eq!(
+        world.messages(&queue).await.len(),
+        2,
+        "enqueued both times: duplicates, not losses"
+    );
+}
+
+#[test]
+fn the_replay_window_must_outlast_the_timestamp_tolerance() {
+    let vars = |ttl: &'static str| {
+        move |k: &str| match k {
+            "WEBHOOK_SECRET_ID" => Some("s".to_owned()),
+            "EVENT_QUEUE_URL" => Some("https://sqs.us-east-1.amazonaws.com/0/q".to_owned()),
+            "WEBHOOK_REPLAY_TABLE" => Some("t".to_owned()),
+            "WEBHOOK_REPLAY_TTL_SECONDS" => Some(ttl.to_owned()),
+            _ => None,
+        }
+    };
+    let err = Config::from_env(&vars("300")).unwrap_err();
+    assert!(
+        err.to_string().contains("WEBHOOK_REPLAY_TTL_SECONDS"),
+        "{err}"
+    );
+    assert_eq!(
+        Config::from_env(&vars("3600")).unwrap().replay,
+        Some(("t".to_owned(), Duration::from_secs(3600)))
+    );
+}

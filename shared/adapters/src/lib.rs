@@ -8,6 +8,7 @@ pub mod http;
 pub mod ledger;
 pub mod metrics;
 pub mod reltio;
+pub mod replay;
 pub mod retry;
 pub mod salesforce;
 pub mod secrets;

@@ -6,6 +6,7 @@
 //! Secrets Manager, SQS and HTTP around it.
 
 pub mod events;
+pub mod replay;
 pub mod signature;
 
 pub use events::{parse_body, BodyError, Subscription, WebhookEvent};
