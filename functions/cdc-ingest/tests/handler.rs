@@ -388,10 +388,8 @@ async fn an_entity_reltio_rejects_is_dead_lettered_and_its_neighbours_written() 
     assert_eq!(dlq.len(), 1);
     assert_eq!(dlq[0]["key"], "7");
     assert_eq!(dlq[0]["sequenceNumber"], sequence_number(1));
-    assert_eq!(
-        dlq[0]["reason"],
-        "Reltio rejected the entity: error 103: Invalid attribute value"
-    );
+    // The error code, never Reltio's message text (it can echo the values sent).
+    assert_eq!(dlq[0]["reason"], "Reltio rejected the entity: error 103");
 }
 
 #[tokio::test]

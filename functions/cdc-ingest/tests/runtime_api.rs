@@ -1,6 +1,7 @@
 //! The cdc-ingest binary itself under the Lambda Runtime API, configured only through docs/contract.md's
 //! variables: a wiremock stands in for the Runtime API, another for Reltio, moto for Secrets Manager and SQS.
 
+use mdm_sync_testkit::runtime::{assert_no_sentinel, invoke_once};
 use mdm_sync_testkit::{kinesis_event, sequence_number, workspace_root, MotoServer};
 use serde_json::{json, Value};
 use std::process::{Command, Stdio};
@@ -159,5 +160,74 @@ async fn a_missing_setting_stops_the_binary_with_one_line_naming_it() {
     assert!(
         runtime.received_requests().await.unwrap().is_empty(),
         "no invocation was taken"
+    );
+}
+
+/// Values that must never reach the logs: the OAuth client secret and token, and personal column values.
+const SECRET_SENTINEL: &str = "SENTINEL-CLIENT-SECRET-8f3a";
+const TOKEN_SENTINEL: &str = "SENTINEL-ACCESS-TOKEN-1c9e";
+const PERSON_SENTINEL: &str = "Sentinelperson";
+
+#[tokio::test]
+async fn debug_logs_carry_no_secret_and_no_personal_value() {
+    let moto = MotoServer::start();
+    let secret = moto
+        .create_secret(
+            "reltio",
+            &json!({"client_id": "c", "client_secret": SECRET_SENTINEL}),
+        )
+        .await;
+    let dlq = moto.create_queue("cdc-dlq").await;
+    let reltio = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/oauth/token"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"access_token": TOKEN_SENTINEL, "expires_in": 3600})),
+        )
+        .mount(&reltio)
+        .await;
+    // Reltio rejects the entity with a message that echoes the value (as validation messages do).
+    Mock::given(method("POST"))
+        .and(path("/reltio/api/T1/entities"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!([
+            {"index": 0, "successful": false, "errors": {"errorCode": 103,
+             "errorMessage": format!("Value {PERSON_SENTINEL} of FirstName is not valid")}}
+        ])))
+        .mount(&reltio)
+        .await;
+    let record = String::from_utf8_lossy(include_bytes!("../../../tests/fixtures/dms/insert.json"))
+        .replace("\"Jane\"", &format!("\"{PERSON_SENTINEL}\""));
+    assert!(
+        record.contains(PERSON_SENTINEL),
+        "the fixture carries a first name"
+    );
+    let mapping = workspace_root().join("functions/cdc-ingest/mapping.example.toml");
+    let run = invoke_once(
+        BINARY,
+        "cdc-ingest",
+        &[
+            ("RUST_LOG", "debug".into()),
+            ("AWS_LAMBDA_LOG_LEVEL", "DEBUG".into()),
+            ("AWS_ENDPOINT_URL", moto.endpoint.clone()),
+            ("RELTIO_API_URL", format!("{}/reltio/api/T1", reltio.uri())),
+            ("RELTIO_AUTH_URL", format!("{}/oauth/token", reltio.uri())),
+            ("RELTIO_SECRET_ID", secret),
+            ("CDC_MAPPING_FILE", mapping.display().to_string()),
+            ("CDC_DLQ_URL", dlq.clone()),
+        ],
+        &kinesis_event(&[("k", record.as_bytes())]),
+    )
+    .await;
+    assert!(run.answer.is_some(), "the binary answered");
+    // The record was dead-lettered (the DLQ holds the data; the logs must not).
+    assert_eq!(moto.drain_queue(&dlq).await.len(), 1);
+    assert!(
+        run.logs.contains("dead-lettering"),
+        "debug logs were written"
+    );
+    assert_no_sentinel(
+        &run.logs,
+        &[SECRET_SENTINEL, TOKEN_SENTINEL, PERSON_SENTINEL],
     );
 }

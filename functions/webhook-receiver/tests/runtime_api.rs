@@ -187,3 +187,64 @@ fn the_binary_stops_at_start_up_naming_a_missing_setting() {
     );
     assert!(text.contains("WEBHOOK_SECRET_ID"), "{text}");
 }
+
+#[tokio::test]
+async fn debug_logs_carry_no_secret_and_no_personal_value() {
+    const SECRET_SENTINEL: &str = "SENTINEL-WEBHOOK-SECRET-5e2f";
+    const PERSON_SENTINEL: &str = "Sentinelperson";
+    let moto = MotoServer::start();
+    let secret = moto
+        .create_secret("webhook", &json!({"secrets": [SECRET_SENTINEL]}))
+        .await;
+    let queue = moto.create_queue("mdm-events").await;
+    let now = chrono::Utc::now().timestamp();
+    let body = json!({"type": "ENTITY_CHANGED", "object": {"uri": "entities/0Abc",
+        "type": "configuration/entityTypes/Individual",
+        "attributes": {"FirstName": [{"value": PERSON_SENTINEL, "ov": true}]}, "crosswalks": []}})
+    .to_string();
+    let good = event_json(
+        Origin::RestV1,
+        body.as_bytes(),
+        &refs(&reltio_headers(SECRET_SENTINEL, Some(now), body.as_bytes())),
+    );
+    // A forged one (wrong secret) and one whose body is no event: rejections must not quote the body either.
+    let forged = event_json(
+        Origin::RestV1,
+        body.as_bytes(),
+        &refs(&reltio_headers("attacker", Some(now), body.as_bytes())),
+    );
+    let not_event = format!("{{\"name\": \"{PERSON_SENTINEL}\"}}");
+    let bad = event_json(
+        Origin::RestV1,
+        not_event.as_bytes(),
+        &refs(&reltio_headers(
+            SECRET_SENTINEL,
+            Some(now),
+            not_event.as_bytes(),
+        )),
+    );
+    let runtime = runtime_with(&[good, forged, bad]).await;
+    let logs = std::env::temp_dir().join(format!("webhook-debug-{}.log", std::process::id()));
+    let file = std::fs::File::create(&logs).unwrap();
+    let mut child = Command::new(binary())
+        .envs(lambda_env(&runtime))
+        .env("RUST_LOG", "debug")
+        .env("AWS_LAMBDA_LOG_LEVEL", "DEBUG")
+        .env("AWS_ENDPOINT_URL", &moto.endpoint)
+        .env("WEBHOOK_SECRET_ID", &secret)
+        .env("EVENT_QUEUE_URL", &queue)
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .unwrap();
+    let answers = answers(&runtime, 3).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(answers[0]["statusCode"], 200, "{}", answers[0]);
+    assert_eq!(answers[1]["statusCode"], 401);
+    assert_eq!(answers[2]["statusCode"], 400);
+    let text = std::fs::read_to_string(&logs).unwrap();
+    let _ = std::fs::remove_file(&logs);
+    assert!(text.contains("enqueued"), "debug logs were written");
+    mdm_sync_testkit::runtime::assert_no_sentinel(&text, &[SECRET_SENTINEL, PERSON_SENTINEL]);
+}

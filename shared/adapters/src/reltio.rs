@@ -358,28 +358,30 @@ async fn check_status(response: Response) -> Result<Response, ReltioError> {
     })
 }
 
-/// Reltio's error text (`errorMessage`, OAuth's `error_description`, ...) or the start of the body.
+/// What a failed response says, as codes only: Reltio's `errorCode`, or OAuth's `error`. Never its message text,
+/// which can echo the values sent (personal data) and ends up in logs.
 async fn error_text(response: Response) -> String {
     let body = response.text().await.unwrap_or_default();
-    let text = serde_json::from_str::<Value>(&body)
+    serde_json::from_str::<Value>(&body)
         .ok()
-        .and_then(|v| error_message(&v))
-        .unwrap_or(body);
-    http::truncate(text)
+        .and_then(|v| error_code(&v))
+        .map(|code| format!("error {code}"))
+        .unwrap_or_else(|| "no error code".into())
 }
 
-fn error_message(v: &Value) -> Option<String> {
+/// The first `errorCode` (else OAuth's `error`) in an error object or array of them.
+fn error_code(v: &Value) -> Option<String> {
     let v = match v {
         Value::Array(items) => items.first()?,
         other => other,
     };
-    ["errorMessage", "error_description", "message", "error"]
-        .iter()
-        .find_map(|k| v.get(*k))
-        .map(|m| match m {
-            Value::String(s) => s.clone(),
-            other => error_message(other).unwrap_or_else(|| other.to_string()),
-        })
+    let code = find_key(v, "errorCode").or_else(|| v.get("error").filter(|e| e.is_string()))?;
+    let text = match code {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    // A code is a short token; anything else is not one.
+    (text.len() <= 64 && !text.contains(char::is_whitespace)).then_some(text)
 }
 
 /// Maps the response array back to the request's elements, by each item's `index` when present.
@@ -426,21 +428,15 @@ fn item_outcome(item: &Value) -> ItemOutcome {
         .filter(|e| !e.is_null())
     {
         Some(e) => {
-            let code = find_key(e, "errorCode").map(|c| match c {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            });
-            let message = error_message(e).unwrap_or_else(|| e.to_string());
-            let transient =
-                code.as_deref() == Some("2008") || message.contains("TOO_MANY_CONCURRENT_REQUESTS");
+            let code = error_code(e);
+            let transient = code.as_deref() == Some("2008")
+                || e.to_string().contains("TOO_MANY_CONCURRENT_REQUESTS");
+            // The code only: the message text can echo the entity's values.
             let message = match code {
-                Some(c) => format!("error {c}: {message}"),
-                None => message,
+                Some(c) => format!("error {c}"),
+                None => "no error code".into(),
             };
-            ItemOutcome::Failed {
-                message: http::truncate(message),
-                transient,
-            }
+            ItemOutcome::Failed { message, transient }
         }
         None => ItemOutcome::Failed {
             message: "Reltio did not confirm the entity was written".into(),

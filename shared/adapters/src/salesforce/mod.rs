@@ -54,14 +54,15 @@ pub enum SalesforceError {
     Connection(String),
     #[error("Salesforce refused the credentials: {0}")]
     Unauthorized(String),
-    #[error("Salesforce rejected the request (HTTP {status} {code}): {message}")]
+    /// `message`: the field names involved, never the error's text.
+    #[error("Salesforce rejected the request (HTTP {status} {code}) {message}")]
     Rejected {
         status: u16,
         code: String,
         message: String,
     },
     /// A SOAP call failed as a whole (SOAP fault other than an expired session or the API limit).
-    #[error("Salesforce SOAP fault {code}: {message}")]
+    #[error("Salesforce SOAP fault {code}{message}")]
     SoapFault { code: String, message: String },
     #[error("Salesforce's response could not be read: {0}")]
     Decode(String),
@@ -153,18 +154,19 @@ fn merge_outcome(result: Option<&soap::MergeResult>) -> MergeOutcome {
             related: result.updated_related_ids.len(),
         };
     }
-    let (code, message) = result
+    // The code only: the message text can echo the records' values.
+    let code = result
         .errors
         .first()
-        .cloned()
-        .unwrap_or_else(|| ("UNKNOWN_ERROR".into(), String::new()));
+        .map(|(code, _)| code.clone())
+        .unwrap_or_else(|| "UNKNOWN_ERROR".into());
     if is_already_merged_code(&code) {
         MergeOutcome::AlreadyMerged { code }
     } else {
         MergeOutcome::Failed {
             transient: is_transient_code(&code),
             code,
-            message: http::truncate(message),
+            message: String::new(),
         }
     }
 }
@@ -465,13 +467,7 @@ fn item_outcome(item: Option<&Value>) -> RecordOutcome {
         .and_then(Value::as_str)
         .unwrap_or("UNKNOWN_ERROR")
         .to_owned();
-    let message = http::truncate(
-        first
-            .and_then(|e| e.get("message"))
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_owned(),
-    );
+    let message = first.map(fields_of).unwrap_or_default();
     if is_missing_code(&code) {
         RecordOutcome::Missing { code }
     } else {
@@ -480,6 +476,20 @@ fn item_outcome(item: Option<&Value>) -> RecordOutcome {
             code,
             message,
         }
+    }
+}
+
+/// `fields: A, B` from an error's `fields` (names, not values), or nothing.
+fn fields_of(error: &Value) -> String {
+    let names: Vec<&str> = error
+        .get("fields")
+        .and_then(Value::as_array)
+        .map(|f| f.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    if names.is_empty() {
+        String::new()
+    } else {
+        http::truncate(format!("fields: {}", names.join(", ")))
     }
 }
 
@@ -493,14 +503,13 @@ async fn check_status(response: Response) -> Result<Response, SalesforceError> {
     // SOAP answers every fault with HTTP 500 and an XML body naming the exception.
     if body.trim_start().starts_with('<') {
         if let Some(fault) = soap::parse_fault(&body) {
+            // The fault's code only: its text can echo the values sent.
             return Err(match fault.code.as_str() {
-                "INVALID_SESSION_ID" => {
-                    SalesforceError::Unauthorized(http::truncate(fault.message))
-                }
+                "INVALID_SESSION_ID" => SalesforceError::Unauthorized(fault.code),
                 "REQUEST_LIMIT_EXCEEDED" => SalesforceError::LimitExceeded,
                 _ => SalesforceError::SoapFault {
                     code: fault.code,
-                    message: http::truncate(fault.message),
+                    message: String::new(),
                 },
             });
         }
@@ -516,16 +525,14 @@ async fn check_status(response: Response) -> Result<Response, SalesforceError> {
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_owned();
-    let message = http::truncate(
-        first
-            .as_ref()
-            .and_then(|v| v.get("message").or_else(|| v.get("error_description")))
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-            .unwrap_or(body),
-    );
+    // Codes and field names only, never the message text: validation messages echo field values.
+    let message = first.as_ref().map(fields_of).unwrap_or_default();
     Err(match status {
-        StatusCode::UNAUTHORIZED => SalesforceError::Unauthorized(message),
+        StatusCode::UNAUTHORIZED => SalesforceError::Unauthorized(if code.is_empty() {
+            "HTTP 401".into()
+        } else {
+            code.clone()
+        }),
         _ if code == "REQUEST_LIMIT_EXCEEDED" => SalesforceError::LimitExceeded,
         s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => {
             SalesforceError::Unavailable {

@@ -437,7 +437,10 @@ impl StepOutcome {
                 message,
                 transient,
             }) => {
-                let reason = format!("Salesforce rejected {what} write: {code}: {message}");
+                let reason = with_detail(
+                    format!("Salesforce rejected {what} write: {code}"),
+                    &message,
+                );
                 if transient {
                     StepOutcome::Transient(reason)
                 } else {
@@ -457,7 +460,7 @@ impl StepOutcome {
                 message,
                 transient,
             } => {
-                let reason = format!("Salesforce rejected a merge: {code}: {message}");
+                let reason = with_detail(format!("Salesforce rejected a merge: {code}"), message);
                 if *transient {
                     StepOutcome::Transient(reason)
                 } else {
@@ -472,6 +475,15 @@ impl StepOutcome {
             PortError::Transient(m) => StepOutcome::Transient(format!("{context}: {m}")),
             PortError::Rejected(m) => StepOutcome::Permanent(format!("{context}: {m}")),
         }
+    }
+}
+
+/// `reason`, with `detail` (field names, never values) in parentheses when there is one.
+fn with_detail(reason: String, detail: &str) -> String {
+    if detail.is_empty() {
+        reason
+    } else {
+        format!("{reason} ({detail})")
     }
 }
 
