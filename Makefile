@@ -10,7 +10,7 @@ export MOTO_SERVER := $(CURDIR)/tools/moto-server
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: test infra-test lint tools demo plan e2e release clean-tools bench
+.PHONY: test infra-test lint tools demo plan e2e release clean-tools bench fuzz
 
 ## Install the pinned Python tools into .venv (re-run when tools/requirements.txt changes).
 tools: $(STAMP)
@@ -71,3 +71,15 @@ lint:
 
 clean-tools:
 	rm -rf $(VENV)
+
+## Every fuzz target (fuzz/) for FUZZ_RUNS executions on a copy of its corpus, printing the counts (nightly and
+## cargo-fuzz needed; not part of `make test`).
+FUZZ_RUNS ?= 10000000
+FUZZ_TARGETS := dms_decoder webhook_parsers_agree signature_roundtrip accepted_is_sendable crm_event mappings
+fuzz:
+	@for t in $(FUZZ_TARGETS); do \
+	  work=$$(mktemp -d); cp fuzz/corpus/$$t/* $$work/; \
+	  (cd fuzz && cargo +nightly fuzz run $$t $$work -- -runs=$(FUZZ_RUNS) -max_len=65536 2>&1) \
+	    | grep -E "^Done|ERROR|panicked|crash-" | sed "s/^/$$t: /"; \
+	  rm -rf $$work; \
+	done

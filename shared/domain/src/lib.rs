@@ -6,6 +6,7 @@ pub mod crm;
 pub mod dms;
 pub mod ordering;
 pub mod port;
+pub mod properties;
 pub mod queue;
 pub mod reltio;
 pub mod settle;

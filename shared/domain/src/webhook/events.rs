@@ -55,18 +55,36 @@ pub struct WebhookEvent {
 /// and a sender that regroups events on retry still produces the same ids. A `delivery_id` longer than 128
 /// characters or holding characters SQS refuses in ids is replaced by its hex SHA-256.
 pub fn parse_body(body: &[u8], delivery_id: Option<&str>) -> Result<Vec<WebhookEvent>, BodyError> {
+    let (full, text) = body_text(body)?;
+    match parse_single(full, text, delivery_id) {
+        Some(parsed) => parsed,
+        None => parse_tree(full, text, delivery_id),
+    }
+}
+
+/// The body as text (`full`, without a byte-order mark) and its JSON (`text`, without JSON's own whitespace
+/// around it: a body wrapped in other Unicode spaces, U+00A0 or U+2028, is not JSON and no consumer could read
+/// it).
+fn body_text(body: &[u8]) -> Result<(&str, &str), BodyError> {
     let full = std::str::from_utf8(body).map_err(|_| BodyError::NotUtf8)?;
-    // A byte-order mark is not JSON; everything else is kept as sent. Only JSON's own whitespace is trimmed:
-    // a body wrapped in other Unicode spaces (U+00A0, U+2028) is not JSON, and no consumer could parse it.
     let full = full.strip_prefix('\u{feff}').unwrap_or(full);
     let text = full.trim_matches([' ', '\t', '\n', '\r']);
     if text.is_empty() {
         return Err(BodyError::Empty);
     }
-    match parse_single(full, text, delivery_id) {
-        Some(parsed) => parsed,
-        None => parse_tree(full, text, delivery_id),
-    }
+    Ok((full, text))
+}
+
+/// A body's events, or why it has none.
+pub type Parsed = Result<Vec<WebhookEvent>, BodyError>;
+
+/// Both parse paths over the same body, for the property tests: the fast path's answer (when it gives one)
+/// and the tree parse's. They must agree.
+#[doc(hidden)]
+pub fn parse_both_ways(body: &[u8], delivery_id: Option<&str>) -> Option<(Parsed, Parsed)> {
+    let (full, text) = body_text(body).ok()?;
+    let fast = parse_single(full, text, delivery_id)?;
+    Some((fast, parse_tree(full, text, delivery_id)))
 }
 
 /// The fast path, in one pass without building a `Value`: a single event object whose id is the delivery id.
