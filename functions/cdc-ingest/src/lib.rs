@@ -6,19 +6,23 @@ use aws_lambda_events::event::kinesis::{KinesisEvent, KinesisEventRecord};
 use aws_lambda_events::event::streams::KinesisEventResponse;
 use mdm_sync_adapters::config::{self, ConfigError, Env};
 use mdm_sync_adapters::event_source::{kinesis_response, settle_batch, Ordering, Outcome};
+use mdm_sync_adapters::key_ledger::DynamoKeyLedger;
 use mdm_sync_adapters::metrics::{Metrics, DEFAULT_NAMESPACE};
-use mdm_sync_adapters::reltio::{CredentialSource, CrosswalkKey, ReltioClient};
+use mdm_sync_adapters::reltio::{CredentialSource, ReltioClient};
 use mdm_sync_adapters::retry::RetryPolicy;
 use mdm_sync_adapters::secrets::SecretCache;
 use mdm_sync_adapters::sqs::{MessageSink, OutgoingMessage, SqsQueue};
 use mdm_sync_domain::cdc::apply::{apply, ApplySettings, EntityWriter, WriteOutcome};
 use mdm_sync_domain::cdc::mapping::{CdcMapping, MappingError};
-use mdm_sync_domain::cdc::schedule::{schedule, Wave};
-use mdm_sync_domain::cdc::transform::{plan_record, RecordPlan};
-use mdm_sync_domain::dms::{DmsRecord, DEFAULT_BEFORE_IMAGE_FIELD};
+use mdm_sync_domain::cdc::versions::KeyLedger;
+use mdm_sync_domain::dms::DEFAULT_BEFORE_IMAGE_FIELD;
 use mdm_sync_domain::queue::{omitted, DEAD_LETTER_MAX_BYTES};
 use serde_json::{json, Value};
 use std::time::Instant;
+
+mod batch;
+use batch::RecordInfo;
+pub use batch::{plan_batch, plan_records, BatchPlan, Planned, SKIP_STALE};
 
 pub const FUNCTION_NAME: &str = "cdc-ingest";
 /// Reltio's default token endpoint.
@@ -43,6 +47,9 @@ pub struct Config {
     pub metrics_namespace: String,
     /// The DMS task's `BeforeImageSettings.FieldName` (default `before-image`).
     pub before_image_field: String,
+    /// `CDC_KEY_LEDGER_TABLE` (optional) and `CDC_KEY_LEDGER_RETENTION_DAYS` (default 8: past Kinesis's
+    /// 7-day maximum retention): the CDC key ledger, which skips changes older than what was applied per key.
+    pub key_ledger: Option<(String, std::time::Duration)>,
 }
 
 impl Config {
@@ -64,6 +71,13 @@ impl Config {
                 .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned()),
             before_image_field: config::optional(env, "CDC_BEFORE_IMAGE_FIELD")
                 .unwrap_or_else(|| DEFAULT_BEFORE_IMAGE_FIELD.to_owned()),
+            key_ledger: match config::optional(env, "CDC_KEY_LEDGER_TABLE") {
+                None => None,
+                Some(table) => {
+                    let days = config::positive_or(env, "CDC_KEY_LEDGER_RETENTION_DAYS", 8, 3650)?;
+                    Some((table, std::time::Duration::from_secs(days as u64 * 86_400)))
+                }
+            },
         })
     }
 }
@@ -75,6 +89,8 @@ pub struct Deps {
     pub writer: Box<dyn EntityWriter + Send>,
     /// `CDC_DLQ_URL`.
     pub dlq: Box<dyn MessageSink + Send>,
+    /// The CDC key ledger, when `CDC_KEY_LEDGER_TABLE` is set.
+    pub key_ledger: Option<Box<dyn KeyLedger + Send>>,
     /// Waits between whole-batch attempts while every write fails transiently (an outage, a refused
     /// credential): the invocation keeps trying until its deadline instead of failing fast.
     pub outage_backoff: RetryPolicy,
@@ -119,99 +135,39 @@ impl Deps {
                 &config.dlq_url,
             )),
             outage_backoff: OUTAGE_BACKOFF,
+            key_ledger: config.key_ledger.as_ref().map(|(table, retention)| {
+                Box::new(DynamoKeyLedger::new(
+                    aws_sdk_dynamodb::Client::new(sdk),
+                    table,
+                    *retention,
+                )) as Box<dyn KeyLedger + Send>
+            }),
             config,
         })
     }
 }
 
-/// What the handler knows of a record for logs and the DLQ.
-struct RecordInfo {
-    table: Option<String>,
-    key: Option<CrosswalkKey>,
-    position: Option<String>,
-    source_time: Option<chrono::DateTime<chrono::Utc>>,
-}
-
-/// A batch decoded and planned, before anything is sent.
-pub struct BatchPlan {
-    /// Per record, its outcome when it is already decided (`None`: it has writes to apply).
-    outcomes: Vec<Option<Outcome>>,
-    infos: Vec<RecordInfo>,
-    /// The Reltio writes, in waves (see `mdm_sync_domain::cdc::schedule`).
-    pub waves: Vec<Wave>,
-}
-
-impl BatchPlan {
-    /// One line per record: where it is headed before Reltio answers (`write`, `skip: …`, `dead-letter: …`).
-    pub fn decisions(&self) -> Vec<String> {
-        self.outcomes
-            .iter()
-            .zip(&self.infos)
-            .map(|(outcome, info)| {
-                let what = match outcome {
-                    None => "write".to_owned(),
-                    Some(Outcome::Skipped(r)) => format!("skip: {r}"),
-                    Some(Outcome::Permanent(r)) => format!("dead-letter: {r}"),
-                    Some(Outcome::Done) => "written".to_owned(),
-                    Some(Outcome::Transient(r)) => format!("retry: {r}"),
-                };
-                let key = info.key.as_ref().map(|k| k.to_string());
-                format!(
-                    "{} {} → {what}",
-                    info.table.as_deref().unwrap_or("?"),
-                    key.as_deref().unwrap_or("-")
-                )
-            })
-            .collect()
-    }
-}
-
-/// Decodes every record and plans its writes: pure, no I/O.
-pub fn plan_batch(
-    mapping: &CdcMapping,
-    before_image_field: &str,
-    records: &[KinesisEventRecord],
-    now: chrono::DateTime<chrono::Utc>,
-) -> BatchPlan {
-    let mut outcomes: Vec<Option<Outcome>> = vec![None; records.len()];
-    let mut infos = Vec::with_capacity(records.len());
-    let mut writes = Vec::with_capacity(records.len());
-    for (i, record) in records.iter().enumerate() {
-        let (info, outcome) = match DmsRecord::parse(&record.kinesis.data, before_image_field) {
-            Err(e) => (
-                RecordInfo::unknown(),
-                Some(Outcome::Permanent(e.to_string())),
-            ),
-            Ok(dms) => {
-                let mut key = None;
-                let outcome = match plan_record(mapping, &dms, now) {
-                    Err(e) => Some(Outcome::Permanent(e.to_string())),
-                    Ok(RecordPlan::Skip(reason)) => Some(Outcome::Skipped(reason.as_str())),
-                    Ok(RecordPlan::Write { key: k, writes: w }) => {
-                        key = Some(k);
-                        writes.extend(w.into_iter().map(|w| (i, w)));
-                        None
-                    }
-                };
-                let source_time = dms.source_time();
-                // The record is done with: its strings move into the info rather than being copied.
-                let info = RecordInfo {
-                    table: Some(dms.table.to_string()),
-                    key,
-                    position: dms.commit_timestamp.or(dms.stream_position),
-                    source_time,
-                };
-                (info, outcome)
+/// The batch planned, with the changes the key ledger knows to be older than what was applied left out.
+async fn plan(deps: &Deps, records: &[KinesisEventRecord], metrics: &mut Metrics) -> BatchPlan {
+    let mut planned = plan_records(
+        &deps.mapping,
+        &deps.config.before_image_field,
+        records,
+        chrono::Utc::now(),
+    );
+    if let Some(ledger) = &deps.key_ledger {
+        let keys = planned.versioned_keys();
+        if !keys.is_empty() {
+            match ledger.applied(&keys).await {
+                Ok(applied) => {
+                    let stale = planned.skip_stale(&applied);
+                    metrics.count("StaleWritesSkipped", stale as u64);
+                }
+                Err(e) => planned.fail_pending(Outcome::Transient(e.to_string())),
             }
-        };
-        outcomes[i] = outcome;
-        infos.push(info);
+        }
     }
-    BatchPlan {
-        outcomes,
-        infos,
-        waves: schedule(writes),
-    }
+    planned.into_batch()
 }
 
 pub async fn handle(deps: &Deps, event: KinesisEvent, deadline: Instant) -> KinesisEventResponse {
@@ -226,18 +182,10 @@ pub async fn handle(deps: &Deps, event: KinesisEvent, deadline: Instant) -> Kine
     // batch again within this invocation rather than hand Lambda a failure at once: the event source's retries
     // then only take over when the outage outlasts the invocation.
     let mut attempt = 0;
-    let (outcomes, infos, report) = loop {
+    let (plan, report) = loop {
         attempt += 1;
-        let BatchPlan {
-            outcomes,
-            infos,
-            waves,
-        } = plan_batch(
-            &deps.mapping,
-            &deps.config.before_image_field,
-            &records,
-            chrono::Utc::now(),
-        );
+        let mut plan = plan(deps, &records, &mut metrics).await;
+        let waves = std::mem::take(&mut plan.waves);
         let report = apply(deps.writer.as_ref(), waves, settings, deadline).await;
         metrics.count("ReltioRequests", report.requests as u64);
         for ms in &report.latencies_ms {
@@ -268,13 +216,14 @@ pub async fn handle(deps: &Deps, event: KinesisEvent, deadline: Instant) -> Kine
                 metrics.count("BatchRetriesInInvocation", 1);
                 tokio::time::sleep(wait).await;
             }
-            None => break (outcomes, infos, report),
+            None => break (plan, report),
         }
     };
 
-    let mut outcomes: Vec<Outcome> = outcomes
-        .into_iter()
-        .map(|o| o.unwrap_or(Outcome::Done))
+    let mut outcomes: Vec<Outcome> = plan
+        .outcomes
+        .iter()
+        .map(|o| o.clone().unwrap_or(Outcome::Done))
         .collect();
     for (i, outcome) in report.outcomes {
         outcomes[i] = match outcome {
@@ -283,6 +232,22 @@ pub async fn handle(deps: &Deps, event: KinesisEvent, deadline: Instant) -> Kine
             WriteOutcome::Transient(r) => Outcome::Transient(r),
         };
     }
+    // The key ledger learns what was written; if it cannot, the records are retried (their writes are
+    // idempotent) rather than left unrecorded, where an older replay could undo them.
+    if let Some(ledger) = &deps.key_ledger {
+        let entries = plan.ledger_entries(|i| outcomes[i] == Outcome::Done);
+        if !entries.is_empty() {
+            if let Err(e) = ledger.record(&entries).await {
+                for (i, _, _, _) in &plan.tracked {
+                    if outcomes[*i] == Outcome::Done {
+                        outcomes[*i] =
+                            Outcome::Transient(format!("recording in the CDC key ledger: {e}"));
+                    }
+                }
+            }
+        }
+    }
+    let infos = &plan.infos;
 
     // One shard, in order: Lambda retries everything from the first reported record on.
     let settled = settle_batch(
@@ -353,17 +318,6 @@ pub async fn handle(deps: &Deps, event: KinesisEvent, deadline: Instant) -> Kine
     );
     metrics.emit();
     kinesis_response(settlement, &records)
-}
-
-impl RecordInfo {
-    fn unknown() -> RecordInfo {
-        RecordInfo {
-            table: None,
-            key: None,
-            position: None,
-            source_time: None,
-        }
-    }
 }
 
 /// `table/key@position`: follows a change from the DMS record through Reltio. Never holds column values

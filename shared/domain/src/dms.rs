@@ -77,6 +77,8 @@ pub struct DmsRecord {
     /// Source log position, present with `IncludeTransactionDetails`.
     pub stream_position: Option<String>,
     pub transaction_id: Option<String>,
+    /// The record's offset within its transaction, present with `IncludeTransactionDetails`.
+    pub transaction_record_id: Option<String>,
     pub partition_key_value: Option<String>,
 }
 
@@ -132,6 +134,7 @@ impl DmsRecord {
             commit_timestamp: take_string(&mut metadata, "commit-timestamp")?,
             stream_position: take_string(&mut metadata, "stream-position")?,
             transaction_id: take_string(&mut metadata, "transaction-id")?,
+            transaction_record_id: take_string(&mut metadata, "transaction-record-id")?,
             partition_key_value: take_string(&mut metadata, "partition-key-value")?,
         })
     }

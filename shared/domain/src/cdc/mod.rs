@@ -4,3 +4,4 @@ pub mod apply;
 pub mod mapping;
 pub mod schedule;
 pub mod transform;
+pub mod versions;

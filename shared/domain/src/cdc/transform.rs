@@ -64,6 +64,17 @@ impl ReltioWrite {
         matches!(&self.op, WriteOp::Post { body, partial: false }
             if body.crosswalks.first().is_some_and(|c| c.delete_date.is_none()))
     }
+
+    /// The write retires its key: a crosswalk delete, or an end-dating post.
+    pub fn retires(&self) -> bool {
+        match &self.op {
+            WriteOp::DeleteCrosswalk => true,
+            WriteOp::Post { body, .. } => body
+                .crosswalks
+                .first()
+                .is_some_and(|c| c.delete_date.is_some()),
+        }
+    }
 }
 
 /// What to do with one record.
