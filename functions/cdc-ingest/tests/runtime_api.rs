@@ -1,7 +1,7 @@
 //! The cdc-ingest binary itself under the Lambda Runtime API, configured only through docs/contract.md's
 //! variables: a wiremock stands in for the Runtime API, another for Reltio, moto for Secrets Manager and SQS.
 
-use mdm_sync_testkit::runtime::{assert_no_sentinel, invoke_once};
+use mdm_sync_testkit::runtime::{assert_no_sentinel, invoke_once, lambda_env};
 use mdm_sync_testkit::{kinesis_event, sequence_number, workspace_root, MotoServer};
 use serde_json::{json, Value};
 use std::process::{Command, Stdio};
@@ -11,23 +11,6 @@ use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_cdc-ingest");
 const NEXT: &str = "/2018-06-01/runtime/invocation/next";
-
-fn lambda_env(runtime: &MockServer) -> Vec<(String, String)> {
-    [
-        ("AWS_LAMBDA_RUNTIME_API", runtime.address().to_string()),
-        ("AWS_LAMBDA_FUNCTION_NAME", "cdc-ingest".into()),
-        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256".into()),
-        ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".into()),
-        ("AWS_LAMBDA_LOG_STREAM_NAME", "test".into()),
-        ("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/cdc-ingest".into()),
-        ("AWS_REGION", "us-east-1".into()),
-        ("AWS_ACCESS_KEY_ID", "testing".into()),
-        ("AWS_SECRET_ACCESS_KEY", "testing".into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect()
-}
 
 #[tokio::test]
 async fn the_binary_answers_a_kinesis_invocation_with_a_partial_batch_response() {
@@ -95,7 +78,7 @@ async fn the_binary_answers_a_kinesis_invocation_with_a_partial_batch_response()
 
     let mapping = workspace_root().join("functions/cdc-ingest/mapping.example.toml");
     let mut child = Command::new(BINARY)
-        .envs(lambda_env(&runtime))
+        .envs(lambda_env(&runtime, "cdc-ingest"))
         .env("AWS_ENDPOINT_URL", &moto.endpoint)
         .env("RELTIO_API_URL", format!("{}/reltio/api/T1", reltio.uri()))
         .env("RELTIO_AUTH_URL", format!("{}/oauth/token", reltio.uri()))
@@ -146,7 +129,7 @@ async fn the_binary_answers_a_kinesis_invocation_with_a_partial_batch_response()
 async fn a_missing_setting_stops_the_binary_with_one_line_naming_it() {
     let runtime = MockServer::start().await;
     let output = Command::new(BINARY)
-        .envs(lambda_env(&runtime))
+        .envs(lambda_env(&runtime, "cdc-ingest"))
         .env_remove("RELTIO_API_URL")
         .output()
         .unwrap();

@@ -5,6 +5,7 @@
 mod common;
 
 use common::*;
+use mdm_sync_testkit::runtime::lambda_env;
 use mdm_sync_testkit::MotoServer;
 use serde_json::{json, Value};
 use std::process::{Command, Stdio};
@@ -19,26 +20,6 @@ fn binary() -> String {
         .unwrap_or_else(|_| env!("CARGO_BIN_EXE_webhook-receiver").to_owned())
 }
 const NEXT: &str = "/2018-06-01/runtime/invocation/next";
-
-fn lambda_env(runtime: &MockServer) -> Vec<(String, String)> {
-    [
-        ("AWS_LAMBDA_RUNTIME_API", runtime.address().to_string()),
-        ("AWS_LAMBDA_FUNCTION_NAME", "webhook-receiver".into()),
-        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128".into()),
-        ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".into()),
-        ("AWS_LAMBDA_LOG_STREAM_NAME", "test".into()),
-        (
-            "AWS_LAMBDA_LOG_GROUP_NAME",
-            "/aws/lambda/webhook-receiver".into(),
-        ),
-        ("AWS_REGION", "us-east-1".into()),
-        ("AWS_ACCESS_KEY_ID", "testing".into()),
-        ("AWS_SECRET_ACCESS_KEY", "testing".into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect()
-}
 
 /// Queues `events` on the fake Runtime API as invocations `req-0`, `req-1`, ...
 async fn runtime_with(events: &[Value]) -> MockServer {
@@ -141,7 +122,7 @@ async fn the_binary_accepts_signed_api_gateway_events_of_both_versions_and_rejec
     let runtime = runtime_with(&[v1, v2, forged, replayed, odd_proto, bad_base64]).await;
 
     let mut child = Command::new(binary())
-        .envs(lambda_env(&runtime))
+        .envs(lambda_env(&runtime, "webhook-receiver"))
         .env("AWS_ENDPOINT_URL", &moto.endpoint)
         .env("WEBHOOK_SECRET_ID", &secret)
         .env("EVENT_QUEUE_URL", &queue)
@@ -227,7 +208,7 @@ async fn debug_logs_carry_no_secret_and_no_personal_value() {
     let logs = std::env::temp_dir().join(format!("webhook-debug-{}.log", std::process::id()));
     let file = std::fs::File::create(&logs).unwrap();
     let mut child = Command::new(binary())
-        .envs(lambda_env(&runtime))
+        .envs(lambda_env(&runtime, "webhook-receiver"))
         .env("RUST_LOG", "debug")
         .env("AWS_LAMBDA_LOG_LEVEL", "DEBUG")
         .env("AWS_ENDPOINT_URL", &moto.endpoint)
