@@ -98,10 +98,10 @@ def test_a_record_that_keeps_failing_goes_to_the_on_failure_queue_after_bounded_
 
 @pytest.mark.parametrize("status", [503, 401])
 def test_a_reltio_outage_longer_than_the_in_invocation_retries_loses_nothing(tmp_path, status):
-    # Reltio (API and token endpoint) answers `status` to everything for 45 s: longer than an invocation's own
+    # Reltio (API and token endpoint) answers `status` to everything for 35 s: longer than an invocation's own
     # retries (the local cdc-ingest times out at 30 s). The stream's retries are bounded by record age, not by
     # a count: once Reltio is back every change is applied, in order, and no failure queue holds anything.
-    rep = _run(tmp_path, persons=6, seed=17, reltio_outage_s=45, reltio_outage_status=status)
+    rep = _run(tmp_path, persons=6, seed=17, reltio_outage_s=35, reltio_outage_status=status)
     assert rep.ok, rep.failures
     assert rep.figures["faults_injected"]["reltio"].get(f"outage {status}", 0) > 0
     assert all(n == 0 for n in rep.figures["dlq_depth"].values()), rep.figures["dlq_depth"]
