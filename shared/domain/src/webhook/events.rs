@@ -56,10 +56,23 @@ pub struct WebhookEvent {
 /// characters or holding characters SQS refuses in ids is replaced by its hex SHA-256.
 pub fn parse_body(body: &[u8], delivery_id: Option<&str>) -> Result<Vec<WebhookEvent>, BodyError> {
     let (full, text) = body_text(body)?;
-    match parse_single(full, text, delivery_id) {
+    let events = match parse_single(full, text, delivery_id) {
         Some(parsed) => parsed,
         None => parse_tree(full, text, delivery_id),
+    }?;
+    // Accepted means readable downstream: each event must be what the crm-updater parses (found by fuzzing: a
+    // repeated key such as two "tenantId" is JSON every tree parser takes, but not a Reltio event).
+    for event in &events {
+        if let Err(e) = serde_json::from_str::<ReltioEvent>(&event.body) {
+            return Err(BodyError::NotAnEvent(format!(
+                "{:?} error at line {} column {}",
+                e.classify(),
+                e.line(),
+                e.column()
+            )));
+        }
     }
+    Ok(events)
 }
 
 /// The body as text (`full`, without a byte-order mark) and its JSON (`text`, without JSON's own whitespace
