@@ -94,6 +94,7 @@ async fn env_full(mount_defaults: bool, fail: &[(&str, &str)], settings: &[(&str
         .mount(&server)
         .await;
     let mut mapping = format!("{}/mapping.example.toml", env!("CARGO_MANIFEST_DIR"));
+    let mut temporary_mapping = None;
     if settings.contains(&("merge_strategy", "soap")) {
         let text = std::fs::read_to_string(&mapping)
             .unwrap()
@@ -103,6 +104,7 @@ async fn env_full(mount_defaults: bool, fail: &[(&str, &str)], settings: &[(&str
             .display()
             .to_string();
         std::fs::write(&mapping, text).unwrap();
+        temporary_mapping = Some(mapping.clone());
     }
     let mut vars: HashMap<&str, String> = HashMap::from([
         ("SALESFORCE_SECRET_ID", sf_secret),
@@ -129,6 +131,10 @@ async fn env_full(mount_defaults: bool, fail: &[(&str, &str)], settings: &[(&str
         retry,
     )
     .expect("deps");
+    // The mapping is read once, at start-up: the temporary copy is not needed past this point.
+    if let Some(path) = temporary_mapping {
+        std::fs::remove_file(path).expect("remove the temporary mapping");
+    }
     Env {
         moto,
         server,
