@@ -10,7 +10,7 @@ export MOTO_SERVER := $(CURDIR)/tools/moto-server
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: test infra-test lint tools demo plan e2e release clean-tools bench fuzz
+.PHONY: test infra-test lint tools demo plan e2e release clean-tools bench bench-cdc fuzz
 
 ## Install the pinned Python tools into .venv (re-run when tools/requirements.txt changes).
 tools: $(STAMP)
@@ -71,6 +71,13 @@ lint:
 
 clean-tools:
 	rm -rf $(VENV)
+
+## The CDC path on a given Kinesis event and mapping: `make bench-cdc EVENT=event.json MAPPING=mapping.toml`
+## prints `event bytes -> bodies: <ms> ms` and `bare parse: <ms> ms` (medians after a warm-up).
+bench-cdc:
+	@test -n "$(EVENT)" -a -n "$(MAPPING)" || { echo "usage: make bench-cdc EVENT=<Kinesis event JSON> MAPPING=<mapping TOML>" >&2; exit 2; }
+	@BENCH_CDC_EVENT="$(abspath $(EVENT))" BENCH_CDC_MAPPING="$(abspath $(MAPPING))" \
+	  cargo bench -q -p cdc-ingest --bench cdc_transform
 
 ## Every fuzz target (fuzz/) for FUZZ_RUNS executions on a copy of its corpus, printing the counts (nightly and
 ## cargo-fuzz needed; not part of `make test`). No sanitizer: the code under test is safe Rust (no unsafe), where

@@ -1,6 +1,11 @@
 //! CDC transform of a 10,000-record DMS batch (decode, map, build the Reltio request bodies) against the
 //! physical floor: a bare `serde_json` parse of the same record bytes into `serde_json::Value`.
-//! Target (issue 7): transform ≤ 1.5 × the bare parse. Prints a figures table after criterion's report.
+//! Target: transform ≤ 1.5 × the bare parse. Prints a figures table after criterion's report.
+//!
+//! With `BENCH_CDC_EVENT` (a Kinesis event JSON file) and `BENCH_CDC_MAPPING` (a mapping TOML) set, as
+//! `make bench-cdc EVENT=… MAPPING=…` does, it times that event instead: the whole path from the event's bytes to
+//! the serialised POST bodies, and a bare parse of the same record bytes, each the median of several runs after
+//! a warm-up, printed as two lines.
 
 use aws_lambda_events::event::kinesis::{KinesisEvent, KinesisEventRecord};
 use cdc_ingest::plan_batch;
@@ -62,6 +67,47 @@ fn transform(mapping: &CdcMapping, records: &[KinesisEventRecord]) -> usize {
     bytes
 }
 
+/// The handler's path from the Lambda event's bytes: deserialise the event (base64 included), then `transform`.
+fn event_to_bodies(mapping: &CdcMapping, event: &[u8]) -> usize {
+    let event: KinesisEvent = serde_json::from_slice(event).expect("a Kinesis event");
+    transform(mapping, &event.records)
+}
+
+/// `make bench-cdc`: the given event and mapping, two lines of figures.
+fn bench_given_event(event_path: &str, mapping_path: &str) {
+    let mapping = CdcMapping::load(mapping_path).unwrap_or_else(|e| panic!("{mapping_path}: {e}"));
+    let event = std::fs::read(event_path).unwrap_or_else(|e| panic!("{event_path}: {e}"));
+    let records = serde_json::from_slice::<KinesisEvent>(&event)
+        .unwrap_or_else(|e| panic!("{event_path} is not a Kinesis event: {e}"))
+        .records;
+    assert!(
+        event_to_bodies(&mapping, &event) > 0,
+        "the event produced no request bodies"
+    );
+    for _ in 0..3 {
+        black_box(event_to_bodies(&mapping, &event));
+        black_box(bare_parse(&records));
+    }
+    let full = median(
+        || {
+            black_box(event_to_bodies(&mapping, &event));
+        },
+        11,
+    );
+    let parse = median(
+        || {
+            black_box(bare_parse(&records));
+        },
+        11,
+    );
+    println!(
+        "event bytes -> bodies: {:.1} ms ({} records)",
+        full.as_secs_f64() * 1e3,
+        records.len()
+    );
+    println!("bare parse: {:.1} ms", parse.as_secs_f64() * 1e3);
+}
+
 fn median(mut f: impl FnMut(), runs: usize) -> Duration {
     let mut times: Vec<Duration> = (0..runs)
         .map(|_| {
@@ -75,6 +121,12 @@ fn median(mut f: impl FnMut(), runs: usize) -> Duration {
 }
 
 fn main() {
+    if let (Ok(event), Ok(mapping)) = (
+        std::env::var("BENCH_CDC_EVENT"),
+        std::env::var("BENCH_CDC_MAPPING"),
+    ) {
+        return bench_given_event(&event, &mapping);
+    }
     let mapping = CdcMapping::parse(include_str!("../mapping.example.toml")).unwrap();
     let records = records();
     assert!(transform(&mapping, &records) > 0);
