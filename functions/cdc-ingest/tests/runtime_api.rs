@@ -4,13 +4,11 @@
 use mdm_sync_testkit::runtime::{assert_no_sentinel, invoke_once, lambda_env};
 use mdm_sync_testkit::{kinesis_event, sequence_number, workspace_root, MotoServer};
 use serde_json::{json, Value};
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_cdc-ingest");
-const NEXT: &str = "/2018-06-01/runtime/invocation/next";
 
 #[tokio::test]
 async fn the_binary_answers_a_kinesis_invocation_with_a_partial_batch_response() {
@@ -19,15 +17,7 @@ async fn the_binary_answers_a_kinesis_invocation_with_a_partial_batch_response()
         .create_secret("reltio", &json!({"client_id": "c", "client_secret": "s"}))
         .await;
     let dlq = moto.create_queue("cdc-dlq").await;
-    let reltio = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/oauth/token"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(json!({"access_token": "t", "expires_in": 3600})),
-        )
-        .mount(&reltio)
-        .await;
+    let reltio = reltio_issuing("t").await;
     Mock::given(method("POST"))
         .and(path("/reltio/api/T1/entities"))
         .respond_with(|r: &Request| {
@@ -40,7 +30,6 @@ async fn the_binary_answers_a_kinesis_invocation_with_a_partial_batch_response()
         .mount(&reltio)
         .await;
 
-    let runtime = MockServer::start().await;
     let event = kinesis_event(&[
         (
             "k",
@@ -48,62 +37,22 @@ async fn the_binary_answers_a_kinesis_invocation_with_a_partial_batch_response()
         ),
         ("k", b"not json"),
     ]);
-    let deadline_ms = chrono::Utc::now().timestamp_millis() + 30_000;
-    Mock::given(method("GET"))
-        .and(path(NEXT))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(&event)
-                .insert_header("lambda-runtime-aws-request-id", "req-1")
-                .insert_header("lambda-runtime-deadline-ms", deadline_ms.to_string())
-                .insert_header(
-                    "lambda-runtime-invoked-function-arn",
-                    "arn:aws:lambda:us-east-1:123456789012:function:cdc-ingest",
-                ),
-        )
-        .up_to_n_times(1)
-        .mount(&runtime)
-        .await;
-    // Later polls wait, as the real Runtime API does between invocations.
-    Mock::given(method("GET"))
-        .and(path(NEXT))
-        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(120)))
-        .mount(&runtime)
-        .await;
-    Mock::given(method("POST"))
-        .and(path("/2018-06-01/runtime/invocation/req-1/response"))
-        .respond_with(ResponseTemplate::new(202))
-        .mount(&runtime)
-        .await;
-
     let mapping = workspace_root().join("functions/cdc-ingest/mapping.example.toml");
-    let mut child = Command::new(BINARY)
-        .envs(lambda_env(&runtime, "cdc-ingest"))
-        .env("AWS_ENDPOINT_URL", &moto.endpoint)
-        .env("RELTIO_API_URL", format!("{}/reltio/api/T1", reltio.uri()))
-        .env("RELTIO_AUTH_URL", format!("{}/oauth/token", reltio.uri()))
-        .env("RELTIO_SECRET_ID", &secret)
-        .env("CDC_MAPPING_FILE", &mapping)
-        .env("CDC_DLQ_URL", &dlq)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-
-    let mut answer = None;
-    for _ in 0..300 {
-        let requests = runtime.received_requests().await.unwrap();
-        if let Some(r) = requests
-            .iter()
-            .find(|r| r.url.path().ends_with("/response"))
-        {
-            answer = Some(serde_json::from_slice::<Value>(&r.body).unwrap());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let _ = child.kill();
-    let _ = child.wait();
+    let answer = invoke_once(
+        BINARY,
+        "cdc-ingest",
+        &[
+            ("AWS_ENDPOINT_URL", moto.endpoint.clone()),
+            ("RELTIO_API_URL", format!("{}/reltio/api/T1", reltio.uri())),
+            ("RELTIO_AUTH_URL", format!("{}/oauth/token", reltio.uri())),
+            ("RELTIO_SECRET_ID", secret),
+            ("CDC_MAPPING_FILE", mapping.display().to_string()),
+            ("CDC_DLQ_URL", dlq.clone()),
+        ],
+        &event,
+    )
+    .await
+    .answer;
 
     assert_eq!(
         answer.expect("the binary answered within 30 s"),
@@ -161,15 +110,7 @@ async fn debug_logs_carry_no_secret_and_no_personal_value() {
         )
         .await;
     let dlq = moto.create_queue("cdc-dlq").await;
-    let reltio = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/oauth/token"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(json!({"access_token": TOKEN_SENTINEL, "expires_in": 3600})),
-        )
-        .mount(&reltio)
-        .await;
+    let reltio = reltio_issuing(TOKEN_SENTINEL).await;
     // Reltio rejects the entity with a message that echoes the value (as validation messages do).
     Mock::given(method("POST"))
         .and(path("/reltio/api/T1/entities"))
@@ -213,4 +154,18 @@ async fn debug_logs_carry_no_secret_and_no_personal_value() {
         &run.logs,
         &[SECRET_SENTINEL, TOKEN_SENTINEL, PERSON_SENTINEL],
     );
+}
+
+/// A Reltio stand-in whose token endpoint issues `token`; each test mounts its own entities answer.
+async fn reltio_issuing(token: &str) -> MockServer {
+    let reltio = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/oauth/token"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"access_token": token, "expires_in": 3600})),
+        )
+        .mount(&reltio)
+        .await;
+    reltio
 }
