@@ -11,6 +11,7 @@
 use aws_lambda_events::event::sqs::SqsEvent;
 use criterion::Criterion;
 use crm_updater::{handle, Config, Deps};
+use mdm_sync_domain::backoff::{MessageVisibility, VisibilityChange, VisibilityFailure};
 use mdm_sync_domain::crm::CrmMapping;
 use mdm_sync_domain::reltio::event::ReltioEvent;
 use mdm_sync_testkit::fakes::{FakeLedger, FakeQueue, FakeReltio, FakeSalesforce};
@@ -132,6 +133,19 @@ fn config() -> Config {
     Config::from_env(&move |name: &str| vars.get(name).map(|v| v.to_string())).unwrap()
 }
 
+/// The event queue's visibility (the retry backoff): never asked for here, every message is applied.
+struct NoRetries;
+
+impl MessageVisibility for NoRetries {
+    fn change<'a>(
+        &'a self,
+        _queue_url: &'a str,
+        _changes: &'a [VisibilityChange],
+    ) -> futures::future::BoxFuture<'a, Vec<VisibilityFailure>> {
+        Box::pin(async { Vec::new() })
+    }
+}
+
 /// The handler over fresh fakes for one invocation; returns the records written to Salesforce.
 fn plan_batch(
     mapping: &CrmMapping,
@@ -149,6 +163,7 @@ fn plan_batch(
         reltio: Arc::new(reltio),
         ledger: Arc::new(FakeLedger::default()),
         dlq: Arc::new(FakeQueue::default()),
+        visibility: Arc::new(NoRetries),
     };
     let event: SqsEvent = serde_json::from_slice(payload).unwrap();
     let handled = futures::executor::block_on(handle(

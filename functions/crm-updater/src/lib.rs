@@ -1,18 +1,25 @@
 //! crm-updater: applies Reltio change and merge events from SQS to Salesforce Contacts, with an SQS partial
 //! batch response. Every message ends applied, deliberately skipped (filtered, no Contact crosswalk, duplicate,
 //! stale; counted), dead-lettered to `CRM_DLQ_URL` with its reason (permanent failure), or reported as a batch
-//! item failure (transient failure; on a FIFO queue the first one and every later message).
+//! item failure (transient failure; on a FIFO queue the first one and every later message), made visible again
+//! after a short backoff on its receive count rather than the queue's whole visibility timeout.
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use mdm_sync_adapters::config::{self, ConfigError, Env};
-use mdm_sync_adapters::event_source::{settle_batch, sqs_ordering, sqs_response, Outcome};
+use mdm_sync_adapters::event_source::{
+    settle_batch, sqs_ordering, sqs_response, Ordering, Outcome, Settlement,
+};
 use mdm_sync_adapters::ledger::DynamoLedger;
 use mdm_sync_adapters::metrics::{Metrics, DEFAULT_NAMESPACE};
 use mdm_sync_adapters::reltio::{CredentialSource, ReltioClient};
 use mdm_sync_adapters::retry::RetryPolicy;
 use mdm_sync_adapters::salesforce::{SalesforceClient, SalesforceCredentialSource};
 use mdm_sync_adapters::secrets::SecretCache;
-use mdm_sync_adapters::sqs::{MessageSink, OutgoingMessage, SqsQueue};
+use mdm_sync_adapters::sqs::{
+    queue_url_from_arn, MessageSink, MessageVisibility, OutgoingMessage, SqsQueue, SqsVisibility,
+    VisibilityChange,
+};
+use mdm_sync_domain::backoff::{retry_delays, Backoff, MAX_VISIBILITY_SECONDS};
 use mdm_sync_domain::crm::apply::{apply, Crm, EntitySource, Ports};
 use mdm_sync_domain::crm::plan::{decode, Delivery, Item};
 use mdm_sync_domain::crm::{CrmMapping, CrmMappingError};
@@ -20,6 +27,7 @@ use mdm_sync_domain::ordering::Ledger;
 use mdm_sync_domain::queue::{omitted, DEAD_LETTER_MAX_BYTES};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use std::time::Instant;
@@ -32,6 +40,10 @@ pub const DEFAULT_LEDGER_RETENTION_DAYS: u64 = 35;
 /// The shortest retention accepted: one day more than the longest an SQS message can wait.
 pub const MIN_LEDGER_RETENTION_DAYS: u64 = 15;
 const MAX_LEDGER_RETENTION_DAYS: u64 = 3650;
+/// The first retry's visibility timeout, in seconds; it doubles with each receive.
+pub const DEFAULT_RETRY_BACKOFF_SECONDS: u32 = 2;
+/// The longest retry visibility timeout, in seconds: well below the event queue's (370 s in the template).
+pub const DEFAULT_RETRY_BACKOFF_MAX_SECONDS: u32 = 300;
 
 /// Settings, read once at start-up (docs/contract.md, "crm-updater").
 #[derive(Debug, Clone)]
@@ -53,6 +65,12 @@ pub struct Config {
     /// How long an entity's ledger record is kept after its last write (`CRM_LEDGER_RETENTION_DAYS`, default
     /// 35 days, at least 15: longer than any event can wait in SQS).
     pub ledger_retention: Duration,
+    /// The visibility timeout given to a message reported for another delivery (`CRM_RETRY_BACKOFF_SECONDS`,
+    /// default 2 s, 0 disables; doubling with each receive up to `CRM_RETRY_BACKOFF_MAX_SECONDS`, default 300 s).
+    pub retry_backoff: Backoff,
+    /// The event queue's URL (`CRM_EVENT_QUEUE_URL`); unset, it is derived from each message's
+    /// `eventSourceARN`.
+    pub event_queue_url: Option<String>,
 }
 
 impl Config {
@@ -86,8 +104,47 @@ impl Config {
                 3600,
             )? as u64),
             ledger_retention: ledger_retention(env)?,
+            retry_backoff: retry_backoff(env)?,
+            event_queue_url: match config::optional(env, "CRM_EVENT_QUEUE_URL") {
+                Some(_) => Some(config::url(env, "CRM_EVENT_QUEUE_URL")?),
+                None => None,
+            },
         })
     }
+}
+
+fn retry_backoff(env: &dyn Env) -> Result<Backoff, ConfigError> {
+    let base_name = "CRM_RETRY_BACKOFF_SECONDS";
+    let base: u32 = config::parsed_or(env, base_name, DEFAULT_RETRY_BACKOFF_SECONDS)?;
+    if base > MAX_VISIBILITY_SECONDS {
+        return Err(ConfigError::Invalid {
+            name: base_name,
+            reason: format!(
+                "must be between 0 (no backoff) and {MAX_VISIBILITY_SECONDS} (SQS's limit)"
+            ),
+        });
+    }
+    let max_name = "CRM_RETRY_BACKOFF_MAX_SECONDS";
+    // Unset, the cap never undercuts an explicitly larger base.
+    let max = match config::optional(env, max_name) {
+        None => DEFAULT_RETRY_BACKOFF_MAX_SECONDS.max(base),
+        Some(_) => {
+            let max = config::positive_or(
+                env,
+                max_name,
+                DEFAULT_RETRY_BACKOFF_MAX_SECONDS as usize,
+                MAX_VISIBILITY_SECONDS as usize,
+            )? as u32;
+            if max < base {
+                return Err(ConfigError::Invalid {
+                    name: max_name,
+                    reason: format!("must be at least {base_name}"),
+                });
+            }
+            max
+        }
+    };
+    Ok(Backoff::new(base, max))
 }
 
 fn ledger_retention(env: &dyn Env) -> Result<Duration, ConfigError> {
@@ -115,6 +172,8 @@ pub struct Deps {
     pub ledger: Arc<dyn Ledger>,
     /// `CRM_DLQ_URL`.
     pub dlq: Arc<dyn MessageSink + Send + Sync>,
+    /// The event queue, for the retry backoff.
+    pub visibility: Arc<dyn MessageVisibility + Send + Sync>,
 }
 
 impl Deps {
@@ -150,15 +209,14 @@ impl Deps {
             config.lease,
             config.ledger_retention,
         );
+        let sqs = aws_sdk_sqs::Client::new(sdk);
         Ok(Deps {
             mapping,
             salesforce: Arc::new(salesforce),
             reltio: Arc::new(reltio),
             ledger: Arc::new(ledger),
-            dlq: Arc::new(SqsQueue::new(
-                aws_sdk_sqs::Client::new(sdk),
-                &config.dlq_url,
-            )),
+            dlq: Arc::new(SqsQueue::new(sqs.clone(), &config.dlq_url)),
+            visibility: Arc::new(SqsVisibility::new(sqs)),
             config,
         })
     }
@@ -186,12 +244,16 @@ pub fn delivery(m: &SqsMessage) -> Delivery {
         event_id: attribute(m, "eventId"),
         source_object_uri: attribute(m, "sourceObjectUri"),
         object_version: attribute(m, "objectVersion"),
-        receive_count: m
-            .attributes
-            .get("ApproximateReceiveCount")
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(1),
+        receive_count: receive_count(m),
     }
+}
+
+/// SQS's `ApproximateReceiveCount` (1 when missing or unreadable).
+fn receive_count(m: &SqsMessage) -> u32 {
+    m.attributes
+        .get("ApproximateReceiveCount")
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(1)
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -202,7 +264,7 @@ fn owner_id() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
 
-/// Plan → apply (through the ports) → settle (dead letters, partial batch response).
+/// Plan → apply (through the ports) → settle (dead letters, partial batch response) → retry backoff.
 pub async fn handle(deps: &Deps, event: SqsEvent, deadline: Instant) -> Handled {
     let mut metrics = Metrics::new(&deps.config.metrics_namespace, FUNCTION_NAME);
     let messages = event.records;
@@ -233,12 +295,10 @@ pub async fn handle(deps: &Deps, event: SqsEvent, deadline: Instant) -> Handled 
         })
         .collect();
     let fifo_dlq = deps.dlq.is_fifo();
-    let settled = settle_batch(
-        &mut outcomes,
-        sqs_ordering(&messages),
-        deps.dlq.as_ref(),
-        |i, reason| dlq_message(&items[i], reason, fifo_dlq),
-    )
+    let ordering = sqs_ordering(&messages);
+    let settled = settle_batch(&mut outcomes, ordering, deps.dlq.as_ref(), |i, reason| {
+        dlq_message(&items[i], reason, fifo_dlq)
+    })
     .await;
     metrics.count("DeadLettered", settled.dead_lettered as u64);
     let settlement = &settled.settlement;
@@ -263,10 +323,81 @@ pub async fn handle(deps: &Deps, event: SqsEvent, deadline: Instant) -> Handled 
             Outcome::Permanent(_) | Outcome::Transient(_) => {}
         }
     }
+    back_off(deps, &messages, &items, ordering, settlement, &mut metrics).await;
     Handled {
         response: sqs_response(settlement, &messages),
         metrics,
     }
+}
+
+/// Gives every message reported for another delivery a visibility timeout from the backoff on its receive
+/// count, so that a transient failure is retried within seconds instead of after the queue's whole visibility
+/// timeout (on FIFO the reported followers too: their group is released only when all of them are visible).
+/// Best effort, after the batch is settled: a change not made is logged and counted, and its message waits the
+/// queue's own timeout, as without the backoff; nothing here fails the batch.
+async fn back_off(
+    deps: &Deps,
+    messages: &[SqsMessage],
+    items: &[Item],
+    ordering: Ordering<'_>,
+    settlement: &Settlement,
+    metrics: &mut Metrics,
+) {
+    let counts: Vec<u32> = messages.iter().map(receive_count).collect();
+    let delays = retry_delays(settlement, ordering, &counts, deps.config.retry_backoff);
+    if delays.is_empty() {
+        return;
+    }
+    let mut changed = 0;
+    let mut failed = 0;
+    let mut by_queue: BTreeMap<String, Vec<(usize, VisibilityChange)>> = BTreeMap::new();
+    for d in delays {
+        let m = &messages[d.index];
+        let url = deps
+            .config
+            .event_queue_url
+            .clone()
+            .or_else(|| m.event_source_arn.as_deref().and_then(queue_url_from_arn));
+        let handle = m.receipt_handle.as_deref().filter(|h| !h.is_empty());
+        match (url, handle) {
+            (Some(url), Some(handle)) => by_queue.entry(url).or_default().push((
+                d.index,
+                VisibilityChange {
+                    receipt_handle: handle.to_owned(),
+                    seconds: d.seconds,
+                },
+            )),
+            (url, _) => {
+                failed += 1;
+                let reason = if url.is_none() {
+                    "no queue URL: the event source ARN is not an SQS queue's (set CRM_EVENT_QUEUE_URL)"
+                } else {
+                    "the message has no receipt handle"
+                };
+                let item = &items[d.index];
+                tracing::warn!(entity = ?item.uri(), event_id = %item.event_id, reason, "retry backoff not set");
+            }
+        }
+    }
+    for (url, entries) in by_queue {
+        let (indexes, changes): (Vec<usize>, Vec<VisibilityChange>) = entries.into_iter().unzip();
+        let failures = deps.visibility.change(&url, &changes).await;
+        for f in &failures {
+            if let Some(item) = indexes.get(f.index).map(|&i| &items[i]) {
+                tracing::warn!(
+                    entity = ?item.uri(),
+                    event_id = %item.event_id,
+                    reason = %f.reason,
+                    "retry backoff not set: the message waits the queue's visibility timeout"
+                );
+            }
+        }
+        let not_changed = failures.len().min(changes.len());
+        failed += not_changed;
+        changed += changes.len() - not_changed;
+    }
+    metrics.count("RetryBackoffSet", changed as u64);
+    metrics.count("RetryBackoffFailed", failed as u64);
 }
 
 /// The counter of a skip reason (names the alarms and dashboard use).

@@ -1007,7 +1007,10 @@ fn ledger_retention_defaults_to_35_days_and_must_outlive_sqs_retention() {
         | "CRM_LEASE_SECONDS"
         | "RELTIO_AUTH_URL"
         | "METRICS_NAMESPACE"
-        | "CRM_LEDGER_RETENTION_DAYS" => None,
+        | "CRM_LEDGER_RETENTION_DAYS"
+        | "CRM_RETRY_BACKOFF_SECONDS"
+        | "CRM_RETRY_BACKOFF_MAX_SECONDS"
+        | "CRM_EVENT_QUEUE_URL" => None,
         other => base(other),
     })
     .unwrap();

@@ -1,30 +1,80 @@
-//! crm-updater's handler over in-memory fakes of its ports (Reltio, Salesforce, the ledger, the DLQ): how a
-//! batch's steps are packed, isolated, tracked and settled. The adapters are tested on wiremock and moto in
-//! `handler.rs`.
+//! crm-updater's handler over in-memory fakes of its ports (Reltio, Salesforce, the ledger, the DLQ, the event
+//! queue's visibility): how a batch's steps are packed, isolated, tracked and settled, and how its retries back
+//! off. The adapters are tested on wiremock and moto in `handler.rs`.
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use crm_updater::{handle, Config, Deps, Handled};
+use futures::future::BoxFuture;
+use mdm_sync_domain::backoff::{Backoff, MessageVisibility, VisibilityChange, VisibilityFailure};
 use mdm_sync_domain::crm::salesforce::{MAX_CHUNKS, MAX_COLLECTION};
 use mdm_sync_domain::crm::CrmMapping;
 use mdm_sync_testkit::fakes::{chunks, FakeLedger, FakeQueue, FakeReltio, FakeSalesforce};
 use mdm_sync_testkit::{sqs_event, SqsTestMessage};
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const SFDC: &str = "configuration/sources/SFDC_CONTACT";
 const QUEUE_ARN: &str = "arn:aws:sqs:us-east-1:000000000000:events";
+const FIFO_ARN: &str = "arn:aws:sqs:us-east-1:000000000000:events.fifo";
 
 struct World {
     deps: Deps,
     salesforce: Arc<FakeSalesforce>,
     ledger: Arc<FakeLedger>,
     dlq: Arc<FakeQueue>,
+    visibility: Arc<FakeVisibility>,
+}
+
+/// The event queue's visibility timeouts: every change asked for, as `(queue URL, receipt handle, seconds)`;
+/// changes to the receipt handles in `refuse` fail, and every change fails while `down` is set.
+#[derive(Default)]
+struct FakeVisibility {
+    changes: Mutex<Vec<(String, String, u32)>>,
+    refuse: Mutex<Vec<String>>,
+    down: Mutex<bool>,
+}
+
+impl FakeVisibility {
+    fn changes(&self) -> Vec<(String, String, u32)> {
+        self.changes.lock().unwrap().clone()
+    }
+}
+
+impl MessageVisibility for FakeVisibility {
+    fn change<'a>(
+        &'a self,
+        queue_url: &'a str,
+        changes: &'a [VisibilityChange],
+    ) -> BoxFuture<'a, Vec<VisibilityFailure>> {
+        let mut failures = Vec::new();
+        for (index, c) in changes.iter().enumerate() {
+            if *self.down.lock().unwrap() || self.refuse.lock().unwrap().contains(&c.receipt_handle)
+            {
+                failures.push(VisibilityFailure {
+                    index,
+                    reason: "AWS.SimpleQueueService.NonExistentQueue".into(),
+                });
+            } else {
+                self.changes.lock().unwrap().push((
+                    queue_url.to_owned(),
+                    c.receipt_handle.clone(),
+                    c.seconds,
+                ));
+            }
+        }
+        Box::pin(async move { failures })
+    }
 }
 
 fn config() -> Config {
-    let vars: HashMap<&str, &str> = HashMap::from([
+    config_with(&[])
+}
+
+/// The test settings plus `extra`.
+fn config_with(extra: &[(&'static str, &'static str)]) -> Config {
+    let mut vars: HashMap<&str, &str> = HashMap::from([
         ("SALESFORCE_SECRET_ID", "sf"),
         ("RELTIO_API_URL", "https://reltio.example.com/reltio/api/T"),
         ("RELTIO_SECRET_ID", "reltio"),
@@ -35,26 +85,34 @@ fn config() -> Config {
             "https://sqs.us-east-1.amazonaws.com/0/crm-dlq",
         ),
     ]);
+    vars.extend(extra.iter().copied());
     Config::from_env(&move |name: &str| vars.get(name).map(|v| v.to_string())).unwrap()
 }
 
 fn world(salesforce: FakeSalesforce, reltio: FakeReltio) -> World {
+    world_with(salesforce, reltio, config())
+}
+
+fn world_with(salesforce: FakeSalesforce, reltio: FakeReltio, config: Config) -> World {
     let salesforce = Arc::new(salesforce);
     let ledger = Arc::new(FakeLedger::default());
     let dlq = Arc::new(FakeQueue::default());
+    let visibility = Arc::new(FakeVisibility::default());
     let deps = Deps {
-        config: config(),
+        config,
         mapping: CrmMapping::parse(include_str!("../mapping.example.toml")).unwrap(),
         salesforce: salesforce.clone(),
         reltio: Arc::new(reltio),
         ledger: ledger.clone(),
         dlq: dlq.clone(),
+        visibility: visibility.clone(),
     };
     World {
         deps,
         salesforce,
         ledger,
         dlq,
+        visibility,
     }
 }
 
@@ -475,4 +533,250 @@ async fn an_event_too_large_for_the_dlq_is_dead_lettered_in_reltios_large_event_
         world.salesforce.last(&contact(1)).unwrap()["FirstName"],
         "Fetched"
     );
+}
+
+// ---------------------------------------------------------------- retry backoff
+
+/// `(message id, body, ApproximateReceiveCount)` on the queue `arn`; each message's event id is its message id.
+async fn run_received(world: &World, arn: &str, messages: &[(&str, &str, u32)]) -> Handled {
+    let attrs: Vec<[(&str, &str); 1]> =
+        messages.iter().map(|(m, _, _)| [("eventId", *m)]).collect();
+    let records: Vec<SqsTestMessage> = messages
+        .iter()
+        .zip(&attrs)
+        .map(|((m, body, _), a)| (*m, *body, a.as_slice()))
+        .collect();
+    let mut event = sqs_event(arn, &records);
+    for (record, (_, _, count)) in event["Records"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .zip(messages)
+    {
+        record["attributes"]["ApproximateReceiveCount"] = json!(count.to_string());
+    }
+    let event: SqsEvent = serde_json::from_value(event).unwrap();
+    handle(&world.deps, event, Instant::now() + Duration::from_secs(10)).await
+}
+
+/// A change of entity `E{n}`, whose one Contact is `contact(n)`.
+fn change_of(n: usize) -> String {
+    changed(&entity(&format!("E{n}"), &[contact(n)], "Ann", 1_000))
+}
+
+/// Salesforce: `contact(2)` and `contact(4)` locked (transient), `contact(3)` fails a validation rule
+/// (permanent).
+fn mixed_salesforce() -> FakeSalesforce {
+    FakeSalesforce::failing(&[
+        (&contact(2), "UNABLE_TO_LOCK_ROW"),
+        (&contact(3), "FIELD_CUSTOM_VALIDATION_EXCEPTION"),
+        (&contact(4), "UNABLE_TO_LOCK_ROW"),
+    ])
+}
+
+const QUEUE_URL: &str = "https://sqs.us-east-1.amazonaws.com/000000000000/events";
+
+fn change(url: &str, handle: &str, seconds: u32) -> (String, String, u32) {
+    (url.to_owned(), handle.to_owned(), seconds)
+}
+
+#[tokio::test]
+async fn transient_failures_come_back_after_a_backoff_on_their_receive_count_and_nothing_else_is_touched(
+) {
+    let world = world(mixed_salesforce(), FakeReltio::default());
+    let bodies: Vec<String> = (1..=4).map(change_of).collect();
+    let h = run_received(
+        &world,
+        QUEUE_ARN,
+        &[
+            ("m1", &bodies[0], 1),
+            ("m2", &bodies[1], 1),
+            ("m3", &bodies[2], 2),
+            ("m4", &bodies[3], 3),
+        ],
+    )
+    .await;
+    assert_eq!(failures(&h), vec!["m2", "m4"]);
+    assert_eq!(world.dlq.bodies().len(), 1, "m3 is dead-lettered");
+    // Base 2 s doubling: the first receive waits 2 s, the third 8 s, on the queue the ARN names. The applied
+    // (m1) and dead-lettered (m3) messages are acknowledged and left alone.
+    assert_eq!(
+        world.visibility.changes(),
+        vec![change(QUEUE_URL, "rh-m2", 2), change(QUEUE_URL, "rh-m4", 8)]
+    );
+    assert_eq!(h.metrics.counter("RetryBackoffSet"), 2);
+    assert_eq!(h.metrics.counter("RetryBackoffFailed"), 0);
+}
+
+#[tokio::test]
+async fn the_backoff_is_capped_and_configurable() {
+    let config = config_with(&[
+        ("CRM_RETRY_BACKOFF_SECONDS", "5"),
+        ("CRM_RETRY_BACKOFF_MAX_SECONDS", "30"),
+        (
+            "CRM_EVENT_QUEUE_URL",
+            "https://sqs.eu-west-1.amazonaws.com/111111111111/other/",
+        ),
+    ]);
+    let world = world_with(mixed_salesforce(), FakeReltio::default(), config);
+    let (two, four) = (change_of(2), change_of(4));
+    let h = run_received(&world, QUEUE_ARN, &[("m2", &two, 2), ("m4", &four, 9)]).await;
+    assert_eq!(failures(&h), vec!["m2", "m4"]);
+    // The explicit URL wins over the one the ARN names.
+    let url = "https://sqs.eu-west-1.amazonaws.com/111111111111/other";
+    assert_eq!(
+        world.visibility.changes(),
+        vec![change(url, "rh-m2", 10), change(url, "rh-m4", 30)]
+    );
+}
+
+#[tokio::test]
+async fn on_fifo_every_reported_message_takes_the_first_failures_backoff() {
+    let world = world(mixed_salesforce(), FakeReltio::default());
+    let (one, two, five, three) = (change_of(1), change_of(2), change_of(5), change_of(3));
+    let h = run_received(
+        &world,
+        FIFO_ARN,
+        &[
+            ("m1", &one, 4),
+            ("m2", &two, 2),
+            ("m5", &five, 1),
+            ("m3", &three, 6),
+        ],
+    )
+    .await;
+    // m2 failed transiently: it and everything after it are reported, the permanent failure m3 included (it is
+    // retried in order, not dead-lettered), and all of them take m2's backoff (second receive: 4 s), so that
+    // their message groups are released together.
+    assert_eq!(failures(&h), vec!["m2", "m5", "m3"]);
+    assert!(world.dlq.bodies().is_empty());
+    let url = "https://sqs.us-east-1.amazonaws.com/000000000000/events.fifo";
+    assert_eq!(
+        world.visibility.changes(),
+        vec![
+            change(url, "rh-m2", 4),
+            change(url, "rh-m5", 4),
+            change(url, "rh-m3", 4)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_backoff_that_cannot_be_set_never_fails_or_changes_the_batch() {
+    let bodies: Vec<String> = (1..=4).map(change_of).collect();
+    let batch = [
+        ("m1", bodies[0].as_str(), 1),
+        ("m2", bodies[1].as_str(), 1),
+        ("m3", bodies[2].as_str(), 1),
+        ("m4", bodies[3].as_str(), 1),
+    ];
+
+    // One entry refused: the other one is still set.
+    let world = world(mixed_salesforce(), FakeReltio::default());
+    world.visibility.refuse.lock().unwrap().push("rh-m2".into());
+    let h = run_received(&world, QUEUE_ARN, &batch).await;
+    assert_eq!(failures(&h), vec!["m2", "m4"]);
+    assert_eq!(
+        world.visibility.changes(),
+        vec![change(QUEUE_URL, "rh-m4", 2)]
+    );
+    assert_eq!(h.metrics.counter("RetryBackoffSet"), 1);
+    assert_eq!(h.metrics.counter("RetryBackoffFailed"), 1);
+
+    // The queue unreachable: the same answer, every change counted as failed.
+    let world = self::world(mixed_salesforce(), FakeReltio::default());
+    *world.visibility.down.lock().unwrap() = true;
+    let h = run_received(&world, QUEUE_ARN, &batch).await;
+    assert_eq!(failures(&h), vec!["m2", "m4"]);
+    assert_eq!(world.dlq.bodies().len(), 1);
+    assert_eq!(h.metrics.counter("RetryBackoffSet"), 0);
+    assert_eq!(h.metrics.counter("RetryBackoffFailed"), 2);
+
+    // No queue URL to be had (an event source ARN that is not an SQS queue's, no CRM_EVENT_QUEUE_URL): nothing
+    // is asked for.
+    let world = self::world(mixed_salesforce(), FakeReltio::default());
+    let kinesis = "arn:aws:kinesis:us-east-1:000000000000:stream/s";
+    let h = run_received(&world, kinesis, &batch).await;
+    assert_eq!(failures(&h), vec!["m2", "m4"]);
+    assert!(world.visibility.changes().is_empty());
+    assert_eq!(h.metrics.counter("RetryBackoffFailed"), 2);
+}
+
+#[tokio::test]
+async fn a_zero_base_turns_the_backoff_off() {
+    let config = config_with(&[("CRM_RETRY_BACKOFF_SECONDS", "0")]);
+    let world = world_with(mixed_salesforce(), FakeReltio::default(), config);
+    let two = change_of(2);
+    let h = run_received(&world, QUEUE_ARN, &[("m2", &two, 1)]).await;
+    assert_eq!(failures(&h), vec!["m2"]);
+    assert!(world.visibility.changes().is_empty());
+    assert_eq!(h.metrics.counter("RetryBackoffFailed"), 0);
+}
+
+#[test]
+fn backoff_settings_default_to_2_and_300_seconds_and_bad_ones_are_named() {
+    let config = config();
+    assert_eq!(config.retry_backoff, Backoff::new(2, 300));
+    assert_eq!(config.event_queue_url, None);
+    // A base above the default cap raises the cap when the cap is not set.
+    let config = config_with(&[("CRM_RETRY_BACKOFF_SECONDS", "300")]);
+    assert_eq!(config.retry_backoff, Backoff::new(300, 300));
+
+    let base_vars = [
+        ("SALESFORCE_SECRET_ID", "sf"),
+        ("RELTIO_API_URL", "https://reltio.example.com/reltio/api/T"),
+        ("RELTIO_SECRET_ID", "reltio"),
+        ("CRM_MAPPING_FILE", "unused"),
+        ("SYNC_STATE_TABLE", "sync-state"),
+        (
+            "CRM_DLQ_URL",
+            "https://sqs.us-east-1.amazonaws.com/0/crm-dlq",
+        ),
+    ];
+    let cases: [(&[(&str, &str)], &str); 7] = [
+        (
+            &[("CRM_RETRY_BACKOFF_SECONDS", "-1")],
+            "CRM_RETRY_BACKOFF_SECONDS",
+        ),
+        (
+            &[("CRM_RETRY_BACKOFF_SECONDS", "two")],
+            "CRM_RETRY_BACKOFF_SECONDS",
+        ),
+        (
+            &[("CRM_RETRY_BACKOFF_SECONDS", "43201")],
+            "CRM_RETRY_BACKOFF_SECONDS",
+        ),
+        (
+            &[("CRM_RETRY_BACKOFF_MAX_SECONDS", "0")],
+            "CRM_RETRY_BACKOFF_MAX_SECONDS",
+        ),
+        (
+            &[("CRM_RETRY_BACKOFF_MAX_SECONDS", "43201")],
+            "CRM_RETRY_BACKOFF_MAX_SECONDS",
+        ),
+        (
+            &[
+                ("CRM_RETRY_BACKOFF_SECONDS", "10"),
+                ("CRM_RETRY_BACKOFF_MAX_SECONDS", "9"),
+            ],
+            "CRM_RETRY_BACKOFF_MAX_SECONDS",
+        ),
+        (
+            &[("CRM_EVENT_QUEUE_URL", "ftp://queue.example.com/q")],
+            "CRM_EVENT_QUEUE_URL",
+        ),
+    ];
+    for (extra, name) in cases {
+        let vars: HashMap<&str, &str> = base_vars.iter().chain(extra).copied().collect();
+        let err = Config::from_env(&move |n: &str| vars.get(n).map(|v| v.to_string())).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains(name), "{extra:?}: {text}");
+        // Numbers may coincide with the bounds the message states; anything else must not be echoed.
+        for (_, value) in extra.iter().filter(|(_, v)| v.parse::<i64>().is_err()) {
+            assert!(
+                !text.contains(value),
+                "{extra:?}: the value is echoed: {text}"
+            );
+        }
+    }
 }

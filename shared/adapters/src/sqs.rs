@@ -1,8 +1,12 @@
-//! SQS sending shared by the functions: `SendMessageBatch` in batches of 10, failed entries retried; the
-//! [`MessageSink`] port over one queue.
+//! SQS for the functions: sending (`SendMessageBatch` in batches of 10, failed entries retried; the
+//! [`MessageSink`] port over one queue) and retry backoff on a consumed queue (`ChangeMessageVisibilityBatch`;
+//! the [`MessageVisibility`] port).
 
-use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
+use aws_sdk_sqs::types::{
+    ChangeMessageVisibilityBatchRequestEntry, MessageAttributeValue, SendMessageBatchRequestEntry,
+};
 use futures::future::BoxFuture;
+pub use mdm_sync_domain::backoff::{MessageVisibility, VisibilityChange, VisibilityFailure};
 pub use mdm_sync_domain::queue::{MessageSink, OutgoingMessage, SendFailure};
 use std::time::Duration;
 
@@ -161,9 +165,207 @@ fn entry(index: usize, m: &OutgoingMessage) -> SendMessageBatchRequestEntry {
     b.build().expect("id and body are set")
 }
 
+/// How long [`SqsVisibility`] may take in all by default: it runs after the batch is settled, inside the
+/// margin kept before Lambda's deadline (`retry::work_deadline`, at most 2 s, shared with dead-lettering). A
+/// change not made in time only leaves its message to the queue's own visibility timeout.
+pub const DEFAULT_VISIBILITY_TIMEOUT: Duration = Duration::from_secs(1);
+/// `ChangeMessageVisibilityBatch` calls in flight at once.
+const MAX_VISIBILITY_CALLS_IN_FLIGHT: usize = 4;
+
+/// The [`MessageVisibility`] port over SQS `ChangeMessageVisibilityBatch`: batches of 10, one attempt each
+/// (beyond the SDK's own retries), everything within one time bound.
+#[derive(Clone)]
+pub struct SqsVisibility {
+    client: aws_sdk_sqs::Client,
+    time_limit: Duration,
+}
+
+impl SqsVisibility {
+    pub fn new(client: aws_sdk_sqs::Client) -> SqsVisibility {
+        SqsVisibility::with_time_limit(client, DEFAULT_VISIBILITY_TIMEOUT)
+    }
+
+    /// `time_limit` bounds all the calls of one [`MessageVisibility::change`] together.
+    pub fn with_time_limit(client: aws_sdk_sqs::Client, time_limit: Duration) -> SqsVisibility {
+        SqsVisibility { client, time_limit }
+    }
+}
+
+impl MessageVisibility for SqsVisibility {
+    fn change<'a>(
+        &'a self,
+        queue_url: &'a str,
+        changes: &'a [VisibilityChange],
+    ) -> BoxFuture<'a, Vec<VisibilityFailure>> {
+        Box::pin(change_all(
+            &self.client,
+            queue_url,
+            changes,
+            tokio::time::Instant::now() + self.time_limit,
+        ))
+    }
+}
+
+async fn change_all(
+    sqs: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    changes: &[VisibilityChange],
+    deadline: tokio::time::Instant,
+) -> Vec<VisibilityFailure> {
+    use futures::stream::{self, StreamExt};
+    let indexes: Vec<usize> = (0..changes.len()).collect();
+    let chunks: Vec<Vec<usize>> = indexes.chunks(MAX_ENTRIES).map(<[usize]>::to_vec).collect();
+    let results: Vec<Vec<VisibilityFailure>> = stream::iter(chunks)
+        .map(|chunk| change_chunk_by(sqs, queue_url, changes, chunk, deadline))
+        .buffer_unordered(MAX_VISIBILITY_CALLS_IN_FLIGHT)
+        .collect()
+        .await;
+    let mut failures: Vec<VisibilityFailure> = results.into_iter().flatten().collect();
+    failures.sort_by_key(|f| f.index);
+    failures
+}
+
+async fn change_chunk_by(
+    sqs: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    changes: &[VisibilityChange],
+    chunk: Vec<usize>,
+    deadline: tokio::time::Instant,
+) -> Vec<VisibilityFailure> {
+    match tokio::time::timeout_at(deadline, change_chunk(sqs, queue_url, changes, &chunk)).await {
+        Ok(failures) => failures,
+        Err(_) => failed(&chunk, "timed out"),
+    }
+}
+
+fn failed(chunk: &[usize], reason: &str) -> Vec<VisibilityFailure> {
+    chunk
+        .iter()
+        .map(|&index| VisibilityFailure {
+            index,
+            reason: reason.to_owned(),
+        })
+        .collect()
+}
+
+/// One `ChangeMessageVisibilityBatch` call. Entry ids are input positions. An entry that SQS lists neither as
+/// successful nor as failed counts as failed: nothing says its timeout changed.
+async fn change_chunk(
+    sqs: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    changes: &[VisibilityChange],
+    chunk: &[usize],
+) -> Vec<VisibilityFailure> {
+    let mut entries = Vec::with_capacity(chunk.len());
+    for &i in chunk {
+        let entry = ChangeMessageVisibilityBatchRequestEntry::builder()
+            .id(i.to_string())
+            .receipt_handle(&changes[i].receipt_handle)
+            .visibility_timeout(changes[i].seconds.min(i32::MAX as u32) as i32)
+            .build();
+        match entry {
+            Ok(entry) => entries.push(entry),
+            Err(_) => return failed(chunk, "invalid request entry"),
+        }
+    }
+    let out = match sqs
+        .change_message_visibility_batch()
+        .queue_url(queue_url)
+        .set_entries(Some(entries))
+        .send()
+        .await
+    {
+        Ok(out) => out,
+        Err(e) => {
+            // The SDK error names the operation, code and message; it carries no receipt handle.
+            return failed(
+                chunk,
+                &aws_sdk_sqs::error::DisplayErrorContext(&e).to_string(),
+            );
+        }
+    };
+    let succeeded: std::collections::HashSet<&str> =
+        out.successful.iter().map(|s| s.id.as_str()).collect();
+    let mut failures = Vec::new();
+    for &i in chunk {
+        let id = i.to_string();
+        if succeeded.contains(id.as_str()) {
+            continue;
+        }
+        // Only the code: SQS's message for an invalid receipt handle quotes the handle.
+        let reason = match out.failed.iter().find(|f| f.id == id) {
+            Some(f) if f.sender_fault => format!("{} (sender fault)", f.code),
+            Some(f) => f.code.clone(),
+            None => "no result for this entry".to_owned(),
+        };
+        failures.push(VisibilityFailure { index: i, reason });
+    }
+    failures
+}
+
+/// The URL of the queue an SQS event source ARN names (`arn:PARTITION:sqs:REGION:ACCOUNT:NAME` →
+/// `https://sqs.REGION.amazonaws.com/ACCOUNT/NAME`, `.amazonaws.com.cn` in the China partition), or `None` when the
+/// ARN is not one, or is in a partition whose domain this does not know (set the URL explicitly there).
+/// Emulators such as moto find the queue by the URL's last segment.
+pub fn queue_url_from_arn(arn: &str) -> Option<String> {
+    let mut parts = arn.split(':');
+    let (Some("arn"), Some(partition), Some("sqs"), Some(region), Some(account), Some(name), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return None;
+    };
+    let domain = match partition {
+        "aws" | "aws-us-gov" => "amazonaws.com",
+        "aws-cn" => "amazonaws.com.cn",
+        _ => return None,
+    };
+    let plain = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+    };
+    if !(plain(region) && plain(account) && plain(name)) {
+        return None;
+    }
+    Some(format!("https://sqs.{region}.{domain}/{account}/{name}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_queue_url_is_derived_from_its_arn() {
+        assert_eq!(
+            queue_url_from_arn("arn:aws:sqs:eu-west-1:123456789012:stack-events").as_deref(),
+            Some("https://sqs.eu-west-1.amazonaws.com/123456789012/stack-events")
+        );
+        assert_eq!(
+            queue_url_from_arn("arn:aws:sqs:us-east-1:123456789012:stack-events.fifo").as_deref(),
+            Some("https://sqs.us-east-1.amazonaws.com/123456789012/stack-events.fifo")
+        );
+        assert_eq!(
+            queue_url_from_arn("arn:aws-cn:sqs:cn-north-1:123456789012:q").as_deref(),
+            Some("https://sqs.cn-north-1.amazonaws.com.cn/123456789012/q")
+        );
+        for bad in [
+            "",
+            "arn:aws:sqs:us-east-1:123456789012",
+            "arn:aws:kinesis:us-east-1:123456789012:stream/s",
+            "arn:aws:sqs:us-east-1:123456789012:q:extra",
+            "arn:aws:sqs::123456789012:q",
+            "arn:aws:sqs:us-east-1:123456789012:a/b",
+            "arn:aws-iso:sqs:us-iso-east-1:123456789012:q",
+        ] {
+            assert_eq!(queue_url_from_arn(bad), None, "{bad}");
+        }
+    }
 
     fn message(size: usize) -> OutgoingMessage {
         OutgoingMessage {

@@ -41,7 +41,8 @@ pub enum Ordering<'a> {
 }
 
 impl Ordering<'_> {
-    fn lane(&self, record: usize) -> Option<usize> {
+    /// The sequence record `record` belongs to (`None`: it is settled on its own).
+    pub(crate) fn lane(&self, record: usize) -> Option<usize> {
         match self {
             Ordering::Independent => None,
             Ordering::Sequence => Some(0),
