@@ -88,7 +88,7 @@ pub fn plan_records(
                     let info = RecordInfo {
                         table: Some(dms.table.to_string()),
                         key,
-                        position: dms.commit_timestamp.or(dms.stream_position),
+                        position: dms.commit_timestamp.or(dms.stream_position).map(Into::into),
                         source_time,
                     };
                     (info, outcome, version)

@@ -139,7 +139,7 @@ impl ReltioClient {
     /// `partial_override` sends `options=partialOverride` so only the attributes sent are overwritten.
     pub async fn post_entities(
         &self,
-        entities: &[EntityBody],
+        entities: &[&EntityBody],
         partial_override: bool,
         deadline: Instant,
     ) -> Result<Vec<ItemOutcome>, ReltioError> {
@@ -310,7 +310,7 @@ impl EntitySource for ReltioClient {
 impl EntityWriter for ReltioClient {
     fn post_entities<'a>(
         &'a self,
-        entities: &'a [EntityBody],
+        entities: &'a [&'a EntityBody],
         partial_override: bool,
         deadline: Deadline,
     ) -> BoxFuture<'a, Result<Vec<ItemOutcome>, PortError>> {

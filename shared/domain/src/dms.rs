@@ -4,7 +4,11 @@
 //! under a configurable field name (update records only), and `metadata` whose keys beyond
 //! `record-type`/`operation`/`table-name` depend on endpoint settings and are therefore all optional.
 
-use serde_json::{Map, Value};
+mod row;
+
+pub use row::{Cell, Row};
+use row::{RawRecord, Slot};
+use std::borrow::Cow;
 use std::fmt;
 
 /// Field name DMS uses for the before image unless `BeforeImageSettings.FieldName` says otherwise.
@@ -61,81 +65,92 @@ impl fmt::Display for TableName {
     }
 }
 
-/// One row change. Column values are kept as DMS rendered them (numbers, strings, booleans, null).
+/// One row change. Column values are kept as DMS rendered them (numbers, strings, booleans, null), borrowed
+/// from the record's bytes where they need no unescaping.
 #[derive(Debug, Clone, PartialEq)]
-pub struct DmsRecord {
+pub struct DmsRecord<'a> {
     pub kind: RecordKind,
     pub table: TableName,
     /// Row after the change (for deletes: the deleted row, possibly only its key columns).
-    pub data: Map<String, Value>,
+    pub data: Row<'a>,
     /// Before image of an update, when the task enables it. PostgreSQL sends `{}` when the key did not change.
-    pub before_image: Option<Map<String, Value>>,
+    pub before_image: Option<Row<'a>>,
     /// DMS's own timestamp of the change (`metadata.timestamp`).
-    pub timestamp: Option<String>,
+    pub timestamp: Option<Cow<'a, str>>,
     /// Source commit time, present with `IncludeTransactionDetails`.
-    pub commit_timestamp: Option<String>,
+    pub commit_timestamp: Option<Cow<'a, str>>,
     /// Source log position, present with `IncludeTransactionDetails`.
-    pub stream_position: Option<String>,
-    pub transaction_id: Option<String>,
+    pub stream_position: Option<Cow<'a, str>>,
+    pub transaction_id: Option<Cow<'a, str>>,
     /// The record's offset within its transaction, present with `IncludeTransactionDetails`.
-    pub transaction_record_id: Option<String>,
-    pub partition_key_value: Option<String>,
+    pub transaction_record_id: Option<Cow<'a, str>>,
+    pub partition_key_value: Option<Cow<'a, str>>,
 }
 
-impl DmsRecord {
+impl<'a> DmsRecord<'a> {
     /// Parses one Kinesis record's data. `before_image_field` is the task's `BeforeImageSettings.FieldName`.
-    pub fn parse(bytes: &[u8], before_image_field: &str) -> Result<DmsRecord, DmsError> {
-        let value: Value =
-            serde_json::from_slice(bytes).map_err(|e| DmsError::NotJson(e.to_string()))?;
-        let Value::Object(mut top) = value else {
+    pub fn parse(bytes: &'a [u8], before_image_field: &str) -> Result<DmsRecord<'a>, DmsError> {
+        let raw =
+            row::decode(bytes, before_image_field).map_err(|e| DmsError::NotJson(e.to_string()))?;
+        let RawRecord::Object {
+            data,
+            before_image,
+            metadata,
+        } = raw
+        else {
             return Err(shape("top level is not a JSON object"));
         };
-        let Some(Value::Object(mut metadata)) = top.remove("metadata") else {
+        let Slot::Found(metadata) = metadata else {
             return Err(shape("missing \"metadata\" object"));
         };
-        let record_type = take_string(&mut metadata, "record-type")?
+        let record_type = text(metadata.record_type, "record-type")?
             .ok_or_else(|| shape("metadata has no \"record-type\""))?;
-        let operation = take_string(&mut metadata, "operation")?
+        let operation = text(metadata.operation, "operation")?
             .ok_or_else(|| shape("metadata has no \"operation\""))?;
-        let kind = match record_type.as_str() {
-            "data" => RecordKind::Data(match operation.as_str() {
+        let kind = match record_type.as_ref() {
+            "data" => RecordKind::Data(match operation.as_ref() {
                 "load" => DataOperation::Load,
                 "insert" => DataOperation::Insert,
                 "update" => DataOperation::Update,
                 "delete" => DataOperation::Delete,
                 other => return Err(shape(&format!("unknown data operation \"{other}\""))),
             }),
-            "control" => RecordKind::Control(operation),
+            "control" => RecordKind::Control(operation.into_owned()),
             other => return Err(shape(&format!("unknown record-type \"{other}\""))),
         };
         let table = TableName {
-            schema: take_string(&mut metadata, "schema-name")?.unwrap_or_default(),
-            table: take_string(&mut metadata, "table-name")?
+            schema: text(metadata.schema_name, "schema-name")?
+                .map(Cow::into_owned)
+                .unwrap_or_default(),
+            table: text(metadata.table_name, "table-name")?
                 .filter(|t| !t.is_empty())
-                .ok_or_else(|| shape("metadata has no \"table-name\""))?,
+                .ok_or_else(|| shape("metadata has no \"table-name\""))?
+                .into_owned(),
         };
-        let data = match top.remove("data") {
-            Some(Value::Object(row)) => row,
-            None | Some(Value::Null) if matches!(kind, RecordKind::Control(_)) => Map::new(),
-            None | Some(Value::Null) => return Err(shape("data record has no \"data\" object")),
-            Some(_) => return Err(shape("\"data\" is not an object")),
+        let data = match data {
+            Slot::Found(row) => row,
+            Slot::Absent | Slot::Null if matches!(kind, RecordKind::Control(_)) => Row::default(),
+            Slot::Absent | Slot::Null => return Err(shape("data record has no \"data\" object")),
+            Slot::Wrong => return Err(shape("\"data\" is not an object")),
         };
-        let before_image = match top.remove(before_image_field) {
-            Some(Value::Object(row)) => Some(row),
-            None | Some(Value::Null) => None,
-            Some(_) => return Err(shape(&format!("\"{before_image_field}\" is not an object"))),
+        let before_image = match before_image {
+            Slot::Found(row) => Some(row),
+            Slot::Absent | Slot::Null => None,
+            Slot::Wrong => {
+                return Err(shape(&format!("\"{before_image_field}\" is not an object")))
+            }
         };
         Ok(DmsRecord {
             kind,
             table,
             data,
             before_image,
-            timestamp: take_string(&mut metadata, "timestamp")?,
-            commit_timestamp: take_string(&mut metadata, "commit-timestamp")?,
-            stream_position: take_string(&mut metadata, "stream-position")?,
-            transaction_id: take_string(&mut metadata, "transaction-id")?,
-            transaction_record_id: take_string(&mut metadata, "transaction-record-id")?,
-            partition_key_value: take_string(&mut metadata, "partition-key-value")?,
+            timestamp: text(metadata.timestamp, "timestamp")?,
+            commit_timestamp: text(metadata.commit_timestamp, "commit-timestamp")?,
+            stream_position: text(metadata.stream_position, "stream-position")?,
+            transaction_id: text(metadata.transaction_id, "transaction-id")?,
+            transaction_record_id: text(metadata.transaction_record_id, "transaction-record-id")?,
+            partition_key_value: text(metadata.partition_key_value, "partition-key-value")?,
         })
     }
 
@@ -170,13 +185,12 @@ fn shape(reason: &str) -> DmsError {
     DmsError::WrongShape(reason.to_owned())
 }
 
-/// A metadata value as text: DMS writes ids as numbers or strings depending on the source.
-fn take_string(metadata: &mut Map<String, Value>, key: &str) -> Result<Option<String>, DmsError> {
-    match metadata.remove(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(Value::Number(n)) => Ok(Some(n.to_string())),
-        Some(_) => Err(shape(&format!(
+/// A metadata value as text (DMS writes ids as numbers or strings depending on the source); `null` is absent.
+fn text<'a>(slot: Slot<Cow<'a, str>>, key: &str) -> Result<Option<Cow<'a, str>>, DmsError> {
+    match slot {
+        Slot::Absent | Slot::Null => Ok(None),
+        Slot::Found(s) => Ok(Some(s)),
+        Slot::Wrong => Err(shape(&format!(
             "metadata \"{key}\" is not a string or number"
         ))),
     }

@@ -6,7 +6,7 @@ use crate::cdc::mapping::CdcMapping;
 use crate::cdc::transform::plan_record;
 use crate::crm::plan::{decode, plan_entity, Delivery};
 use crate::crm::CrmMapping;
-use crate::dms::DmsRecord;
+use crate::dms::{DmsRecord, Row};
 use crate::webhook::events::{parse_body, parse_both_ways, sqs_attribute_ok};
 use crate::webhook::signature::{sign_reltio, sign_standard, verify, RequestHeaders};
 use crate::webhook::{VerifyOptions, WebhookSecrets};
@@ -26,9 +26,18 @@ pub fn example_crm_mapping() -> CrmMapping {
     .expect("the example CRM mapping is valid")
 }
 
-/// The DMS decoder and the transform accept or refuse any bytes, never panic.
+/// The DMS decoder and the transform accept or refuse any bytes, never panic; a record the one-pass decoder
+/// accepts has exactly the rows a `serde_json::Value` tree parse of the same bytes gives.
 pub fn dms_decoder(mapping: &CdcMapping, data: &[u8]) {
     if let Ok(record) = DmsRecord::parse(data, "before-image") {
+        let tree: serde_json::Value =
+            serde_json::from_slice(data).expect("an accepted record is JSON");
+        let row = |field: &str| tree.get(field)?.as_object().cloned().map(Row::from);
+        assert_eq!(
+            Some(&record.data),
+            row("data").as_ref().or(Some(&Row::default()))
+        );
+        assert_eq!(record.before_image, row("before-image"));
         let _ = plan_record(mapping, &record, chrono::DateTime::UNIX_EPOCH);
     }
 }

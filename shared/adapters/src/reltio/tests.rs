@@ -41,7 +41,8 @@ fn jane() -> EntityBody {
         attributes: json!({"FirstName": [{"value": "Jane"}]})
             .as_object()
             .unwrap()
-            .clone(),
+            .clone()
+            .into(),
         crosswalks: vec![Crosswalk {
             source: "configuration/sources/CRM".into(),
             value: "46".into(),
@@ -88,7 +89,7 @@ async fn the_token_is_fetched_once_and_reused_across_calls() {
     let reltio = client(&server);
     for _ in 0..3 {
         let out = reltio
-            .post_entities(&[jane()], false, soon())
+            .post_entities(&[&jane()], false, soon())
             .await
             .unwrap();
         assert_eq!(
@@ -120,7 +121,7 @@ async fn a_401_gets_one_fresh_token_and_the_call_succeeds() {
         .mount(&server)
         .await;
     let out = client(&server)
-        .post_entities(&[jane()], false, soon())
+        .post_entities(&[&jane()], false, soon())
         .await
         .unwrap();
     assert!(matches!(out[0], ItemOutcome::Written { .. }));
@@ -137,7 +138,7 @@ async fn a_second_401_is_a_transient_unauthorized_error() {
         .mount(&server)
         .await;
     let err = client(&server)
-        .post_entities(&[jane()], false, soon())
+        .post_entities(&[&jane()], false, soon())
         .await
         .unwrap_err();
     assert!(matches!(err, ReltioError::Unauthorized(_)), "{err}");
@@ -163,7 +164,7 @@ async fn a_429_is_retried_after_the_servers_retry_after() {
         .await;
     let started = std::time::Instant::now();
     client(&server)
-        .post_entities(&[jane()], false, soon())
+        .post_entities(&[&jane()], false, soon())
         .await
         .unwrap();
     // The policy's own backoff is at most 20 ms: waiting a second can only come from Retry-After.
@@ -188,7 +189,7 @@ async fn a_503_then_success_writes_the_entities_once() {
         .mount(&server)
         .await;
     let out = client(&server)
-        .post_entities(&[jane(), jane()], false, soon())
+        .post_entities(&[&jane(), &jane()], false, soon())
         .await
         .unwrap();
     assert_eq!(out.len(), 2);
@@ -208,7 +209,7 @@ async fn a_failed_item_in_a_200_response_is_reported_for_that_item_only() {
         .mount(&server)
         .await;
     let out = client(&server)
-        .post_entities(&[jane(), jane(), jane(), jane()], true, soon())
+        .post_entities(&[&jane(), &jane(), &jane(), &jane()], true, soon())
         .await
         .unwrap();
     assert_eq!(
@@ -278,7 +279,7 @@ async fn partial_override_is_asked_for_in_the_query() {
         .mount(&server)
         .await;
     client(&server)
-        .post_entities(&[jane()], true, soon())
+        .post_entities(&[&jane()], true, soon())
         .await
         .unwrap();
 }
@@ -297,7 +298,7 @@ async fn a_400_is_permanent_and_not_retried() {
         .mount(&server)
         .await;
     let err = client(&server)
-        .post_entities(&[jane()], false, soon())
+        .post_entities(&[&jane()], false, soon())
         .await
         .unwrap_err();
     assert!(!err.is_transient());
@@ -325,7 +326,7 @@ async fn a_connection_reset_is_retried_then_reported_as_transient() {
     token_endpoint(&auth, "t", 1).await;
     let reltio = client_at(&format!("http://{addr}/reltio/api/T1"), &auth.uri());
     let err = reltio
-        .post_entities(&[jane()], false, soon())
+        .post_entities(&[&jane()], false, soon())
         .await
         .unwrap_err();
     assert!(matches!(err, ReltioError::Connection(_)), "{err}");
@@ -361,7 +362,7 @@ async fn an_exhausted_time_budget_is_a_transient_error() {
     );
     let deadline = Instant::now() + Duration::from_millis(600);
     let err = reltio
-        .post_entities(&[jane()], false, deadline)
+        .post_entities(&[&jane()], false, deadline)
         .await
         .unwrap_err();
     assert!(matches!(err, ReltioError::BudgetExhausted(_)), "{err}");
@@ -383,7 +384,7 @@ async fn a_refused_client_is_a_transient_unauthorized_error_without_the_secret()
         .mount(&server)
         .await;
     let err = client(&server)
-        .post_entities(&[jane()], false, soon())
+        .post_entities(&[&jane()], false, soon())
         .await
         .unwrap_err();
     assert!(err.is_transient());

@@ -15,7 +15,7 @@ pub trait EntityWriter: Sync {
     /// `options=partialOverride`.
     fn post_entities<'a>(
         &'a self,
-        entities: &'a [EntityBody],
+        entities: &'a [&'a EntityBody],
         partial_override: bool,
         deadline: Deadline,
     ) -> BoxFuture<'a, Result<Vec<ItemOutcome>, PortError>>;
@@ -195,10 +195,10 @@ async fn post(
                 let e = PortError::Transient("no time left in this invocation".into());
                 return (writes, Err(e));
             }
-            let bodies: Vec<EntityBody> = writes
+            let bodies: Vec<&EntityBody> = writes
                 .iter()
                 .map(|w| match &w.write.op {
-                    WriteOp::Post { body, .. } => body.clone(),
+                    WriteOp::Post { body, .. } => body,
                     WriteOp::DeleteCrosswalk => unreachable!("deletes are not posted"),
                 })
                 .collect();
@@ -264,7 +264,7 @@ mod tests {
     impl EntityWriter for FakeReltio {
         fn post_entities<'a>(
             &'a self,
-            entities: &'a [EntityBody],
+            entities: &'a [&'a EntityBody],
             _partial: bool,
             _deadline: Deadline,
         ) -> BoxFuture<'a, Result<Vec<ItemOutcome>, PortError>> {
@@ -310,7 +310,7 @@ mod tests {
             op: WriteOp::Post {
                 body: EntityBody {
                     entity_type: "configuration/entityTypes/Individual".into(),
-                    attributes: Map::new(),
+                    attributes: Map::new().into(),
                     crosswalks: vec![key.crosswalk()],
                 },
                 partial: true,
@@ -443,7 +443,7 @@ mod tests {
     impl EntityWriter for FailingDeletes<'_> {
         fn post_entities<'a>(
             &'a self,
-            entities: &'a [EntityBody],
+            entities: &'a [&'a EntityBody],
             partial: bool,
             deadline: Deadline,
         ) -> BoxFuture<'a, Result<Vec<ItemOutcome>, PortError>> {

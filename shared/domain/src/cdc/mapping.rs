@@ -95,6 +95,54 @@ pub struct TableMapping {
     pub columns: Vec<ColumnMapping>,
     /// Top-level attribute name → reference settings.
     pub references: BTreeMap<String, ReferenceMapping>,
+    /// The columns' attribute paths as one tree, names in order: what a row's `attributes` are written from.
+    pub attributes: Vec<AttributeNode>,
+}
+
+/// One attribute of the tree: a column's value, or the parent of nested attributes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttributeNode {
+    pub name: String,
+    pub target: AttributeTarget,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttributeTarget {
+    /// The index of the column in `TableMapping::columns`.
+    Column(usize),
+    Nested(Vec<AttributeNode>),
+}
+
+/// The tree of the columns' paths (validated: no path is another's prefix), names sorted at every level.
+fn attribute_tree(columns: &[ColumnMapping]) -> Vec<AttributeNode> {
+    fn build(paths: Vec<(usize, &[String])>) -> Vec<AttributeNode> {
+        let mut by_name: BTreeMap<&str, Vec<(usize, &[String])>> = BTreeMap::new();
+        for (i, path) in paths {
+            if let Some((name, rest)) = path.split_first() {
+                by_name.entry(name).or_default().push((i, rest));
+            }
+        }
+        by_name
+            .into_iter()
+            .map(|(name, under)| {
+                let target = match under.as_slice() {
+                    [(i, [])] => AttributeTarget::Column(*i),
+                    _ => AttributeTarget::Nested(build(under)),
+                };
+                AttributeNode {
+                    name: name.to_owned(),
+                    target,
+                }
+            })
+            .collect()
+    }
+    build(
+        columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (i, c.path.as_slice()))
+            .collect(),
+    )
 }
 
 /// The validated mapping: source tables by `schema.table`, matched case-insensitively (DMS reports names
@@ -341,6 +389,7 @@ impl RawTable {
             key_separator,
             delete_strategy: self.delete,
             override_mode: self.override_mode,
+            attributes: attribute_tree(&columns),
             columns,
             references: self.references,
         })

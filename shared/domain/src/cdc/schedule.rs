@@ -109,7 +109,7 @@ mod tests {
             op: WriteOp::Post {
                 body: EntityBody {
                     entity_type: "configuration/entityTypes/Individual".into(),
-                    attributes,
+                    attributes: attributes.into(),
                     crosswalks: vec![key(k).crosswalk()],
                 },
                 partial,
@@ -131,7 +131,9 @@ mod tests {
                     WriteOp::Post { body, .. } => format!(
                         "{}={}",
                         s.write.key.value,
-                        body.attributes["Name"][0]["value"].as_str().unwrap()
+                        body.attributes.to_value()["Name"][0]["value"]
+                            .as_str()
+                            .unwrap()
                     ),
                     WriteOp::DeleteCrosswalk => format!("{}=deleted", s.write.key.value),
                 };

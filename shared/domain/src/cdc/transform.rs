@@ -1,10 +1,14 @@
 //! Turns one DMS record into the Reltio writes that apply it, per the table's mapping. Pure: no I/O.
 
-use super::mapping::{CdcMapping, DeleteStrategy, OverrideMode, TableMapping, Transform};
-use crate::dms::{DataOperation, DmsRecord, RecordKind};
-use crate::reltio::model::{Crosswalk, CrosswalkKey, EntityBody};
+use super::mapping::{
+    AttributeNode, AttributeTarget, CdcMapping, DeleteStrategy, OverrideMode, TableMapping,
+    Transform,
+};
+use crate::dms::{Cell, DataOperation, DmsRecord, RecordKind, Row};
+use crate::reltio::model::{Attributes, Crosswalk, CrosswalkKey, EntityBody};
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde_json::{json, Map, Value};
+use serde::ser::{SerializeMap, Serializer};
+use serde::Serialize;
 use std::borrow::Cow;
 
 /// Why a record is deliberately not sent. Counted and logged, never dead-lettered.
@@ -131,14 +135,11 @@ pub fn plan_record(
 /// The key of the row as the crosswalk value: key column values joined with the table's separator. In a
 /// composite key, a backslash or the separator inside a value is escaped with a backslash, so that two rows'
 /// keys never join into the same value (`a|b` + `c` and `a` + `b|c`).
-pub fn crosswalk_key(
-    table: &TableMapping,
-    row: &Map<String, Value>,
-) -> Result<CrosswalkKey, TransformError> {
+pub fn crosswalk_key(table: &TableMapping, row: &Row) -> Result<CrosswalkKey, TransformError> {
     let composite = table.key_columns.len() > 1;
     let mut value = String::new();
     for (i, column) in table.key_columns.iter().enumerate() {
-        let raw = row.get(column).unwrap_or(&Value::Null);
+        let raw = &row[column.as_str()];
         if let Some(reason) = inexact_key(raw) {
             return Err(TransformError::BadValue {
                 table: table.table.clone(),
@@ -147,7 +148,7 @@ pub fn crosswalk_key(
             });
         }
         let text =
-            render(raw)
+            raw.render()
                 .filter(|t| !t.is_empty())
                 .ok_or_else(|| TransformError::MissingKey {
                     table: table.table.clone(),
@@ -177,9 +178,9 @@ pub fn crosswalk_key(
 /// Why a key value cannot be used as it is: a number too large to be exact (DMS writes integers over 16
 /// digits in scientific notation unless the endpoint sets `UseLargeIntegerValue`, and a rounded key could
 /// name another row's crosswalk).
-fn inexact_key(value: &Value) -> Option<String> {
+fn inexact_key(value: &Cell) -> Option<String> {
     const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
-    let Value::Number(n) = value else {
+    let Cell::Number(n) = value else {
         return None;
     };
     match n.as_f64() {
@@ -193,57 +194,42 @@ fn inexact_key(value: &Value) -> Option<String> {
     }
 }
 
-fn has_value(row: &Map<String, Value>, column: &str) -> bool {
+fn has_value(row: &Row, column: &str) -> bool {
     row.get(column).is_some_and(|v| !v.is_null())
 }
 
 fn upsert(
     table: &TableMapping,
     key: &CrosswalkKey,
-    row: &Map<String, Value>,
+    row: &Row,
 ) -> Result<ReltioWrite, TransformError> {
-    let mut attributes = Map::new();
+    // Every column's value first, in the mapping's order (so the first bad column is the one reported).
+    let mut values = Vec::with_capacity(table.columns.len());
     for column in &table.columns {
-        let Some(raw) = row.get(&column.column).and_then(render) else {
-            continue;
+        let value = match row.get(&column.column).and_then(Cell::render) {
+            None => None,
+            Some(raw) => transform_value(&column.transforms, raw).map_err(|reason| {
+                TransformError::BadValue {
+                    table: table.table.clone(),
+                    column: column.column.clone(),
+                    reason,
+                }
+            })?,
         };
-        let value = transform_value(&column.transforms, raw).map_err(|reason| {
-            TransformError::BadValue {
-                table: table.table.clone(),
-                column: column.column.clone(),
-                reason,
-            }
-        })?;
-        if let Some(value) = value {
-            insert_attribute(&mut attributes, &column.path, value.into_owned());
-        }
+        values.push(value);
     }
-    for (attribute, reference) in &table.references {
-        if let Some(Value::Object(first)) = attributes.get_mut(attribute).and_then(|v| v.get_mut(0))
-        {
-            // The same JSON as serialising `Crosswalk { value: key + suffix, ..key.crosswalk() }`, built
-            // directly (fields in the serialiser's order; `deleteDate` is `None`, so absent).
-            let mut value =
-                String::with_capacity(key.value.len() + reference.crosswalk_suffix.len());
-            value.push_str(&key.value);
-            value.push_str(&reference.crosswalk_suffix);
-            let mut crosswalk = Map::new();
-            crosswalk.insert("type".into(), Value::String(key.source.clone()));
-            crosswalk.insert("value".into(), Value::String(value));
-            if let Some(t) = &key.source_table {
-                crosswalk.insert("sourceTable".into(), Value::String(t.clone()));
-            }
-            let crosswalks = Value::Array(vec![Value::Object(crosswalk)]);
-            first.insert(
-                "refEntity".into(),
-                reference_value(&reference.entity_type, crosswalks.clone()),
-            );
-            first.insert(
-                "refRelation".into(),
-                reference_value(&reference.relation_type, crosswalks),
-            );
-        }
-    }
+    let attributes = Attributes::of(&AttributesOf {
+        table,
+        key,
+        nodes: &table.attributes,
+        values: &values,
+        top_level: true,
+    })
+    .map_err(|e| TransformError::BadValue {
+        table: table.table.clone(),
+        column: "(attributes)".into(),
+        reason: e.to_string(),
+    })?;
     Ok(ReltioWrite {
         key: key.clone(),
         op: WriteOp::Post {
@@ -255,6 +241,97 @@ fn upsert(
             partial: table.override_mode == OverrideMode::Partial,
         },
     })
+}
+
+/// A row's attributes in Reltio's shape, serialised straight from the mapped values: each attribute
+/// `[{"value": ...}]`, a nested one holding its sub-attributes in `value`, a reference attribute also its
+/// `refEntity` and `refRelation` (crosswalk: the row's key plus the reference's suffix). An attribute with no
+/// value anywhere beneath it is left out.
+struct AttributesOf<'a> {
+    table: &'a TableMapping,
+    key: &'a CrosswalkKey,
+    nodes: &'a [AttributeNode],
+    values: &'a [Option<Cow<'a, str>>],
+    /// References are top-level attributes only.
+    top_level: bool,
+}
+
+impl AttributesOf<'_> {
+    fn present(&self, node: &AttributeNode) -> bool {
+        match &node.target {
+            AttributeTarget::Column(i) => self.values[*i].is_some(),
+            AttributeTarget::Nested(children) => children.iter().any(|c| self.present(c)),
+        }
+    }
+}
+
+impl Serialize for AttributesOf<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(None)?;
+        for node in self.nodes.iter().filter(|n| self.present(n)) {
+            let element = AttributeElement { of: self, node };
+            map.serialize_entry(&node.name, &[element])?;
+        }
+        map.end()
+    }
+}
+
+/// The one element of an attribute's array.
+struct AttributeElement<'a> {
+    of: &'a AttributesOf<'a>,
+    node: &'a AttributeNode,
+}
+
+impl Serialize for AttributeElement<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(None)?;
+        match &self.node.target {
+            AttributeTarget::Column(i) => map.serialize_entry("value", &self.of.values[*i])?,
+            AttributeTarget::Nested(children) => map.serialize_entry(
+                "value",
+                &AttributesOf {
+                    nodes: children,
+                    top_level: false,
+                    ..*self.of
+                },
+            )?,
+        }
+        let reference = self.of.table.references.get(&self.node.name);
+        if let Some(reference) = reference.filter(|_| self.of.top_level) {
+            let key = self.of.key;
+            let mut value =
+                String::with_capacity(key.value.len() + reference.crosswalk_suffix.len());
+            value.push_str(&key.value);
+            value.push_str(&reference.crosswalk_suffix);
+            let crosswalks = [Crosswalk {
+                value,
+                ..key.crosswalk()
+            }];
+            map.serialize_entry(
+                "refEntity",
+                &Reference {
+                    type_uri: &reference.entity_type,
+                    crosswalks: &crosswalks,
+                },
+            )?;
+            map.serialize_entry(
+                "refRelation",
+                &Reference {
+                    type_uri: &reference.relation_type,
+                    crosswalks: &crosswalks,
+                },
+            )?;
+        }
+        map.end()
+    }
+}
+
+/// `{"type": type_uri, "crosswalks": crosswalks}`.
+#[derive(Serialize)]
+struct Reference<'a> {
+    #[serde(rename = "type")]
+    type_uri: &'a str,
+    crosswalks: &'a [Crosswalk],
 }
 
 /// Removes the source row's contribution per the table's delete strategy.
@@ -271,7 +348,7 @@ fn retire(
             WriteOp::Post {
                 body: EntityBody {
                     entity_type: table.entity_type.clone(),
-                    attributes: Map::new(),
+                    attributes: Attributes::none(),
                     crosswalks: vec![Crosswalk {
                         delete_date: Some(when.to_rfc3339_opts(SecondsFormat::Millis, true)),
                         ..key.crosswalk()
@@ -283,26 +360,6 @@ fn retire(
         }
     };
     ReltioWrite { key, op }
-}
-
-/// `{"type": type_uri, "crosswalks": crosswalks}`.
-fn reference_value(type_uri: &str, crosswalks: Value) -> Value {
-    let mut object = Map::new();
-    object.insert("type".into(), Value::String(type_uri.to_owned()));
-    object.insert("crosswalks".into(), crosswalks);
-    Value::Object(object)
-}
-
-/// A column value as text; NULL is absent. DMS renders numbers as JSON numbers and most else as strings.
-/// Strings are borrowed: most are transformed or copied once into the body anyway.
-fn render(value: &Value) -> Option<Cow<'_, str>> {
-    match value {
-        Value::Null => None,
-        Value::String(s) => Some(Cow::Borrowed(s.as_str())),
-        Value::Number(n) => Some(Cow::Owned(n.to_string())),
-        Value::Bool(b) => Some(Cow::Owned(b.to_string())),
-        other => Some(Cow::Owned(other.to_string())),
-    }
 }
 
 /// `None` when a transform made the value absent; `Err` with a reason when it cannot be transformed.
@@ -411,22 +468,6 @@ fn short(raw: &str) -> String {
         s.push('…');
     }
     s
-}
-
-/// Puts `value` at `path` (`["Address", "City"]`) in Reltio's shape: each level `[{"value": ...}]`, nested
-/// attributes holding their sub-attributes in `value`.
-fn insert_attribute(attributes: &mut Map<String, Value>, path: &[String], value: String) {
-    let (name, rest) = path.split_first().expect("validated paths are non-empty");
-    if rest.is_empty() {
-        attributes.insert(name.clone(), json!([{ "value": value }]));
-        return;
-    }
-    let slot = attributes
-        .entry(name.clone())
-        .or_insert_with(|| json!([{ "value": {} }]));
-    if let Some(Value::Object(children)) = slot.get_mut(0).and_then(|v| v.get_mut("value")) {
-        insert_attribute(children, rest, value);
-    }
 }
 
 #[cfg(test)]

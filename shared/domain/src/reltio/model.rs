@@ -1,6 +1,7 @@
 //! Entity and crosswalk bodies as `POST {tenant}/entities` takes them, and the per-item results it returns.
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use std::fmt;
 
@@ -63,9 +64,51 @@ pub struct EntityBody {
     #[serde(rename = "type")]
     pub entity_type: String,
     /// Attribute name → `[{"value": ...}]`, nested attributes holding their sub-attributes inside `value`.
-    #[serde(skip_serializing_if = "Map::is_empty")]
-    pub attributes: Map<String, Value>,
+    #[serde(skip_serializing_if = "Attributes::is_empty")]
+    pub attributes: Attributes,
     pub crosswalks: Vec<Crosswalk>,
+}
+
+/// An entity's `attributes` object, kept as the JSON text it was serialised to once (a body is written
+/// once and sent as it is: no tree of small values per attribute). `None`: no attributes.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(transparent)]
+pub struct Attributes(Option<Box<RawValue>>);
+
+impl Attributes {
+    pub fn none() -> Attributes {
+        Attributes(None)
+    }
+
+    /// Serialises `object`, which must serialise to a JSON object (an empty one counts as none).
+    pub fn of<T: Serialize + ?Sized>(object: &T) -> Result<Attributes, serde_json::Error> {
+        let raw = serde_json::value::to_raw_value(object)?;
+        Ok(Attributes((raw.get() != "{}").then_some(raw)))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+
+    /// The attributes as a tree (tests and tools; the send path never needs it).
+    pub fn to_value(&self) -> Value {
+        self.0
+            .as_ref()
+            .and_then(|raw| serde_json::from_str(raw.get()).ok())
+            .unwrap_or_else(|| Value::Object(Map::new()))
+    }
+}
+
+impl From<Map<String, Value>> for Attributes {
+    fn from(object: Map<String, Value>) -> Attributes {
+        Attributes::of(&object).expect("a JSON object always serialises")
+    }
+}
+
+impl PartialEq for Attributes {
+    fn eq(&self, other: &Attributes) -> bool {
+        self.to_value() == other.to_value()
+    }
 }
 
 /// The result for one element of a `POST /entities` array.

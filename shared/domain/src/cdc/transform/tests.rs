@@ -2,6 +2,7 @@ use super::*;
 use crate::cdc::mapping::CdcMapping;
 use crate::dms::{DmsRecord, DEFAULT_BEFORE_IMAGE_FIELD};
 use chrono::TimeZone;
+use serde_json::{json, Map, Value};
 
 const EXAMPLE: &str = include_str!("../../../../../functions/cdc-ingest/mapping.example.toml");
 
@@ -288,7 +289,7 @@ fn composite_key_parts_holding_the_separator_never_collide() {
         let mut m = Map::new();
         m.insert(cols[0].clone(), json!(a));
         m.insert(cols[1].clone(), json!(b));
-        m
+        Row::from(m)
     };
     let sep = table.key_separator.as_str();
     let one = crosswalk_key(table, &row(&format!("a{sep}b"), "c"))
@@ -319,7 +320,7 @@ fn a_key_too_large_to_be_exact_is_refused_not_rounded() {
     let row = |v: Value| {
         let mut m = Map::new();
         m.insert(key.clone(), v);
-        m
+        Row::from(m)
     };
     // DMS without UseLargeIntegerValue: 123456789012345678 as 1.2345678901234568E+17.
     let sci: Value = serde_json::from_str("1.2345678901234568E+17").unwrap();
@@ -334,4 +335,35 @@ fn a_key_too_large_to_be_exact_is_refused_not_rounded() {
         "123456789012345678"
     );
     assert_eq!(crosswalk_key(table, &row(json!("46"))).unwrap().value, "46");
+}
+
+#[test]
+fn a_nested_attribute_with_no_value_beneath_it_is_left_out_with_its_reference() {
+    let raw = br#"{"data":{"id":5,"first_name":"Ann","street":"  ","city":null},"metadata":{"record-type":"data","operation":"insert","schema-name":"public","table-name":"customer"}}"#;
+    let w = writes(&DmsRecord::parse(raw, DEFAULT_BEFORE_IMAGE_FIELD).unwrap());
+    let (body, _) = body_json(&w[0]);
+    assert_eq!(body["attributes"], json!({"FirstName": [{"value": "Ann"}]}));
+    // No mapped value at all: no attributes object.
+    let raw = br#"{"data":{"id":5,"first_name":""},"metadata":{"record-type":"data","operation":"insert","schema-name":"public","table-name":"customer"}}"#;
+    let w = writes(&DmsRecord::parse(raw, DEFAULT_BEFORE_IMAGE_FIELD).unwrap());
+    assert!(body_json(&w[0]).0.get("attributes").is_none());
+}
+
+#[test]
+fn values_that_need_escaping_arrive_intact() {
+    let raw = br#"{"data":{"id":"a\"b","first_name":"x\\y \"q\" \n\t\u0001 \u00e9\u4e2d \ud83d\ude00","city":"</script>"},"metadata":{"record-type":"data","operation":"insert","schema-name":"public","table-name":"customer"}}"#;
+    let w = writes(&DmsRecord::parse(raw, DEFAULT_BEFORE_IMAGE_FIELD).unwrap());
+    let (body, _) = body_json(&w[0]);
+    assert_eq!(
+        body["attributes"]["FirstName"][0]["value"],
+        "x\\y \"q\" \n\t\u{1} é中 😀"
+    );
+    assert_eq!(
+        body["attributes"]["Address"][0]["value"]["City"][0]["value"],
+        "</script>"
+    );
+    assert_eq!(
+        body["attributes"]["Address"][0]["refEntity"]["crosswalks"][0]["value"],
+        "a\"b:address"
+    );
 }
