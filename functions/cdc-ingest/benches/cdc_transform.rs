@@ -7,9 +7,9 @@
 //! the serialised POST bodies, and a bare parse of the same record bytes, each the median of several runs after
 //! a warm-up, printed as two lines.
 
-use aws_lambda_events::event::kinesis::{KinesisEvent, KinesisEventRecord};
 use cdc_ingest::plan_batch;
 use criterion::Criterion;
+use mdm_sync_adapters::kinesis::{KinesisEvent, KinesisEventRecord};
 use mdm_sync_adapters::reltio::EntityBody;
 use mdm_sync_domain::cdc::mapping::CdcMapping;
 use mdm_sync_domain::cdc::transform::WriteOp;
@@ -106,6 +106,56 @@ fn bench_given_event(event_path: &str, mapping_path: &str) {
         records.len()
     );
     println!("bare parse: {:.1} ms", parse.as_secs_f64() * 1e3);
+    if std::env::var_os("BENCH_CDC_BREAKDOWN").is_some() {
+        breakdown(&mapping, &event, &records);
+    }
+}
+
+/// Where the path's time goes (`BENCH_CDC_BREAKDOWN=1`): the Lambda event's deserialisation (base64
+/// included), decoding and planning the records, and serialising the POST bodies.
+fn breakdown(mapping: &CdcMapping, event: &[u8], records: &[KinesisEventRecord]) {
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let event_parse = median(
+        || {
+            black_box(serde_json::from_slice::<KinesisEvent>(event).expect("a Kinesis event"));
+        },
+        11,
+    );
+    let plan = median(
+        || {
+            black_box(plan_batch(
+                mapping,
+                "before-image",
+                records,
+                chrono::Utc::now(),
+            ));
+        },
+        11,
+    );
+    let batch = plan_batch(mapping, "before-image", records, chrono::Utc::now());
+    let serialise = median(
+        || {
+            for wave in &batch.waves {
+                let bodies: Vec<&EntityBody> = wave
+                    .iter()
+                    .filter_map(|w| match &w.write.op {
+                        WriteOp::Post { body, .. } => Some(body),
+                        WriteOp::DeleteCrosswalk => None,
+                    })
+                    .collect();
+                for chunk in bodies.chunks(BATCH_SIZE) {
+                    black_box(serde_json::to_vec(chunk).unwrap());
+                }
+            }
+        },
+        11,
+    );
+    println!(
+        "breakdown: event deserialisation {:.1} ms, decode + plan {:.1} ms, serialise bodies {:.1} ms",
+        ms(event_parse),
+        ms(plan),
+        ms(serialise)
+    );
 }
 
 fn median(mut f: impl FnMut(), runs: usize) -> Duration {

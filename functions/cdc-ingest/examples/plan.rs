@@ -5,8 +5,8 @@
 //! `cargo run -p cdc-ingest --example plan -- [EVENT_JSON] [MAPPING_TOML]`
 //! (defaults: events/cdc-ingest.json and functions/cdc-ingest/mapping.example.toml)
 
-use aws_lambda_events::event::kinesis::KinesisEvent;
 use cdc_ingest::plan_batch;
+use mdm_sync_adapters::kinesis::KinesisEvent;
 use mdm_sync_domain::cdc::mapping::CdcMapping;
 use mdm_sync_domain::cdc::transform::WriteOp;
 use mdm_sync_domain::dms::DEFAULT_BEFORE_IMAGE_FIELD;

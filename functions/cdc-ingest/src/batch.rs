@@ -1,8 +1,8 @@
 //! A Kinesis batch decoded and planned, before anything is sent: each record's outcome when already decided,
 //! its writes, and (with the CDC key ledger) the writes older than what was applied to their keys left out.
 
-use aws_lambda_events::event::kinesis::KinesisEventRecord;
 use mdm_sync_adapters::event_source::Outcome;
+use mdm_sync_adapters::kinesis::KinesisEventRecord;
 use mdm_sync_adapters::reltio::CrosswalkKey;
 use mdm_sync_domain::cdc::mapping::CdcMapping;
 use mdm_sync_domain::cdc::schedule::{schedule, Wave};

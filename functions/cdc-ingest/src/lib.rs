@@ -9,11 +9,11 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use aws_lambda_events::event::kinesis::{KinesisEvent, KinesisEventRecord};
 use aws_lambda_events::event::streams::KinesisEventResponse;
 use mdm_sync_adapters::config::{self, ConfigError, Env};
 use mdm_sync_adapters::event_source::{kinesis_response, settle_batch, Ordering, Outcome};
 use mdm_sync_adapters::key_ledger::DynamoKeyLedger;
+use mdm_sync_adapters::kinesis::{KinesisEvent, KinesisEventRecord};
 use mdm_sync_adapters::metrics::{Metrics, DEFAULT_NAMESPACE};
 use mdm_sync_adapters::reltio::{CredentialSource, ReltioClient};
 use mdm_sync_adapters::retry::RetryPolicy;

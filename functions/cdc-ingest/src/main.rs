@@ -1,9 +1,9 @@
 //! cdc-ingest: applies AWS DMS change records from Kinesis to Reltio.
 
-use aws_lambda_events::event::kinesis::KinesisEvent;
 use cdc_ingest::{handle, Config, Deps};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use mdm_sync_adapters::config::ProcessEnv;
+use mdm_sync_adapters::kinesis::KinesisEvent;
 use mdm_sync_adapters::retry::work_deadline;
 use mdm_sync_adapters::retry::RetryPolicy;
 

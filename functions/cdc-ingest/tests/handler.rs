@@ -1,8 +1,8 @@
 //! cdc-ingest end to end in-process: a Kinesis event of real-format DMS records → the handler → a wiremock
 //! Reltio, with Secrets Manager and the DLQ queue on a local moto_server.
 
-use aws_lambda_events::event::kinesis::KinesisEvent;
 use cdc_ingest::{handle, Config, Deps};
+use mdm_sync_adapters::kinesis::KinesisEvent;
 use mdm_sync_adapters::retry::RetryPolicy;
 use mdm_sync_testkit::{kinesis_event, sequence_number, workspace_root, MotoServer};
 use serde_json::{json, Value};

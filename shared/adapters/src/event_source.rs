@@ -1,6 +1,6 @@
 //! The event sources' partial-batch responses, built from a [`Settlement`]: one small adapter per source.
 
-use aws_lambda_events::event::kinesis::KinesisEventRecord;
+use crate::kinesis::KinesisEventRecord;
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsMessage};
 use aws_lambda_events::event::streams::{KinesisBatchItemFailure, KinesisEventResponse};
 pub use mdm_sync_domain::settle::{settle, settle_batch, Ordering, Outcome, Settled, Settlement};

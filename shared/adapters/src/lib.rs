@@ -6,6 +6,7 @@ pub mod config;
 pub mod event_source;
 pub mod http;
 pub mod key_ledger;
+pub mod kinesis;
 pub mod ledger;
 pub mod metrics;
 pub mod reltio;

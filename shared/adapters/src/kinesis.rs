@@ -1,0 +1,107 @@
+//! The Kinesis event as Lambda delivers it to cdc-ingest, reading only the fields the function uses: the
+//! record's data is base64-decoded straight from the event's bytes (no copy of the text first), and the
+//! per-record fields nothing reads (region, event name, schema version, ...) are skipped, not allocated.
+//! Field names are those of `aws_lambda_events`' `KinesisEvent`, which this replaces on the hot path.
+
+use base64::Engine;
+use serde::de::{Deserializer, Visitor};
+use serde::Deserialize;
+use std::fmt;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct KinesisEvent {
+    #[serde(rename = "Records", default)]
+    pub records: Vec<KinesisEventRecord>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct KinesisEventRecord {
+    #[serde(rename = "eventID", default)]
+    pub event_id: Option<String>,
+    #[serde(rename = "eventSourceARN", default)]
+    pub event_source_arn: Option<String>,
+    pub kinesis: KinesisRecord,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KinesisRecord {
+    /// Where Lambda checkpoints on a partial batch response.
+    #[serde(default)]
+    pub sequence_number: String,
+    #[serde(default)]
+    pub partition_key: String,
+    /// The record's bytes (the event carries them base64-encoded). Missing: empty, which no decoder accepts, so
+    /// the record is dead-lettered rather than the batch failing.
+    #[serde(default, deserialize_with = "base64_bytes")]
+    pub data: Vec<u8>,
+}
+
+fn base64_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+    d.deserialize_str(Base64Visitor)
+}
+
+struct Base64Visitor;
+
+impl Visitor<'_> for Base64Visitor {
+    type Value = Vec<u8>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("base64 text")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Vec<u8>, E> {
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(E::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn event() -> serde_json::Value {
+        json!({"Records": [{
+            "eventID": "shardId-000000000000:4959", "eventSourceARN": "arn:aws:kinesis:us-east-1:1:stream/s",
+            "eventSource": "aws:kinesis", "eventName": "aws:kinesis:record", "awsRegion": "us-east-1",
+            "kinesis": {"kinesisSchemaVersion": "1.0", "partitionKey": "public.customer.1",
+                        "sequenceNumber": "4959", "data": "eyJhIjoxfQ==",
+                        "approximateArrivalTimestamp": 1_700_000_000.5}
+        }]})
+    }
+
+    #[test]
+    fn reads_what_aws_lambda_events_reads() {
+        let bytes = serde_json::to_vec(&event()).unwrap();
+        let ours: KinesisEvent = serde_json::from_slice(&bytes).unwrap();
+        let theirs: aws_lambda_events::event::kinesis::KinesisEvent =
+            serde_json::from_slice(&bytes).unwrap();
+        let (o, t) = (&ours.records[0], &theirs.records[0]);
+        assert_eq!(o.kinesis.data, t.kinesis.data.to_vec());
+        assert_eq!(o.kinesis.data, br#"{"a":1}"#);
+        assert_eq!(o.kinesis.sequence_number, t.kinesis.sequence_number);
+        assert_eq!(o.kinesis.partition_key, t.kinesis.partition_key);
+        assert_eq!(o.event_id, t.event_id);
+        assert_eq!(o.event_source_arn, t.event_source_arn);
+        // From a tree (tests build events that way) as from bytes; an escaped slash is still base64.
+        let from_tree: KinesisEvent = serde_json::from_value(event()).unwrap();
+        assert_eq!(from_tree.records[0].kinesis.data, o.kinesis.data);
+        let escaped: KinesisEvent = serde_json::from_slice(
+            br#"{"Records":[{"kinesis":{"sequenceNumber":"1","partitionKey":"k","data":"\/w=="}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(escaped.records[0].kinesis.data, [0xff]);
+    }
+
+    #[test]
+    fn invalid_base64_is_an_error_and_missing_data_is_empty() {
+        let bad =
+            br#"{"Records":[{"kinesis":{"sequenceNumber":"1","partitionKey":"k","data":"@@"}}]}"#;
+        assert!(serde_json::from_slice::<KinesisEvent>(bad).is_err());
+        let none = br#"{"Records":[{"kinesis":{"sequenceNumber":"1"}}]}"#;
+        let event: KinesisEvent = serde_json::from_slice(none).unwrap();
+        assert!(event.records[0].kinesis.data.is_empty());
+    }
+}
