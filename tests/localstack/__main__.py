@@ -18,20 +18,47 @@ def main(argv=None):
     p.add_argument("--drops", type=float, default=0.0, help="share of dropped connections at both APIs")
     p.add_argument("--duplicates", type=float, default=0.0)
     p.add_argument("--reorder", action="store_true")
-    p.add_argument("--kill", action="append", default=[], help="function to kill mid-batch once (repeatable)")
+    p.add_argument("--kill", action="append", default=[], help="function one of whose instances is killed mid-batch, once (repeatable)")
     p.add_argument("--fail-500", type=int, default=0, help="Reltio answers 500 to the first N POSTs of one key "
                    "(exercises Kinesis checkpointing at the failed sequence number)")
     p.add_argument("--late-merge", action="store_true", help="merges whose loser is objectVersions ahead of the "
                    "winner, followed by a change of the winner (see README: known crm-updater issue)")
     p.add_argument("--path", choices=["webhook", "native"], default="webhook")
     p.add_argument("--fifo", action="store_true")
+    d = Scenario()
+    g = p.add_argument_group("event sources and concurrency (defaults: infra/template.yaml's event source mappings)")
+    g.add_argument("--parallelization-factor", type=int, default=d.cdc_parallelization, metavar="F",
+                   help="Kinesis batches per shard at once, 1-10 (cdc-ingest runs up to 2 shards x F instances)")
+    g.add_argument("--cdc-batch-size", type=int, default=d.cdc_batch_size)
+    g.add_argument("--cdc-window", type=float, default=d.cdc_window_s, metavar="S", help="Kinesis batching window")
+    g.add_argument("--crm-concurrency", type=int, default=d.crm_concurrency, metavar="N",
+                   help="SQS MaximumConcurrency: crm-updater instances")
+    g.add_argument("--crm-batch-size", type=int, help="default 100 (FIFO: 10)")
+    g.add_argument("--crm-window", type=float, metavar="S", help="SQS batching window, default 5 (FIFO: 0)")
+    g.add_argument("--webhook-concurrency", type=int, default=d.webhook_concurrency, metavar="N",
+                   help="webhook-receiver instances (the template reserves none)")
+    g.add_argument("--webhook-senders", type=int, metavar="N",
+                   help="webhooks Reltio delivers at once (default: the webhook concurrency)")
+    g.add_argument("--one-instance", action="store_true", help="one instance of each function and one webhook "
+                   "sender (Kinesis parallelization factor 1, both shards share the cdc-ingest instance)")
+    g.add_argument("--visibility-timeout", type=int, metavar="S", help="event queue visibility timeout (default: "
+                   "the crm-updater timeout + the crm batching window + 1 s; template 370 s)")
+    g.add_argument("--crm-timeout", type=int, default=d.crm_timeout_s, metavar="S",
+                   help="crm-updater timeout and ledger lease (template: 60 s and 300 s)")
+    g.add_argument("--rate", type=float, metavar="R", help="records per second the workload puts (default: each "
+                   "phase at once)")
     p.add_argument("--log-dir")
     p.add_argument("--json", action="store_true", help="print the figures as JSON too")
     a = p.parse_args(argv)
     install_signal_handlers()
     s = Scenario(persons=a.persons, seed=a.seed, bad_inputs=a.bad_inputs, fault_rate=a.faults, drop_rate=a.drops,
-                 duplicate_rate=a.duplicates, reorder=a.reorder, kill=tuple(a.kill), fail_500=a.fail_500, late_merge=a.late_merge, path=a.path, fifo=a.fifo,
-                 log_dir=a.log_dir)
+                 duplicate_rate=a.duplicates, reorder=a.reorder, kill=tuple(a.kill), fail_500=a.fail_500,
+                 late_merge=a.late_merge, path=a.path, fifo=a.fifo, log_dir=a.log_dir,
+                 cdc_parallelization=a.parallelization_factor, cdc_batch_size=a.cdc_batch_size,
+                 cdc_window_s=a.cdc_window, crm_concurrency=a.crm_concurrency, crm_batch_size=a.crm_batch_size,
+                 crm_window_s=a.crm_window, webhook_concurrency=a.webhook_concurrency,
+                 webhook_senders=a.webhook_senders, one_instance=a.one_instance, rate=a.rate,
+                 visibility_timeout_s=a.visibility_timeout, crm_timeout_s=a.crm_timeout)
     rep = run(s)
     print(format_report(rep))
     if a.json:

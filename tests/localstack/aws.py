@@ -1,34 +1,51 @@
 """moto_server and the AWS resources of infra/template.yaml, provisioned the way the template sets them."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
+import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import boto3
 from botocore.config import Config
 
-from .util import free_port, spawn, stop
+from .util import cpu_seconds, free_port, spawn, stop
 
 REGION = "us-east-1"
 STACK = "mdm-sync-local"
+ROOT = Path(__file__).resolve().parents[2]
 
 
-def _moto_binary() -> str:
+def _moto_command() -> list[str]:
+    """tests/localstack/moto_server.py under this interpreter when it has moto (tools/moto_server_atomic.py's
+    atomic DynamoDB requests, which concurrent crm-updater instances need for their ledger claims, plus speed-ups
+    of moto's hot paths); else `$MOTO_SERVER` or moto_server on PATH. `$LOCALSTACK_MOTO_SERVER` names another."""
+    explicit = os.environ.get("LOCALSTACK_MOTO_SERVER")
+    if explicit:
+        return [explicit]
+    if importlib.util.find_spec("moto") is not None and (ROOT / "tools" / "moto_server_atomic.py").exists():
+        return [sys.executable, str(Path(__file__).with_name("moto_server.py"))]
     for cand in (os.environ.get("MOTO_SERVER"), shutil.which("moto_server")):
         if cand and os.path.exists(cand):
-            return cand
+            return [cand]
     raise RuntimeError("moto_server not found: run `make tools` (or set MOTO_SERVER)")
 
 
 class Moto:
-    def __init__(self, log_path: str | None = None):
+    def __init__(self, log_path: str | None = None, wait: bool = True):
+        """Starts moto_server; `wait=False` returns at once (call `wait_ready()`), so that two start together."""
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         out = open(log_path, "ab") if log_path else open(os.devnull, "wb")
-        self.proc = spawn([_moto_binary(), "-H", "127.0.0.1", "-p", str(self.port)], stdout=out, stderr=out)
+        self.proc = spawn([*_moto_command(), "-H", "127.0.0.1", "-p", str(self.port)], stdout=out, stderr=out)
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self):
         deadline = time.time() + 30
         while True:
             try:
@@ -46,20 +63,36 @@ class Moto:
             region_name=REGION,
             aws_access_key_id="testing",
             aws_secret_access_key="testing",
-            config=Config(retries={"max_attempts": 3, "mode": "standard"}),
+            # Pollers, their concurrent batches and the workload share one client per service.
+            config=Config(retries={"max_attempts": 3, "mode": "standard"}, max_pool_connections=64),
         )
+
+    def cpu(self) -> float | None:
+        return cpu_seconds(self.proc.pid) if self.proc.poll() is None else None
 
     def close(self):
         stop(self.proc)
+
+
+def endpoints_env(res: "Resources") -> dict:
+    """The functions' endpoint settings (the AWS SDK honours AWS_ENDPOINT_URL and AWS_ENDPOINT_URL_<SERVICE>)."""
+    env = {"AWS_ENDPOINT_URL": res.moto.endpoint}
+    if res.sqs_moto is not res.moto:
+        env["AWS_ENDPOINT_URL_SQS"] = res.sqs_moto.endpoint
+    return env
 
 
 class Resources:
     """Same resources and settings as infra/template.yaml (names prefixed by the local stack name)."""
 
     def __init__(self, moto: Moto, *, shards: int = 2, fifo: bool = False, visibility_timeout: int = 6,
-                 max_receive_count: int = 5):
+                 max_receive_count: int = 5, sqs_moto: Moto | None = None):
+        """`sqs_moto`: a second moto_server for every queue (the functions get AWS_ENDPOINT_URL_SQS); default:
+        all services on `moto`."""
         self.moto = moto
-        sqs, kin, ddb, sm = (moto.client(s) for s in ("sqs", "kinesis", "dynamodb", "secretsmanager"))
+        self.sqs_moto = sqs_moto or moto
+        kin, ddb, sm = (moto.client(s) for s in ("kinesis", "dynamodb", "secretsmanager"))
+        sqs = self.sqs_moto.client("sqs")
         self.sqs, self.kinesis, self.ddb, self.sm = sqs, kin, ddb, sm
         self.stream_name = f"{STACK}-cdc"
         kin.create_stream(StreamName=self.stream_name, ShardCount=shards)

@@ -20,7 +20,7 @@ import time
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from .faults import Faults
-from .util import QuietHandler, Server, now_ms
+from .util import QuietHandler, Server, close_all, now_ms
 
 TENANT = "LOCAL1"
 
@@ -107,6 +107,7 @@ class ReltioSim:
         self.events: list[dict] = []  # (meta) every event emitted, in order
         self.sink = None  # callable(event_body_dict, event_id)
         self.calls: dict[str, int] = {}
+        self.calls_by: dict[str, dict[str, int]] = {}  # listener tag -> calls served by that listener
         self.writes: dict[tuple, list] = {}  # crosswalk key -> [(ms, simple contribution or None if end-dated)]
         self.versions: dict[str, list] = {}  # entity id -> [(version, ms, golden_simple)]
         self.merges = 0
@@ -116,10 +117,28 @@ class ReltioSim:
         self.fail_500: dict[str, int] = {}
         self.outage_until = 0.0
         self.outage_status = 503
-        self.server = Server(_Handler, sim=self)
+        self.server = Server(_Handler, sim=self, tag=None)
+        self.listeners: list[Server] = []
         self.url = self.server.url
         self.api_url = f"{self.url}/reltio/api/{TENANT}"
         self.auth_url = f"{self.url}/oauth/token"
+
+    def listener(self, tag: str) -> tuple[str, str]:
+        """Another port onto the same tenant whose calls are also counted under `tag` (one per execution
+        environment, so a kill can wait for that environment's own first request). Returns (api_url, auth_url)."""
+        srv = Server(_Handler, sim=self, tag=tag)
+        with self.lock:
+            self.listeners.append(srv)
+            self.calls_by.setdefault(tag, {})
+        return f"{srv.url}/reltio/api/{TENANT}", f"{srv.url}/oauth/token"
+
+    def calls_of(self, tag: str, name: str | None = None) -> int:
+        with self.lock:
+            c = self.calls_by.get(tag, {})
+            return c.get(name, 0) if name else sum(c.values())
+
+    def close(self):
+        close_all([srv.close for srv in [self.server, *self.listeners]])
 
     # ------------------------------------------------------------------ model
     def resolve(self, eid: str) -> Entity | None:
@@ -262,6 +281,10 @@ class _Handler(QuietHandler):
     def _count(self, name):
         with self.sim.lock:
             self.sim.calls[name] = self.sim.calls.get(name, 0) + 1
+            tag = self.server.tag
+            if tag is not None:
+                by = self.sim.calls_by.setdefault(tag, {})
+                by[name] = by.get(name, 0) + 1
 
     def _down(self) -> bool:
         if time.time() >= self.sim.outage_until:

@@ -14,7 +14,7 @@ import time
 from urllib.parse import parse_qs, urlsplit
 
 from .faults import Faults
-from .util import QuietHandler, Server, now_ms
+from .util import QuietHandler, Server, close_all, now_ms
 
 PREFIX = {"Contact": "003", "Case": "500", "Task": "00T", "OpportunityContactRole": "00K", "CampaignMember": "00v",
           "Account": "001"}
@@ -32,11 +32,29 @@ class SalesforceSim:
         self.rows: dict[str, dict[str, dict]] = {o: {} for o in PREFIX}
         self.counter = 0
         self.calls: dict[str, int] = {}
+        self.calls_by: dict[str, dict[str, int]] = {}  # listener tag -> calls served by that listener
         self.api_usage = 0
         self.contact_writes: dict[str, list] = {}  # Contact Id -> [(ms, fields after the write)]
-        self.server = Server(_Handler, sim=self)
+        self.server = Server(_Handler, sim=self, tag=None)
+        self.listeners: list[Server] = []
         self.url = self.server.url
         self.token_url = f"{self.url}/services/oauth2/token"
+
+    def listener(self, tag: str) -> str:
+        """Another port onto the same org whose calls are also counted under `tag` (one per execution
+        environment). Its token answers name it as `instance_url`. Returns its token URL."""
+        srv = Server(_Handler, sim=self, tag=tag)
+        with self.lock:
+            self.listeners.append(srv)
+            self.calls_by.setdefault(tag, {})
+        return f"{srv.url}/services/oauth2/token"
+
+    def calls_of(self, tag: str) -> int:
+        with self.lock:
+            return sum(self.calls_by.get(tag, {}).values())
+
+    def close(self):
+        close_all([srv.close for srv in [self.server, *self.listeners]])
 
     def new_id(self, obj):
         self.counter += 1
@@ -144,10 +162,23 @@ class _Handler(QuietHandler):
     def _reply(self, status, body=b""):
         self.send(status, body, {"Sforce-Limit-Info": f"api-usage={self.sim.api_usage}/{DAILY_LIMIT}"})
 
-    def _begin(self, name) -> str | None:
-        """Counts the call, checks the session and injects faults. Returns None when already answered."""
+    def _count(self, name):
         with self.sim.lock:
             self.sim.calls[name] = self.sim.calls.get(name, 0) + 1
+            tag = self.server.tag
+            if tag is not None:
+                by = self.sim.calls_by.setdefault(tag, {})
+                by[name] = by.get(name, 0) + 1
+
+    @property
+    def base_url(self) -> str:
+        """The listener this request came in on (an environment's own port, or the main one)."""
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def _begin(self, name) -> str | None:
+        """Counts the call, checks the session and injects faults. Returns None when already answered."""
+        self._count(name)
+        with self.sim.lock:
             self.sim.api_usage += 1
         auth = self.headers.get("Authorization", "")
         tok = auth[7:] if auth.lower().startswith("bearer ") else ""
@@ -183,8 +214,7 @@ class _Handler(QuietHandler):
     def do_POST(self):
         u, rest = self._route()
         if u.path == "/services/oauth2/token":
-            with self.sim.lock:
-                self.sim.calls["token"] = self.sim.calls.get("token", 0) + 1
+            self._count("token")
             form = parse_qs(self.read_body().decode())
             ok = (form.get("grant_type") == ["client_credentials"]
                   and (form.get("client_id", [""])[0], form.get("client_secret", [""])[0]) == self.sim.client)
@@ -193,8 +223,8 @@ class _Handler(QuietHandler):
             tok = "00DLS!" + secrets.token_urlsafe(24)
             with self.sim.lock:
                 self.sim.tokens[tok] = time.time() + self.sim.token_ttl_s
-            return self._reply(200, {"access_token": tok, "instance_url": self.sim.url, "token_type": "Bearer",
-                                     "issued_at": str(now_ms()), "id": f"{self.sim.url}/id/00D/005",
+            return self._reply(200, {"access_token": tok, "instance_url": self.base_url, "token_type": "Bearer",
+                                     "issued_at": str(now_ms()), "id": f"{self.base_url}/id/00D/005",
                                      "signature": "local"})
         if rest is None:
             return self._reply(404, [{"errorCode": "NOT_FOUND", "message": "not found"}])

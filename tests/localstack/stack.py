@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import resource
 import shutil
 import sys
 import tempfile
@@ -13,13 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import workload as wlmod
-from .aws import Moto, Resources
+from .aws import Moto, Resources, endpoints_env
 from .faults import Faults
 from .pollers import KinesisPoller, SqsPoller
 from .reltio_sim import ReltioSim, simple
-from .runtime import FunctionHost
+from .runtime import FunctionPool
 from .salesforce_sim import SalesforceSim
-from .util import percentiles
+from .util import close_all, now_ms, percentiles
 from .webhook import ApiGateway, NativeStream, WebhookDeliverer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,6 +50,21 @@ class Scenario:
     fail_500: int = 0                # Reltio answers 500 to this many POSTs carrying customer 1000's crosswalk
     path: str = "webhook"            # "webhook" (signed webhooks → receiver) or "native" (straight to SQS)
     fifo: bool = False
+    # Event sources and concurrency; the defaults are infra/template.yaml's event source mappings.
+    cdc_batch_size: int = 500          # CdcBatchSize
+    cdc_window_s: float = 1.0          # CdcBatchWindowSeconds
+    cdc_parallelization: int = 1       # CdcParallelizationFactor (1-10): concurrent batches per shard
+    crm_batch_size: int | None = None  # CrmBatchSize 100 (FIFO: 10)
+    crm_window_s: float | None = None  # MaximumBatchingWindowInSeconds 5 (FIFO: none)
+    crm_concurrency: int = 5           # ScalingConfig.MaximumConcurrency (CrmMaximumConcurrency)
+    webhook_concurrency: int = 10      # webhook-receiver environments (the template reserves none)
+    webhook_senders: int | None = None # Reltio's concurrent webhook deliveries (None: webhook_concurrency)
+    one_instance: bool = False         # one execution environment per function, one webhook sender
+    rate: float | None = None          # records per second the workload puts (None: each phase at once)
+    # crm-updater's timeout, ledger lease and the event queue's visibility timeout keep the template's order
+    # (timeout 60 s <= lease 300 s < visibility 370 s), scaled down so that a killed batch comes back soon.
+    crm_timeout_s: int = 15            # a batch of 100 takes 4-6 s, at times over 10 s, on 2 loaded cores
+    visibility_timeout_s: int | None = None  # None: the crm timeout + the batching window + 1 s
     token_ttl_s: int = 20
     settle_timeout_s: float = 150.0
     target_dir: str = str(ROOT / "target" / "release")
@@ -68,6 +84,39 @@ class Report:
         return not self.failures
 
 
+SHARDS = 2
+
+
+def _own_cpu() -> float:
+    """CPU seconds this Python process (the pollers, simulators, senders, Runtime APIs) has used."""
+    return sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
+
+
+def event_sources(s: Scenario) -> dict:
+    """The event source and concurrency settings a scenario runs with (Scenario's defaults: the template's)."""
+    one = s.one_instance
+    pf = 1 if one else max(1, min(10, s.cdc_parallelization))
+    senders = s.webhook_senders or (1 if one else s.webhook_concurrency)
+    if s.reorder:
+        senders = max(senders, 3)  # parallel senders reorder one entity's events
+    window = s.crm_window_s if s.crm_window_s is not None else (0.0 if s.fifo else 5.0)
+    return {
+        "kinesis": {"shards": SHARDS, "batch_size": s.cdc_batch_size, "window_s": s.cdc_window_s,
+                    "parallelization_factor": pf},
+        "sqs": {"fifo": s.fifo,
+                "batch_size": min(10, s.crm_batch_size or 10) if s.fifo else (s.crm_batch_size or 100),
+                "window_s": window, "max_concurrency": 1 if one else max(1, s.crm_concurrency),
+                # A batch's messages stay invisible while it is gathered and invoked, and until the leases of an
+                # invocation that died have expired (lease = timeout locally).
+                "visibility_timeout_s": s.visibility_timeout_s or s.crm_timeout_s + round(window) + 1,
+                "crm_timeout_s": s.crm_timeout_s, "crm_lease_s": s.crm_timeout_s},
+        "webhook": {"concurrency": 1 if one else max(1, s.webhook_concurrency), "senders": senders},
+        "instances": {"cdc-ingest": 1 if one else SHARDS * pf,
+                      "crm-updater": 1 if one else max(1, s.crm_concurrency),
+                      "webhook-receiver": 1 if one else max(1, s.webhook_concurrency)},
+    }
+
+
 def binary(s: Scenario, name: str) -> str | None:
     p = Path(s.target_dir) / name
     return str(p) if p.exists() else None
@@ -76,7 +125,8 @@ def binary(s: Scenario, name: str) -> str | None:
 class Stack:
     def __init__(self, s: Scenario):
         self.s = s
-        self.closers = []
+        self.closers = []   # closed together at the end
+        self.stoppers = []  # stopped first, one after the other: what feeds the functions
         self.log_dir = s.log_dir or tempfile.mkdtemp(prefix="mdm-localstack-")
         os.makedirs(self.log_dir, exist_ok=True)
 
@@ -85,77 +135,111 @@ class Stack:
 
     def start(self):
         s = self.s
-        self.moto = Moto(self._log("moto"))
+        self._cpu0 = _own_cpu()
+        self.es = es = event_sources(s)
+        # Two moto_servers, one for the queues and one for Kinesis, DynamoDB and Secrets Manager: one Python
+        # process for all of them was the local stack's bottleneck under load.
+        self.moto = Moto(self._log("moto"), wait=False)
         self.closers.append(self.moto.close)
-        self.res = Resources(self.moto, fifo=s.fifo)
+        self.moto_sqs = Moto(self._log("moto-sqs"), wait=False)
+        self.closers.append(self.moto_sqs.close)
+        self.moto.wait_ready()
+        self.moto_sqs.wait_ready()
+        self.res = Resources(self.moto, sqs_moto=self.moto_sqs, shards=SHARDS, fifo=s.fifo,
+                             visibility_timeout=es["sqs"]["visibility_timeout_s"])
         faults_r = Faults(error_rate=s.fault_rate, drop_rate=s.drop_rate, latency_ms=s.latency_ms, seed=s.seed)
         faults_s = Faults(error_rate=s.fault_rate, drop_rate=s.drop_rate, latency_ms=s.latency_ms, seed=s.seed + 1)
         self.reltio = ReltioSim(faults_r, token_ttl_s=s.token_ttl_s)
         if s.fail_500:
             self.reltio.fail_500["1000"] = s.fail_500
-        self.closers.append(self.reltio.server.close)
+        self.closers.append(self.reltio.close)
         self.sf = SalesforceSim(faults_s, token_ttl_s=s.token_ttl_s)
-        self.closers.append(self.sf.server.close)
+        self.closers.append(self.sf.close)
         res = self.res
         reltio_secret = res.secret("reltio", {"client_id": self.reltio.client[0], "client_secret": self.reltio.client[1]})
         webhook_secret = res.secret("webhook", {"secrets": [WEBHOOK_SECRET, "previous-secret"]})
-        sf_secret = res.secret("salesforce", {"token_url": self.sf.token_url, "client_id": self.sf.client[0],
-                                              "client_secret": self.sf.client[1]})
-        common = {"AWS_ENDPOINT_URL": self.moto.endpoint, "RUST_LOG": "info", "METRICS_NAMESPACE": "MdmSync/local"}
-        reltio_env = {"RELTIO_API_URL": self.reltio.api_url, "RELTIO_AUTH_URL": self.reltio.auth_url,
-                      "RELTIO_SECRET_ID": reltio_secret}
+        sf_client = {"client_id": self.sf.client[0], "client_secret": self.sf.client[1]}
+        common = {**endpoints_env(res), "RUST_LOG": "info", "METRICS_NAMESPACE": "MdmSync/local",
+                  "RELTIO_SECRET_ID": reltio_secret}
+
+        # Each execution environment talks to the simulators on listeners of its own, so that a kill waits for
+        # that environment's own first downstream request (and the report can tell the environments apart).
+        def reltio_env(tag):
+            api, auth = self.reltio.listener(tag)
+            return {"RELTIO_API_URL": api, "RELTIO_AUTH_URL": auth}
+
+        def crm_env(i):
+            tag = f"crm-updater#{i}"
+            secret = res.secret(f"salesforce-{i}", {"token_url": self.sf.listener(tag), **sf_client})
+            return {**reltio_env(tag), "SALESFORCE_SECRET_ID": secret}
+
         self.hosts = {}
+        n = es["instances"]
         cdc = binary(s, "cdc-ingest")
         if not cdc:
             raise RuntimeError(f"{s.target_dir}/cdc-ingest missing: run `cargo build --release -p cdc-ingest`")
-        self.hosts["cdc-ingest"] = FunctionHost("cdc-ingest", cdc, {
-            **common, **reltio_env, "CDC_MAPPING_FILE": str(HERE / "cdc-mapping.toml"), "CDC_DLQ_URL": res.cdc_dlq,
-            "RELTIO_BATCH_SIZE": "10"}, timeout_s=30, log_path=self._log("cdc-ingest"))
+        self.hosts["cdc-ingest"] = FunctionPool("cdc-ingest", cdc, {
+            **common, "CDC_MAPPING_FILE": str(HERE / "cdc-mapping.toml"), "CDC_DLQ_URL": res.cdc_dlq,
+            "RELTIO_BATCH_SIZE": "10"}, timeout_s=30, size=n["cdc-ingest"], log_path=self._log("cdc-ingest"),
+            env_for=lambda i: reltio_env(f"cdc-ingest#{i}"),
+            probe_for=lambda i: lambda: self.reltio.calls_of(f"cdc-ingest#{i}", "POST /entities"))
         crm = binary(s, "crm-updater")
         if crm:
-            self.hosts["crm-updater"] = FunctionHost("crm-updater", crm, {
-                **common, **reltio_env, "SALESFORCE_SECRET_ID": sf_secret, "SALESFORCE_API_VERSION": API_VERSION,
+            self.hosts["crm-updater"] = FunctionPool("crm-updater", crm, {
+                **common, "SALESFORCE_API_VERSION": API_VERSION,
                 "CRM_MAPPING_FILE": str(HERE / "crm-mapping.toml"), "SYNC_STATE_TABLE": res.table,
                 "CRM_DLQ_URL": res.crm_dlq,
-                # The ledger lease outlives a killed invocation; locally it is scaled down with the timeout.
-                "CRM_LEASE_SECONDS": "10"}, timeout_s=10, log_path=self._log("crm-updater"))
+                # The ledger lease outlives an invocation; locally it is scaled down with the timeout (300 s
+                # would hold a killed invocation's entities for 5 minutes, past maxReceiveCount).
+                "CRM_LEASE_SECONDS": str(es["sqs"]["crm_lease_s"])}, timeout_s=s.crm_timeout_s,
+                size=n["crm-updater"],
+                log_path=self._log("crm-updater"),
+                env_for=crm_env, probe_for=lambda i: lambda: self.sf.calls_of(f"crm-updater#{i}"))
         self.deliverer = None
         wh = binary(s, "webhook-receiver")
         if s.path == "webhook" and wh:
-            self.hosts["webhook-receiver"] = FunctionHost("webhook-receiver", wh, {
+            self.hosts["webhook-receiver"] = FunctionPool("webhook-receiver", wh, {
                 **common, "WEBHOOK_SECRET_ID": webhook_secret, "EVENT_QUEUE_URL": res.event_queue,
-                "WEBHOOK_REQUIRE_TIMESTAMP": "true"}, timeout_s=10, log_path=self._log("webhook-receiver"))
+                "WEBHOOK_REQUIRE_TIMESTAMP": "true"}, timeout_s=10, size=n["webhook-receiver"],
+                log_path=self._log("webhook-receiver"))
             self.apigw = ApiGateway(self.hosts["webhook-receiver"])
             self.closers.append(self.apigw.close)
-            self.deliverer = WebhookDeliverer(self.apigw.url, WEBHOOK_SECRET, workers=3 if s.reorder else 1,
+            self.deliverer = WebhookDeliverer(self.apigw.url, WEBHOOK_SECRET, workers=es["webhook"]["senders"],
                                               duplicate_rate=s.duplicate_rate, seed=s.seed)
         else:
             self.deliverer = NativeStream(res)
-        self.closers.append(self.deliverer.close)
+        self.stoppers.append(self.deliverer.close)
         self.reltio.sink = self.deliverer.submit
         for h in self.hosts.values():
             self.closers.append(h.close)
-        self.hosts["cdc-ingest"].kill_probe = lambda: self.reltio.calls.get("POST /entities", 0)
-        if "crm-updater" in self.hosts:
-            self.hosts["crm-updater"].kill_probe = lambda: sum(self.sf.calls.values())
         rng = random.Random(s.seed)
-        self.kinesis = KinesisPoller(res, self.hosts["cdc-ingest"], duplicate_rate=s.duplicate_rate, rng=rng,
+        k = es["kinesis"]
+        self.kinesis = KinesisPoller(res, self.hosts["cdc-ingest"], batch_size=k["batch_size"],
+                                     window_s=k["window_s"], parallelization=k["parallelization_factor"],
+                                     duplicate_rate=s.duplicate_rate, rng=rng,
                                      max_retry_attempts=s.kinesis_max_retries,
                                      max_record_age_s=s.kinesis_max_age_s)
-        self.closers.append(self.kinesis.close)
+        self.stoppers.append(self.kinesis.close)
         self.sqs_poller = None
         if "crm-updater" in self.hosts:
-            self.sqs_poller = SqsPoller(res, self.hosts["crm-updater"], duplicate_rate=s.duplicate_rate,
-                                        reorder=s.reorder, rng=random.Random(s.seed + 5))
-            self.closers.append(self.sqs_poller.close)
+            q = es["sqs"]
+            self.sqs_poller = SqsPoller(res, self.hosts["crm-updater"], batch_size=q["batch_size"],
+                                        window_s=q["window_s"], max_concurrency=q["max_concurrency"],
+                                        duplicate_rate=s.duplicate_rate, reorder=s.reorder,
+                                        rng=random.Random(s.seed + 5))
+            self.stoppers.append(self.sqs_poller.close)
 
     def close(self):
-        for c in reversed(self.closers):
+        def quietly(c):
             try:
                 c()
             except Exception:
                 pass
-        self.closers = []
+
+        for c in reversed(self.stoppers):
+            quietly(c)
+        close_all([lambda c=c: quietly(c) for c in self.closers])
+        self.stoppers, self.closers = [], []
 
     # ------------------------------------------------------------------ running
     def _progress(self, label, done, total):
@@ -208,14 +292,17 @@ class Stack:
         t0 = time.time()
         total = len(wl.phases)
         put = 0
+        self.phase_marks = []  # per phase: when its first record was put and when the last one was
         for i, phase in enumerate(wl.phases):
             if i == 1:
                 for name in s.kill:
                     if name in self.hosts:
-                        self.hosts[name].kill_next_mid_batch = 1
+                        self.hosts[name].arm_kill()  # one environment, mid-batch; Lambda starts it again
             if i == 0 and s.reltio_outage_s:
                 self.reltio.outage(s.reltio_outage_s, s.reltio_outage_status)
-            put += wlmod.put_phase(self.res, phase)
+            start = now_ms()
+            put += wlmod.put_phase(self.res, phase, rate=s.rate)
+            self.phase_marks.append((start, now_ms()))
             if not self.settle(f"phase {i + 1}/{total}", i, total, s.settle_timeout_s):
                 rep.failures.append(f"phase {i + 1} did not settle within {s.settle_timeout_s} s")
                 break
@@ -252,16 +339,17 @@ class Stack:
         f["events_enqueued"] = len(self.deliverer.accepted)
         f["api_calls"] = {"reltio": dict(reltio.calls), "salesforce": dict(sf.calls)}
         f["faults_injected"] = {"reltio": dict(reltio.faults.injected), "salesforce": dict(sf.faults.injected)}
-        f["invocations"] = {n: {"invocations": h.invocations, "errors": h.errors, "killed": h.kills,
-                                "restarts": h.restarts} for n, h in self.hosts.items()}
+        f["event_sources"] = self.es
+        f["invocations"] = {n: h.figures() for n, h in self.hosts.items()}
         for name in s.kill:
-            if name in self.hosts and self.hosts[name].kills == 0:
-                rep.failures.append(f"{name} was to be killed mid-batch but never was")
-        f["pollers"] = {"kinesis": vars(self.kinesis.stats).copy()}
+            if name in self.hosts and self.hosts[name].kills != 1:
+                rep.failures.append(f"{name} was to be killed mid-batch once, killed {self.hosts[name].kills} times")
+        f["pollers"] = {"kinesis": {**self.kinesis.stats.figures(), "lanes_used": self.kinesis.lanes_used()}}
         if self.sqs_poller:
-            f["pollers"]["sqs"] = vars(self.sqs_poller.stats).copy()
-        for p in f["pollers"].values():
-            p.pop("lock", None)
+            f["pollers"]["sqs"] = {**self.sqs_poller.stats.figures(), "peak_concurrent": self.sqs_poller.peak}
+        f["cpu_seconds"] = {"harness (python)": round(_own_cpu() - self._cpu0, 1),
+                            "moto": round(self.moto.cpu() or 0, 1), "moto (SQS)": round(self.moto_sqs.cpu() or 0, 1),
+                            **{n: round(h.cpu(), 1) for n, h in self.hosts.items()}}
         if isinstance(self.deliverer, WebhookDeliverer):
             f["webhook"] = {"attempts": self.deliverer.attempts, "statuses": dict(self.deliverer.statuses),
                             "gave_up": len(self.deliverer.given_up), "forged": self.deliverer.forged}
@@ -352,10 +440,70 @@ class Stack:
                 e = reltio.entity_of(c.key)
                 if t_r is None or e is None:
                     continue
-                t = self._sf_write_after(e, t_r)
+                t = self._sf_applied_at(e, t_r)
                 if t is not None:
                     overall.append(t - c.commit_ms)
             f["latency_ms"]["source→salesforce"] = percentiles(overall)
+            f["changes_reaching_salesforce"] = len(overall)
+        # 6. Per crosswalk key, the writes reach Reltio in the source's order (redeliveries repeat, never regress).
+        f["reltio_writes_out_of_source_order"] = self._out_of_order_writes(history)
+        if f["reltio_writes_out_of_source_order"]:
+            rep.failures.append(f"{f['reltio_writes_out_of_source_order']} Reltio writes carried an older version of "
+                                "their source row than a write before them (per-key order lost)")
+        self._throughput(f)
+
+    def _out_of_order_writes(self, history) -> int:
+        """Writes to a crosswalk that carried an older version of its source row than a write before them (each
+        partition key's records are delivered in order, so per key the versions only move forward)."""
+        bad = 0
+        for key, hist in history.items():
+            high = -1
+            for _, state in self.reltio.writes.get(key, []):
+                idx = max((i for i, h in enumerate(hist) if h == state), default=None)
+                if idx is None:
+                    continue
+                if idx < high and hist[high] != state:
+                    bad += 1
+                high = max(high, idx)
+        return bad
+
+    def _throughput(self, f):
+        """Changes per second: while the workload puts them, and per stage while the stage is busy (per phase,
+        from the phase's first put to the stage's last effect in it; the pauses in which a phase settles and
+        the next one waits are left out)."""
+        marks = getattr(self, "phase_marks", [])
+        if not marks:
+            return
+        starts = [m[0] for m in marks] + [float("inf")]
+
+        def busy_s(times):
+            total = 0
+            for i, (start, _) in enumerate(marks):
+                inside = [t for t in times if starts[i] <= t < starts[i + 1]]
+                if inside:
+                    total += max(inside) - start
+            return total / 1000
+
+        stages = {
+            "reltio writes": [ms for v in self.reltio.writes.values() for ms, _ in v],
+            "events enqueued": list(self.deliverer.accepted.values()),
+        }
+        if "crm-updater" in self.hosts:
+            stages["contact writes"] = [ms for v in self.sf.contact_writes.values() for ms, _ in v]
+        changes = f["changes_produced"]
+        put_s = sum(end - start for start, end in marks) / 1000
+        out = {"workload put (changes/s)": round(changes / put_s, 1) if put_s else None}
+        for name, times in stages.items():
+            b = busy_s(times)
+            out[f"{name} (/s)"] = round(len(times) / b, 1) if b else None
+        e2e = busy_s([t for ts in stages.values() for t in ts])
+        out["end to end (changes/s)"] = round(changes / e2e, 1) if e2e else None
+        if "changes_reaching_salesforce" in f and stages.get("contact writes"):
+            b = busy_s(stages["contact writes"])
+            out["to Salesforce (changes/s)"] = round(f["changes_reaching_salesforce"] / b, 1) if b else None
+        out["busy seconds"] = round(e2e, 1)
+        out["wall clock (changes/s)"] = round(changes / f["wall_seconds"], 1) if f.get("wall_seconds") else None
+        f["throughput"] = out
 
     def check_queue_messages(self, rep: Report):
         """Without a consumer the event queue keeps what the receiver enqueued: check docs/contract.md's format."""
@@ -396,17 +544,30 @@ class Stack:
             out[fld] = v[0] if v else None
         return out
 
-    def _sf_write_after(self, e, t_ms):
+    @staticmethod
+    def _holds(row: dict, view: dict) -> bool:
+        return all(row.get(k) == v for k, v in view.items())
+
+    def _sf_applied_at(self, e, t_ms):
+        """When Salesforce first held entity `e` as of `t_ms` or newer: the first write to its surviving Contact
+        at or after `t_ms` whose mapped fields equal the golden view of a version of `e` made at or after `t_ms`
+        (a newer version supersedes). None when there is no such write, or when nothing had to change (the
+        Contact already held that view), so that a change is not timed until some later change's write."""
         ids = sorted(xw["value"] for k, xw in e.crosswalks.items()
-                     if k[0].endswith("/SFDC_CONTACT") and not xw.get("deleteDate"))[:1]
-        final = self._contact_view(e.golden_simple())
-        best = None
-        for cid in ids:
-            for ms, row in self.sf.contact_writes.get(cid, []):
-                if ms >= t_ms and all(row.get(k) == v for k, v in final.items()):
-                    best = ms if best is None else min(best, ms)
-                    break
-        return best
+                     if k[0].endswith("/SFDC_CONTACT") and not xw.get("deleteDate"))
+        if not ids:
+            return None
+        views = [self._contact_view(g) for _, ms, g in self.reltio.versions.get(e.id, []) if ms >= t_ms]
+        if not views:
+            return None
+        writes = self.sf.contact_writes.get(ids[0], [])
+        prior = next((row for ms, row in reversed(writes) if ms < t_ms), None) or self.wl.contacts.get(ids[0], {})
+        if self._holds(prior, views[0]):
+            return None
+        for ms, row in writes:
+            if ms >= t_ms and any(self._holds(row, v) for v in views):
+                return ms
+        return None
 
     def check_salesforce(self, rep: Report):
         """Per live entity with live SFDC_CONTACT crosswalks (crm-mapping.toml: survivor = lowest Id, merge
@@ -455,7 +616,7 @@ class Stack:
                                         f"after version #{high}'s")
                 high = max(high, idx)
             for vers, ms, golden in reltio.versions.get(e.id, []):
-                t = self._sf_write_after(e, ms)
+                t = self._sf_applied_at(e, ms)
                 if t is not None:
                     self._sf_lat.append(t - ms)
         moved = 0
@@ -488,10 +649,25 @@ def format_report(rep: Report) -> str:
     for target, inj in f.get("faults_injected", {}).items():
         if inj:
             lines.append(f"  faults injected {target:<12} " + ", ".join(f"{k} {v}" for k, v in sorted(inj.items())))
+    es = f.get("event_sources")
+    if es:
+        k, q, w = es["kinesis"], es["sqs"], es["webhook"]
+        lines.append(f"  event sources                Kinesis {k['shards']} shards x parallelization {k['parallelization_factor']},"
+                     f" batch {k['batch_size']}, window {k['window_s']} s; SQS{' FIFO' if q['fifo'] else ''} batch"
+                     f" {q['batch_size']}, window {q['window_s']} s, max concurrency {q['max_concurrency']},"
+                     f" visibility timeout {q['visibility_timeout_s']} s; crm-updater timeout {q['crm_timeout_s']} s,"
+                     f" lease {q['crm_lease_s']} s;"
+                     f" webhook concurrency {w['concurrency']}, senders {w['senders']}")
     for n, v in f.get("invocations", {}).items():
         lines.append(f"  {n:<28} {v}")
     for n, v in f.get("pollers", {}).items():
         lines.append(f"  poller {n:<21} {v}")
+    if "cpu_seconds" in f:
+        lines.append("  CPU seconds                  " + ", ".join(f"{k} {v}" for k, v in f["cpu_seconds"].items()))
+    if "throughput" in f:
+        lines.append("  throughput                   " + ", ".join(f"{k} {v}" for k, v in f["throughput"].items()))
+    if "reltio_writes_out_of_source_order" in f:
+        lines.append(f"  reltio writes out of order   {f['reltio_writes_out_of_source_order']}")
     if "webhook" in f:
         lines.append(f"  webhook deliveries           {f['webhook']}")
     lines.append("  latency ms (p50 / p95 / p99)")

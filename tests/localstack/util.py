@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -109,6 +110,14 @@ class Server:
         self.httpd.daemon_threads = True
         for k, v in attrs.items():
             setattr(self.httpd, k, v)
+        default_handle_error = self.httpd.handle_error
+
+        def handle_error(request, client_address):
+            # A peer that went away (a killed function, a dropped connection) is expected: no traceback.
+            if not isinstance(sys.exc_info()[1], ConnectionError):
+                default_handle_error(request, client_address)
+
+        self.httpd.handle_error = handle_error
         self.port = self.httpd.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
@@ -119,8 +128,30 @@ class Server:
         self.httpd.server_close()
 
 
+def close_all(closers) -> None:
+    """Runs every closer at once (a server's shutdown waits up to half a second for its loop to notice)."""
+    threads = [threading.Thread(target=c, daemon=True) for c in closers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system) a live process has used so far, from /proc (None when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime (fields 14 and 15)
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def percentiles(values, ps=(50, 95, 99)):

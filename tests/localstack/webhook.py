@@ -15,13 +15,13 @@ import urllib.request
 import uuid
 from datetime import datetime, timezone
 
-from .runtime import FunctionHost, InvocationError
+from .runtime import FunctionPool, InvocationError
 from .util import QuietHandler, Server, now_ms
 
 
 class _ApiGw(QuietHandler):
     def do_POST(self):
-        host: FunctionHost = self.server.host
+        host: FunctionPool = self.server.host
         body = self.read_body()
         path, _, query = self.path.partition("?")
         headers = {}
@@ -59,7 +59,10 @@ class _ApiGw(QuietHandler):
 
 
 class ApiGateway:
-    def __init__(self, host: FunctionHost):
+    """HTTP API stand-in: each request is served on its own thread and invokes the function synchronously, so up
+    to the function's concurrency run at once; a request beyond it waits for a free environment."""
+
+    def __init__(self, host: FunctionPool):
         self.server = Server(_ApiGw, host=host)
         self.url = f"{self.server.url}/webhook"
 

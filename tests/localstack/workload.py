@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -225,29 +226,35 @@ def generate(persons: int = 20, seed: int = 42, bad_inputs: bool = False, late_m
     return wl
 
 
-def put_phase(res, phase) -> int:
-    """Writes one phase's records to the stream (PutRecords, 500 per call), setting commit times to now."""
+def _stamp(item):
+    """The record with its commit time set to now (the Change's commit_ms too)."""
+    pk, data, change = item
+    try:
+        rec = json.loads(data)
+    except ValueError:
+        return pk, data
+    ms = now_ms()
+    if isinstance(rec.get("metadata"), dict):
+        rec["metadata"]["timestamp"] = rec["metadata"]["commit-timestamp"] = _iso(ms)
+    if change is not None:
+        change.commit_ms = ms
+        for c in change.also:
+            c.commit_ms = ms
+    return pk, json.dumps(rec, separators=(",", ":")).encode()
+
+
+def put_phase(res, phase, rate: float | None = None) -> int:
+    """Writes one phase's records to the stream, setting commit times to the time they are put: at once
+    (PutRecords, 500 per call) or, with `rate`, paced at `rate` records per second (ten calls a second)."""
+    chunk = 500 if not rate else max(1, min(500, int(rate / 10)))
+    t0 = time.time()
     n = 0
-    stamped = []
-    for pk, data, change in phase:
-        try:
-            rec = json.loads(data)
-        except ValueError:
-            stamped.append((pk, data, change))
-            continue
-        ms = now_ms()
-        if isinstance(rec.get("metadata"), dict):
-            rec["metadata"]["timestamp"] = rec["metadata"]["commit-timestamp"] = _iso(ms)
-        if change is not None:
-            change.commit_ms = ms
-            for c in change.also:
-                c.commit_ms = ms
-        stamped.append((pk, json.dumps(rec, separators=(",", ":")).encode(), change))
-    phase = stamped
-    for i in range(0, len(phase), 500):
-        chunk = phase[i:i + 500]
+    for i in range(0, len(phase), chunk):
+        if rate:
+            time.sleep(max(0.0, t0 + i / rate - time.time()))
+        recs = [_stamp(item) for item in phase[i:i + chunk]]
         r = res.kinesis.put_records(StreamName=res.stream_name, Records=[
-            {"PartitionKey": pk, "Data": data} for pk, data, _ in chunk])
+            {"PartitionKey": pk, "Data": data} for pk, data in recs])
         assert r.get("FailedRecordCount", 0) == 0, r
-        n += len(chunk)
+        n += len(recs)
     return n
