@@ -13,7 +13,7 @@ use mdm_sync_adapters::retry::RetryPolicy;
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let config = Config::from_env(&ProcessEnv).inspect_err(|e| tracing::error!("{e}"))?;
-    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let sdk = mdm_sync_adapters::aws::sdk_config(mdm_sync_adapters::aws::batch_timeouts()).await;
     let http = mdm_sync_adapters::http::client();
     let deps = Deps::new(config, &sdk, http, RetryPolicy::default())
         .inspect_err(|e| tracing::error!("{e}"))?;
