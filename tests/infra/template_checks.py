@@ -25,6 +25,9 @@ CONTRACT_VARIABLES = {
         "SALESFORCE_SECRET_ID", "SALESFORCE_API_VERSION", "RELTIO_API_URL", "RELTIO_AUTH_URL",
         "RELTIO_SECRET_ID", "CRM_MAPPING_FILE", "SYNC_STATE_TABLE", "CRM_DLQ_URL", "METRICS_NAMESPACE",
     },
+    "stream-consumer": {
+        "EVENT_QUEUE_URL", "STREAM_DLQ_URL", "EVENT_TYPES", "ENTITY_TYPES", "STREAM_MAX_EVENT_BYTES", "METRICS_NAMESPACE",
+    },
 }
 
 # Services whose actions read or write the product's data (as opposed to logs and metrics).

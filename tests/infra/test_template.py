@@ -66,6 +66,28 @@ def test_a_stream_without_a_failure_destination_is_caught(t):
     assert "CdcIngestEventSource: no on-failure destination" in checks.check_event_sources(t)
 
 
+def test_the_kafka_mapping_keeps_the_stream_rules(t):
+    # The stream-consumer's Kafka mapping is a stream like Kinesis: bounded by record age, an on-failure queue,
+    # partial batch responses per partition.
+    props = t["Resources"]["StreamConsumerEventSource"]["Properties"]
+    props["MaximumRecordAgeInSeconds"] = -1
+    del props["DestinationConfig"]
+    props["FunctionResponseTypes"] = []
+    assert checks.check_event_sources(t) == [
+        "StreamConsumerEventSource: no ReportBatchItemFailures",
+        "StreamConsumerEventSource: MaximumRecordAgeInSeconds is unbounded",
+        "StreamConsumerEventSource: no on-failure destination",
+    ]
+
+
+def test_the_kafka_dead_letter_queues_need_alarms(t):
+    del t["Resources"]["StreamDeadLetterQueueAlarm"]
+    del t["Resources"]["StreamFailureQueueAlarm"]
+    problems = checks.check_dlq_alarms(t)
+    assert any("StreamDeadLetterQueue" in p for p in problems), problems
+    assert any("StreamFailureQueue" in p for p in problems), problems
+
+
 def test_a_source_without_partial_batch_responses_is_caught(t):
     t["Resources"]["CrmUpdaterEventSource"]["Properties"]["FunctionResponseTypes"] = []
     assert checks.check_event_sources(t) == ["CrmUpdaterEventSource: no ReportBatchItemFailures"]

@@ -321,11 +321,13 @@ impl Ledger for FakeLedger {
     }
 }
 
-/// A queue that keeps what it is sent; sends fail while `refuse` is set.
+/// A queue that keeps what it is sent; sends fail while `refuse` is set, and so does each message whose body
+/// holds one of `refuse_containing`.
 #[derive(Default)]
 pub struct FakeQueue {
     pub sent: Mutex<Vec<OutgoingMessage>>,
     pub refuse: Mutex<bool>,
+    pub refuse_containing: Mutex<Vec<String>>,
     pub fifo: bool,
 }
 
@@ -351,8 +353,19 @@ impl MessageSink for FakeQueue {
                 })
                 .collect()
         } else {
-            self.sent.lock().unwrap().extend(messages.iter().cloned());
-            Vec::new()
+            let refused = self.refuse_containing.lock().unwrap();
+            let mut failures = Vec::new();
+            for (index, m) in messages.iter().enumerate() {
+                if refused.iter().any(|r| m.body.contains(r.as_str())) {
+                    failures.push(SendFailure {
+                        index,
+                        reason: "ServiceUnavailable".into(),
+                    });
+                } else {
+                    self.sent.lock().unwrap().push(m.clone());
+                }
+            }
+            failures
         };
         Box::pin(async move { failures })
     }

@@ -185,6 +185,56 @@ pub fn kinesis_event(records: &[(&str, &[u8])]) -> Value {
     json!({ "Records": records })
 }
 
+/// One record of [`kafka_event`].
+#[derive(Debug, Clone, Default)]
+pub struct KafkaTestRecord<'a> {
+    pub topic: &'a str,
+    pub partition: i64,
+    pub offset: i64,
+    pub key: Option<&'a [u8]>,
+    /// `None`: a null value (a tombstone).
+    pub value: Option<&'a [u8]>,
+    pub headers: Vec<(&'a str, &'a [u8])>,
+}
+
+/// A self-managed Kafka event as Lambda delivers it: records grouped under `<topic>-<partition>`, key and value
+/// base64, headers as one-entry maps of signed bytes, timestamps in milliseconds.
+pub fn kafka_event(records: &[KafkaTestRecord]) -> Value {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut groups = serde_json::Map::new();
+    for r in records {
+        let headers: Vec<Value> = r
+            .headers
+            .iter()
+            .map(|(name, bytes)| {
+                let signed: Vec<i8> = bytes.iter().map(|&b| b as i8).collect();
+                json!({ *name: signed })
+            })
+            .collect();
+        let record = json!({
+            "topic": r.topic,
+            "partition": r.partition,
+            "offset": r.offset,
+            "timestamp": 1_722_214_697_983i64,
+            "timestampType": "CREATE_TIME",
+            "key": r.key.map(|k| b64.encode(k)),
+            "value": r.value.map(|v| b64.encode(v)),
+            "headers": headers,
+        });
+        groups
+            .entry(format!("{}-{}", r.topic, r.partition))
+            .or_insert_with(|| json!([]))
+            .as_array_mut()
+            .expect("an array")
+            .push(record);
+    }
+    json!({
+        "eventSource": "SelfManagedKafka",
+        "bootstrapServers": "b-1.kafka.example.com:9092",
+        "records": groups,
+    })
+}
+
 /// The sequence number `kinesis_event` gives to the record at `index`.
 pub fn sequence_number(index: usize) -> String {
     format!(

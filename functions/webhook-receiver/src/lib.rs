@@ -16,7 +16,6 @@ use mdm_sync_adapters::metrics::{Metrics, DEFAULT_NAMESPACE};
 use mdm_sync_adapters::replay::{DeliveredIds, DynamoReplayCache};
 use mdm_sync_adapters::secrets::{SecretCache, SecretError};
 use mdm_sync_adapters::sqs::{MessageSink, SendFailure, SqsQueue};
-use mdm_sync_domain::reltio::event::{EntityTypeFilter, EventTypeFilter};
 use mdm_sync_domain::webhook::signature::{
     SecretDocument, RELTIO_EVENT_ID, RELTIO_SIGNATURE, STANDARD_SIGNATURE,
 };
@@ -71,14 +70,6 @@ pub struct Config {
 impl Config {
     pub fn from_env(env: &dyn Env) -> Result<Config, ConfigError> {
         let queue_url = config::url(env, "EVENT_QUEUE_URL")?;
-        let event_types = EventTypeFilter::parse(&config::list(env, "EVENT_TYPES")).map_err(|entry| {
-            ConfigError::Invalid {
-                name: "EVENT_TYPES",
-                reason: format!(
-                    "`{entry}` is neither a category (CREATE, UPDATE, MERGE, UNMERGE, DELETE) nor a Reltio event type name"
-                ),
-            }
-        })?;
         Ok(Config {
             secret_id: config::required(env, "WEBHOOK_SECRET_ID")?,
             fifo: queue_url.ends_with(".fifo"),
@@ -97,10 +88,7 @@ impl Config {
                 DEFAULT_MAX_BODY_BYTES,
                 MAX_BODY_BYTES_LIMIT,
             )?,
-            subscription: Subscription {
-                event_types,
-                entity_types: EntityTypeFilter::new(&config::list(env, "ENTITY_TYPES")),
-            },
+            subscription: config::subscription(env)?,
             metrics_namespace: config::optional(env, "METRICS_NAMESPACE")
                 .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned()),
             response_budget: DEFAULT_RESPONSE_BUDGET,

@@ -140,6 +140,24 @@ pub fn bool_or(env: &dyn Env, name: &'static str, default: bool) -> Result<bool,
     }
 }
 
+/// The subscription filter, `EVENT_TYPES` and `ENTITY_TYPES` (comma-separated; empty means all), as every
+/// function that takes Reltio events reads it (docs/contract.md, "webhook-receiver").
+pub fn subscription(env: &dyn Env) -> Result<mdm_sync_domain::webhook::Subscription, ConfigError> {
+    use mdm_sync_domain::reltio::event::{EntityTypeFilter, EventTypeFilter};
+    let event_types = EventTypeFilter::parse(&list(env, "EVENT_TYPES")).map_err(|entry| {
+        ConfigError::Invalid {
+            name: "EVENT_TYPES",
+            reason: format!(
+                "`{entry}` is neither a category (CREATE, UPDATE, MERGE, UNMERGE, DELETE) nor a Reltio event type name"
+            ),
+        }
+    })?;
+    Ok(mdm_sync_domain::webhook::Subscription {
+        event_types,
+        entity_types: EntityTypeFilter::new(&list(env, "ENTITY_TYPES")),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

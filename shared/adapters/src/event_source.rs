@@ -1,5 +1,6 @@
 //! The event sources' partial-batch responses, built from a [`Settlement`]: one small adapter per source.
 
+use crate::kafka::{KafkaBatchItemFailure, KafkaEventResponse, KafkaItemIdentifier, StreamRecord};
 use crate::kinesis::KinesisEventRecord;
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsMessage};
 use aws_lambda_events::event::streams::{KinesisBatchItemFailure, KinesisEventResponse};
@@ -18,6 +19,23 @@ pub fn kinesis_response(
         response.batch_item_failures.push(failure);
     }
     response
+}
+
+/// Kafka: per partition, the first record to deliver again (Lambda commits the offsets before it); an empty list
+/// when everything was settled.
+pub fn kafka_response(settlement: &Settlement, records: &[StreamRecord]) -> KafkaEventResponse {
+    KafkaEventResponse {
+        batch_item_failures: settlement
+            .checkpoints
+            .iter()
+            .map(|&i| KafkaBatchItemFailure {
+                item_identifier: KafkaItemIdentifier {
+                    partition: records[i].partition_id.clone(),
+                    offset: records[i].offset,
+                },
+            })
+            .collect(),
+    }
 }
 
 /// SQS: the message id of every message to deliver again (on FIFO, the first failed one and all after it).

@@ -2,9 +2,11 @@
 //! loop), the DynamoDB ledger, SQS, Secrets Manager, EMF metrics, typed settings and the event-source responses.
 //! Each implements a port of `mdm_sync_domain`.
 
+pub mod aws;
 pub mod config;
 pub mod event_source;
 pub mod http;
+pub mod kafka;
 pub mod key_ledger;
 pub mod kinesis;
 pub mod ledger;

@@ -11,4 +11,5 @@ pub mod properties;
 pub mod queue;
 pub mod reltio;
 pub mod settle;
+pub mod stream;
 pub mod webhook;
