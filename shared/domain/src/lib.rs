@@ -5,6 +5,7 @@ pub mod backoff;
 pub mod cdc;
 pub mod crm;
 pub mod dms;
+pub mod kafka_cdc;
 pub mod ordering;
 pub mod port;
 pub mod properties;

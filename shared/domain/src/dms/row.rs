@@ -97,6 +97,40 @@ impl<'a> Row<'a> {
     }
 }
 
+impl Cell<'_> {
+    /// The same value, no longer borrowing.
+    pub fn into_owned(self) -> Cell<'static> {
+        match self {
+            Cell::Null => Cell::Null,
+            Cell::Bool(b) => Cell::Bool(b),
+            Cell::Number(n) => Cell::Number(n),
+            Cell::Text(s) => Cell::Text(Cow::Owned(s.into_owned())),
+            Cell::Json(v) => Cell::Json(v),
+        }
+    }
+}
+
+impl Row<'_> {
+    /// The same row, no longer borrowing.
+    pub fn into_owned(self) -> Row<'static> {
+        Row {
+            columns: self
+                .columns
+                .into_iter()
+                .map(|(name, cell)| (Cow::Owned(name.into_owned()), cell.into_owned()))
+                .collect(),
+        }
+    }
+
+    /// Sets a column (replacing its value when present).
+    pub fn set(&mut self, column: String, cell: Cell<'static>) {
+        match self.columns.iter_mut().find(|(n, _)| n.as_ref() == column) {
+            Some((_, c)) => *c = cell,
+            None => self.columns.push((Cow::Owned(column), cell)),
+        }
+    }
+}
+
 impl<'a> std::ops::Index<&str> for Row<'a> {
     type Output = Cell<'a>;
 
