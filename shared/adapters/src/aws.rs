@@ -32,7 +32,9 @@ mod tests {
     fn every_sdk_call_of_a_queue_fed_function_is_bounded() {
         let t = batch_timeouts();
         // Inside the 2 s margin work_deadline keeps is not possible for a whole call; inside a 60 s invocation it is.
-        assert!(t.operation_timeout().is_some_and(|d| d <= Duration::from_secs(10)));
+        assert!(t
+            .operation_timeout()
+            .is_some_and(|d| d <= Duration::from_secs(10)));
         assert!(t
             .operation_attempt_timeout()
             .is_some_and(|d| d < t.operation_timeout().unwrap()));
