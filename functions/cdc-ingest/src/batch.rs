@@ -1,7 +1,8 @@
-//! A Kinesis batch decoded and planned, before anything is sent: each record's outcome when already decided,
+//! A Kinesis or Kafka batch decoded and planned, before anything is sent: each record's outcome when already decided,
 //! its writes, and (with the CDC key ledger) the writes older than what was applied to their keys left out.
 
 use mdm_sync_adapters::event_source::Outcome;
+use mdm_sync_adapters::kafka::StreamRecord;
 use mdm_sync_adapters::kinesis::KinesisEventRecord;
 use mdm_sync_adapters::reltio::CrosswalkKey;
 use mdm_sync_domain::cdc::mapping::CdcMapping;
@@ -9,6 +10,7 @@ use mdm_sync_domain::cdc::schedule::{schedule, Wave};
 use mdm_sync_domain::cdc::transform::{plan_record, RecordPlan, ReltioWrite};
 use mdm_sync_domain::cdc::versions::{self, is_stale, Applied, SourceVersion};
 use mdm_sync_domain::dms::DmsRecord;
+use mdm_sync_domain::kafka_cdc::{self, Change, Message};
 use std::collections::HashMap;
 
 /// The skip reason of a change older than what was applied to its key.
@@ -59,51 +61,74 @@ pub fn plan_records(
     records: &[KinesisEventRecord],
     now: chrono::DateTime<chrono::Utc>,
 ) -> Planned {
-    let mut outcomes: Vec<Option<Outcome>> = vec![None; records.len()];
-    let mut infos = Vec::with_capacity(records.len());
-    let mut versions = Vec::with_capacity(records.len());
-    let mut writes = Vec::with_capacity(records.len());
-    for (i, record) in records.iter().enumerate() {
-        let (info, outcome, version) =
-            match DmsRecord::parse(&record.kinesis.data, before_image_field) {
-                Err(e) => (
+    let mut planned = Planned::with_capacity(records.len());
+    for record in records {
+        match DmsRecord::parse(&record.kinesis.data, before_image_field) {
+            Err(e) => planned.decided(RecordInfo::unknown(), Outcome::Permanent(e.to_string())),
+            Ok(dms) => planned.push_change(mapping, dms, now),
+        }
+    }
+    planned
+}
+
+/// The Kafka counterpart of [`plan_records`]: each message decoded in its topic's format (the mapping's
+/// `[topics]`, else told from the message), then planned exactly as a DMS record.
+pub fn plan_kafka_records(
+    mapping: &CdcMapping,
+    before_image_field: &str,
+    records: &[StreamRecord],
+    now: chrono::DateTime<chrono::Utc>,
+) -> Planned {
+    let mut planned = Planned::with_capacity(records.len());
+    for record in records {
+        let value = match &record.value {
+            Ok(v) => v.as_deref(),
+            Err(reason) => {
+                planned.decided(
                     RecordInfo::unknown(),
-                    Some(Outcome::Permanent(e.to_string())),
-                    None,
-                ),
-                Ok(dms) => {
-                    let mut key = None;
-                    let outcome = match plan_record(mapping, &dms, now) {
-                        Err(e) => Some(Outcome::Permanent(e.to_string())),
-                        Ok(RecordPlan::Skip(reason)) => Some(Outcome::Skipped(reason.as_str())),
-                        Ok(RecordPlan::Write { key: k, writes: w }) => {
-                            key = Some(k);
-                            writes.extend(w.into_iter().map(|w| (i, w)));
-                            None
-                        }
-                    };
-                    let version = SourceVersion::of(&dms);
-                    let source_time = dms.source_time();
-                    // The record is done with: its strings move into the info rather than being copied.
-                    let info = RecordInfo {
-                        table: Some(dms.table.to_string()),
-                        key,
-                        position: dms.commit_timestamp.or(dms.stream_position).map(Into::into),
-                        source_time,
-                    };
-                    (info, outcome, version)
-                }
-            };
-        outcomes[i] = outcome;
-        infos.push(info);
-        versions.push(version);
+                    Outcome::Permanent((*reason).to_owned()),
+                );
+                continue;
+            }
+        };
+        let Some(format) = mapping
+            .topic_format(&record.topic)
+            .or_else(|| kafka_cdc::detect(value))
+        else {
+            planned.decided(
+                RecordInfo::unknown(),
+                Outcome::Permanent(format!(
+                    "topic \"{}\" is not in the mapping's [topics] and the message is not DMS, Debezium or \
+                     GoldenGate JSON",
+                    record.topic
+                )),
+            );
+            continue;
+        };
+        let header = |name: &str| {
+            record
+                .headers
+                .0
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.clone())
+        };
+        let message = Message {
+            key: record.key.as_deref(),
+            value,
+            header: &header,
+        };
+        match kafka_cdc::decode(format, &message, before_image_field) {
+            Err(e) => planned.decided(RecordInfo::unknown(), Outcome::Permanent(e.to_string())),
+            Ok(Change::Skip(reason, table)) => {
+                let mut info = RecordInfo::unknown();
+                info.table = table.map(|t| t.to_string());
+                planned.decided(info, Outcome::Skipped(reason));
+            }
+            Ok(Change::Row(dms)) => planned.push_change(mapping, *dms, now),
+        }
     }
-    Planned {
-        outcomes,
-        infos,
-        writes,
-        versions,
-    }
+    planned
 }
 
 /// Decodes, plans and schedules a batch (no key ledger).
@@ -117,6 +142,53 @@ pub fn plan_batch(
 }
 
 impl Planned {
+    fn with_capacity(n: usize) -> Planned {
+        Planned {
+            outcomes: Vec::with_capacity(n),
+            infos: Vec::with_capacity(n),
+            writes: Vec::with_capacity(n),
+            versions: Vec::with_capacity(n),
+        }
+    }
+
+    /// A record whose outcome is known without writing anything.
+    fn decided(&mut self, info: RecordInfo, outcome: Outcome) {
+        self.outcomes.push(Some(outcome));
+        self.infos.push(info);
+        self.versions.push(None);
+    }
+
+    /// A decoded change: planned against the mapping, its writes queued.
+    fn push_change(
+        &mut self,
+        mapping: &CdcMapping,
+        dms: DmsRecord<'_>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) {
+        let i = self.outcomes.len();
+        let mut key = None;
+        let outcome = match plan_record(mapping, &dms, now) {
+            Err(e) => Some(Outcome::Permanent(e.to_string())),
+            Ok(RecordPlan::Skip(reason)) => Some(Outcome::Skipped(reason.as_str())),
+            Ok(RecordPlan::Write { key: k, writes: w }) => {
+                key = Some(k);
+                self.writes.extend(w.into_iter().map(|w| (i, w)));
+                None
+            }
+        };
+        let version = SourceVersion::of(&dms);
+        let source_time = dms.source_time();
+        // The record is done with: its strings move into the info rather than being copied.
+        self.infos.push(RecordInfo {
+            table: Some(dms.table.to_string()),
+            key,
+            position: dms.commit_timestamp.or(dms.stream_position).map(Into::into),
+            source_time,
+        });
+        self.outcomes.push(outcome);
+        self.versions.push(version);
+    }
+
     /// The keys of the versioned writes (what the key ledger is asked about).
     pub fn versioned_keys(&self) -> Vec<&CrosswalkKey> {
         let mut keys: Vec<&CrosswalkKey> = self

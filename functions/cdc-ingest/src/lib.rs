@@ -1,6 +1,7 @@
-//! cdc-ingest: applies AWS DMS change records arriving on Kinesis to Reltio, with a Kinesis partial batch
-//! response. Every record ends written, deliberately skipped, dead-lettered with its reason, or reported as a
-//! batch item failure so Lambda retries it from that sequence number.
+//! cdc-ingest: applies database change records to Reltio: AWS DMS records arriving on Kinesis, and Debezium,
+//! GoldenGate or DMS messages arriving on Kafka (self-managed or MSK), with the source's partial batch response.
+//! Every record ends written, deliberately skipped, dead-lettered with its reason, or reported as a batch item
+//! failure so Lambda retries it (and, on Kafka, the rest of its partition) from there.
 
 /// cdc-ingest's allocator (and so its tests' and benches'): the CDC path builds a small JSON tree per record, and
 /// under glibc's malloc `perf` put over a third of its time in malloc, free and their consolidation. mimalloc took
@@ -11,7 +12,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use aws_lambda_events::event::streams::KinesisEventResponse;
 use mdm_sync_adapters::config::{self, ConfigError, Env};
-use mdm_sync_adapters::event_source::{kinesis_response, settle_batch, Ordering, Outcome};
+use mdm_sync_adapters::event_source::{
+    kafka_response, kinesis_response, settle_batch, Ordering, Outcome, Settlement,
+};
+use mdm_sync_adapters::kafka::{self, KafkaEventResponse};
 use mdm_sync_adapters::key_ledger::DynamoKeyLedger;
 use mdm_sync_adapters::kinesis::{KinesisEvent, KinesisEventRecord};
 use mdm_sync_adapters::metrics::{Metrics, DEFAULT_NAMESPACE};
@@ -23,13 +27,16 @@ use mdm_sync_domain::cdc::apply::{apply, ApplySettings, EntityWriter, WriteOutco
 use mdm_sync_domain::cdc::mapping::{CdcMapping, MappingError};
 use mdm_sync_domain::cdc::versions::KeyLedger;
 use mdm_sync_domain::dms::DEFAULT_BEFORE_IMAGE_FIELD;
+use mdm_sync_domain::kafka_cdc;
 use mdm_sync_domain::queue::{omitted, DEAD_LETTER_MAX_BYTES};
 use serde_json::{json, Value};
 use std::time::Instant;
 
 mod batch;
+mod event;
 use batch::RecordInfo;
-pub use batch::{plan_batch, plan_records, BatchPlan, Planned, SKIP_STALE};
+pub use batch::{plan_batch, plan_kafka_records, plan_records, BatchPlan, Planned, SKIP_STALE};
+pub use event::{CdcEvent, CdcResponse};
 
 pub const FUNCTION_NAME: &str = "cdc-ingest";
 /// Reltio's default token endpoint.
@@ -155,13 +162,7 @@ impl Deps {
 }
 
 /// The batch planned, with the changes the key ledger knows to be older than what was applied left out.
-async fn plan(deps: &Deps, records: &[KinesisEventRecord], metrics: &mut Metrics) -> BatchPlan {
-    let mut planned = plan_records(
-        &deps.mapping,
-        &deps.config.before_image_field,
-        records,
-        chrono::Utc::now(),
-    );
+async fn plan(deps: &Deps, mut planned: Planned, metrics: &mut Metrics) -> BatchPlan {
     if let Some(ledger) = &deps.key_ledger {
         let keys = planned.versioned_keys();
         if !keys.is_empty() {
@@ -177,10 +178,94 @@ async fn plan(deps: &Deps, records: &[KinesisEventRecord], metrics: &mut Metrics
     planned.into_batch()
 }
 
+/// Handles either event (what `main` is invoked with).
+pub async fn handle_event(deps: &Deps, event: CdcEvent, deadline: Instant) -> CdcResponse {
+    match event {
+        CdcEvent::Kinesis(event) => CdcResponse::Kinesis(handle(deps, event, deadline).await),
+        CdcEvent::Kafka(event) => CdcResponse::Kafka(handle_kafka(deps, event, deadline).await),
+    }
+}
+
+/// A Kinesis event of DMS records: one shard, in order, so Lambda retries everything from the first reported
+/// record on.
 pub async fn handle(deps: &Deps, event: KinesisEvent, deadline: Instant) -> KinesisEventResponse {
-    let mut metrics = Metrics::new(&deps.config.metrics_namespace, FUNCTION_NAME);
     let records = event.records;
-    metrics.count("RecordsReceived", records.len() as u64);
+    let planner = || {
+        plan_records(
+            &deps.mapping,
+            &deps.config.before_image_field,
+            &records,
+            chrono::Utc::now(),
+        )
+    };
+    let locate = |i: usize| records[i].kinesis.sequence_number.clone();
+    let dead_letter =
+        |i: usize, info: &RecordInfo, reason: &str| dlq_message(&records[i], info, reason);
+    let source = Source {
+        records: records.len(),
+        ordering: Ordering::Sequence,
+        plan: &planner,
+        locate: &locate,
+        dead_letter: &dead_letter,
+    };
+    let settlement = process(deps, source, deadline).await;
+    kinesis_response(&settlement, &records)
+}
+
+/// A Kafka event (Debezium, GoldenGate or DMS messages): each partition is its own ordered sequence, redelivered
+/// from its first reported record.
+pub async fn handle_kafka(
+    deps: &Deps,
+    event: aws_lambda_events::event::kafka::KafkaEvent,
+    deadline: Instant,
+) -> KafkaEventResponse {
+    let (records, lanes) = kafka::records(event);
+    let planner = || {
+        plan_kafka_records(
+            &deps.mapping,
+            &deps.config.before_image_field,
+            &records,
+            chrono::Utc::now(),
+        )
+    };
+    let locate = |i: usize| format!("{}@{}", records[i].partition_id, records[i].offset);
+    let dead_letter = |i: usize, info: &RecordInfo, reason: &str| {
+        let mut context = serde_json::Map::new();
+        context.insert("table".into(), json!(info.table));
+        context.insert(
+            "crosswalkValue".into(),
+            json!(info.key.as_ref().map(|k| k.value.clone())),
+        );
+        kafka::dead_letter(&records[i], FUNCTION_NAME, reason, context)
+    };
+    let source = Source {
+        records: records.len(),
+        ordering: Ordering::Lanes(&lanes),
+        plan: &planner,
+        locate: &locate,
+        dead_letter: &dead_letter,
+    };
+    let settlement = process(deps, source, deadline).await;
+    kafka_response(&settlement, &records)
+}
+
+/// What the shared core needs of a batch's source.
+struct Source<'a> {
+    records: usize,
+    ordering: Ordering<'a>,
+    /// Decodes and plans the batch (again on each whole-batch attempt: the key ledger's answer may change).
+    plan: &'a (dyn Fn() -> Planned + Sync),
+    /// Where a record is in its stream, for logs when its change names no position.
+    locate: &'a (dyn Fn(usize) -> String + Sync),
+    /// The DLQ message of a record.
+    dead_letter: &'a (dyn Fn(usize, &RecordInfo, &str) -> OutgoingMessage + Sync),
+}
+
+/// Plans, writes, records in the key ledger, settles and counts a batch; the settlement is what the source's
+/// partial batch response is built from.
+async fn process(deps: &Deps, source: Source<'_>, deadline: Instant) -> Settlement {
+    let mut metrics = Metrics::new(&deps.config.metrics_namespace, FUNCTION_NAME);
+    metrics.count("RecordsReceived", source.records as u64);
     let settings = ApplySettings {
         batch_size: deps.config.batch_size,
         max_concurrency: deps.config.max_concurrency,
@@ -191,7 +276,7 @@ pub async fn handle(deps: &Deps, event: KinesisEvent, deadline: Instant) -> Kine
     let mut attempt = 0;
     let (plan, report) = loop {
         attempt += 1;
-        let mut plan = plan(deps, &records, &mut metrics).await;
+        let mut plan = plan(deps, (source.plan)(), &mut metrics).await;
         let waves = std::mem::take(&mut plan.waves);
         let report = apply(deps.writer.as_ref(), waves, settings, deadline).await;
         metrics.count("ReltioRequests", report.requests as u64);
@@ -255,29 +340,29 @@ pub async fn handle(deps: &Deps, event: KinesisEvent, deadline: Instant) -> Kine
         }
     }
     let infos = &plan.infos;
+    let correlation = |i: usize| correlation_id(&infos[i], || (source.locate)(i));
 
-    // One shard, in order: Lambda retries everything from the first reported record on.
     let settled = settle_batch(
         &mut outcomes,
-        Ordering::Sequence,
+        source.ordering,
         deps.dlq.as_ref(),
         |i, reason| {
             tracing::warn!(
-                correlation_id = %correlation_id(&infos[i], &records[i]),
+                correlation_id = %correlation(i),
                 reason = %reason,
                 "dead-lettering record"
             );
-            dlq_message(&records[i], &infos[i], reason)
+            (source.dead_letter)(i, &infos[i], reason)
         },
     )
     .await;
     for &i in &settled.dead_letter_failures {
         tracing::error!(
-            correlation_id = %correlation_id(&infos[i], &records[i]),
+            correlation_id = %correlation(i),
             "could not dead-letter record; it will be retried"
         );
     }
-    let settlement = &settled.settlement;
+    let settlement = settled.settlement;
     metrics.count("RecordsDeadLettered", settled.dead_lettered as u64);
 
     let mut written = 0;
@@ -297,6 +382,10 @@ pub async fn handle(deps: &Deps, event: KinesisEvent, deadline: Instant) -> Kine
             Outcome::Skipped(reason) => {
                 skipped += 1;
                 metrics.count(&format!("RecordsSkipped.{reason}"), 1);
+                if *reason == kafka_cdc::SKIP_TRUNCATE {
+                    // A truncate empties a table at the source; Reltio keeps its entities until someone decides.
+                    tracing::warn!(correlation_id = %correlation(i), "source table truncated: not applied to Reltio");
+                }
             }
             _ => {}
         }
@@ -304,19 +393,18 @@ pub async fn handle(deps: &Deps, event: KinesisEvent, deadline: Instant) -> Kine
     metrics.count("RecordsWritten", written);
     metrics.count("RecordsSkipped", skipped);
 
-    if let Some(&i) = settlement.checkpoints.first() {
+    for &i in &settlement.checkpoints {
         if let Outcome::Transient(reason) = &outcomes[i] {
             tracing::warn!(
-                correlation_id = %correlation_id(&infos[i], &records[i]),
+                correlation_id = %correlation(i),
                 reason = %reason,
-                retried = records.len() - i,
                 "transient failure: Lambda retries from this record"
             );
         }
     }
-    metrics.count("BatchItemFailures", settlement.retry.len() as u64);
+    metrics.count("BatchItemFailures", settlement.checkpoints.len() as u64);
     tracing::info!(
-        received = records.len(),
+        received = source.records,
         written,
         skipped,
         dead_lettered = settled.dead_lettered,
@@ -324,23 +412,19 @@ pub async fn handle(deps: &Deps, event: KinesisEvent, deadline: Instant) -> Kine
         "batch done"
     );
     metrics.emit();
-    kinesis_response(settlement, &records)
+    settlement
 }
 
-/// `table/key@position`: follows a change from the DMS record through Reltio. Never holds column values
-/// beyond the key.
-fn correlation_id(info: &RecordInfo, record: &KinesisEventRecord) -> String {
+/// `table/key@position`: follows a change from the source through Reltio. Never holds column values beyond the
+/// key. The position is the change's commit time, else where the record is in its stream.
+fn correlation_id(info: &RecordInfo, locate: impl FnOnce() -> String) -> String {
     format!(
         "{}/{}@{}",
         info.table.as_deref().unwrap_or("?"),
         info.key.as_ref().map(|k| k.value.as_str()).unwrap_or("?"),
-        info.position
-            .as_deref()
-            .or(Some(record.kinesis.sequence_number.as_str()))
-            .unwrap_or("?")
+        info.position.clone().unwrap_or_else(locate)
     )
 }
-
 /// The DLQ message: the original record (as JSON when it is JSON, else base64) with why it failed.
 fn dlq_message(record: &KinesisEventRecord, info: &RecordInfo, reason: &str) -> OutgoingMessage {
     let data: &[u8] = &record.kinesis.data;

@@ -1,9 +1,8 @@
-//! cdc-ingest: applies AWS DMS change records from Kinesis to Reltio.
+//! cdc-ingest: applies database change records (DMS on Kinesis; Debezium, GoldenGate or DMS on Kafka) to Reltio.
 
-use cdc_ingest::{handle, Config, Deps};
+use cdc_ingest::{handle_event, CdcEvent, Config, Deps};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use mdm_sync_adapters::config::ProcessEnv;
-use mdm_sync_adapters::kinesis::KinesisEvent;
 use mdm_sync_adapters::retry::work_deadline;
 use mdm_sync_adapters::retry::RetryPolicy;
 
@@ -16,11 +15,9 @@ async fn main() -> Result<(), Error> {
     let deps = Deps::new(config, &sdk, http, RetryPolicy::default())
         .inspect_err(|e| tracing::error!("{e}"))?;
     let deps = &deps;
-    lambda_runtime::run(service_fn(
-        move |event: LambdaEvent<KinesisEvent>| async move {
-            let deadline = work_deadline(event.context.deadline);
-            Ok::<_, Error>(handle(deps, event.payload, deadline).await)
-        },
-    ))
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<CdcEvent>| async move {
+        let deadline = work_deadline(event.context.deadline);
+        Ok::<_, Error>(handle_event(deps, event.payload, deadline).await)
+    }))
     .await
 }

@@ -1,16 +1,19 @@
 //! cdc-ingest end to end in-process: a Kinesis event of real-format DMS records → the handler → a wiremock
 //! Reltio, with Secrets Manager and the DLQ queue on a local moto_server.
 
-use cdc_ingest::{handle, Config, Deps};
+mod common;
+
+use cdc_ingest::{handle, Config};
+use common::{customer, event, failures, ok_per_entity, soon, World};
 use mdm_sync_adapters::kinesis::KinesisEvent;
 use mdm_sync_adapters::retry::RetryPolicy;
-use mdm_sync_testkit::{kinesis_event, sequence_number, workspace_root, MotoServer};
+use mdm_sync_testkit::sequence_number;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::time::Duration;
 use std::time::Instant;
 use wiremock::matchers::{body_string_contains, method, path};
-use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+use wiremock::{Mock, Request, ResponseTemplate};
 
 const INSERT_46: &[u8] = include_bytes!("../../../tests/fixtures/dms/insert.json");
 const PK_CHANGE_46_TO_47: &[u8] =
@@ -22,150 +25,6 @@ const CREATE_TABLE: &[u8] = include_bytes!("../../../tests/fixtures/dms/create-t
 const APPLY_EXCEPTIONS: &[u8] =
     include_bytes!("../../../tests/fixtures/dms/apply-exceptions-control.json");
 const UNMAPPED: &[u8] = br#"{"data":{"id":1,"what":"x"},"metadata":{"record-type":"data","operation":"insert","schema-name":"public","table-name":"audit_log","timestamp":"2024-07-29T00:00:00Z"}}"#;
-
-struct World {
-    moto: MotoServer,
-    reltio: MockServer,
-    dlq_url: String,
-    secret_arn: String,
-}
-
-impl World {
-    async fn start() -> World {
-        let moto = MotoServer::start();
-        let secret_arn = moto
-            .create_secret(
-                "reltio-client",
-                &json!({"client_id": "cdc", "client_secret": "s3cr3t-value"}),
-            )
-            .await;
-        let dlq_url = moto.create_queue("cdc-ingest-dlq").await;
-        let reltio = MockServer::start().await;
-        Mock::given(method("POST"))
-            .and(path("/oauth/token"))
-            .respond_with(ResponseTemplate::new(200).set_body_json(
-                json!({"access_token": "tok", "token_type": "bearer", "expires_in": 3600}),
-            ))
-            .mount(&reltio)
-            .await;
-        World {
-            moto,
-            reltio,
-            dlq_url,
-            secret_arn,
-        }
-    }
-
-    fn env(&self, extra: &[(&str, &str)]) -> HashMap<String, String> {
-        let mut env: HashMap<String, String> = [
-            (
-                "RELTIO_API_URL",
-                format!("{}/reltio/api/T1", self.reltio.uri()),
-            ),
-            (
-                "RELTIO_AUTH_URL",
-                format!("{}/oauth/token", self.reltio.uri()),
-            ),
-            ("RELTIO_SECRET_ID", self.secret_arn.clone()),
-            (
-                "CDC_MAPPING_FILE",
-                workspace_root()
-                    .join("functions/cdc-ingest/mapping.example.toml")
-                    .display()
-                    .to_string(),
-            ),
-            ("CDC_DLQ_URL", self.dlq_url.clone()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-        for (k, v) in extra {
-            env.insert(k.to_string(), v.to_string());
-        }
-        env
-    }
-
-    async fn deps(&self, extra: &[(&str, &str)]) -> Deps {
-        let env = self.env(extra);
-        let config = Config::from_env(&|k: &str| env.get(k).cloned()).unwrap();
-        let retry = RetryPolicy {
-            base: Duration::from_millis(5),
-            cap: Duration::from_millis(20),
-            max_attempts: 3,
-        };
-        Deps::new(
-            config,
-            &self.moto.sdk_config().await,
-            reqwest::Client::new(),
-            retry,
-        )
-        .unwrap()
-    }
-
-    /// Reltio answers every POST /entities with one OK item per entity.
-    async fn entities_ok(&self) {
-        Mock::given(method("POST"))
-            .and(path("/reltio/api/T1/entities"))
-            .respond_with(ok_per_entity)
-            .mount(&self.reltio)
-            .await;
-    }
-
-    /// The bodies of the POST /entities requests Reltio received, in arrival order, with their query.
-    async fn posts(&self) -> Vec<(String, Value)> {
-        self.reltio
-            .received_requests()
-            .await
-            .unwrap()
-            .into_iter()
-            .filter(|r| r.url.path().ends_with("/entities"))
-            .map(|r| {
-                (
-                    r.url.query().unwrap_or("").to_owned(),
-                    serde_json::from_slice(&r.body).unwrap(),
-                )
-            })
-            .collect()
-    }
-
-    async fn dlq(&self) -> Vec<Value> {
-        self.moto
-            .drain_queue(&self.dlq_url)
-            .await
-            .into_iter()
-            .map(|m| serde_json::from_str(m.body.as_deref().unwrap()).unwrap())
-            .collect()
-    }
-}
-
-fn ok_per_entity(request: &Request) -> ResponseTemplate {
-    let sent: Vec<Value> = serde_json::from_slice(&request.body).unwrap();
-    let items: Vec<Value> = (0..sent.len())
-        .map(|i| json!({"index": i, "uri": format!("entities/e{i}"), "status": "OK"}))
-        .collect();
-    ResponseTemplate::new(200).set_body_json(items)
-}
-
-fn event(records: &[&[u8]]) -> KinesisEvent {
-    let pairs: Vec<(&str, &[u8])> = records.iter().map(|d| ("public.customer", *d)).collect();
-    serde_json::from_value(kinesis_event(&pairs)).unwrap()
-}
-
-fn soon() -> Instant {
-    Instant::now() + Duration::from_secs(20)
-}
-
-fn failures(response: &aws_lambda_events::event::streams::KinesisEventResponse) -> Vec<String> {
-    response
-        .batch_item_failures
-        .iter()
-        .map(|f| f.item_identifier.clone().unwrap_or_default())
-        .collect()
-}
-
-fn customer(value: &str) -> Value {
-    json!({"type": "configuration/sources/CRM_DB", "value": value, "sourceTable": "CUSTOMER"})
-}
 
 #[tokio::test]
 async fn a_clean_batch_sends_exactly_the_mapped_entities_and_skips_the_rest() {

@@ -2,7 +2,9 @@
 //! variables: a wiremock stands in for the Runtime API, another for Reltio, moto for Secrets Manager and SQS.
 
 use mdm_sync_testkit::runtime::{assert_no_sentinel, invoke_once, lambda_env};
-use mdm_sync_testkit::{kinesis_event, sequence_number, workspace_root, MotoServer};
+use mdm_sync_testkit::{
+    kafka_event, kinesis_event, sequence_number, workspace_root, KafkaTestRecord, MotoServer,
+};
 use serde_json::{json, Value};
 use std::process::Command;
 use wiremock::matchers::{method, path};
@@ -168,4 +170,91 @@ async fn reltio_issuing(token: &str) -> MockServer {
         .mount(&reltio)
         .await;
     reltio
+}
+
+#[tokio::test]
+async fn the_binary_answers_a_kafka_invocation_with_a_per_partition_partial_batch_response() {
+    let moto = MotoServer::start();
+    let secret = moto
+        .create_secret("reltio", &json!({"client_id": "c", "client_secret": "s"}))
+        .await;
+    let dlq = moto.create_queue("cdc-dlq").await;
+    let reltio = reltio_issuing("t").await;
+    // Entity 7 keeps failing with 503; the rest is written.
+    Mock::given(method("POST"))
+        .and(path("/reltio/api/T1/entities"))
+        .and(wiremock::matchers::body_string_contains(r#""value":"7""#))
+        .respond_with(ResponseTemplate::new(503))
+        .with_priority(1)
+        .mount(&reltio)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/reltio/api/T1/entities"))
+        .respond_with(|r: &Request| {
+            let n = serde_json::from_slice::<Vec<Value>>(&r.body).unwrap().len();
+            let items: Vec<Value> = (0..n)
+                .map(|i| json!({"index": i, "status": "OK"}))
+                .collect();
+            ResponseTemplate::new(200).set_body_json(items)
+        })
+        .mount(&reltio)
+        .await;
+    let debezium = include_bytes!("../../../tests/fixtures/debezium/insert.json");
+    let goldengate_7 = String::from_utf8_lossy(include_bytes!(
+        "../../../tests/fixtures/goldengate/insert.json"
+    ))
+    .replace("\"id\": 46", "\"id\": 7");
+    let record = |topic, partition, offset, value: &'static [u8]| KafkaTestRecord {
+        topic,
+        partition,
+        offset,
+        value: Some(value),
+        ..Default::default()
+    };
+    let goldengate_7: &'static [u8] = goldengate_7.into_bytes().leak();
+    let event = kafka_event(&[
+        record("dbserver1.public.customer", 0, 100, debezium),
+        record("dbserver1.public.customer", 0, 101, b"not json"),
+        record("ogg.public.customer", 1, 7, goldengate_7),
+    ]);
+    let mapping = workspace_root().join("functions/cdc-ingest/mapping.example.toml");
+    let answer = invoke_once(
+        BINARY,
+        "cdc-ingest",
+        &[
+            ("AWS_ENDPOINT_URL", moto.endpoint.clone()),
+            ("RELTIO_API_URL", format!("{}/reltio/api/T1", reltio.uri())),
+            ("RELTIO_AUTH_URL", format!("{}/oauth/token", reltio.uri())),
+            ("RELTIO_SECRET_ID", secret),
+            ("CDC_MAPPING_FILE", mapping.display().to_string()),
+            ("CDC_DLQ_URL", dlq.clone()),
+            ("RELTIO_BATCH_SIZE", "1".into()),
+        ],
+        &event,
+    )
+    .await
+    .answer;
+
+    assert_eq!(
+        answer.expect("the binary answered within 30 s"),
+        json!({"batchItemFailures": [{"itemIdentifier": {"partition": "ogg.public.customer-1", "offset": 7}}]})
+    );
+    let dlq_messages = moto.drain_queue(&dlq).await;
+    assert_eq!(dlq_messages.len(), 1);
+    let dead: Value = serde_json::from_str(dlq_messages[0].body.as_deref().unwrap()).unwrap();
+    assert_eq!(
+        (&dead["topic"], &dead["partition"], &dead["offset"]),
+        (&json!("dbserver1.public.customer"), &json!(0), &json!(101))
+    );
+    let written: Vec<Value> = reltio
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.url.path().ends_with("/entities"))
+        .map(|r| {
+            serde_json::from_slice::<Value>(&r.body).unwrap()[0]["crosswalks"][0]["value"].clone()
+        })
+        .collect();
+    assert!(written.contains(&json!("46")), "{written:?}");
 }

@@ -10,12 +10,10 @@
 use aws_lambda_events::event::kafka::KafkaEvent;
 use mdm_sync_adapters::config::{self, ConfigError, Env};
 use mdm_sync_adapters::event_source::{kafka_response, settle_batch, Ordering, Outcome};
-use mdm_sync_adapters::kafka::{records, KafkaEventResponse, StreamRecord};
+use mdm_sync_adapters::kafka::{dead_letter, records, KafkaEventResponse, StreamRecord};
 use mdm_sync_adapters::metrics::{Metrics, DEFAULT_NAMESPACE};
 use mdm_sync_adapters::sqs::{MessageSink, OutgoingMessage, SendFailure, SqsQueue};
-use mdm_sync_domain::queue::{omitted, DEAD_LETTER_MAX_BYTES};
 use mdm_sync_domain::stream::{plan_record, StreamSettings};
-use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -255,62 +253,7 @@ fn position(r: &StreamRecord) -> String {
     format!("{}@{}", r.partition_id, r.offset)
 }
 
-/// The DLQ message: where the record is (topic, partition, offset), its key, the reason, and the value (as JSON when
-/// it is JSON, else base64), or a pointer back to the topic when it would not fit.
+/// The DLQ message: where the record is, its key, the reason and the value (mdm_sync_adapters::kafka).
 fn dlq_message(record: &StreamRecord, reason: &str) -> OutgoingMessage {
-    use base64::Engine;
-    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
-    let mut fields = serde_json::Map::new();
-    fields.insert("function".into(), json!(FUNCTION_NAME));
-    fields.insert("reason".into(), json!(reason));
-    fields.insert("topic".into(), json!(record.topic));
-    fields.insert("partition".into(), json!(record.partition));
-    fields.insert("offset".into(), json!(record.offset));
-    match record.key.as_deref().map(std::str::from_utf8) {
-        None => {
-            fields.insert("key".into(), Value::Null);
-        }
-        Some(Ok(key)) => {
-            fields.insert("key".into(), json!(key));
-        }
-        Some(Err(_)) => {
-            fields.insert(
-                "keyBase64".into(),
-                json!(b64(record.key.as_deref().unwrap_or_default())),
-            );
-        }
-    }
-    fields.insert("timestamp".into(), json!(record.timestamp_ms));
-    fields.insert("failedAt".into(), json!(chrono::Utc::now().to_rfc3339()));
-    let value: &[u8] = match &record.value {
-        Ok(Some(v)) => v,
-        _ => &[],
-    };
-    let attributes = vec![
-        ("function".to_owned(), FUNCTION_NAME.to_owned()),
-        ("topic".to_owned(), record.topic.clone()),
-    ];
-    let mut full = fields.clone();
-    if let Ok(Some(v)) = &record.value {
-        match serde_json::from_slice::<Value>(v) {
-            Ok(json) => full.insert("value".into(), json),
-            Err(_) => full.insert("valueBase64".into(), json!(b64(v))),
-        };
-    }
-    let mut message = OutgoingMessage {
-        body: Value::Object(full).to_string(),
-        attributes,
-        ..Default::default()
-    };
-    if message.size() > DEAD_LETTER_MAX_BYTES {
-        fields.insert(
-            "valueOmitted".into(),
-            omitted(
-                value,
-                "the topic: this partition at this offset, while within the topic's retention",
-            ),
-        );
-        message.body = Value::Object(fields).to_string();
-    }
-    message
+    dead_letter(record, FUNCTION_NAME, reason, serde_json::Map::new())
 }

@@ -150,6 +150,8 @@ fn attribute_tree(columns: &[ColumnMapping]) -> Vec<AttributeNode> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CdcMapping {
     tables: HashMap<String, TableMapping>,
+    /// `[topics]`: the message format of each Kafka topic the CDC path reads.
+    topics: BTreeMap<String, crate::kafka_cdc::ChangeFormat>,
 }
 
 impl CdcMapping {
@@ -181,7 +183,15 @@ impl CdcMapping {
                 });
             }
         }
-        Ok(CdcMapping { tables })
+        Ok(CdcMapping {
+            tables,
+            topics: raw.topics,
+        })
+    }
+
+    /// The message format of a Kafka topic (`[topics]`), if the mapping names it.
+    pub fn topic_format(&self, topic: &str) -> Option<crate::kafka_cdc::ChangeFormat> {
+        self.topics.get(topic).copied()
     }
 
     /// The mapping for `schema.table`, if the table is mapped.
@@ -215,6 +225,8 @@ impl CdcMapping {
 #[serde(deny_unknown_fields)]
 struct RawFile {
     key_separator: Option<String>,
+    #[serde(default)]
+    topics: BTreeMap<String, crate::kafka_cdc::ChangeFormat>,
     #[serde(default)]
     tables: BTreeMap<String, RawTable>,
 }

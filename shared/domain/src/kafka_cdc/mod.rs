@@ -63,6 +63,53 @@ pub fn decode(
     }
 }
 
+/// The format of a message whose topic the mapping does not name, from its top-level fields: DMS's `metadata` and
+/// `data`, GoldenGate's `op_type`, Debezium's `op` (or the JSON converter's `schema`/`payload` wrapper). A null
+/// value is a Debezium tombstone (the only one of the three that sends them). `None`: none of them.
+pub fn detect(value: Option<&[u8]>) -> Option<ChangeFormat> {
+    let Some(value) = value else {
+        return Some(ChangeFormat::Debezium);
+    };
+    let fields = serde_json::from_slice::<TopFields>(value).ok()?.0;
+    let has = |name: &str| fields.iter().any(|f| f == name);
+    if has("metadata") && has("data") {
+        Some(ChangeFormat::Dms)
+    } else if has("op_type") {
+        Some(ChangeFormat::Goldengate)
+    } else if has("op") || (has("schema") && has("payload")) {
+        Some(ChangeFormat::Debezium)
+    } else {
+        None
+    }
+}
+
+/// The names of a JSON object's fields, their values skipped unread.
+struct TopFields(Vec<String>);
+
+impl<'de> serde::Deserialize<'de> for TopFields {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Names;
+        impl<'de> serde::de::Visitor<'de> for Names {
+            type Value = TopFields;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<TopFields, A::Error> {
+                let mut names = Vec::new();
+                while let Some(name) = map.next_key::<String>()? {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                    names.push(name);
+                }
+                Ok(TopFields(names))
+            }
+        }
+        d.deserialize_map(Names)
+    }
+}
+
 /// A record that no longer borrows from the bytes it was parsed from.
 fn owned(record: DmsRecord<'_>) -> DmsRecord<'static> {
     use std::borrow::Cow;

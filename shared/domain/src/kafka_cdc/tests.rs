@@ -352,3 +352,23 @@ fn dms_records_pass_through_the_same_entry_point() {
     assert_eq!(r.kind, RecordKind::Data(DataOperation::Delete));
     assert_eq!(r.data["id"], json!(5));
 }
+
+#[test]
+fn a_message_format_is_told_from_its_top_level_fields() {
+    let bytes = |v: serde_json::Value| v.to_string().into_bytes();
+    let dms = bytes(json!({"data": {"id": 1}, "metadata": {"record-type": "data"}}));
+    let gg = bytes(json!({"table": "S.T", "op_type": "I", "after": {"op": 1}}));
+    let dbz = bytes(postgres_create());
+    let wrapped = bytes(json!({"schema": {}, "payload": postgres_create()}));
+    // A column called like another format's field does not confuse it: only top-level fields count.
+    let dms_with_op_column = bytes(json!({"data": {"op_type": "x"}, "metadata": {}}));
+    assert_eq!(detect(Some(&dms)), Some(ChangeFormat::Dms));
+    assert_eq!(detect(Some(&gg)), Some(ChangeFormat::Goldengate));
+    assert_eq!(detect(Some(&dbz)), Some(ChangeFormat::Debezium));
+    assert_eq!(detect(Some(&wrapped)), Some(ChangeFormat::Debezium));
+    assert_eq!(detect(Some(&dms_with_op_column)), Some(ChangeFormat::Dms));
+    assert_eq!(detect(None), Some(ChangeFormat::Debezium), "a tombstone");
+    assert_eq!(detect(Some(b"{\"hello\": 1}")), None);
+    assert_eq!(detect(Some(b"[1, 2]")), None);
+    assert_eq!(detect(Some(b"not json")), None);
+}

@@ -1,4 +1,5 @@
 use super::*;
+use crate::kafka_cdc::ChangeFormat;
 
 const EXAMPLE: &str = include_str!("../../../../../functions/cdc-ingest/mapping.example.toml");
 
@@ -34,6 +35,22 @@ fn the_shipped_example_is_valid() {
     assert_eq!(lines.key_separator, "|");
     assert_eq!(lines.delete_strategy, DeleteStrategy::DeleteCrosswalk);
     assert_eq!(lines.override_mode, OverrideMode::Partial);
+    assert_eq!(
+        m.topic_format("dbserver1.public.customer"),
+        Some(ChangeFormat::Debezium)
+    );
+    assert_eq!(
+        m.topic_format("ogg.SALES.ORDER_LINE"),
+        Some(ChangeFormat::Goldengate)
+    );
+    assert_eq!(m.topic_format("other"), None);
+}
+
+#[test]
+fn a_topic_of_an_unknown_format_is_refused_at_load() {
+    let text = format!("[topics]\n\"t\" = \"avro\"\n{}", table_toml(""));
+    let e = error_of(&text);
+    assert!(e.contains("avro"), "{e}");
 }
 
 #[test]
