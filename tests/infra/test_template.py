@@ -48,8 +48,10 @@ def test_an_unbounded_kinesis_record_age_is_caught(t):
     assert checks.check_event_sources(t) == ["CdcIngestEventSource: MaximumRecordAgeInSeconds is unbounded"]
     t["Parameters"]["CdcMaximumRecordAgeSeconds"]["Default"] = 700000
     t["Resources"]["CdcIngestEventSource"]["Properties"]["MaximumRecordAgeInSeconds"] = {"Ref": "CdcMaximumRecordAgeSeconds"}
+    # The CDC Kafka mapping shares the parameter: it is caught too.
     assert checks.check_event_sources(t) == [
-        "CdcIngestEventSource: MaximumRecordAgeInSeconds is past the stream's retention"
+        "CdcIngestEventSource: MaximumRecordAgeInSeconds is past the stream's retention",
+        "CdcKafkaEventSource: MaximumRecordAgeInSeconds is past the stream's retention",
     ]
 
 
@@ -77,6 +79,19 @@ def test_the_kafka_mapping_keeps_the_stream_rules(t):
         "StreamConsumerEventSource: no ReportBatchItemFailures",
         "StreamConsumerEventSource: MaximumRecordAgeInSeconds is unbounded",
         "StreamConsumerEventSource: no on-failure destination",
+    ]
+
+
+def test_the_cdc_kafka_mapping_keeps_the_stream_rules(t):
+    # cdc-ingest's Kafka mapping (Debezium, GoldenGate) is settled like its Kinesis one.
+    props = t["Resources"]["CdcKafkaEventSource"]["Properties"]
+    props["MaximumRecordAgeInSeconds"] = -1
+    del props["DestinationConfig"]
+    props["FunctionResponseTypes"] = []
+    assert checks.check_event_sources(t) == [
+        "CdcKafkaEventSource: no ReportBatchItemFailures",
+        "CdcKafkaEventSource: MaximumRecordAgeInSeconds is unbounded",
+        "CdcKafkaEventSource: no on-failure destination",
     ]
 
 

@@ -1,12 +1,11 @@
 //! Dry run of cdc-ingest on one machine, with no AWS account and no Reltio tenant: decodes a Kinesis event of
-//! DMS records, plans it with a mapping file exactly as the function does, and prints where each record goes
+//! DMS records (or a Kafka event of Debezium, GoldenGate or DMS messages, e.g. events/cdc-ingest-kafka.json), plans it with a mapping file exactly as the function does, and prints where each record goes
 //! and the Reltio requests it would send, wave by wave.
 //!
 //! `cargo run -p cdc-ingest --example plan -- [EVENT_JSON] [MAPPING_TOML]`
 //! (defaults: events/cdc-ingest.json and functions/cdc-ingest/mapping.example.toml)
 
-use cdc_ingest::plan_batch;
-use mdm_sync_adapters::kinesis::KinesisEvent;
+use cdc_ingest::{plan_kafka_records, plan_records, CdcEvent};
 use mdm_sync_domain::cdc::mapping::CdcMapping;
 use mdm_sync_domain::cdc::transform::WriteOp;
 use mdm_sync_domain::dms::DEFAULT_BEFORE_IMAGE_FIELD;
@@ -27,28 +26,45 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let event: KinesisEvent = match std::fs::read(&event_path)
+    let event: CdcEvent = match std::fs::read(&event_path)
         .map_err(|e| e.to_string())
         .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
     {
         Ok(e) => e,
         Err(e) => {
-            eprintln!("cannot read Kinesis event {event_path}: {e}");
+            eprintln!("cannot read Kinesis or Kafka event {event_path}: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let plan = plan_batch(
-        &mapping,
-        DEFAULT_BEFORE_IMAGE_FIELD,
-        &event.records,
-        chrono::Utc::now(),
-    );
+    let now = chrono::Utc::now();
+    // Each record's position in its stream, and the batch planned as the function plans it.
+    let (positions, plan): (Vec<String>, _) = match event {
+        CdcEvent::Kinesis(event) => (
+            event
+                .records
+                .iter()
+                .map(|r| r.kinesis.sequence_number.clone())
+                .collect(),
+            plan_records(&mapping, DEFAULT_BEFORE_IMAGE_FIELD, &event.records, now).into_batch(),
+        ),
+        CdcEvent::Kafka(event) => {
+            let (records, _) = mdm_sync_adapters::kafka::records(event);
+            (
+                records
+                    .iter()
+                    .map(|r| format!("{}@{}", r.partition_id, r.offset))
+                    .collect(),
+                plan_kafka_records(&mapping, DEFAULT_BEFORE_IMAGE_FIELD, &records, now)
+                    .into_batch(),
+            )
+        }
+    };
     println!(
         "{} records from {event_path}, mapping {mapping_path}\n",
-        event.records.len()
+        positions.len()
     );
-    for (record, decision) in event.records.iter().zip(plan.decisions()) {
-        println!("  #{}  {decision}", record.kinesis.sequence_number);
+    for (position, decision) in positions.iter().zip(plan.decisions()) {
+        println!("  #{position}  {decision}");
     }
     for (n, wave) in plan.waves.iter().enumerate() {
         println!(

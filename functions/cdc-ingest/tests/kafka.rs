@@ -304,3 +304,36 @@ async fn the_event_shape_picks_the_source_and_its_response() {
     );
     assert_eq!(world.posts().await.len(), 2);
 }
+
+#[test]
+fn the_sample_kafka_event_plans_every_record_without_dead_letters() {
+    let CdcEvent::Kafka(event) =
+        serde_json::from_slice(include_bytes!("../../../events/cdc-ingest-kafka.json")).unwrap()
+    else {
+        panic!("events/cdc-ingest-kafka.json is a Kafka event")
+    };
+    let mapping =
+        mdm_sync_domain::cdc::mapping::CdcMapping::parse(include_str!("../mapping.example.toml"))
+            .unwrap();
+    let (records, _) = mdm_sync_adapters::kafka::records(event);
+    let plan =
+        cdc_ingest::plan_kafka_records(&mapping, "before-image", &records, chrono::Utc::now())
+            .into_batch();
+    let decisions = plan.decisions();
+    let ends: Vec<&str> = decisions
+        .iter()
+        .map(|d| d.rsplit("→ ").next().unwrap())
+        .collect();
+    assert_eq!(
+        ends,
+        [
+            "write",
+            "skip: key_change_delete",
+            "skip: tombstone",
+            "write",
+            "write"
+        ],
+        "{decisions:?}"
+    );
+    assert_eq!(plan.waves.len(), 3, "46's upsert, its retirement, then 47");
+}
