@@ -128,6 +128,12 @@ pub fn plan_kafka_records(
             Ok(Change::Row(dms)) => planned.push_change(mapping, *dms, now),
         }
     }
+    let mut lanes = Vec::with_capacity(records.len());
+    for (i, record) in records.iter().enumerate() {
+        let same = i > 0 && records[i - 1].partition_id == record.partition_id;
+        lanes.push(lanes.last().map_or(0, |l| l + usize::from(!same)));
+    }
+    planned.merge_lanes_by_version(&lanes);
     planned
 }
 
@@ -187,6 +193,25 @@ impl Planned {
         });
         self.outcomes.push(outcome);
         self.versions.push(version);
+    }
+
+    /// Merges the partitions' writes in source order. A batch of several Kafka partitions comes partition by
+    /// partition, and a key can appear in two of them: Debezium sends a primary-key change's create half under the
+    /// new key, so it can sit in a partition ahead of the old key's earlier changes. Each write is placed by the
+    /// newest version its partition has reached at its record, so a partition's own order (the log's) is never
+    /// changed, even where a clock makes a version step back; a record's writes stay together and in order.
+    /// `lanes[i]` is record `i`'s partition.
+    fn merge_lanes_by_version(&mut self, lanes: &[usize]) {
+        let mut reached: HashMap<usize, SourceVersion> = HashMap::new();
+        let mut place: Vec<Option<SourceVersion>> = Vec::with_capacity(self.versions.len());
+        for (r, version) in self.versions.iter().enumerate() {
+            let newest = reached.get(&lanes[r]).copied().max(*version);
+            if let Some(v) = newest {
+                reached.insert(lanes[r], v);
+            }
+            place.push(newest);
+        }
+        self.writes.sort_by_key(|(r, _)| (place[*r], lanes[*r]));
     }
 
     /// The keys of the versioned writes (what the key ledger is asked about).

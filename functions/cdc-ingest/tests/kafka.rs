@@ -337,3 +337,44 @@ fn the_sample_kafka_event_plans_every_record_without_dead_letters() {
     );
     assert_eq!(plan.waves.len(), 3, "46's upsert, its retirement, then 47");
 }
+
+#[tokio::test]
+async fn a_key_in_two_partitions_is_written_in_source_order_not_partition_order() {
+    let world = World::start().await;
+    world.entities_ok().await;
+    let deps = world.deps(&[]).await;
+    // 46 is updated at 00:58:30 (its own partition, 1), then changes its key to 47 at 00:58:59: Debezium sends
+    // the create half under the new key, here to partition 0, which the event lists first.
+    let mut update: Value = serde_json::from_slice(DBZ_INSERT_46).unwrap();
+    update["payload"]["op"] = json!("u");
+    update["payload"]["source"]["ts_us"] = json!(1_722_214_710_000_000i64);
+    update["payload"]["source"]["ts_ms"] = json!(1_722_214_710_000i64);
+    let update = update.to_string().into_bytes();
+    let ev = kafka(&[
+        KafkaTestRecord {
+            key: Some(br#"{"id": 47}"#),
+            headers: vec![("__debezium.oldkey", br#"{"id": 46}"#)],
+            ..record(DBZ_TOPIC, 0, 8, DBZ_PK_CREATE)
+        },
+        KafkaTestRecord {
+            key: Some(br#"{"id": 46}"#),
+            ..record(DBZ_TOPIC, 1, 3, &update)
+        },
+    ]);
+
+    let response = handle_kafka(&deps, ev, soon()).await;
+
+    assert!(failures(&response).is_empty());
+    // Every entity written for crosswalk 46, in the order Reltio received them (a POST may carry several).
+    let last_46 = world
+        .posts()
+        .await
+        .into_iter()
+        .flat_map(|(_, body)| body.as_array().unwrap().clone())
+        .rfind(|entity| entity["crosswalks"][0]["value"] == "46")
+        .expect("46 was written");
+    assert!(
+        last_46["crosswalks"][0].get("deleteDate").is_some(),
+        "46 ends retired, not revived by its older update: {last_46:?}"
+    );
+}

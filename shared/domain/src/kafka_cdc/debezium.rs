@@ -200,10 +200,21 @@ fn position(source: &Map<String, Value>) -> (Option<String>, Option<u64>) {
         return (Some(lsn.to_string()), Some(lsn));
     }
     if let (Some(file), Some(pos)) = (text(source.get("file")), unsigned(source.get("pos"))) {
+        // `mysql-bin.000042`: the file's number orders positions across a rotation (pos starts again at 4).
+        // 22 bits of file number, 42 of pos × 1000 + row (a binlog file stays under 4 GiB).
+        let file_number = file
+            .rsplit_once('.')
+            .and_then(|(_, n)| n.parse::<u64>().ok())
+            .unwrap_or(0)
+            .min((1 << 22) - 1);
         let row = unsigned(source.get("row")).unwrap_or(0);
+        let in_file = pos
+            .saturating_mul(1000)
+            .saturating_add(row.min(999))
+            .min((1 << 42) - 1);
         return (
             Some(format!("{file}:{pos}")),
-            Some(pos.saturating_mul(1000) + row.min(999)),
+            Some((file_number << 42) | in_file),
         );
     }
     if let Some(scn) = text(source.get("scn")) {

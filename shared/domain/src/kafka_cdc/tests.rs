@@ -188,7 +188,20 @@ fn a_mysql_event_names_its_database_as_the_schema_and_orders_by_binlog_position(
     let r = row(debezium(&event).unwrap());
     assert_eq!(r.table.to_string(), "inventory.customers");
     assert_eq!(r.stream_position.as_deref(), Some("mysql-bin.000003:484"));
-    assert_eq!(r.transaction_record_id.as_deref(), Some("484000"));
+    let ordinal = |file: &str, pos: u64| {
+        let mut e = event.clone();
+        e["source"]["file"] = json!(file);
+        e["source"]["pos"] = json!(pos);
+        let r = row(debezium(&e).unwrap());
+        r.transaction_record_id.unwrap().parse::<u64>().unwrap()
+    };
+    assert_eq!(
+        r.transaction_record_id.as_deref(),
+        Some(((3u64 << 42) | 484_000).to_string().as_str())
+    );
+    assert!(ordinal("mysql-bin.000003", 485) > ordinal("mysql-bin.000003", 484));
+    // After a rotation the position starts again: the file's number keeps the order.
+    assert!(ordinal("mysql-bin.000004", 4) > ordinal("mysql-bin.000003", 99_999_999));
 }
 
 #[test]
