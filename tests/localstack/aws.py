@@ -13,7 +13,7 @@ from pathlib import Path
 import boto3
 from botocore.config import Config
 
-from .util import cpu_seconds, free_port, spawn, stop
+from .util import cpu_seconds, free_port, spawn, stop, drain
 
 REGION = "us-east-1"
 STACK = "mdm-sync-local"
@@ -138,16 +138,7 @@ class Resources:
 
     def drain(self, url: str) -> list[dict]:
         """Every message currently in a queue (removed)."""
-        out = []
-        while True:
-            r = self.sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, MessageAttributeNames=["All"],
-                                         AttributeNames=["All"], WaitTimeSeconds=0, VisibilityTimeout=30)
-            msgs = r.get("Messages", [])
-            if not msgs:
-                return out
-            for m in msgs:
-                out.append(m)
-                self.sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+        return drain(self.sqs, url)
 
     def depth(self, url: str) -> int:
         a = self.sqs.get_queue_attributes(

