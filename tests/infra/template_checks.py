@@ -373,6 +373,14 @@ def check_reserved_concurrency(t: dict) -> list[str]:
     return problems
 
 
+def check_tracing(t: dict) -> list[str]:
+    """Every function traces with X-Ray (Globals, or its own Tracing), so one change can be followed across them."""
+    default = t.get("Globals", {}).get("Function", {}).get("Tracing")
+    return [f"{fid}: no X-Ray active tracing"
+            for fid, fn in resources(t, "AWS::Serverless::Function").items()
+            if fn["Properties"].get("Tracing", default) != "Active"]
+
+
 def all_problems(t: dict, contract_md: Path | None = None, layer_root: Path | None = None) -> list[str]:
     return (
         (check_mapping_files(t, layer_root) if layer_root else [])
@@ -386,4 +394,5 @@ def all_problems(t: dict, contract_md: Path | None = None, layer_root: Path | No
         + check_iam(t)
         + check_reserved_concurrency(t)
         + check_alarm_topic_key(t)
+        + check_tracing(t)
     )

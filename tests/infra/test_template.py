@@ -191,3 +191,10 @@ def test_a_key_policy_without_cloudwatch_is_caught(t):
     assert checks.check_alarm_topic_key(t) == [
         "AlarmTopic: its key does not let CloudWatch decrypt and generate data keys"
     ]
+
+
+def test_a_function_without_active_tracing_is_caught(t):
+    t["Resources"]["CrmUpdaterFunction"]["Properties"]["Tracing"] = "PassThrough"
+    assert checks.check_tracing(t) == ["CrmUpdaterFunction: no X-Ray active tracing"]
+    del t["Globals"]["Function"]["Tracing"]
+    assert len(checks.check_tracing(t)) == len(checks.resources(t, "AWS::Serverless::Function"))

@@ -3,7 +3,8 @@
 //! the [`MessageVisibility`] port).
 
 use aws_sdk_sqs::types::{
-    ChangeMessageVisibilityBatchRequestEntry, MessageAttributeValue, SendMessageBatchRequestEntry,
+    ChangeMessageVisibilityBatchRequestEntry, MessageAttributeValue,
+    MessageSystemAttributeNameForSends, MessageSystemAttributeValue, SendMessageBatchRequestEntry,
 };
 use futures::future::BoxFuture;
 pub use mdm_sync_domain::backoff::{MessageVisibility, VisibilityChange, VisibilityFailure};
@@ -26,9 +27,34 @@ pub async fn send_all(
     queue_url: &str,
     messages: &[OutgoingMessage],
 ) -> Vec<SendFailure> {
+    send_all_traced(
+        sqs,
+        queue_url,
+        messages,
+        invocation_trace_header().as_deref(),
+    )
+    .await
+}
+
+/// The invocation's X-Ray trace header: Lambda's runtime client sets `_X_AMZN_TRACE_ID` for each invocation (as
+/// the X-Ray SDKs read it). Unset outside Lambda.
+pub fn invocation_trace_header() -> Option<String> {
+    std::env::var("_X_AMZN_TRACE_ID")
+        .ok()
+        .filter(|t| !t.trim().is_empty())
+}
+
+/// [`send_all`] with the trace header given: every message carries it as the `AWSTraceHeader` system attribute,
+/// so that X-Ray joins the consumer's invocation to this one's trace (and the consumer can log it).
+pub async fn send_all_traced(
+    sqs: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    messages: &[OutgoingMessage],
+    trace: Option<&str>,
+) -> Vec<SendFailure> {
     use futures::stream::{self, StreamExt};
     let results: Vec<Vec<SendFailure>> = stream::iter(chunk(messages))
-        .map(|indexes| send_chunk(sqs, queue_url, messages, indexes))
+        .map(|indexes| send_chunk(sqs, queue_url, messages, indexes, trace))
         .buffer_unordered(MAX_BATCHES_IN_FLIGHT)
         .collect()
         .await;
@@ -96,14 +122,17 @@ async fn send_chunk(
     queue_url: &str,
     messages: &[OutgoingMessage],
     mut pending: Vec<usize>,
+    trace: Option<&str>,
 ) -> Vec<SendFailure> {
     let mut reasons: Vec<(usize, String)> = Vec::new();
     for attempt in 1..=ATTEMPTS {
         if attempt > 1 {
             tokio::time::sleep(Duration::from_millis(50 * 2u64.pow(attempt - 2))).await;
         }
-        let entries: Vec<SendMessageBatchRequestEntry> =
-            pending.iter().map(|&i| entry(i, &messages[i])).collect();
+        let entries: Vec<SendMessageBatchRequestEntry> = pending
+            .iter()
+            .map(|&i| entry(i, &messages[i], trace))
+            .collect();
         match sqs
             .send_message_batch()
             .queue_url(queue_url)
@@ -146,7 +175,7 @@ async fn send_chunk(
         .collect()
 }
 
-fn entry(index: usize, m: &OutgoingMessage) -> SendMessageBatchRequestEntry {
+fn entry(index: usize, m: &OutgoingMessage, trace: Option<&str>) -> SendMessageBatchRequestEntry {
     let mut b = SendMessageBatchRequestEntry::builder()
         .id(index.to_string())
         .message_body(&m.body)
@@ -158,6 +187,16 @@ fn entry(index: usize, m: &OutgoingMessage) -> SendMessageBatchRequestEntry {
             MessageAttributeValue::builder()
                 .data_type("String")
                 .string_value(value)
+                .build()
+                .expect("data type is set"),
+        );
+    }
+    if let Some(trace) = trace {
+        b = b.message_system_attributes(
+            MessageSystemAttributeNameForSends::AwsTraceHeader,
+            MessageSystemAttributeValue::builder()
+                .data_type("String")
+                .string_value(trace)
                 .build()
                 .expect("data type is set"),
         );
