@@ -23,7 +23,7 @@ def main(argv=None):
                    "(exercises Kinesis checkpointing at the failed sequence number)")
     p.add_argument("--late-merge", action="store_true", help="merges whose loser is objectVersions ahead of the "
                    "winner, followed by a change of the winner (see README: known crm-updater issue)")
-    p.add_argument("--path", choices=["webhook", "native"], default="webhook")
+    p.add_argument("--path", choices=["webhook", "native", "kafka"], default="webhook")
     p.add_argument("--fifo", action="store_true")
     d = Scenario()
     g = p.add_argument_group("event sources and concurrency (defaults: infra/template.yaml's event source mappings)")

@@ -15,6 +15,7 @@ answer that is not a valid batch response) delivers the whole batch again.
 from __future__ import annotations
 
 import base64
+import json
 import importlib.resources
 import os
 import shutil
@@ -268,3 +269,75 @@ class KafkaPoller:
     def close(self):
         self.stop_flag.set()
         self.thread.join(10)
+
+
+class KafkaStream:
+    """Reltio's Kafka change stream for the whole-pipeline stack (`--path kafka`): the simulator's events produced to
+    a topic keyed by entity URI (one entity's events in one partition), some twice (`duplicate_rate`: the stream is
+    at least once). `accepted` holds each event's broker acknowledgement time; `idle()` is true once everything
+    produced is acknowledged and the consumer group has committed it, and samples the consumer lag."""
+
+    def __init__(self, broker: KafkaBroker, topic: str, partitions: int = 3, *, duplicate_rate: float = 0.0,
+                 rng=None):
+        import random
+
+        broker.create_topic(topic, partitions)
+        self.broker, self.topic, self.partitions = broker, topic, partitions
+        self.duplicate_rate, self.rng = duplicate_rate, rng or random.Random(0)
+        self.producer = broker.producer(**{"enable.idempotence": True})
+        self.lock = threading.Lock()
+        self.accepted: dict[str, int] = {}
+        self.failed: list[str] = []
+        self.ends: dict[int, int] = {}
+        self.produced = 0
+        self.duplicates = 0
+        self.max_lag = 0
+        self.poller: KafkaPoller | None = None
+
+    def submit(self, body: dict, eid: str):
+        uri = (body.get("object") or {}).get("uri") or body.get("uri") or (body.get("uris") or [None])[0]
+
+        def delivered(err, msg):
+            with self.lock:
+                if err is not None:
+                    self.failed.append(eid)
+                    return
+                self.accepted.setdefault(eid, int(time.time() * 1000))
+                self.ends[msg.partition()] = max(self.ends.get(msg.partition(), 0), msg.offset() + 1)
+
+        copies = 2 if self.rng.random() < self.duplicate_rate else 1
+        value = json.dumps(body).encode()
+        with self.lock:
+            self.produced += copies
+            self.duplicates += copies - 1
+        for _ in range(copies):
+            self.producer.produce(self.topic, key=(uri or eid).encode(), value=value, on_delivery=delivered)
+        self.producer.poll(0)
+
+    def produce_raw(self, key: bytes | None, value: bytes | None):
+        """A record that is not a Reltio event (a bad input for the stream consumer's DLQ)."""
+        def delivered(err, msg):
+            if err is None:
+                with self.lock:
+                    self.ends[msg.partition()] = max(self.ends.get(msg.partition(), 0), msg.offset() + 1)
+        self.producer.produce(self.topic, key=key, value=value, on_delivery=delivered)
+        self.producer.flush(10)
+
+    def lag(self) -> int:
+        committed = dict(self.poller.committed) if self.poller else {}
+        with self.lock:
+            return sum(end - committed.get(p, 0) for p, end in self.ends.items())
+
+    def idle(self) -> bool:
+        self.producer.flush(5)
+        lag = self.lag()
+        self.max_lag = max(self.max_lag, lag)
+        return lag == 0 and self.poller is not None and not self.poller.busy
+
+    def figures(self) -> dict:
+        return {"records_produced": self.produced, "duplicates_produced": self.duplicates,
+                "max_consumer_lag": self.max_lag, "final_consumer_lag": self.lag(),
+                "produce_failures": len(self.failed)}
+
+    def close(self):
+        self.producer.flush(5)

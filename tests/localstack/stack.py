@@ -48,7 +48,8 @@ class Scenario:
     reltio_outage_status: int = 503
     late_merge: bool = False         # workload: merges whose loser is objectVersions ahead of the winner
     fail_500: int = 0                # Reltio answers 500 to this many POSTs carrying customer 1000's crosswalk
-    path: str = "webhook"            # "webhook" (signed webhooks → receiver) or "native" (straight to SQS)
+    path: str = "webhook"            # "webhook" (signed webhooks → receiver), "native" (straight to SQS) or
+                                     # "kafka" (Reltio's Kafka stream on Tansu → stream-consumer → SQS)
     fifo: bool = False
     # Event sources and concurrency; the defaults are infra/template.yaml's event source mappings.
     cdc_batch_size: int = 500          # CdcBatchSize
@@ -113,7 +114,9 @@ def event_sources(s: Scenario) -> dict:
         "webhook": {"concurrency": 1 if one else max(1, s.webhook_concurrency), "senders": senders},
         "instances": {"cdc-ingest": 1 if one else SHARDS * pf,
                       "crm-updater": 1 if one else max(1, s.crm_concurrency),
-                      "webhook-receiver": 1 if one else max(1, s.webhook_concurrency)},
+                      "webhook-receiver": 1 if one else max(1, s.webhook_concurrency),
+                      # One batch per partition at a time (3 partitions); the harness's poller runs one at a time.
+                      "stream-consumer": 1},
     }
 
 
@@ -206,6 +209,8 @@ class Stack:
             self.closers.append(self.apigw.close)
             self.deliverer = WebhookDeliverer(self.apigw.url, WEBHOOK_SECRET, workers=es["webhook"]["senders"],
                                               duplicate_rate=s.duplicate_rate, seed=s.seed)
+        elif s.path == "kafka":
+            self._start_kafka_path(common, n)
         else:
             self.deliverer = NativeStream(res)
         self.stoppers.append(self.deliverer.close)
@@ -228,6 +233,30 @@ class Stack:
                                         duplicate_rate=s.duplicate_rate, reorder=s.reorder,
                                         rng=random.Random(s.seed + 5))
             self.stoppers.append(self.sqs_poller.close)
+
+    def _start_kafka_path(self, common: dict, n: dict):
+        """Reltio's Kafka stream: a Tansu topic (3 partitions, keyed by entity URI), stream-consumer fed by a
+        Lambda-style Kafka event source (one instance per partition at most, as Lambda runs them), into the event
+        queue."""
+        from .kafka import KafkaBroker, KafkaPoller, KafkaStream
+
+        sc = binary(self.s, "stream-consumer")
+        if not sc:
+            raise RuntimeError(f"{self.s.target_dir}/stream-consumer missing: run `make release`")
+        self.broker = KafkaBroker(self._log("tansu"))
+        self.closers.append(self.broker.close)
+        res = self.res
+        self.stream_dlq = res.sqs.create_queue(QueueName=f"{res.stream_name}-stream-dlq")["QueueUrl"]
+        self.hosts["stream-consumer"] = FunctionPool("stream-consumer", sc, {
+            **common, "EVENT_QUEUE_URL": res.event_queue, "STREAM_DLQ_URL": self.stream_dlq},
+            timeout_s=10, size=n["stream-consumer"], log_path=self._log("stream-consumer"))
+        topic = "reltio.LOCAL1.entities.changes"
+        self.deliverer = KafkaStream(self.broker, topic, partitions=3, duplicate_rate=self.s.duplicate_rate,
+                                     rng=random.Random(self.s.seed + 11))
+        self.kafka_poller = KafkaPoller(self.broker, topic, self.hosts["stream-consumer"],
+                                        group_id="mdm-sync-stream-consumer", batch_size=100, window_s=0.5)
+        self.deliverer.poller = self.kafka_poller
+        self.stoppers.append(self.kafka_poller.close)
 
     def close(self):
         def quietly(c):
@@ -313,6 +342,8 @@ class Stack:
                                                       "attributes": {}, "crosswalks": []}})
                 if st != 401:
                     rep.failures.append(f"forged webhook answered {st}, expected 401")
+            if s.path == "kafka":  # a record on the stream that is not a Reltio event: the stream DLQ's
+                self.deliverer.produce_raw(b"entities/POISON", b"not a reltio event")
             # A message on the event queue that is not a Reltio event: the crm-updater must dead-letter it.
             self.res.sqs.send_message(QueueUrl=self.res.event_queue, MessageBody="not a reltio event",
                                       MessageAttributes={"eventId": {"DataType": "String", "StringValue": "bad-1"}},
@@ -350,6 +381,17 @@ class Stack:
         f["cpu_seconds"] = {"harness (python)": round(_own_cpu() - self._cpu0, 1),
                             "moto": round(self.moto.cpu() or 0, 1), "moto (SQS)": round(self.moto_sqs.cpu() or 0, 1),
                             **{n: round(h.cpu(), 1) for n, h in self.hosts.items()}}
+        if s.path == "kafka":
+            f["kafka"] = {**self.deliverer.figures(), "poller": self.kafka_poller.figures()}
+            if self.kafka_poller.error:
+                rep.failures.append(f"Kafka poller stopped: {self.kafka_poller.error}")
+            stream_dl = res.drain(self.stream_dlq)
+            positions = {(json.loads(m["Body"]).get("partition"), json.loads(m["Body"]).get("offset"))
+                         for m in stream_dl}
+            f["dlq_depth_stream"] = len(stream_dl)
+            if len(positions) != (1 if s.bad_inputs else 0):
+                rep.failures.append(f"stream DLQ holds {len(positions)} distinct records, expected "
+                                    f"{1 if s.bad_inputs else 0}: {[m['Body'][:200] for m in stream_dl][:3]}")
         if isinstance(self.deliverer, WebhookDeliverer):
             f["webhook"] = {"attempts": self.deliverer.attempts, "statuses": dict(self.deliverer.statuses),
                             "gave_up": len(self.deliverer.given_up), "forged": self.deliverer.forged}
@@ -670,6 +712,11 @@ def format_report(rep: Report) -> str:
         lines.append(f"  reltio writes out of order   {f['reltio_writes_out_of_source_order']}")
     if "webhook" in f:
         lines.append(f"  webhook deliveries           {f['webhook']}")
+    if "kafka" in f:
+        k = f["kafka"]
+        lines.append(f"  kafka stream                 {k['records_produced']} records ({k['duplicates_produced']} duplicates),"
+                     f" consumer lag max {k['max_consumer_lag']} / final {k['final_consumer_lag']},"
+                     f" stream DLQ {f.get('dlq_depth_stream', 0)}")
     lines.append("  latency ms (p50 / p95 / p99)")
     for hop, p in f.get("latency_ms", {}).items():
         lines.append(f"    {hop:<24} {p[50]} / {p[95]} / {p[99]}")
