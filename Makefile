@@ -38,8 +38,9 @@ infra-test: tools
 ## The whole pipeline on this machine: builds the release binaries, starts moto_server, the Reltio and Salesforce
 ## simulators and every function under a local Lambda Runtime API on 127.0.0.1, runs a small clean workload,
 ## prints the report and stops everything (also on Ctrl-C). Exit status 1 when an invariant fails.
+## `make demo DEMO_ARGS="--path kafka"`: Reltio's events on a Kafka topic (Tansu) through stream-consumer instead.
 demo: tools release
-	$(VENV)/bin/python -m tests.localstack --persons 20
+	$(VENV)/bin/python -m tests.localstack --persons 20 $(DEMO_ARGS)
 
 ## The local stack's end-to-end tests (clean workload, faults, bad inputs) against the release binaries.
 e2e: tools release
