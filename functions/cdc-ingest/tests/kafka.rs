@@ -70,6 +70,21 @@ async fn dms_posts(records: &[&[u8]]) -> Vec<(String, Value)> {
     world.posts().await
 }
 
+/// Hands `ev` to the Kafka path and checks it is settled (no retry, no dead letter) and that what it sent Reltio is
+/// exactly what the DMS path sends for `dms`.
+async fn sends_what_dms_sends(
+    world: &World,
+    deps: &cdc_ingest::Deps,
+    ev: KafkaEvent,
+    dms: &[&[u8]],
+) {
+    let before = world.posts().await.len();
+    let response = handle_kafka(deps, ev, soon()).await;
+    assert!(failures(&response).is_empty());
+    assert!(world.dlq().await.is_empty());
+    assert_eq!(world.posts().await[before..], dms_posts(dms).await[..]);
+}
+
 #[tokio::test]
 async fn debezium_changes_send_reltio_what_the_same_dms_records_send() {
     let world = World::start().await;
@@ -99,15 +114,7 @@ async fn debezium_changes_send_reltio_what_the_same_dms_records_send() {
             ..record(DBZ_TOPIC, 0, 13, DBZ_PK_CREATE)
         },
     ]);
-
-    let response = handle_kafka(&deps, ev, soon()).await;
-
-    assert!(failures(&response).is_empty());
-    assert!(world.dlq().await.is_empty());
-    assert_eq!(
-        world.posts().await,
-        dms_posts(&[DMS_INSERT_46, DMS_PK_CHANGE]).await
-    );
+    sends_what_dms_sends(&world, &deps, ev, &[DMS_INSERT_46, DMS_PK_CHANGE]).await;
 
     // A delete whose before image holds only the key, then the tombstone after it.
     let ev = kafka(&[
@@ -121,13 +128,7 @@ async fn debezium_changes_send_reltio_what_the_same_dms_records_send() {
             ..record(DBZ_TOPIC, 0, 15, b"")
         },
     ]);
-    let before = world.posts().await.len();
-    let response = handle_kafka(&deps, ev, soon()).await;
-    assert!(failures(&response).is_empty());
-    assert_eq!(
-        world.posts().await[before..],
-        dms_posts(&[DMS_DELETE_46]).await[..]
-    );
+    sends_what_dms_sends(&world, &deps, ev, &[DMS_DELETE_46]).await;
 }
 
 #[tokio::test]
@@ -140,28 +141,10 @@ async fn goldengate_operations_send_reltio_what_the_same_dms_records_send() {
         // A compressed update that changes the key: `after` holds only the new key, `before` the whole row.
         record(GG_TOPIC, 0, 2, GG_PK_CHANGE),
     ]);
+    sends_what_dms_sends(&world, &deps, ev, &[DMS_INSERT_46, DMS_PK_CHANGE]).await;
 
-    let response = handle_kafka(&deps, ev, soon()).await;
-
-    assert!(failures(&response).is_empty());
-    assert!(world.dlq().await.is_empty());
-    assert_eq!(
-        world.posts().await,
-        dms_posts(&[DMS_INSERT_46, DMS_PK_CHANGE]).await
-    );
-
-    let before = world.posts().await.len();
-    let response = handle_kafka(
-        &deps,
-        kafka(&[record(GG_TOPIC, 0, 3, GG_DELETE_46)]),
-        soon(),
-    )
-    .await;
-    assert!(failures(&response).is_empty());
-    assert_eq!(
-        world.posts().await[before..],
-        dms_posts(&[DMS_DELETE_46]).await[..]
-    );
+    let ev = kafka(&[record(GG_TOPIC, 0, 3, GG_DELETE_46)]);
+    sends_what_dms_sends(&world, &deps, ev, &[DMS_DELETE_46]).await;
 }
 
 #[tokio::test]

@@ -20,17 +20,7 @@ async fn the_binary_answers_a_kinesis_invocation_with_a_partial_batch_response()
         .await;
     let dlq = moto.create_queue("cdc-dlq").await;
     let reltio = reltio_issuing("t").await;
-    Mock::given(method("POST"))
-        .and(path("/reltio/api/T1/entities"))
-        .respond_with(|r: &Request| {
-            let n = serde_json::from_slice::<Vec<Value>>(&r.body).unwrap().len();
-            let items: Vec<Value> = (0..n)
-                .map(|i| json!({"index": i, "status": "OK"}))
-                .collect();
-            ResponseTemplate::new(200).set_body_json(items)
-        })
-        .mount(&reltio)
-        .await;
+    entities_ok(&reltio).await;
 
     let event = kinesis_event(&[
         (
@@ -39,18 +29,10 @@ async fn the_binary_answers_a_kinesis_invocation_with_a_partial_batch_response()
         ),
         ("k", b"not json"),
     ]);
-    let mapping = workspace_root().join("functions/cdc-ingest/mapping.example.toml");
     let answer = invoke_once(
         BINARY,
         "cdc-ingest",
-        &[
-            ("AWS_ENDPOINT_URL", moto.endpoint.clone()),
-            ("RELTIO_API_URL", format!("{}/reltio/api/T1", reltio.uri())),
-            ("RELTIO_AUTH_URL", format!("{}/oauth/token", reltio.uri())),
-            ("RELTIO_SECRET_ID", secret),
-            ("CDC_MAPPING_FILE", mapping.display().to_string()),
-            ("CDC_DLQ_URL", dlq.clone()),
-        ],
+        &contract_env(&moto, &reltio, secret, &dlq),
         &event,
     )
     .await
@@ -128,20 +110,17 @@ async fn debug_logs_carry_no_secret_and_no_personal_value() {
         record.contains(PERSON_SENTINEL),
         "the fixture carries a first name"
     );
-    let mapping = workspace_root().join("functions/cdc-ingest/mapping.example.toml");
     let run = invoke_once(
         BINARY,
         "cdc-ingest",
         &[
-            ("RUST_LOG", "debug".into()),
-            ("AWS_LAMBDA_LOG_LEVEL", "DEBUG".into()),
-            ("AWS_ENDPOINT_URL", moto.endpoint.clone()),
-            ("RELTIO_API_URL", format!("{}/reltio/api/T1", reltio.uri())),
-            ("RELTIO_AUTH_URL", format!("{}/oauth/token", reltio.uri())),
-            ("RELTIO_SECRET_ID", secret),
-            ("CDC_MAPPING_FILE", mapping.display().to_string()),
-            ("CDC_DLQ_URL", dlq.clone()),
-        ],
+            contract_env(&moto, &reltio, secret, &dlq),
+            vec![
+                ("RUST_LOG", "debug".into()),
+                ("AWS_LAMBDA_LOG_LEVEL", "DEBUG".into()),
+            ],
+        ]
+        .concat(),
         &kinesis_event(&[("k", record.as_bytes())]),
     )
     .await;
@@ -156,6 +135,39 @@ async fn debug_logs_carry_no_secret_and_no_personal_value() {
         &run.logs,
         &[SECRET_SENTINEL, TOKEN_SENTINEL, PERSON_SENTINEL],
     );
+}
+
+/// docs/contract.md's variables, pointed at moto (Secrets Manager, the DLQ) and the Reltio stand-in.
+fn contract_env(
+    moto: &MotoServer,
+    reltio: &MockServer,
+    secret: String,
+    dlq: &str,
+) -> Vec<(&'static str, String)> {
+    let mapping = workspace_root().join("functions/cdc-ingest/mapping.example.toml");
+    vec![
+        ("AWS_ENDPOINT_URL", moto.endpoint.clone()),
+        ("RELTIO_API_URL", format!("{}/reltio/api/T1", reltio.uri())),
+        ("RELTIO_AUTH_URL", format!("{}/oauth/token", reltio.uri())),
+        ("RELTIO_SECRET_ID", secret),
+        ("CDC_MAPPING_FILE", mapping.display().to_string()),
+        ("CDC_DLQ_URL", dlq.to_owned()),
+    ]
+}
+
+/// Reltio answers every `POST /entities` with one OK item per entity.
+async fn entities_ok(reltio: &MockServer) {
+    Mock::given(method("POST"))
+        .and(path("/reltio/api/T1/entities"))
+        .respond_with(|r: &Request| {
+            let n = serde_json::from_slice::<Vec<Value>>(&r.body).unwrap().len();
+            let items: Vec<Value> = (0..n)
+                .map(|i| json!({"index": i, "status": "OK"}))
+                .collect();
+            ResponseTemplate::new(200).set_body_json(items)
+        })
+        .mount(reltio)
+        .await;
 }
 
 /// A Reltio stand-in whose token endpoint issues `token`; each test mounts its own entities answer.
@@ -188,48 +200,32 @@ async fn the_binary_answers_a_kafka_invocation_with_a_per_partition_partial_batc
         .with_priority(1)
         .mount(&reltio)
         .await;
-    Mock::given(method("POST"))
-        .and(path("/reltio/api/T1/entities"))
-        .respond_with(|r: &Request| {
-            let n = serde_json::from_slice::<Vec<Value>>(&r.body).unwrap().len();
-            let items: Vec<Value> = (0..n)
-                .map(|i| json!({"index": i, "status": "OK"}))
-                .collect();
-            ResponseTemplate::new(200).set_body_json(items)
-        })
-        .mount(&reltio)
-        .await;
+    entities_ok(&reltio).await;
     let debezium = include_bytes!("../../../tests/fixtures/debezium/insert.json");
     let goldengate_7 = String::from_utf8_lossy(include_bytes!(
         "../../../tests/fixtures/goldengate/insert.json"
     ))
     .replace("\"id\": 46", "\"id\": 7");
-    let record = |topic, partition, offset, value: &'static [u8]| KafkaTestRecord {
+    let record = |topic, partition, offset, value| KafkaTestRecord {
         topic,
         partition,
         offset,
         value: Some(value),
         ..Default::default()
     };
-    let goldengate_7: &'static [u8] = goldengate_7.into_bytes().leak();
     let event = kafka_event(&[
         record("dbserver1.public.customer", 0, 100, debezium),
         record("dbserver1.public.customer", 0, 101, b"not json"),
-        record("ogg.public.customer", 1, 7, goldengate_7),
+        record("ogg.public.customer", 1, 7, goldengate_7.as_bytes()),
     ]);
-    let mapping = workspace_root().join("functions/cdc-ingest/mapping.example.toml");
     let answer = invoke_once(
         BINARY,
         "cdc-ingest",
         &[
-            ("AWS_ENDPOINT_URL", moto.endpoint.clone()),
-            ("RELTIO_API_URL", format!("{}/reltio/api/T1", reltio.uri())),
-            ("RELTIO_AUTH_URL", format!("{}/oauth/token", reltio.uri())),
-            ("RELTIO_SECRET_ID", secret),
-            ("CDC_MAPPING_FILE", mapping.display().to_string()),
-            ("CDC_DLQ_URL", dlq.clone()),
-            ("RELTIO_BATCH_SIZE", "1".into()),
-        ],
+            contract_env(&moto, &reltio, secret, &dlq),
+            vec![("RELTIO_BATCH_SIZE", "1".into())],
+        ]
+        .concat(),
         &event,
     )
     .await
