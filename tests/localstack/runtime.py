@@ -30,6 +30,8 @@ class InvocationError(Exception):
 class _Invocation:
     def __init__(self, event, deadline_ms):
         self.id = str(uuid.uuid4())
+        # X-Ray's format: Root=1-<epoch seconds, hex>-<96 random bits>;Parent=<segment>;Sampled=1
+        self.trace_id = f"Root=1-{int(time.time()):08x}-{uuid.uuid4().hex[:24]};Parent={uuid.uuid4().hex[:16]};Sampled=1"
         self.event = event
         self.deadline_ms = deadline_ms
         self.done = threading.Event()
@@ -54,7 +56,7 @@ class _Handler(QuietHandler):
                 "Lambda-Runtime-Aws-Request-Id": inv.id,
                 "Lambda-Runtime-Deadline-Ms": str(inv.deadline_ms),
                 "Lambda-Runtime-Invoked-Function-Arn": f"arn:aws:lambda:us-east-1:123456789012:function:{host.name}",
-                "Lambda-Runtime-Trace-Id": f"Root=1-{inv.id[:8]}",
+                "Lambda-Runtime-Trace-Id": inv.trace_id,
             },
         )
 

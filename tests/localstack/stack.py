@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import trace
 from . import workload as wlmod
 from .aws import Moto, Resources, endpoints_env
 from .faults import Faults
@@ -162,7 +163,9 @@ class Stack:
         reltio_secret = res.secret("reltio", {"client_id": self.reltio.client[0], "client_secret": self.reltio.client[1]})
         webhook_secret = res.secret("webhook", {"secrets": [WEBHOOK_SECRET, "previous-secret"]})
         sf_client = {"client_id": self.sf.client[0], "client_secret": self.sf.client[1]}
-        common = {**endpoints_env(res), "RUST_LOG": "info", "METRICS_NAMESPACE": "MdmSync/local",
+        # JSON logs, as Lambda's advanced logging controls give them: the report follows a change through them.
+        common = {**endpoints_env(res), "RUST_LOG": "info", "AWS_LAMBDA_LOG_FORMAT": "JSON",
+                  "METRICS_NAMESPACE": "MdmSync/local",
                   "RELTIO_SECRET_ID": reltio_secret}
 
         # Each execution environment talks to the simulators on listeners of its own, so that a kill waits for
@@ -355,7 +358,15 @@ class Stack:
         rep.figures["wall_seconds"] = round(time.time() - t0, 1)
         rep.figures["records_put"] = put
         self.check(wl, rep)
+        if self.enqueuer() and "crm-updater" in self.hosts:
+            # Complete: the functions are idle once settled, and Rust flushes stdout at every line.
+            rep.figures["trace"] = trace.follow(self.log_dir, self.enqueuer())
+            rep.figures["trace_enqueuer"] = self.enqueuer()
         return rep
+
+    def enqueuer(self) -> str | None:
+        """The function that puts Reltio's events on the event queue (none on the native SQS path)."""
+        return {"webhook": "webhook-receiver", "kafka": "stream-consumer"}.get(self.s.path)
 
     # ------------------------------------------------------------------ invariants and figures
     def check(self, wl, rep: Report):
@@ -717,6 +728,8 @@ def format_report(rep: Report) -> str:
         lines.append(f"  kafka stream                 {k['records_produced']} records ({k['duplicates_produced']} duplicates),"
                      f" consumer lag max {k['max_consumer_lag']} / final {k['final_consumer_lag']},"
                      f" stream DLQ {f.get('dlq_depth_stream', 0)}")
+    if "trace" in f:
+        lines += trace.format_path(f["trace"], f["trace_enqueuer"])
     lines.append("  latency ms (p50 / p95 / p99)")
     for hop, p in f.get("latency_ms", {}).items():
         lines.append(f"    {hop:<24} {p[50]} / {p[95]} / {p[99]}")

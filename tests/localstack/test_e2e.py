@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,23 @@ def test_a_clean_workload_keeps_every_invariant_and_leaves_every_dlq_empty(tmp_p
     assert rep.figures["events_enqueued"] == rep.figures["events_emitted"]
     if "crm-updater" in FUNCTIONS:
         assert rep.figures["contacts_matching_golden"] >= 20
+        _assert_changes_are_followed_by_their_ids(rep, every=True)
+
+
+def _assert_changes_are_followed_by_their_ids(rep, every: bool):
+    """The functions' hand-over logs join: crm-updater's applied event names the trace and event id of the
+    invocation that enqueued it, whose entity URI cdc-ingest logged with the source change. `every`: all applied
+    events join (not so when an enqueuer is killed between its send and its log line)."""
+    t = rep.figures["trace"]
+    assert t["applied"] > 0
+    if every:
+        assert t["joined"] == t["applied"], t["unjoined"][:5]
+    else:
+        assert t["joined"] > 0, t["unjoined"][:5]
+    path = t["path"]
+    assert re.fullmatch(r"\w+\.\w+/\S+@\S+", path["cdc-ingest"]["correlation_id"]), path  # table/key@time
+    assert path["crm-updater"]["contact"], path
+    assert path["crm-updater"]["upstream_trace"].startswith("Root=1-"), path
 
 
 def test_under_faults_duplicates_reordering_and_a_killed_function_nothing_is_lost(tmp_path):
@@ -62,6 +80,8 @@ def test_under_faults_duplicates_reordering_and_a_killed_function_nothing_is_los
     # Only the deliberate bad inputs reached a DLQ (the counts are asserted inside the report's invariants).
     assert rep.figures["dlq_depth"]["events-dlq"] == 0
     assert rep.figures["dlq_depth"]["cdc-stream-failures"] == 0
+    if "crm-updater" in FUNCTIONS:
+        _assert_changes_are_followed_by_their_ids(rep, every=False)
 
 
 def test_bad_inputs_end_where_the_contract_says_and_nothing_else_is_lost(tmp_path):
@@ -101,6 +121,7 @@ def test_reltios_kafka_stream_path_keeps_every_invariant_under_faults_duplicates
     assert k["duplicates_produced"] > 0 and k["final_consumer_lag"] == 0 and k["max_consumer_lag"] > 0, k
     assert rep.figures["dlq_depth_stream"] >= 1
     assert rep.figures["invocations"]["stream-consumer"]["killed"] == 1
+    _assert_changes_are_followed_by_their_ids(rep, every=False)
 
 
 def test_a_record_that_keeps_failing_goes_to_the_on_failure_queue_after_bounded_retries(tmp_path):

@@ -317,6 +317,7 @@ async fn process(deps: &Deps, source: Source<'_>, deadline: Instant) -> Settleme
         .iter()
         .map(|o| o.clone().unwrap_or(Outcome::Done))
         .collect();
+    let entity_uris = report.entity_uris;
     for (i, outcome) in report.outcomes {
         outcomes[i] = match outcome {
             WriteOutcome::Written => Outcome::Done,
@@ -374,6 +375,13 @@ async fn process(deps: &Deps, source: Source<'_>, deadline: Instant) -> Settleme
         match outcome {
             Outcome::Done => {
                 written += 1;
+                // The hand-over: the source's change and the Reltio entity it became (absent for a crosswalk
+                // deletion), which the webhook receiver and crm-updater log under the same URI.
+                tracing::info!(
+                    correlation_id = %correlation(i),
+                    entity = entity_uris.get(&i).map(String::as_str),
+                    "written to Reltio"
+                );
                 if let Some(t) = infos[i].source_time {
                     let ms = (chrono::Utc::now() - t).num_milliseconds().max(0);
                     metrics.time_ms("EndToEndLatency", ms as f64);

@@ -248,6 +248,11 @@ pub fn delivery(m: &SqsMessage) -> Delivery {
     }
 }
 
+/// The trace of the invocation that sent the message (SQS's `AWSTraceHeader` system attribute).
+fn trace_header(m: &SqsMessage) -> Option<&str> {
+    m.attributes.get("AWSTraceHeader").map(String::as_str)
+}
+
 /// SQS's `ApproximateReceiveCount` (1 when missing or unreadable).
 fn receive_count(m: &SqsMessage) -> u32 {
     m.attributes
@@ -306,7 +311,7 @@ pub async fn handle(deps: &Deps, event: SqsEvent, deadline: Instant) -> Handled 
         if !settlement.is_settled(i) {
             metrics.count("EventsRetried", 1);
             if let Outcome::Transient(reason) = outcome {
-                tracing::warn!(entity = ?item.uri(), event_id = %item.event_id, %reason, "will be retried");
+                tracing::warn!(entity = item.uri(), event_id = %item.event_id, %reason, "will be retried");
             }
             continue;
         }
@@ -317,7 +322,22 @@ pub async fn handle(deps: &Deps, event: SqsEvent, deadline: Instant) -> Handled 
                     let ms = chrono::Utc::now().timestamp_millis() - t;
                     metrics.time_ms("EndToEndLatency", ms.max(0) as f64);
                 }
-                tracing::info!(entity = ?item.uri(), event_id = %item.event_id, "applied");
+                // The hand-over: the entity and version (the upstream hops' id), the Contact written, and the
+                // trace of the invocation that enqueued the event (its message's AWSTraceHeader).
+                let resolved = item
+                    .entity_uri
+                    .as_deref()
+                    .filter(|u| item.event_uri.as_deref() != Some(*u));
+                tracing::info!(
+                    entity = item.event_uri.as_deref().or(item.entity_uri.as_deref()),
+                    resolved_entity = resolved,
+                    object_version = item.order.version,
+                    contact = item.plan.as_ref().map(|p| p.survivor.as_str()),
+                    merged_contacts = item.plan.as_ref().map(|p| p.archived.len()).filter(|n| *n > 0),
+                    event_id = %item.event_id,
+                    upstream_trace = trace_header(&messages[i]),
+                    "applied"
+                );
             }
             Outcome::Skipped(reason) => metrics.count(&skip_metric(reason), 1),
             Outcome::Permanent(_) | Outcome::Transient(_) => {}
@@ -375,7 +395,7 @@ async fn back_off(
                     "the message has no receipt handle"
                 };
                 let item = &items[d.index];
-                tracing::warn!(entity = ?item.uri(), event_id = %item.event_id, reason, "retry backoff not set");
+                tracing::warn!(entity = item.uri(), event_id = %item.event_id, reason, "retry backoff not set");
             }
         }
     }
@@ -385,7 +405,7 @@ async fn back_off(
         for f in &failures {
             if let Some(item) = indexes.get(f.index).map(|&i| &items[i]) {
                 tracing::warn!(
-                    entity = ?item.uri(),
+                    entity = item.uri(),
                     event_id = %item.event_id,
                     reason = %f.reason,
                     "retry backoff not set: the message waits the queue's visibility timeout"
@@ -412,7 +432,7 @@ fn skip_metric(reason: &str) -> String {
 
 /// The DLQ message: why, how often it was received, and the original event (JSON, or the raw body).
 fn dlq_message(item: &Item, reason: &str, fifo: bool) -> OutgoingMessage {
-    tracing::warn!(entity = ?item.uri(), event_id = %item.event_id, %reason, "dead-lettering");
+    tracing::warn!(entity = item.uri(), event_id = %item.event_id, %reason, "dead-lettering");
     let event = serde_json::from_str::<Value>(&item.body)
         .unwrap_or_else(|_| Value::String(item.body.clone()));
     let body = json!({

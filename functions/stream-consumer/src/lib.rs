@@ -101,6 +101,8 @@ pub async fn handle(deps: &Deps, event: KafkaEvent, deadline: Instant) -> KafkaE
     let mut outcomes = Vec::with_capacity(records.len());
     let mut messages: Vec<OutgoingMessage> = Vec::new();
     let mut owners: Vec<usize> = Vec::new();
+    // Per message: the event's id, entity URI and objectVersion, logged once the message is handed on.
+    let mut handed: Vec<(String, Option<String>, Option<String>)> = Vec::new();
     let mut tally = Tally::default();
     for (i, record) in records.iter().enumerate() {
         let value = match &record.value {
@@ -124,10 +126,10 @@ pub async fn handle(deps: &Deps, event: KafkaEvent, deadline: Instant) -> KafkaE
                         Outcome::Skipped("empty")
                     }
                 });
-                for (e, m) in plan.accepted.iter().zip(batch) {
-                    tracing::debug!(record = %position(record), event_id = %e.id, entity = e.entity_uri.as_deref().unwrap_or("-"), "to enqueue");
+                for (e, m) in plan.accepted.into_iter().zip(batch) {
                     owners.push(i);
                     messages.push(m);
+                    handed.push((e.id, e.entity_uri, e.object_version));
                 }
             }
             Err(e) => outcomes.push(Outcome::Permanent(e.to_string())),
@@ -167,6 +169,15 @@ pub async fn handle(deps: &Deps, event: KafkaEvent, deadline: Instant) -> KafkaE
     for (m, &i) in owners.iter().enumerate() {
         if settlement.is_settled(i) && !failed_messages.contains(&m) {
             tally.enqueued += 1;
+            // The hand-over: the stream's position and the entity, which crm-updater logs under the same URI.
+            let (event_id, entity, version) = &handed[m];
+            tracing::info!(
+                record = %position(&records[i]),
+                event_id = %event_id,
+                entity = entity.as_deref(),
+                object_version = version.as_deref(),
+                "enqueued"
+            );
         }
     }
     for (i, record) in records.iter().enumerate() {

@@ -405,7 +405,17 @@ pub async fn respond(deps: &Deps, req: &Request, metrics: &mut Metrics) -> Respo
     }
     metrics.count("EventsAccepted", accepted.len() as u64);
     for e in &accepted {
-        tracing::info!(request_id, event_id = %e.id, hint, event_type = %e.event_type, "enqueued");
+        // The hand-over: the entity (the CDC hop's id) and this invocation's trace, which the queue message carries
+        // to crm-updater as its AWSTraceHeader.
+        tracing::info!(
+            request_id,
+            event_id = %e.id,
+            hint,
+            event_type = %e.event_type,
+            entity = e.entity_uri.as_deref(),
+            object_version = e.object_version.as_deref(),
+            "enqueued"
+        );
     }
     if let Some(cache) = deps.replay.as_ref().filter(|_| !accepted.is_empty()) {
         let ids: Vec<&str> = accepted.iter().map(|e| e.id.as_str()).collect();

@@ -67,6 +67,8 @@ pub struct ApplyReport {
     pub requests: usize,
     /// Latency of each request, in milliseconds.
     pub latencies_ms: Vec<f64>,
+    /// Per record position: the URI Reltio answered for the entity it wrote, the CDC hop's hand-over id.
+    pub entity_uris: BTreeMap<usize, String>,
 }
 
 impl ApplyReport {
@@ -144,7 +146,12 @@ pub async fn apply(
         for (done, requests, latencies) in results {
             report.requests += requests;
             report.latencies_ms.extend(latencies);
-            for (scheduled, outcome) in done {
+            for (scheduled, outcome, uri) in done {
+                if let Some(uri) = uri {
+                    for &r in &scheduled.records {
+                        report.entity_uris.insert(r, uri.clone());
+                    }
+                }
                 if matches!(outcome, WriteOutcome::Transient(_)) {
                     blocked.insert(scheduled.write.key.clone());
                     failed_records.extend(scheduled.records.iter().copied());
@@ -156,13 +163,18 @@ pub async fn apply(
     report
 }
 
-type TaskResult = (Vec<(ScheduledWrite, WriteOutcome)>, usize, Vec<f64>);
+/// The writes of one task with their outcome and, when Reltio named it, the entity's URI.
+type TaskResult = (
+    Vec<(ScheduledWrite, WriteOutcome, Option<String>)>,
+    usize,
+    Vec<f64>,
+);
 
 async fn run_task(writer: &dyn EntityWriter, task: Task, deadline: Deadline) -> TaskResult {
     match task {
         Task::Delete(scheduled) => {
             if remaining(deadline).is_zero() {
-                return (vec![(scheduled, out_of_time())], 0, vec![]);
+                return (vec![(scheduled, out_of_time(), None)], 0, vec![]);
             }
             let started = std::time::Instant::now();
             let result = writer
@@ -173,7 +185,7 @@ async fn run_task(writer: &dyn EntityWriter, task: Task, deadline: Deadline) -> 
                 Ok(()) => WriteOutcome::Written,
                 Err(e) => from_error(&e),
             };
-            (vec![(scheduled, outcome)], 1, vec![latency])
+            (vec![(scheduled, outcome, None)], 1, vec![latency])
         }
         Task::Post { partial, writes } => post(writer, partial, writes, deadline).await,
     }
@@ -214,8 +226,12 @@ async fn post(
     let out = results
         .into_iter()
         .map(|(w, item)| {
+            let mut uri = None;
             let outcome = match item {
-                Ok(ItemOutcome::Written { .. }) => WriteOutcome::Written,
+                Ok(ItemOutcome::Written { uri: u }) => {
+                    uri = u;
+                    WriteOutcome::Written
+                }
                 Ok(ItemOutcome::Failed {
                     message,
                     transient: true,
@@ -226,7 +242,7 @@ async fn post(
                 }) => WriteOutcome::Permanent(format!("Reltio rejected the entity: {message}")),
                 Err(e) => from_error(&e),
             };
-            (w, outcome)
+            (w, outcome, uri)
         })
         .collect();
     // A request not sent for lack of time is not counted.
@@ -286,7 +302,9 @@ mod tests {
                 }
                 Ok(keys
                     .iter()
-                    .map(|_| ItemOutcome::Written { uri: None })
+                    .map(|k| ItemOutcome::Written {
+                        uri: Some(format!("entities/{k}")),
+                    })
                     .collect())
             })
         }
@@ -389,6 +407,28 @@ mod tests {
             .filter(|c| c.contains(&"down".to_string()))
             .count();
         assert_eq!(sent_down, 1);
+    }
+
+    #[test]
+    fn every_written_record_is_told_the_uri_reltio_gave_its_entity() {
+        let fake = FakeReltio::default();
+        // Record 2 is coalesced into record 0's write; "bad" is bisected out and written by nobody.
+        let writes = ["a", "b", "a", "bad"]
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (i, upsert(k)))
+            .collect();
+        let report = block_on(apply(&fake, schedule(writes), settings(10), soon()));
+        let uris: Vec<(usize, &str)> = report
+            .entity_uris
+            .iter()
+            .map(|(i, u)| (*i, u.as_str()))
+            .collect();
+        assert_eq!(
+            uris,
+            vec![(0, "entities/a"), (1, "entities/b"), (2, "entities/a")]
+        );
+        assert!(matches!(report.outcomes[&3], WriteOutcome::Permanent(_)));
     }
 
     #[test]

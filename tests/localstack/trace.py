@@ -1,0 +1,77 @@
+"""Follows changes across the functions' logs by the ids each hop logs at its hand-over (JSON log lines):
+
+- cdc-ingest, `written to Reltio`: the source change (`correlation_id`, table/key@commit time) and the entity URI
+  Reltio answered;
+- webhook-receiver or stream-consumer, `enqueued`: the entity URI, `objectVersion`, the event id, and the
+  invocation's X-Ray trace id (the span's `xrayTraceId`), which the queue message carries as `AWSTraceHeader`;
+- crm-updater, `applied`: the entity URI, the event id, that trace (`upstream_trace`) and the Contact written.
+
+The entity URI joins the CDC hop to the event; the event id and the trace join the event to the Salesforce write.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+
+def _lines(path: str, message: str):
+    """The fields (and the invocation's span) of every JSON log line with `message` in one function's log."""
+    if not os.path.exists(path):
+        return
+    with open(path, errors="replace") as f:
+        for line in f:
+            if not line.startswith("{"):
+                continue
+            try:
+                d = json.loads(line)
+            except ValueError:
+                continue
+            fields = d.get("fields", {})
+            if fields.get("message") == message:
+                yield fields, d.get("span", {})
+
+
+def follow(log_dir: str, enqueuer: str = "webhook-receiver") -> dict:
+    """Joins the hops. Returns `applied` (crm-updater's applied events), `joined` (those whose upstream trace and
+    event id match an enqueued line of the same entity, and whose entity was written by cdc-ingest), the events
+    whose join failed, and one complete path (the first entity in URI order that has one)."""
+    written: dict[str, list[dict]] = {}
+    for f, span in _lines(os.path.join(log_dir, "cdc-ingest.log"), "written to Reltio"):
+        if f.get("entity"):
+            written.setdefault(f["entity"], []).append({"correlation_id": f.get("correlation_id"),
+                                                         "trace": span.get("xrayTraceId")})
+    enqueued: dict[tuple[str, str], dict] = {}  # (event id, trace) -> line
+    for f, span in _lines(os.path.join(log_dir, f"{enqueuer}.log"), "enqueued"):
+        enqueued[(f.get("event_id"), span.get("xrayTraceId"))] = {
+            "entity": f.get("entity"), "object_version": f.get("object_version"), "event_id": f.get("event_id"),
+            "trace": span.get("xrayTraceId"), "record": f.get("record")}
+    applied = list(_lines(os.path.join(log_dir, "crm-updater.log"), "applied"))
+    joined, unjoined, paths = 0, [], {}
+    for f, _span in applied:
+        e = enqueued.get((f.get("event_id"), f.get("upstream_trace")))
+        if e is None or e["entity"] != f.get("entity") or f.get("entity") not in written:
+            unjoined.append({k: f.get(k) for k in ("entity", "event_id", "upstream_trace")})
+            continue
+        joined += 1
+        paths.setdefault(f["entity"], {"cdc-ingest": written[f["entity"]][-1], enqueuer: e,
+                                       "crm-updater": {"contact": f.get("contact"), "event_id": f.get("event_id"),
+                                                       "object_version": f.get("object_version"),
+                                                       "upstream_trace": f.get("upstream_trace")}})
+    one = paths[min(paths)] if paths else None
+    return {"applied": len(applied), "joined": joined, "unjoined": unjoined, "path": one,
+            "entity": min(paths) if paths else None}
+
+
+def format_path(t: dict, enqueuer: str) -> list[str]:
+    """The report's lines for one change's path."""
+    p = t.get("path")
+    if not p:
+        return ["  one change's path            none complete in the logs"]
+    c, e, s = p["cdc-ingest"], p[enqueuer], p["crm-updater"]
+    where = f" (record {e['record']})" if e.get("record") else ""
+    return [f"  one change's path            {t['entity']}",
+            f"    cdc-ingest                 {c['correlation_id']} -> {t['entity']}",
+            f"    {enqueuer:<26} event {e['event_id']} v{e['object_version']}{where}, trace {e['trace']}",
+            f"    crm-updater                event {s['event_id']} v{s['object_version']} -> Contact {s['contact']},"
+            f" upstream trace {s['upstream_trace']}",
+            f"  applied events followed      {t['joined']} of {t['applied']} back to their source change"]
