@@ -7,7 +7,8 @@ use crate::cdc::transform::plan_record;
 use crate::crm::plan::{decode, plan_entity, Delivery};
 use crate::crm::CrmMapping;
 use crate::dms::{DmsRecord, Row};
-use crate::webhook::events::{parse_body, parse_both_ways, sqs_attribute_ok};
+use crate::reltio::event::ReltioEvent;
+use crate::webhook::events::{check_readable, parse_body, parse_both_ways, sqs_attribute_ok};
 use crate::webhook::signature::{sign_reltio, sign_standard, verify, RequestHeaders};
 use crate::webhook::{VerifyOptions, WebhookSecrets};
 
@@ -168,9 +169,15 @@ pub fn accepted_is_sendable(mapping: &CrmMapping, data: &[u8]) {
     }
 }
 
-/// The crm-updater's decoding and planning of any message body, with any snapshot, never panics.
+/// The crm-updater's decoding and planning of any message body, with any snapshot, never panics; and the
+/// receiver's readability check accepts exactly the bodies the crm-updater parses as events.
 pub fn crm_event(mapping: &CrmMapping, data: &[u8]) {
     let body = String::from_utf8_lossy(data).into_owned();
+    assert_eq!(
+        check_readable(&body).is_ok(),
+        serde_json::from_str::<ReltioEvent>(&body).is_ok(),
+        "the receiver's check and the crm-updater's parse disagree"
+    );
     let mut item = decode(
         mapping,
         Delivery {

@@ -15,7 +15,7 @@ use crate::ordering::{EntityRecord, Fence, Order};
 use crate::port::PortError;
 use crate::reltio::event::{EventCategory, ReltioEvent};
 use crate::settle::Outcome;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
@@ -127,7 +127,7 @@ pub fn decode(mapping: &CrmMapping, delivery: Delivery) -> Item {
         merge: None,
         body,
     };
-    let event: ReltioEvent = match serde_json::from_str(&item.body) {
+    let mut event: ReltioEvent = match serde_json::from_str(&item.body) {
         Ok(e) => e,
         Err(e) => {
             item.outcome = Some(Outcome::Permanent(format!("not a Reltio event: {e}")));
@@ -169,19 +169,20 @@ pub fn decode(mapping: &CrmMapping, delivery: Delivery) -> Item {
         .as_ref()
         .is_some_and(|o| o.uri.is_some() && o.attributes.is_some() && o.crosswalks.is_some());
     let is_merge = EventCategory::of(&event.event_type) == Some(EventCategory::Merge);
-    match event.object.as_ref() {
-        Some(o) if complete && !event.exceeded_queue_size_limit && !is_merge => {
+    if complete && !event.exceeded_queue_size_limit && !is_merge {
+        // Moved, not copied: the snapshot is most of the event, and nothing reads it from the event again.
+        if let Some(o) = event.object.take() {
             item.order.snapshot_time = o.updated_time;
-            item.entity = Some(json!({
-                "uri": o.uri,
-                "type": o.entity_type,
-                "attributes": o.attributes,
-                "crosswalks": o.crosswalks,
-            }));
+            let text = |s: Option<String>| s.map_or(Value::Null, Value::String);
+            let mut entity = Map::with_capacity(4);
+            entity.insert("uri".into(), text(o.uri));
+            entity.insert("type".into(), text(o.entity_type));
+            entity.insert("attributes".into(), o.attributes.unwrap_or_default());
+            entity.insert("crosswalks".into(), o.crosswalks.unwrap_or_default());
+            item.entity = Some(Value::Object(entity));
         }
-        // The entity is fetched: its snapshot is ordered by the fetched entity's own updatedTime.
-        _ => {}
     }
+    // Otherwise the entity is fetched: its snapshot is ordered by the fetched entity's own updatedTime.
     item.order.version = explicit_version;
     item.event = Some(event);
     item
@@ -621,6 +622,7 @@ impl<'r> Failures<'r> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn event(value: Value) -> ReltioEvent {
         serde_json::from_value(value).unwrap()

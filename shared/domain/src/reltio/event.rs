@@ -125,13 +125,16 @@ pub fn short_type(type_uri: &str) -> &str {
 }
 
 /// The envelope of one Reltio event. Unknown fields are ignored; the consumer keeps the raw JSON too.
+///
+/// `A` holds the snapshot's `attributes` and `crosswalks`: a `Value` for the consumers that read them, or a type
+/// that only checks them (the webhook receiver's readability check), so both accept exactly the same events.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ReltioEvent {
+pub struct ReltioEvent<A = Value> {
     #[serde(rename = "type")]
     pub event_type: String,
     #[serde(default)]
-    pub object: Option<EventObject>,
+    pub object: Option<EventObject<A>>,
     /// Merge events: the URIs involved (which one is the winner is unverified: fetch to decide).
     #[serde(default)]
     pub uris: Vec<String>,
@@ -152,7 +155,7 @@ pub struct ReltioEvent {
 /// The entity snapshot a CRUD event carries.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct EventObject {
+pub struct EventObject<A = Value> {
     #[serde(default)]
     pub uri: Option<String>,
     #[serde(rename = "type", default)]
@@ -160,12 +163,12 @@ pub struct EventObject {
     #[serde(default)]
     pub updated_time: Option<i64>,
     #[serde(default)]
-    pub attributes: Option<Value>,
+    pub attributes: Option<A>,
     #[serde(default)]
-    pub crosswalks: Option<Value>,
+    pub crosswalks: Option<A>,
 }
 
-impl ReltioEvent {
+impl<A> ReltioEvent<A> {
     /// The entity the event is about: the object's URI, else the top-level `uri`, else the first merge URI.
     pub fn entity_uri(&self) -> Option<&str> {
         self.object

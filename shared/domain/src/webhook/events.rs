@@ -6,7 +6,7 @@
 
 use crate::queue::OutgoingMessage;
 use crate::reltio::event::{EntityTypeFilter, EventTypeFilter, ReltioEvent};
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::fmt;
@@ -56,23 +56,17 @@ pub struct WebhookEvent {
 /// characters or holding characters SQS refuses in ids is replaced by its hex SHA-256.
 pub fn parse_body(body: &[u8], delivery_id: Option<&str>) -> Result<Vec<WebhookEvent>, BodyError> {
     let (full, text) = body_text(body)?;
-    let events = match parse_single(full, text, delivery_id) {
+    match parse_single(full, text, delivery_id) {
         Some(parsed) => parsed,
         None => parse_tree(full, text, delivery_id),
-    }?;
-    // Accepted means readable downstream: each event must be what the crm-updater parses (found by fuzzing: a
-    // repeated key such as two "tenantId" is JSON every tree parser takes, but not a Reltio event).
-    for event in &events {
-        if let Err(e) = serde_json::from_str::<ReltioEvent>(&event.body) {
-            return Err(BodyError::NotAnEvent(format!(
-                "{:?} error at line {} column {}",
-                e.classify(),
-                e.line(),
-                e.column()
-            )));
-        }
     }
-    Ok(events)
+}
+
+/// Whether a consumer parses `event` as a [`ReltioEvent`]: the same parse, with the snapshot's attributes and
+/// crosswalks checked as a `Value` checks them but not built.
+#[doc(hidden)]
+pub fn check_readable(event: &str) -> serde_json::Result<()> {
+    serde_json::from_str::<ReltioEvent<Checked>>(event).map(drop)
 }
 
 /// The body as text (`full`, without a byte-order mark) and its JSON (`text`, without JSON's own whitespace
@@ -100,9 +94,10 @@ pub fn parse_both_ways(body: &[u8], delivery_id: Option<&str>) -> Option<(Parsed
     Some((fast, parse_tree(full, text, delivery_id)))
 }
 
-/// The fast path, in one pass without building a `Value`: a single event object whose id is the delivery id.
-/// `None` at any doubt (not an object, no delivery id, a parse or type error, a type name to refuse):
-/// [`parse_tree`] then decides and gives the exact error. Whenever it answers, it answers as [`parse_tree`].
+/// The fast path: a single event object whose id is the delivery id, read as the [`ReltioEvent`] a consumer
+/// parses (which is also the readability check), the snapshot checked but not built. `None` at any doubt
+/// (not an object, no delivery id, a parse or type error, a type name to refuse): [`parse_tree`] then decides and
+/// gives the exact error. Whenever it answers, it answers as [`parse_tree`].
 fn parse_single(
     full: &str,
     text: &str,
@@ -112,14 +107,17 @@ fn parse_single(
     if !text.starts_with('{') {
         return None;
     }
-    let envelope = Envelope::parse(text).ok()?;
+    // Two passes, neither building a tree: the whole text checked as a `Value` checks it (the derive only skips
+    // the fields it does not read, e.g. a lone surrogate escape there), then the envelope.
+    serde_json::from_str::<Checked>(text).ok()?;
+    let envelope: ReltioEvent<Checked> = serde_json::from_str(text).ok()?;
     if text.contains(['\u{fffe}', '\u{ffff}']) {
         return Some(Err(BodyError::Unsendable));
     }
     if !is_event_type_name(&envelope.event_type) {
         return None;
     }
-    Some(Ok(vec![envelope.into_event(full, sqs_id(id))]))
+    Some(Ok(vec![webhook_event(envelope, full, sqs_id(id))]))
 }
 
 /// The general path: the body as a `Value` (arrays need each element's canonical hash).
@@ -140,7 +138,7 @@ fn parse_tree(
     if text.contains(['\u{fffe}', '\u{ffff}']) {
         return Err(BodyError::Unsendable);
     }
-    match value {
+    let events = match value {
         Value::Object(_) => {
             let id = delivery_id
                 .map(str::trim)
@@ -168,7 +166,20 @@ fn parse_tree(
             "the body is a JSON {}, not an object or array",
             kind(&other)
         ))),
+    }?;
+    // Accepted means readable downstream: each event must be what the crm-updater parses (found by fuzzing: a
+    // repeated key such as two "tenantId" is JSON every tree parser takes, but not a Reltio event).
+    for event in &events {
+        if let Err(e) = check_readable(&event.body) {
+            return Err(BodyError::NotAnEvent(format!(
+                "{:?} error at line {} column {}",
+                e.classify(),
+                e.line(),
+                e.column()
+            )));
+        }
     }
+    Ok(events)
 }
 
 fn event(value: &Value, raw: &str, id: String) -> Result<WebhookEvent, String> {
@@ -183,13 +194,17 @@ fn event(value: &Value, raw: &str, id: String) -> Result<WebhookEvent, String> {
     if !is_event_type_name(event_type) {
         return Err("\"type\" is not a Reltio event type name".into());
     }
-    let envelope = ReltioEvent::deserialize(value).map_err(|_| {
+    let envelope = ReltioEvent::<Checked>::deserialize(value).map_err(|_| {
         "envelope fields (object, uris, uri, tenantId, updatedTime) have unexpected types"
             .to_owned()
     })?;
-    Ok(WebhookEvent {
+    Ok(webhook_event(envelope, raw, id))
+}
+
+/// The event to enqueue, from its envelope (empty strings count as absent).
+fn webhook_event<A>(envelope: ReltioEvent<A>, raw: &str, id: String) -> WebhookEvent {
+    WebhookEvent {
         id,
-        event_type: envelope.event_type.clone(),
         entity_uri: envelope
             .entity_uri()
             .filter(|u| !u.is_empty())
@@ -198,190 +213,17 @@ fn event(value: &Value, raw: &str, id: String) -> Result<WebhookEvent, String> {
             .entity_type()
             .filter(|t| !t.is_empty())
             .map(str::to_owned),
-        tenant_id: envelope.tenant_id.clone().filter(|t| !t.is_empty()),
         object_version: envelope.object_version().filter(|v| !v.is_empty()),
+        tenant_id: envelope.tenant_id.filter(|t| !t.is_empty()),
+        event_type: envelope.event_type,
         body: raw.to_owned(),
-    })
-}
-
-/// The envelope fields of one event object, read straight from the text in one pass: the same fields, types and
-/// defaults as [`ReltioEvent`] (the last of duplicate keys wins, as in a `Value`), and every other member is
-/// checked exactly as parsing into a `Value` would check it (strings, number ranges, nesting depth), so the
-/// fast path accepts precisely the bodies the full path accepts, without building the tree.
-struct Envelope {
-    event_type: String,
-    object_uri: Option<String>,
-    object_type: Option<String>,
-    uris: Vec<String>,
-    tenant_id: Option<String>,
-    object_version: Option<Value>,
-    uri: Option<String>,
-}
-
-impl Envelope {
-    fn parse(text: &str) -> serde_json::Result<Envelope> {
-        let mut de = serde_json::Deserializer::from_str(text);
-        let envelope = de.deserialize_any(EnvelopeVisitor)?;
-        de.end()?;
-        Ok(envelope)
-    }
-
-    /// As [`event`] builds it from a [`ReltioEvent`].
-    fn into_event(self, raw: &str, id: String) -> WebhookEvent {
-        let entity_uri = self
-            .object_uri
-            .as_deref()
-            .or(self.uri.as_deref())
-            .or(self.uris.first().map(String::as_str))
-            .filter(|u| !u.is_empty())
-            .map(str::to_owned);
-        let object_version = match self.object_version {
-            Some(Value::String(s)) => Some(s),
-            Some(Value::Number(n)) => Some(n.to_string()),
-            _ => None,
-        };
-        WebhookEvent {
-            id,
-            event_type: self.event_type,
-            entity_uri,
-            entity_type: self.object_type.filter(|t| !t.is_empty()),
-            tenant_id: self.tenant_id.filter(|t| !t.is_empty()),
-            object_version: object_version.filter(|v| !v.is_empty()),
-            body: raw.to_owned(),
-        }
-    }
-}
-
-struct EnvelopeVisitor;
-
-impl<'de> Visitor<'de> for EnvelopeVisitor {
-    type Value = Envelope;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a Reltio event object")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Envelope, A::Error> {
-        let mut event_type = None;
-        let mut object: Option<ObjectFields> = None;
-        let mut uris = None;
-        let mut tenant_id = None;
-        let mut object_version = None;
-        let mut uri = None;
-        while let Some(key) = map.next_key::<Key>()? {
-            match key {
-                Key::Type => event_type = Some(map.next_value::<String>()?),
-                Key::Object => object = map.next_value::<Option<ObjectFields>>()?,
-                Key::Uris => uris = Some(map.next_value::<Vec<String>>()?),
-                Key::UpdatedTime => {
-                    map.next_value::<Option<i64>>()?;
-                }
-                Key::ExceededQueueSizeLimit => {
-                    map.next_value::<bool>()?;
-                }
-                Key::TenantId => tenant_id = map.next_value::<Option<String>>()?,
-                Key::ObjectVersion => object_version = map.next_value::<Option<Value>>()?,
-                Key::Uri => uri = map.next_value::<Option<String>>()?,
-                Key::Other => {
-                    map.next_value::<Checked>()?;
-                }
-            }
-        }
-        let (object_uri, object_type) = object.map_or((None, None), |o| (o.uri, o.entity_type));
-        Ok(Envelope {
-            event_type: event_type.ok_or_else(|| de::Error::missing_field("type"))?,
-            object_uri,
-            object_type,
-            uris: uris.unwrap_or_default(),
-            tenant_id,
-            object_version,
-            uri,
-        })
-    }
-}
-
-/// The fields of [`crate::reltio::event::EventObject`] that events need; the others are type-checked as there.
-struct ObjectFields {
-    uri: Option<String>,
-    entity_type: Option<String>,
-}
-
-impl<'de> Deserialize<'de> for ObjectFields {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct ObjectVisitor;
-        impl<'de> Visitor<'de> for ObjectVisitor {
-            type Value = ObjectFields;
-
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("an entity object")
-            }
-
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ObjectFields, A::Error> {
-                let (mut uri, mut entity_type) = (None, None);
-                while let Some(key) = map.next_key::<Key>()? {
-                    match key {
-                        Key::Uri => uri = map.next_value::<Option<String>>()?,
-                        Key::Type => entity_type = map.next_value::<Option<String>>()?,
-                        Key::UpdatedTime => {
-                            map.next_value::<Option<i64>>()?;
-                        }
-                        _ => {
-                            map.next_value::<Checked>()?;
-                        }
-                    }
-                }
-                Ok(ObjectFields { uri, entity_type })
-            }
-        }
-        deserializer.deserialize_map(ObjectVisitor)
-    }
-}
-
-/// An object key, read as a `Value` reads it (escapes resolved), classified without keeping it.
-#[derive(Clone, Copy)]
-enum Key {
-    Type,
-    Object,
-    Uris,
-    UpdatedTime,
-    ExceededQueueSizeLimit,
-    TenantId,
-    ObjectVersion,
-    Uri,
-    Other,
-}
-
-impl<'de> Deserialize<'de> for Key {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct KeyVisitor;
-        impl Visitor<'_> for KeyVisitor {
-            type Value = Key;
-
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("an object key")
-            }
-
-            fn visit_str<E: de::Error>(self, key: &str) -> Result<Key, E> {
-                Ok(match key {
-                    "type" => Key::Type,
-                    "object" => Key::Object,
-                    "uris" => Key::Uris,
-                    "updatedTime" => Key::UpdatedTime,
-                    "exceededQueueSizeLimit" => Key::ExceededQueueSizeLimit,
-                    "tenantId" => Key::TenantId,
-                    "objectVersion" => Key::ObjectVersion,
-                    "uri" => Key::Uri,
-                    _ => Key::Other,
-                })
-            }
-        }
-        deserializer.deserialize_str(KeyVisitor)
     }
 }
 
 /// Any JSON value, checked as parsing into a `Value` checks it (serde_json's `deserialize_any`, which parses
 /// every string and number and counts nesting) but not kept. Unlike `serde::de::IgnoredAny`, which only skips over
 /// text, it refuses what a `Value` refuses (e.g. lone surrogate escapes, numbers out of range).
+#[derive(Default)]
 struct Checked;
 
 impl<'de> Deserialize<'de> for Checked {
@@ -435,7 +277,7 @@ impl<'de> Visitor<'de> for Checked {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
-        while let Some((_, Checked)) = map.next_entry::<Key, Checked>()? {}
+        while let Some((Checked, Checked)) = map.next_entry::<Checked, Checked>()? {}
         Ok(Checked)
     }
 }

@@ -308,3 +308,39 @@ fn a_body_the_crm_updater_could_not_read_is_refused() {
         Err(BodyError::NotAnEvent(_))
     ));
 }
+
+#[test]
+fn the_readability_check_accepts_exactly_what_the_crm_updater_parses() {
+    let deep = format!(
+        r#"{{"type":"ENTITY_CHANGED","object":{{"attributes":{}{}}}}}"#,
+        "[".repeat(200),
+        "]".repeat(200)
+    );
+    let cases = [
+        CHANGED.to_owned(),
+        MERGED.to_owned(),
+        // Repeated keys: refused at the envelope, taken (last wins) inside the snapshot, as a Value takes them.
+        r#"{"type":"ENTITY_CHANGED","tenantId":"a","tenantId":"b"}"#.to_owned(),
+        r#"{"type":"ENTITY_CHANGED","object":{"attributes":{"A":1,"A":2},"crosswalks":[]}}"#
+            .to_owned(),
+        r#"{"type":"ENTITY_CHANGED","object":{"uri":"u","uri":"v"}}"#.to_owned(),
+        // What a Value refuses inside the snapshot: a lone surrogate, a number out of range, too deep a nesting.
+        r#"{"type":"ENTITY_CHANGED","object":{"attributes":{"A":"\ud800"}}}"#.to_owned(),
+        r#"{"type":"ENTITY_CHANGED","object":{"crosswalks":[1e400]}}"#.to_owned(),
+        deep,
+        // Any JSON value, or null, is a Value.
+        r#"{"type":"ENTITY_CHANGED","object":{"attributes":7,"crosswalks":null}}"#.to_owned(),
+        r#"{"type":"ENTITY_CHANGED","object":{"attributes":{"A":"\u00e9\"x\""}}}"#.to_owned(),
+        // Envelope types.
+        r#"{"type":"ENTITY_CHANGED","object":{"updatedTime":"soon"}}"#.to_owned(),
+        r#"{"type":"ENTITY_CHANGED","object":null,"uris":["a",2]}"#.to_owned(),
+        r#"{"object":{}}"#.to_owned(),
+    ];
+    let mut refused = 0;
+    for case in &cases {
+        let parsed = serde_json::from_str::<ReltioEvent>(case).is_ok();
+        assert_eq!(check_readable(case).is_ok(), parsed, "{case}");
+        refused += usize::from(!parsed);
+    }
+    assert_eq!(refused, 8, "the cases cover both answers");
+}
