@@ -1,11 +1,13 @@
-//! The hand-written one-pass envelope visitor (`mdm_sync_domain::webhook::events`) against the ecosystem's
-//! way: a typed, borrowing `#[derive(Deserialize)]` struct read with `serde_json::from_slice`, and a bare
-//! `serde_json::Value` parse as the floor. Same 4 KB `ENTITY_CHANGED` event as `webhook_request.rs`, and a
-//! 100-event array of it. Before timing it checks that both ways extract the same values, and prints how the
-//! derive treats escaped strings (`Cow::Owned`) and the one-object-or-array shape.
+//! The webhook body's parse against its alternatives: a typed, borrowing `#[derive(Deserialize)]` struct read
+//! with `serde_json::from_slice`, and a bare `serde_json::Value` parse as the floor. Same 4 KB `ENTITY_CHANGED`
+//! event as `webhook_request.rs`, and a 100-event array of it. Before timing it checks that both ways extract the
+//! same values, and prints how the derive treats escaped strings (`Cow::Owned`) and the one-object-or-array shape.
+//! It was written to decide between the hand-written one-pass visitor `parse_body` used then and a derive; the
+//! derive won, and `parse_body` now is one validating pass plus the `ReltioEvent<Checked>` derive.
 //!
-//! Cases: `a_parse_body_fast_path` the public `parse_body` with a delivery id (the hand-written one-pass visitor,
-//! then its `ReltioEvent` check); `a2_reltio_event_check_alone` that check alone; `b_borrowing_derive` the derive;
+//! Cases: `a_parse_body_fast_path` the public `parse_body` with a delivery id; `a2_reltio_event_check_alone` the
+//! former readability check (`ReltioEvent` with the snapshot built as a `Value`);
+//! `a3_readability_check_snapshot_not_built` today's (`check_readable`); `b_borrowing_derive` the derive;
 //! `b2_derive_as_parse_body_owned` the derive with `parse_body`'s checks and an owned `WebhookEvent`;
 //! `b3_untagged_one_or_many` the derive behind `#[serde(untagged)]`; `c_value_floor` a `Value`;
 //! `c2_ignored_any_skip` skipping only. Array: `a_parse_body_tree_path` (`Value`, canonical-hash ids, checks),
