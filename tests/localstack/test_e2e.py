@@ -109,18 +109,22 @@ def test_the_native_stream_path_into_a_fifo_queue_keeps_every_invariant(tmp_path
     assert rep.ok, rep.failures
 
 
-def test_reltios_kafka_stream_path_keeps_every_invariant_under_faults_duplicates_and_a_kill(tmp_path):
-    # Reltio's events on a Tansu topic (some produced twice), stream-consumer fed by the Kafka poller (one of its
-    # invocations killed mid-batch), a poison record on the topic, faults at Reltio and Salesforce, reordered SQS
-    # batches: every invariant of the webhook path, the poison record alone in the stream DLQ, no consumer lag left.
+def test_reltios_kafka_stream_path_keeps_every_invariant_under_faults_duplicates_a_kill_and_a_broker_restart(
+        tmp_path):
+    # Reltio's events on a Tansu topic (some produced twice; one entity's events in one partition, the partitions
+    # interleaved), stream-consumer fed by the Kafka poller (one of its invocations killed mid-batch, bisect on),
+    # a poison record on the topic, the broker restarted (its log in S3) while phase 2 is produced, faults at
+    # Reltio and Salesforce, reordered SQS batches: every invariant of the webhook path, the poison record alone in
+    # the stream DLQ, nothing on the on-failure queue, no consumer lag left.
     rep = _run(tmp_path, persons=20, seed=11, path="kafka", bad_inputs=True, fault_rate=0.2, drop_rate=0.03,
-               duplicate_rate=0.15, reorder=True,
+               duplicate_rate=0.15, reorder=True, restart_broker=True,
                kill=tuple(f for f in ("stream-consumer", "crm-updater") if f in FUNCTIONS))
     assert rep.ok, rep.failures
     k = rep.figures["kafka"]
     assert k["duplicates_produced"] > 0 and k["final_consumer_lag"] == 0 and k["max_consumer_lag"] > 0, k
     assert rep.figures["dlq_depth_stream"] >= 1
     assert rep.figures["invocations"]["stream-consumer"]["killed"] == 1
+    assert k["broker_restarts"] == 1 and rep.figures["stream_failure_batches"] == 0, k
     _assert_changes_are_followed_by_their_ids(rep, every=False)
 
 

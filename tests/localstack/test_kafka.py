@@ -114,26 +114,35 @@ def run(infra, request):
     infra.broker.create_topic(topic, PARTITIONS)
     closers = []
 
-    def start(*, batch_size=10, window_s=0.2):
+    def start(*, batch_size=10, window_s=0.2, broker=None, **poller_options):
         pool = FunctionPool("stream-consumer", infra.binary, {
             "AWS_ENDPOINT_URL": infra.moto.endpoint, "AWS_ENDPOINT_URL_SQS": infra.gate.url,
             "EVENT_QUEUE_URL": queue, "STREAM_DLQ_URL": dlq, "RUST_LOG": "info",
             "METRICS_NAMESPACE": "MdmSync/local"}, timeout_s=20, size=1,
             log_path=str(infra.logs / f"{name}-stream-consumer.log"),
             probe_for=lambda i: lambda: infra.gate.event_sends)
-        poller = KafkaPoller(infra.broker, topic, pool, group_id=f"{name}-group", batch_size=batch_size,
-                             window_s=window_s)
+        poller = KafkaPoller(broker or infra.broker, topic, pool, group_id=f"{name}-group", batch_size=batch_size,
+                             window_s=window_s, **poller_options)
         closers.extend([poller.close, pool.close])
         return pool, poller
 
+    def durable_broker():
+        """A second broker of this test's own, keeping its data in a moto S3 bucket: it survives restart()."""
+        bucket = f"{name}-tansu"[:63]
+        infra.moto.client("s3").create_bucket(Bucket=bucket)
+        b = KafkaBroker(str(infra.logs / f"{name}-tansu.log"), s3=(infra.moto.endpoint, bucket))
+        closers.append(b.close)
+        b.create_topic(topic, PARTITIONS)
+        return b
+
     r = SimpleNamespace(topic=topic, queue=queue, dlq=dlq, start=start, sqs=sqs, broker=infra.broker,
-                        gate=infra.gate)
+                        gate=infra.gate, durable_broker=durable_broker, name=name)
     try:
         yield r
     finally:
         infra.gate.down.clear()
         infra.gate.delay_s = 0.0
-        for c in closers:  # the poller before the function it feeds
+        for c in closers:  # the poller before the function it feeds (and a durable broker last)
             c()
 
 
@@ -184,7 +193,7 @@ def settle(r, poller, ends):
     """Every partition committed to its end, by the poller and on the broker."""
     wait_for(lambda: poller.committed == ends or poller.error, 40, f"committed offsets {ends}")
     assert poller.committed == ends and not poller.error, poller.figures()
-    assert r.broker.committed(poller.group_id, r.topic, PARTITIONS) == ends
+    assert poller.broker.committed(poller.group_id, r.topic, PARTITIONS) == ends
 
 
 # ------------------------------------------------------------------------------------------------ checks
@@ -297,3 +306,82 @@ def test_an_unavailable_event_queue_and_a_killed_function_lose_nothing(run):
     check_delivery_order(poller, placed, records, ends)
     f = poller.figures()
     assert f["failed_invocations"] >= 1 and f["redelivered"] >= 1, f
+
+
+def test_retries_are_bounded_and_a_discarded_batch_names_exactly_the_records_not_handed_on(run):
+    # The event queue refuses every send until the poller has discarded batches: MaximumRetryAttempts 2, then
+    # Lambda's on-failure record (topic-partition, offset range; no values) goes to the stream failure queue and
+    # the partition moves on. Every record is then either handed on (enqueued or dead-lettered) or inside a
+    # discarded range: none lost without a trace.
+    failures_q = run.sqs.create_queue(QueueName=f"{run.name}-failures")["QueueUrl"]
+    records, expected = workload()
+    records = records[:12] + [POISON[0]] + records[12:]
+    placed, ends = run.broker.produce(run.topic, records)
+    run.gate.down.set()
+    pool, poller = run.start(batch_size=6, max_retry_attempts=2,
+                             on_failure=lambda rec: run.sqs.send_message(QueueUrl=failures_q,
+                                                                         MessageBody=json.dumps(rec)))
+    wait_for(lambda: poller.stats.on_failure >= 2, 60, "two discarded batches")
+    run.gate.down.clear()
+    settle(run, poller, ends)
+    print("poller", poller.figures(), "function", pool.figures())
+    discarded: set = set()
+    for m in drain(run.sqs, failures_q):
+        rec = json.loads(m["Body"])
+        assert rec["requestContext"]["condition"] == "RetryAttemptsExhausted", rec
+        assert rec["requestContext"]["approximateInvokeCount"] == 3, rec  # the first attempt and two retries
+        info = rec["KafkaBatchInfo"]
+        assert info["consumerGroupId"] == poller.group_id and info["bootstrapServers"] == run.broker.bootstrap
+        [(pid, r)] = info["recordsInfo"].items()
+        p = int(pid.rsplit("-", 1)[1])
+        assert pid == f"{run.topic}-{p}"
+        first, last = int(r["firstRecordOffset"]), int(r["lastRecordOffset"])
+        assert last - first + 1 == info["batchSize"], info
+        discarded |= {(p, o) for o in range(first, last + 1)}
+        assert "value" not in json.dumps(info).lower().replace("payloadsize", "")  # metadata only
+    assert discarded and len(discarded) < len(records), "some batches discarded, the rest handed on"
+    enqueued = {}
+    for m in drain(run.sqs, run.queue):
+        a = {k: v.get("StringValue") for k, v in (m.get("MessageAttributes") or {}).items()}
+        enqueued[(a["sourceObjectUri"], a["objectVersion"])] = m
+    dead = {(json.loads(m["Body"])["partition"], json.loads(m["Body"])["offset"]) for m in drain(run.sqs, run.dlq)}
+    for (key, value, _), at in zip(records, placed):
+        if at in discarded:
+            continue
+        if (key, value, _) == POISON[0]:
+            assert at in dead, "the poison record outside the discarded ranges is dead-lettered"
+            continue
+        body = json.loads(value)
+        events = body if isinstance(body, list) else [body]
+        for ev in events:
+            uri = (ev.get("object") or {}).get("uri") or ev["uris"][0]
+            assert (uri, str(ev["objectVersion"])) in enqueued, f"record at {at} neither handed on nor discarded"
+
+
+def test_a_broker_restart_and_a_bisected_function_error_lose_nothing(run):
+    # The broker keeps its log in S3 (moto) and is restarted while the poller reads; records are produced before
+    # and after. An invocation is killed mid-batch with BisectBatchOnFunctionError on: the batch comes back as
+    # its first half. Every event is enqueued, every partition committed to its end on the restarted broker.
+    broker = run.durable_broker()
+    records, expected = workload(entities=8, versions=6)
+    half = len(records) // 2
+    placed, ends = broker.produce(run.topic, records[:half])
+    run.gate.delay_s = 0.02
+    pool, poller = run.start(broker=broker, batch_size=8, bisect=True)
+    pool.arm_kill()
+    wait_for(lambda: poller.committed and pool.kills == 1, 40, "a first commit and the kill")
+    broker.restart(down_s=2.0)
+    more, more_ends = broker.produce(run.topic, records[half:])
+    placed += more
+    ends = {p: max(ends.get(p, 0), more_ends.get(p, 0)) for p in set(ends) | set(more_ends)}
+    settle(run, poller, ends)
+    print("poller", poller.figures(), "function", pool.figures(), "broker restarts", broker.restarts)
+    assert broker.restarts == 1 and pool.kills == 1
+    check_queue(drain(run.sqs, run.queue), expected, exactly_once=False)
+    check_delivery_order(poller, placed, records, ends)
+    i = poller.outcomes.index("error")
+    failed, retried = poller.deliveries[i], poller.deliveries[i + 1]
+    n_failed = sum(len(o) for o in failed.values())
+    assert n_failed > 1 and sum(len(o) for o in retried.values()) <= n_failed // 2, (failed, retried)
+    assert all(offs[0] == failed[p][0] for p, offs in retried.items() if p in failed), (failed, retried)
+    assert poller.stats.bisected == 1 and poller.discarded == []
