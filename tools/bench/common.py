@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-RELEASE = ROOT / "target" / "release"
+# $BENCH_RELEASE_DIR measures other builds of the binaries (a before/after comparison) with the same harness.
+RELEASE = Path(os.environ.get("BENCH_RELEASE_DIR") or ROOT / "target" / "release")
 FUNCTIONS = ("cdc-ingest", "webhook-receiver", "crm-updater")
 LOCALSTACK = ROOT / "tests" / "localstack"
 CDC_MAPPING = LOCALSTACK / "cdc-mapping.toml"
