@@ -158,26 +158,70 @@ fn handle_request(
             b.build().unwrap()
         })
         .collect();
-    let wire: Vec<Value> = entries
-        .iter()
-        .map(|e| {
-            let attributes: Map<String, Value> = e
-                .message_attributes()
-                .into_iter()
-                .flatten()
-                .map(|(k, v)| {
-                    (
-                        k.clone(),
-                        json!({"DataType": v.data_type(), "StringValue": v.string_value()}),
-                    )
-                })
-                .collect();
-            json!({"Id": e.id(), "MessageBody": e.message_body(), "MessageAttributes": attributes})
-        })
-        .collect();
-    serde_json::to_vec(&json!({"QueueUrl": QUEUE_URL, "Entries": wire}))
-        .unwrap()
-        .len()
+    // The request body, written straight from the entries as the SDK's JSON serializer (aws-smithy-json's
+    // `JsonObjectWriter`) writes it: no intermediate tree.
+    let wire = WireRequest {
+        queue_url: QUEUE_URL,
+        entries: entries
+            .iter()
+            .map(|e| WireEntry {
+                id: e.id(),
+                message_body: e.message_body(),
+                message_group_id: e.message_group_id(),
+                message_deduplication_id: e.message_deduplication_id(),
+                message_attributes: e
+                    .message_attributes()
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, v)| {
+                        (
+                            k.as_str(),
+                            WireAttribute {
+                                data_type: v.data_type(),
+                                string_value: v.string_value(),
+                            },
+                        )
+                    })
+                    .collect(),
+            })
+            .collect(),
+    };
+    serde_json::to_vec(&wire).unwrap().len()
+}
+
+/// `SendMessageBatch`'s request body (AWS JSON 1.0), field by field as the SDK writes it.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct WireRequest<'a> {
+    queue_url: &'a str,
+    entries: Vec<WireEntry<'a>>,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct WireEntry<'a> {
+    id: &'a str,
+    message_body: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message_group_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message_deduplication_id: Option<&'a str>,
+    #[serde(serialize_with = "as_map")]
+    message_attributes: Vec<(&'a str, WireAttribute<'a>)>,
+}
+
+fn as_map<S: serde::Serializer>(
+    pairs: &[(&str, WireAttribute<'_>)],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_map(pairs.iter().map(|(k, v)| (k, v)))
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct WireAttribute<'a> {
+    data_type: &'a str,
+    string_value: Option<&'a str>,
 }
 
 /// Median over `runs` of the mean time per call over `iters` calls.
