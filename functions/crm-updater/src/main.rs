@@ -2,12 +2,12 @@
 
 #![recursion_limit = "256"]
 
-use aws_lambda_events::event::sqs::SqsEvent;
 use crm_updater::{handle, Config, Deps};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use mdm_sync_adapters::config::ProcessEnv;
 use mdm_sync_adapters::retry::work_deadline;
 use mdm_sync_adapters::retry::RetryPolicy;
+use mdm_sync_adapters::sqs_event::SqsEvent;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {

@@ -1,9 +1,9 @@
 //! crm-updater end to end against a wiremock Salesforce and Reltio, with DynamoDB (ledger), SQS (DLQ) and
 //! Secrets Manager on a local moto_server.
 
-use aws_lambda_events::event::sqs::SqsEvent;
 use crm_updater::{handle, Config, Deps, Handled};
 use mdm_sync_adapters::retry::RetryPolicy;
+use mdm_sync_adapters::sqs_event::SqsEvent;
 use mdm_sync_testkit::{sqs_event, MotoServer, SqsTestMessage};
 use serde_json::{json, Value};
 use std::collections::HashMap;

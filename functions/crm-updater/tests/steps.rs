@@ -2,9 +2,9 @@
 //! queue's visibility): how a batch's steps are packed, isolated, tracked and settled, and how its retries back
 //! off. The adapters are tested on wiremock and moto in `handler.rs`.
 
-use aws_lambda_events::event::sqs::SqsEvent;
 use crm_updater::{handle, Config, Deps, Handled};
 use futures::future::BoxFuture;
+use mdm_sync_adapters::sqs_event::SqsEvent;
 use mdm_sync_domain::backoff::{Backoff, MessageVisibility, VisibilityChange, VisibilityFailure};
 use mdm_sync_domain::crm::salesforce::{MAX_CHUNKS, MAX_COLLECTION};
 use mdm_sync_domain::crm::CrmMapping;

@@ -2,7 +2,8 @@
 
 use crate::kafka::{KafkaBatchItemFailure, KafkaEventResponse, KafkaItemIdentifier, StreamRecord};
 use crate::kinesis::KinesisEventRecord;
-use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsMessage};
+use crate::sqs_event::SqsMessage;
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse};
 use aws_lambda_events::event::streams::{KinesisBatchItemFailure, KinesisEventResponse};
 pub use mdm_sync_domain::settle::{settle, settle_batch, Ordering, Outcome, Settled, Settlement};
 

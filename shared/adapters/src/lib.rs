@@ -17,3 +17,4 @@ pub mod retry;
 pub mod salesforce;
 pub mod secrets;
 pub mod sqs;
+pub mod sqs_event;
