@@ -164,6 +164,17 @@ def _events(name: str, stack: common.LocalStack, n: int):
         def check(r):
             return None if isinstance(r, dict) and not r.get("batchItemFailures") else f"answered {str(r)[:200]}"
         return event, check
+    if name == "stream-consumer":
+        # A Kafka batch of 10 ENTITY_CHANGED events (full snapshots, 4 KB each) → SendMessageBatch to the event queue.
+        evs = [common.reltio_event(e, n + 1, [f"003BE{e:013d}"], pad_to=4096)
+               for e in ((n * 10 + j) % 200 for j in range(10))]
+        event = common.kafka_event("reltio.BENCH1.entities.changes",
+                                   [(ev["object"]["uri"], json.dumps(ev).encode()) for ev in evs],
+                                   first_offset=n * 10)
+
+        def check(r):
+            return None if isinstance(r, dict) and not r.get("batchItemFailures") else f"answered {str(r)[:200]}"
+        return event, check
     raise ValueError(name)
 
 

@@ -22,7 +22,7 @@ if str(ROOT) not in sys.path:
 
 # $BENCH_RELEASE_DIR measures other builds of the binaries (a before/after comparison) with the same harness.
 RELEASE = Path(os.environ.get("BENCH_RELEASE_DIR") or ROOT / "target" / "release")
-FUNCTIONS = ("cdc-ingest", "webhook-receiver", "crm-updater")
+FUNCTIONS = ("cdc-ingest", "webhook-receiver", "crm-updater", "stream-consumer")
 LOCALSTACK = ROOT / "tests" / "localstack"
 CDC_MAPPING = LOCALSTACK / "cdc-mapping.toml"
 CRM_MAPPING = LOCALSTACK / "crm-mapping.toml"
@@ -70,6 +70,9 @@ def function_env(name: str, *, aws: str, reltio_api: str, reltio_auth: str, sale
     if name == "crm-updater":
         return {**common, **reltio, "SALESFORCE_SECRET_ID": salesforce_secret, "CRM_MAPPING_FILE": str(CRM_MAPPING),
                 "SYNC_STATE_TABLE": table, "CRM_DLQ_URL": crm_dlq}
+    if name == "stream-consumer":
+        # Its poison records go to a queue of their own in the template; any queue does for the figures.
+        return {**common, "EVENT_QUEUE_URL": queue, "STREAM_DLQ_URL": cdc_dlq}
     raise ValueError(name)
 
 
@@ -124,6 +127,16 @@ class LocalStack:
 
 
 # ---------------------------------------------------------------------------------------------- events
+def kafka_event(topic: str, values: list[tuple[str, bytes]], partition: int = 0, first_offset: int = 0) -> dict:
+    """Lambda's self-managed Kafka event: `values` as (key, value) records of one partition, in offset order."""
+    records = [{"topic": topic, "partition": partition, "offset": first_offset + i, "timestamp": 1764151200000 + i,
+                "timestampType": "CREATE_TIME", "key": base64.b64encode(k.encode()).decode(),
+                "value": base64.b64encode(v).decode(), "headers": []}
+               for i, (k, v) in enumerate(values)]
+    return {"eventSource": "SelfManagedKafka", "bootstrapServers": "127.0.0.1:9092",
+            "records": {f"{topic}-{partition}": records}}
+
+
 def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f") + "Z"
 
