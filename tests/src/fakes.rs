@@ -228,6 +228,8 @@ pub struct FakeLedger {
     pub entities: Mutex<HashMap<String, (EntityRecord, Option<String>)>>,
     /// Every claim: `(entity, event id, owner)`.
     pub claims: Mutex<Vec<(String, String, String)>>,
+    /// Entities whose next claim answers Busy (another invocation holds them for that long), once each.
+    pub busy_once: Mutex<Vec<String>>,
 }
 
 impl FakeLedger {
@@ -256,7 +258,13 @@ impl Ledger for FakeLedger {
             .push((entity.into(), event_id.into(), owner.into()));
         let mut all = self.entities.lock().unwrap();
         let (record, lease) = all.get(entity).cloned().unwrap_or_default();
+        let held_elsewhere = {
+            let mut busy = self.busy_once.lock().unwrap();
+            let at = busy.iter().position(|e| e == entity);
+            at.map(|i| busy.remove(i)).is_some()
+        };
         let claim = match record.judge(order, event_id) {
+            Verdict::Fresh if held_elsewhere => Claim::Busy,
             Verdict::Duplicate => Claim::Duplicate,
             Verdict::Stale => Claim::Stale,
             Verdict::Fresh if lease.as_deref().is_some_and(|l| l != owner) => Claim::Busy,

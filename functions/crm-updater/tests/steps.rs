@@ -483,6 +483,48 @@ async fn a_merge_waits_while_a_losers_older_change_is_being_applied_elsewhere() 
 }
 
 #[tokio::test]
+async fn an_entity_another_invocation_held_is_applied_once_it_is_free_in_the_same_invocation() {
+    // Another invocation holds B while this batch's first round runs (a merge's events in concurrent batches);
+    // by the time the batch's own work is done it is free: B's two changes are applied on the second pass
+    // instead of going back to the queue.
+    let world = world(FakeSalesforce::default(), FakeReltio::default());
+    world
+        .ledger
+        .busy_once
+        .lock()
+        .unwrap()
+        .push("entities/B".into());
+    let a = changed(&entity("A", &[contact(1)], "Ann", 1_000));
+    let b1 = changed(&entity("B", &[contact(2)], "Bo", 1_000));
+    let b2 = changed(&entity("B", &[contact(2)], "Bob", 2_000));
+    let h = run(
+        &world,
+        &[
+            ("m1", &a, "a1", "1"),
+            ("m2", &b1, "b1", "1"),
+            ("m3", &b2, "b2", "2"),
+        ],
+    )
+    .await;
+    assert!(failures(&h).is_empty(), "{:?}", failures(&h));
+    assert_eq!(h.metrics.counter("BusyEntitiesRetried"), 1);
+    assert_eq!(h.metrics.counter("EventsApplied"), 3);
+    assert_eq!(
+        world.salesforce.last(&contact(2)).unwrap()["FirstName"],
+        "Bob"
+    );
+    let claims_of_b = world
+        .ledger
+        .claims
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(e, _, _)| e == "entities/B")
+        .count();
+    assert_eq!(claims_of_b, 3, "b1 refused, then b1 and b2 granted");
+}
+
+#[tokio::test]
 async fn a_change_without_an_object_version_does_not_make_later_versions_stale() {
     let world = world(FakeSalesforce::default(), FakeReltio::default());
     // No objectVersion (the stream is not configured to send it): ordered by the snapshot's time only ...
