@@ -1,6 +1,7 @@
 //! mdm-sync's pure domain: what the functions decide, as plain functions over typed values, and the ports
 //! (small traits) through which the adapters crate does their I/O. Nothing here reaches a network.
 
+pub mod analytics;
 pub mod backoff;
 pub mod cdc;
 pub mod crm;

@@ -3,4 +3,4 @@
 pub mod event;
 pub mod model;
 
-pub use model::{Attributes, Crosswalk, CrosswalkKey, EntityBody, ItemOutcome};
+pub use model::{golden_value, Attributes, Crosswalk, CrosswalkKey, EntityBody, ItemOutcome};

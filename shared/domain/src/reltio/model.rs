@@ -117,3 +117,22 @@ pub enum ItemOutcome {
     Written { uri: Option<String> },
     Failed { message: String, transient: bool },
 }
+
+/// The golden value of an attribute path: at each level the value marked `ov: true` (else none).
+pub fn golden_value<'a>(attributes: &'a Value, path: &str) -> Option<&'a Value> {
+    let mut current = attributes;
+    let mut result = None;
+    for (i, segment) in path.split('.').enumerate() {
+        let values = current.get(segment)?.as_array()?;
+        let ov = values
+            .iter()
+            .find(|v| v.get("ov").and_then(Value::as_bool) == Some(true))?;
+        let value = ov.get("value")?;
+        if i + 1 == path.split('.').count() {
+            result = Some(value);
+        } else {
+            current = value;
+        }
+    }
+    result.filter(|v| !v.is_null())
+}
