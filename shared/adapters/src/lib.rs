@@ -5,6 +5,8 @@
 pub mod aws;
 pub mod config;
 pub mod event_source;
+pub mod eventbridge;
+pub mod firehose;
 pub mod http;
 pub mod kafka;
 pub mod key_ledger;
@@ -16,5 +18,6 @@ pub mod replay;
 pub mod retry;
 pub mod salesforce;
 pub mod secrets;
+pub mod sns;
 pub mod sqs;
 pub mod sqs_event;

@@ -94,7 +94,7 @@ impl MessageSink for SqsQueue {
 }
 
 /// Groups message indexes into batches of at most 10 entries and `MAX_BATCH_BYTES`.
-fn chunk(messages: &[OutgoingMessage]) -> Vec<Vec<usize>> {
+pub(crate) fn chunk(messages: &[OutgoingMessage]) -> Vec<Vec<usize>> {
     let mut chunks: Vec<Vec<usize>> = Vec::new();
     let mut bytes = 0;
     for (i, m) in messages.iter().enumerate() {
