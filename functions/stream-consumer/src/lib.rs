@@ -8,10 +8,11 @@
 //! topic/partition/offset and event ids, never values.
 
 use aws_lambda_events::event::kafka::KafkaEvent;
-use mdm_sync_adapters::config::{self, ConfigError, Env};
+use mdm_sync_adapters::config::{self, ConfigError, Env, EventDestination};
 use mdm_sync_adapters::event_source::{kafka_response, settle_batch, Ordering, Outcome};
 use mdm_sync_adapters::kafka::{dead_letter, records, KafkaEventResponse, StreamRecord};
 use mdm_sync_adapters::metrics::{Metrics, DEFAULT_NAMESPACE};
+use mdm_sync_adapters::sns::event_sink;
 use mdm_sync_adapters::sqs::{MessageSink, OutgoingMessage, SendFailure, SqsQueue};
 use mdm_sync_domain::stream::{plan_record, StreamSettings};
 use std::collections::BTreeMap;
@@ -25,8 +26,8 @@ pub const DEFAULT_MAX_EVENT_BYTES: usize = 1024 * 1024;
 /// Settings, read once at start-up (docs/contract.md, "stream-consumer").
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// `EVENT_QUEUE_URL` (FIFO when it ends in `.fifo`).
-    pub queue_url: String,
+    /// `EVENT_TOPIC_ARN` (the fan-out topic) when set, else `EVENT_QUEUE_URL` (FIFO when it ends in `.fifo`).
+    pub destination: EventDestination,
     /// `STREAM_DLQ_URL`.
     pub dlq_url: String,
     /// `EVENT_TYPES`, `ENTITY_TYPES`; `STREAM_MAX_EVENT_BYTES` (default 1 MiB, at most 1 MiB).
@@ -38,7 +39,7 @@ pub struct Config {
 impl Config {
     pub fn from_env(env: &dyn Env) -> Result<Config, ConfigError> {
         Ok(Config {
-            queue_url: config::url(env, "EVENT_QUEUE_URL")?,
+            destination: config::event_destination(env)?,
             dlq_url: config::url(env, "STREAM_DLQ_URL")?,
             settings: StreamSettings {
                 subscription: config::subscription(env)?,
@@ -55,14 +56,14 @@ impl Config {
     }
 
     fn fifo(&self) -> bool {
-        self.queue_url.ends_with(".fifo")
+        self.destination.is_fifo()
     }
 }
 
 /// What the handler works with; built once per container. No network I/O here.
 pub struct Deps {
     pub config: Config,
-    /// `EVENT_QUEUE_URL`.
+    /// `EVENT_TOPIC_ARN` or `EVENT_QUEUE_URL`.
     pub queue: Arc<dyn MessageSink + Send + Sync>,
     /// `STREAM_DLQ_URL`.
     pub dlq: Arc<dyn MessageSink + Send + Sync>,
@@ -72,7 +73,7 @@ impl Deps {
     pub fn new(config: Config, sdk: &aws_config::SdkConfig) -> Deps {
         let sqs = aws_sdk_sqs::Client::new(sdk);
         Deps {
-            queue: Arc::new(SqsQueue::new(sqs.clone(), &config.queue_url)),
+            queue: event_sink(&config.destination, sdk),
             dlq: Arc::new(SqsQueue::new(sqs, &config.dlq_url)),
             config,
         }

@@ -11,11 +11,13 @@ pub mod guard;
 use lambda_http::http::{header::CONTENT_TYPE, StatusCode};
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
+use mdm_sync_adapters::config::EventDestination;
 use mdm_sync_adapters::config::{self, ConfigError, Env};
 use mdm_sync_adapters::metrics::{Metrics, DEFAULT_NAMESPACE};
 use mdm_sync_adapters::replay::{DeliveredIds, DynamoReplayCache};
 use mdm_sync_adapters::secrets::{SecretCache, SecretError};
-use mdm_sync_adapters::sqs::{MessageSink, SendFailure, SqsQueue};
+use mdm_sync_adapters::sns::event_sink;
+use mdm_sync_adapters::sqs::{MessageSink, SendFailure};
 use mdm_sync_domain::webhook::signature::{
     SecretDocument, RELTIO_EVENT_ID, RELTIO_SIGNATURE, STANDARD_SIGNATURE,
 };
@@ -48,9 +50,9 @@ pub const SECRET_MIN_REFRESH: Duration = Duration::from_secs(30);
 pub struct Config {
     /// `WEBHOOK_SECRET_ID`: secret `{"secrets": ["<current>", "<previous>"]}`.
     pub secret_id: String,
-    /// `EVENT_QUEUE_URL`.
-    pub queue_url: String,
-    /// The queue is FIFO (its URL ends in `.fifo`): messages get group and deduplication ids.
+    /// `EVENT_TOPIC_ARN` (the fan-out topic) when set, else `EVENT_QUEUE_URL`.
+    pub destination: EventDestination,
+    /// The destination is FIFO (its ARN or URL ends in `.fifo`): messages get group and deduplication ids.
     pub fifo: bool,
     /// `WEBHOOK_TOLERANCE_SECONDS` (default 300) and `WEBHOOK_REQUIRE_TIMESTAMP` (default false).
     pub verify: VerifyOptions,
@@ -69,11 +71,11 @@ pub struct Config {
 
 impl Config {
     pub fn from_env(env: &dyn Env) -> Result<Config, ConfigError> {
-        let queue_url = config::url(env, "EVENT_QUEUE_URL")?;
+        let destination = config::event_destination(env)?;
         Ok(Config {
             secret_id: config::required(env, "WEBHOOK_SECRET_ID")?,
-            fifo: queue_url.ends_with(".fifo"),
-            queue_url,
+            fifo: destination.is_fifo(),
+            destination,
             verify: VerifyOptions {
                 tolerance_seconds: config::parsed_or(
                     env,
@@ -244,8 +246,8 @@ pub struct Deps {
     pub config: Config,
     /// The replay cache, when `WEBHOOK_REPLAY_TABLE` is set.
     pub replay: Option<Box<dyn DeliveredIds>>,
-    /// `EVENT_QUEUE_URL`.
-    pub queue: Box<dyn MessageSink + Send + Sync>,
+    /// `EVENT_TOPIC_ARN` or `EVENT_QUEUE_URL`.
+    pub queue: std::sync::Arc<dyn MessageSink + Send + Sync>,
     pub secrets: SecretSource,
     pub clock: Clock,
 }
@@ -253,7 +255,7 @@ pub struct Deps {
 impl Deps {
     pub fn new(config: Config, sdk: &aws_config::SdkConfig) -> Deps {
         let cache = SecretCache::new(aws_sdk_secretsmanager::Client::new(sdk), &config.secret_id);
-        let queue = SqsQueue::new(aws_sdk_sqs::Client::new(sdk), &config.queue_url);
+        let queue = event_sink(&config.destination, sdk);
         let replay = config.replay.as_ref().map(|(table, ttl)| {
             Box::new(DynamoReplayCache::new(
                 aws_sdk_dynamodb::Client::new(sdk),
@@ -264,7 +266,7 @@ impl Deps {
         Deps {
             replay,
             config,
-            queue: Box::new(queue),
+            queue,
             secrets: SecretSource::Manager(ManagedSecrets::new(cache)),
             clock: system_clock(),
         }

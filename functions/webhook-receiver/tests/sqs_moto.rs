@@ -64,6 +64,69 @@ fn system(m: &aws_sdk_sqs::types::Message, name: &str) -> Option<String> {
 }
 
 #[tokio::test]
+async fn with_the_event_topic_every_subscription_gets_each_event_with_its_attributes() {
+    // EVENT_TOPIC_ARN set (the fan-out), no EVENT_QUEUE_URL: the receiver publishes once; the crm-updater's and
+    // the analytics sink's queues, subscribed with raw message delivery, each get the event as the queue
+    // contract has it.
+    let world = World::start().await;
+    let sdk = world.moto.sdk_config().await;
+    let sns = aws_sdk_sns::Client::new(&sdk);
+    let sqs = world.moto.sqs().await;
+    let topic = sns
+        .create_topic()
+        .name("events")
+        .send()
+        .await
+        .unwrap()
+        .topic_arn
+        .unwrap();
+    let mut queues = Vec::new();
+    for name in ["crm", "analytics"] {
+        let url = world.moto.create_queue(name).await;
+        let arn = sqs
+            .get_queue_attributes()
+            .queue_url(&url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .unwrap()
+            .attributes
+            .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
+            .clone();
+        sns.subscribe()
+            .topic_arn(&topic)
+            .protocol("sqs")
+            .endpoint(arn)
+            .attributes("RawMessageDelivery", "true")
+            .send()
+            .await
+            .unwrap();
+        queues.push(url);
+    }
+    let config = world.config("", &[("EVENT_TOPIC_ARN", topic.as_str())]);
+    let deps = world.deps(config).await;
+    let response = handle(
+        &deps,
+        signed(Origin::HttpV2, ENTITY_CHANGED.as_bytes(), &[]),
+    )
+    .await;
+    assert_eq!(status(&response), 200, "{:?}", body_json(&response));
+    for queue in &queues {
+        let messages = world.messages(queue).await;
+        assert_eq!(messages.len(), 1, "{queue}");
+        let m = &messages[0];
+        assert_eq!(m.body.as_deref(), Some(ENTITY_CHANGED), "the exact body");
+        assert_eq!(attr(m, "eventType").as_deref(), Some("ENTITY_CHANGED"));
+        assert_eq!(attr(m, "entityType").as_deref(), Some("Individual"));
+        assert_eq!(
+            attr(m, "sourceObjectUri").as_deref(),
+            Some("entities/0Abc123")
+        );
+        assert_eq!(attr(m, "eventId").map(|id| id.len()), Some(64));
+    }
+}
+
+#[tokio::test]
 async fn a_standard_queue_gets_the_exact_bodies_and_attributes() {
     let world = World::start().await;
     let queue = world.moto.create_queue("mdm-events").await;

@@ -140,6 +140,44 @@ pub fn bool_or(env: &dyn Env, name: &'static str, default: bool) -> Result<bool,
     }
 }
 
+/// Where the functions that hand Reltio's events on (webhook-receiver, stream-consumer) publish them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventDestination {
+    /// `EVENT_TOPIC_ARN`: the fan-out topic; every consumer reads its own subscription queue.
+    Topic(String),
+    /// `EVENT_QUEUE_URL`: one queue, read by the crm-updater.
+    Queue(String),
+}
+
+impl EventDestination {
+    /// FIFO (its ARN or URL ends in `.fifo`): messages get group and deduplication ids.
+    pub fn is_fifo(&self) -> bool {
+        match self {
+            EventDestination::Topic(t) => t.ends_with(".fifo"),
+            EventDestination::Queue(q) => q.ends_with(".fifo"),
+        }
+    }
+}
+
+/// `EVENT_TOPIC_ARN` when set (an SNS topic ARN), else `EVENT_QUEUE_URL` (required then).
+pub fn event_destination(env: &dyn Env) -> Result<EventDestination, ConfigError> {
+    match optional(env, "EVENT_TOPIC_ARN") {
+        Some(arn) => {
+            let parts: Vec<&str> = arn.split(':').collect();
+            if parts.len() != 6 || parts[0] != "arn" || parts[2] != "sns" || parts[5].is_empty() {
+                return Err(ConfigError::Invalid {
+                    name: "EVENT_TOPIC_ARN",
+                    reason:
+                        "is not an SNS topic ARN (arn:<partition>:sns:<region>:<account>:<name>)"
+                            .into(),
+                });
+            }
+            Ok(EventDestination::Topic(arn))
+        }
+        None => Ok(EventDestination::Queue(url(env, "EVENT_QUEUE_URL")?)),
+    }
+}
+
 /// The subscription filter, `EVENT_TYPES` and `ENTITY_TYPES` (comma-separated; empty means all), as every
 /// function that takes Reltio events reads it (docs/contract.md, "webhook-receiver").
 pub fn subscription(env: &dyn Env) -> Result<mdm_sync_domain::webhook::Subscription, ConfigError> {
@@ -169,6 +207,34 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         move |k: &str| map.get(k).cloned()
+    }
+
+    #[test]
+    fn the_event_topic_when_set_else_the_event_queue() {
+        let topic = "arn:aws:sns:us-east-1:123456789012:mdm-sync-events.fifo";
+        let d = event_destination(&env(&[("EVENT_TOPIC_ARN", topic)])).unwrap();
+        assert_eq!(d, EventDestination::Topic(topic.into()));
+        assert!(d.is_fifo());
+        let q = "https://sqs.us-east-1.amazonaws.com/1/events";
+        let d =
+            event_destination(&env(&[("EVENT_QUEUE_URL", q), ("EVENT_TOPIC_ARN", " ")])).unwrap();
+        assert_eq!(d, EventDestination::Queue(q.into()));
+        assert!(!d.is_fifo());
+        let err = event_destination(&env(&[])).unwrap_err().to_string();
+        assert!(err.contains("EVENT_QUEUE_URL"), "{err}");
+        for bad in [
+            "arn:aws:sqs:us-east-1:1:events",
+            "events",
+            "arn:aws:sns:us-east-1:1:",
+        ] {
+            let err = event_destination(&env(&[("EVENT_TOPIC_ARN", bad)]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("EVENT_TOPIC_ARN") && !err.contains(bad),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -47,6 +47,23 @@ impl MessageSink for SnsTopic {
     }
 }
 
+/// The sink of [`EventDestination`](crate::config::EventDestination): the topic, or the queue.
+pub fn event_sink(
+    destination: &crate::config::EventDestination,
+    sdk: &aws_config::SdkConfig,
+) -> std::sync::Arc<dyn MessageSink + Send + Sync> {
+    use crate::config::EventDestination;
+    match destination {
+        EventDestination::Topic(arn) => {
+            std::sync::Arc::new(SnsTopic::new(aws_sdk_sns::Client::new(sdk), arn))
+        }
+        EventDestination::Queue(url) => std::sync::Arc::new(crate::sqs::SqsQueue::new(
+            aws_sdk_sqs::Client::new(sdk),
+            url,
+        )),
+    }
+}
+
 /// Publishes every message, in batches, retrying entries SNS reports as failed and batches whose call failed.
 /// Returns the messages still not published (empty when all were).
 pub async fn publish_all(

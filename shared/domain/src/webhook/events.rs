@@ -303,12 +303,18 @@ fn kind(v: &Value) -> &'static str {
 }
 
 impl WebhookEvent {
-    /// The queue message: body as sent; String attributes `eventType`, `tenantId`, `sourceObjectUri` and
-    /// `objectVersion` when known, `eventId`; on a FIFO queue `MessageGroupId` = the entity URI (the event id
-    /// when the event names no entity) and `MessageDeduplicationId` = the event id.
+    /// The queue message: body as sent; String attributes `eventType`, `entityType` (the short type, for
+    /// subscription filter policies), `tenantId`, `sourceObjectUri` and `objectVersion` when known, `eventId`; on
+    /// a FIFO queue `MessageGroupId` = the entity URI (the event id when the event names no entity) and
+    /// `MessageDeduplicationId` = the event id.
     pub fn to_message(&self, fifo: bool) -> OutgoingMessage {
         let mut attributes = vec![("eventType".to_owned(), self.event_type.clone())];
+        let entity_type = self
+            .entity_type
+            .as_deref()
+            .map(|t| crate::reltio::event::short_type(t).to_owned());
         for (name, value) in [
+            ("entityType", &entity_type),
             ("tenantId", &self.tenant_id),
             ("sourceObjectUri", &self.entity_uri),
             ("objectVersion", &self.object_version),

@@ -158,6 +158,7 @@ fn a_standard_queue_message_carries_the_body_and_attributes() {
         m.attributes,
         vec![
             ("eventType".to_owned(), "ENTITY_CHANGED".to_owned()),
+            ("entityType".to_owned(), "Individual".to_owned()),
             ("tenantId".to_owned(), "T1".to_owned()),
             ("sourceObjectUri".to_owned(), "entities/0Abc".to_owned()),
             ("objectVersion".to_owned(), "7".to_owned()),
