@@ -31,9 +31,7 @@ use mdm_sync_domain::crm::apply::{apply, Crm, EntitySource, Ports};
 use mdm_sync_domain::crm::plan::{decode, Delivery, Item};
 use mdm_sync_domain::crm::{CrmMapping, CrmMappingError};
 use mdm_sync_domain::ordering::Ledger;
-use mdm_sync_domain::queue::{omitted, DEAD_LETTER_MAX_BYTES};
-use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
+use mdm_sync_domain::queue::{event_dead_letter, EventLetter};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -268,10 +266,6 @@ fn receive_count(m: &SqsMessage) -> u32 {
         .unwrap_or(1)
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
 fn owner_id() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
@@ -440,43 +434,15 @@ fn skip_metric(reason: &str) -> String {
 /// The DLQ message: why, how often it was received, and the original event (JSON, or the raw body).
 fn dlq_message(item: &Item, reason: &str, fifo: bool) -> OutgoingMessage {
     tracing::warn!(entity = item.uri(), event_id = %item.event_id, %reason, "dead-lettering");
-    let event = serde_json::from_str::<Value>(&item.body)
-        .unwrap_or_else(|_| Value::String(item.body.clone()));
-    let body = json!({
-        "reason": reason,
-        "attempts": item.attempts,
-        "messageId": item.message_id,
-        "eventId": item.event_id,
-        "entityUri": item.uri(),
-        "event": event,
-    });
-    let mut message = OutgoingMessage {
-        body: body.to_string(),
-        attributes: vec![("eventId".into(), item.event_id.clone())],
-        group_id: fifo.then(|| item.uri().unwrap_or("unknown").to_owned()),
-        dedup_id: fifo
-            .then(|| sha256_hex(format!("{}|{}", item.event_id, item.message_id).as_bytes())),
-    };
-    if message.size() > DEAD_LETTER_MAX_BYTES {
-        // An event of up to 1 MiB does not fit. What it changed is fetched again from Reltio: the dead letter
-        // keeps the event in Reltio's own large-event form (`exceededQueueSizeLimit`, the entity's URI), which a
-        // redrive puts back on the event queue as it is.
-        let mut body = body;
-        body["eventOmitted"] = omitted(
-            item.body.as_bytes(),
-            "Reltio: the entity is fetched by its URI when `event` is redriven",
-        );
-        body["event"] = match (&item.event, item.event_uri.as_deref()) {
-            (Some(e), Some(uri)) => json!({
-                "type": e.event_type,
-                "uri": uri,
-                "exceededQueueSizeLimit": true,
-                "objectVersion": e.object_version(),
-                "updatedTime": e.updated_time,
-            }),
-            _ => Value::Null,
-        };
-        message.body = body.to_string();
-    }
-    message
+    event_dead_letter(
+        &EventLetter {
+            reason,
+            attempts: item.attempts,
+            message_id: &item.message_id,
+            event_id: &item.event_id,
+            entity_uri: item.uri(),
+            body: &item.body,
+        },
+        fifo,
+    )
 }

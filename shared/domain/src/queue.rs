@@ -94,6 +94,64 @@ pub fn oversized_stand_in(message: &OutgoingMessage, limit: usize) -> Option<Out
     (stand_in.size() <= limit).then_some(stand_in)
 }
 
+/// A queued Reltio event that can never be applied, as its consumer (crm-updater, analytics-sink) dead-letters
+/// it.
+pub struct EventLetter<'a> {
+    pub reason: &'a str,
+    /// SQS's receive count of the message.
+    pub attempts: u32,
+    pub message_id: &'a str,
+    pub event_id: &'a str,
+    pub entity_uri: Option<&'a str>,
+    /// The message body (the event as queued).
+    pub body: &'a str,
+}
+
+/// The dead letter of a queued event: `reason`, `attempts`, `messageId`, `eventId`, `entityUri` and the `event`
+/// (its JSON, else the raw body), which a redrive puts back on the event queue as it is. An event too large for a
+/// dead letter keeps Reltio's own large-event form instead (`exceededQueueSizeLimit` and the entity's URI: the
+/// consumer fetches the entity), with `eventOmitted` saying what was left out. On a FIFO queue the group is the
+/// entity and the deduplication id that of this event and message.
+pub fn event_dead_letter(letter: &EventLetter<'_>, fifo: bool) -> OutgoingMessage {
+    use serde_json::{json, Value};
+    use sha2::{Digest, Sha256};
+    let event = serde_json::from_str::<Value>(letter.body)
+        .unwrap_or_else(|_| Value::String(letter.body.to_owned()));
+    let mut body = json!({
+        "reason": letter.reason,
+        "attempts": letter.attempts,
+        "messageId": letter.message_id,
+        "eventId": letter.event_id,
+        "entityUri": letter.entity_uri,
+        "event": event,
+    });
+    let mut message = OutgoingMessage {
+        body: body.to_string(),
+        attributes: vec![("eventId".into(), letter.event_id.to_owned())],
+        group_id: fifo.then(|| letter.entity_uri.unwrap_or("unknown").to_owned()),
+        dedup_id: fifo.then(|| {
+            hex::encode(Sha256::digest(
+                format!("{}|{}", letter.event_id, letter.message_id).as_bytes(),
+            ))
+        }),
+    };
+    if message.size() > DEAD_LETTER_MAX_BYTES {
+        body["eventOmitted"] = omitted(
+            letter.body.as_bytes(),
+            "Reltio: the entity is fetched by its URI when `event` is redriven",
+        );
+        let whole = OutgoingMessage {
+            body: letter.body.to_owned(),
+            ..OutgoingMessage::default()
+        };
+        body["event"] = oversized_stand_in(&whole, DEAD_LETTER_MAX_BYTES)
+            .and_then(|m| serde_json::from_str(&m.body).ok())
+            .unwrap_or(Value::Null);
+        message.body = body.to_string();
+    }
+    message
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
