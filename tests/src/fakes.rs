@@ -382,3 +382,34 @@ impl MessageSink for FakeQueue {
         self.fifo
     }
 }
+
+/// The analytics sink's record sink (Firehose): keeps what it is given, as JSON; the records whose line contains a
+/// string of `refuse` fail transiently, as a Firehose `ServiceUnavailableException` entry would.
+#[derive(Default)]
+pub struct FakeRecordSink {
+    pub records: Mutex<Vec<Value>>,
+    pub refuse: Mutex<Vec<String>>,
+}
+
+impl mdm_sync_domain::analytics::RecordSink for FakeRecordSink {
+    fn put<'a>(
+        &'a self,
+        records: &'a [Vec<u8>],
+        _deadline: Deadline,
+    ) -> BoxFuture<'a, Vec<Result<(), PortError>>> {
+        let refuse = self.refuse.lock().unwrap().clone();
+        let results = records
+            .iter()
+            .map(|r| {
+                let line = String::from_utf8_lossy(r);
+                if refuse.iter().any(|s| line.contains(s.as_str())) {
+                    return Err(PortError::Transient("ServiceUnavailableException".into()));
+                }
+                let value: Value = serde_json::from_str(line.trim_end()).expect("an NDJSON line");
+                self.records.lock().unwrap().push(value);
+                Ok(())
+            })
+            .collect();
+        Box::pin(async move { results })
+    }
+}

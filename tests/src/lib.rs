@@ -132,6 +132,75 @@ impl MotoServer {
     }
 }
 
+/// moto reads no signature, but serves S3 objects only to a request that carries one.
+const MOTO_S3_AUTH: &str =
+    "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=00";
+
+/// moto's S3 over plain HTTP (path style) and Firehose delivering to it: enough to land change records and read
+/// them back without building the S3 SDK for the tests.
+impl MotoServer {
+    pub async fn create_bucket(&self, bucket: &str) {
+        let r = reqwest::Client::new()
+            .put(format!("{}/{bucket}", self.endpoint))
+            .send()
+            .await
+            .expect("create bucket");
+        assert!(r.status().is_success(), "create bucket: {}", r.status());
+    }
+
+    /// Every object under `prefix`, concatenated in key order.
+    pub async fn objects_text(&self, bucket: &str, prefix: &str) -> String {
+        let http = reqwest::Client::new();
+        let list = http
+            .get(format!(
+                "{}/{bucket}?list-type=2&prefix={prefix}",
+                self.endpoint
+            ))
+            .send()
+            .await
+            .expect("list objects")
+            .text()
+            .await
+            .expect("list objects");
+        let mut keys: Vec<&str> = list
+            .split("<Key>")
+            .skip(1)
+            .filter_map(|k| k.split("</Key>").next())
+            .collect();
+        keys.sort();
+        let mut text = String::new();
+        for key in keys {
+            let body = http
+                .get(format!("{}/{bucket}/{key}", self.endpoint))
+                .header("authorization", MOTO_S3_AUTH)
+                .send()
+                .await
+                .expect("get object");
+            text.push_str(&body.text().await.expect("object body"));
+        }
+        text
+    }
+
+    /// A Firehose delivery stream writing to `bucket` under `prefix` (moto: one object per `PutRecordBatch`).
+    pub async fn create_delivery_stream(&self, name: &str, bucket: &str, prefix: &str) {
+        let firehose = aws_sdk_firehose::Client::new(&self.sdk_config().await);
+        firehose
+            .create_delivery_stream()
+            .delivery_stream_name(name)
+            .extended_s3_destination_configuration(
+                aws_sdk_firehose::types::ExtendedS3DestinationConfiguration::builder()
+                    .role_arn("arn:aws:iam::123456789012:role/firehose")
+                    .bucket_arn(format!("arn:aws:s3:::{bucket}"))
+                    .prefix(prefix)
+                    .build()
+                    .expect("destination"),
+            )
+            .send()
+            .await
+            .expect("create delivery stream");
+    }
+}
+
 impl Drop for MotoServer {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -4,8 +4,9 @@
 //! logged and counted, never retried through the queue.
 
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
+use futures::future::BoxFuture;
 use mdm_sync_domain::analytics::record::iso_millis;
-use mdm_sync_domain::analytics::Report;
+use mdm_sync_domain::analytics::{BatchSignal, Report};
 use serde_json::json;
 
 /// The event's `source` and `detail-type`, what a rule matches on.
@@ -58,6 +59,12 @@ impl RefreshSignal {
                 .find_map(|e| e.error_code().map(str::to_owned))
                 .unwrap_or_else(|| "the event was not accepted".into())),
         }
+    }
+}
+
+impl BatchSignal for RefreshSignal {
+    fn batch_written<'a>(&'a self, report: &'a Report) -> BoxFuture<'a, Result<bool, String>> {
+        Box::pin(RefreshSignal::batch_written(self, report))
     }
 }
 

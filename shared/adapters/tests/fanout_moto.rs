@@ -184,24 +184,10 @@ async fn a_fifo_topic_keeps_group_and_deduplication_ids() {
 async fn firehose_lands_every_record_in_s3_as_ndjson() {
     let moto = MotoServer::start();
     let sdk = moto.sdk_config().await;
-    let s3 = MotoS3(&moto.endpoint);
-    s3.create_bucket("landing").await;
-    let firehose = aws_sdk_firehose::Client::new(&sdk);
-    firehose
-        .create_delivery_stream()
-        .delivery_stream_name("changes")
-        .extended_s3_destination_configuration(
-            aws_sdk_firehose::types::ExtendedS3DestinationConfiguration::builder()
-                .role_arn("arn:aws:iam::123456789012:role/firehose")
-                .bucket_arn("arn:aws:s3:::landing")
-                .prefix("changes/")
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .unwrap();
-    let sink = FirehoseSink::new(firehose, "changes");
+    moto.create_bucket("landing").await;
+    moto.create_delivery_stream("changes", "landing", "changes/")
+        .await;
+    let sink = FirehoseSink::new(aws_sdk_firehose::Client::new(&sdk), "changes");
     let records: Vec<Vec<u8>> = (0..1203)
         .map(|i| format!("{{\"event_id\":\"e{i}\"}}\n").into_bytes())
         .collect();
@@ -209,7 +195,7 @@ async fn firehose_lands_every_record_in_s3_as_ndjson() {
         .put(&records, Instant::now() + Duration::from_secs(30))
         .await;
     assert!(results.iter().all(Result::is_ok));
-    let landed = s3.objects_text("landing", "changes/").await;
+    let landed = moto.objects_text("landing", "changes/").await;
     let ids: Vec<String> = landed
         .lines()
         .map(|l| {
@@ -233,54 +219,6 @@ async fn firehose_lands_every_record_in_s3_as_ndjson() {
     assert!(results
         .iter()
         .all(|r| r.as_ref().is_err_and(|e| e.is_transient())));
-}
-
-/// moto's S3 over plain HTTP (path style; moto reads no signature, but serves objects only to a request that
-/// carries one): enough to create a bucket and read what landed, without building the S3 SDK for one test.
-struct MotoS3<'a>(&'a str);
-
-const MOTO_AUTH: &str =
-    "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=00";
-
-impl MotoS3<'_> {
-    async fn create_bucket(&self, bucket: &str) {
-        let r = reqwest::Client::new()
-            .put(format!("{}/{bucket}", self.0))
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success(), "{}", r.status());
-    }
-
-    /// Every object under `prefix`, concatenated in key order.
-    async fn objects_text(&self, bucket: &str, prefix: &str) -> String {
-        let http = reqwest::Client::new();
-        let list = http
-            .get(format!("{}/{bucket}?list-type=2&prefix={prefix}", self.0))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let mut keys: Vec<&str> = list
-            .split("<Key>")
-            .skip(1)
-            .filter_map(|k| k.split("</Key>").next())
-            .collect();
-        keys.sort();
-        let mut text = String::new();
-        for key in keys {
-            let body = http
-                .get(format!("{}/{bucket}/{key}", self.0))
-                .header("authorization", MOTO_AUTH)
-                .send()
-                .await
-                .unwrap();
-            text.push_str(&body.text().await.unwrap());
-        }
-        text
-    }
 }
 
 #[tokio::test]

@@ -34,6 +34,12 @@ pub trait RecordSink: Sync {
     ) -> BoxFuture<'a, Vec<Result<(), PortError>>>;
 }
 
+/// Tells dashboards that a batch was written (EventBridge in production); best effort.
+pub trait BatchSignal: Sync {
+    /// Signals the batch `report` describes; `Ok(false)` when it wrote nothing (nothing sent).
+    fn batch_written<'a>(&'a self, report: &'a Report) -> BoxFuture<'a, Result<bool, String>>;
+}
+
 /// What the sink works through. Without `reltio`, an oversized event cannot be completed (dead-lettered with
 /// the reason); without `dedup`, duplicates are dropped within a batch only, and the warehouse's views drop the
 /// rest (they deduplicate by event id).
@@ -59,6 +65,8 @@ pub struct Delivery {
 #[derive(Debug, Clone)]
 pub struct Item {
     pub message_id: String,
+    /// The message body (kept for the dead letter).
+    pub body: String,
     pub event_id: String,
     /// The event's entity (for logs and the dead letter).
     pub entity_uri: Option<String>,
@@ -82,6 +90,7 @@ pub fn decode(mapping: &AnalyticsMapping, delivery: Delivery, received_at: &str)
         .unwrap_or_else(|| hex::encode(Sha256::digest(delivery.body.as_bytes())));
     let mut item = Item {
         message_id: delivery.message_id,
+        body: String::new(),
         event_id,
         entity_uri: None,
         plan: None,
@@ -92,22 +101,25 @@ pub fn decode(mapping: &AnalyticsMapping, delivery: Delivery, received_at: &str)
         Ok(e) => e,
         Err(e) => {
             item.outcome = Some(Outcome::Permanent(format!("not a Reltio event: {e}")));
+            item.body = delivery.body;
             return item;
         }
     };
     item.entity_uri = event.entity_uri().map(str::to_owned);
-    match plan_record(
+    let plan = plan_record(
         mapping,
         &event,
         &item.event_id,
         delivery.tenant_id.as_deref(),
         delivery.object_version.as_deref(),
         received_at,
-    ) {
+    );
+    match plan {
         Ok(RecordPlan::Skip(code)) => item.outcome = Some(Outcome::Skipped(code)),
         Ok(plan) => item.plan = Some(plan),
         Err(e) => item.outcome = Some(Outcome::Permanent(e.to_string())),
     }
+    item.body = delivery.body;
     item
 }
 
