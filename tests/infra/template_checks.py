@@ -18,7 +18,7 @@ CONTRACT_VARIABLES = {
         "RELTIO_BATCH_SIZE", "RELTIO_MAX_CONCURRENCY", "METRICS_NAMESPACE",
     },
     "webhook-receiver": {
-        "WEBHOOK_SECRET_ID", "EVENT_QUEUE_URL", "WEBHOOK_TOLERANCE_SECONDS", "WEBHOOK_REQUIRE_TIMESTAMP",
+        "WEBHOOK_SECRET_ID", "EVENT_QUEUE_URL", "EVENT_TOPIC_ARN", "WEBHOOK_TOLERANCE_SECONDS", "WEBHOOK_REQUIRE_TIMESTAMP",
         "WEBHOOK_MAX_BODY_BYTES", "EVENT_TYPES", "ENTITY_TYPES", "METRICS_NAMESPACE",
     },
     "crm-updater": {
@@ -26,7 +26,12 @@ CONTRACT_VARIABLES = {
         "RELTIO_SECRET_ID", "CRM_MAPPING_FILE", "SYNC_STATE_TABLE", "CRM_DLQ_URL", "METRICS_NAMESPACE",
     },
     "stream-consumer": {
-        "EVENT_QUEUE_URL", "STREAM_DLQ_URL", "EVENT_TYPES", "ENTITY_TYPES", "STREAM_MAX_EVENT_BYTES", "METRICS_NAMESPACE",
+        "EVENT_QUEUE_URL", "EVENT_TOPIC_ARN", "STREAM_DLQ_URL", "EVENT_TYPES", "ENTITY_TYPES", "STREAM_MAX_EVENT_BYTES", "METRICS_NAMESPACE",
+    },
+    "analytics-sink": {
+        "FIREHOSE_STREAM_NAME", "ANALYTICS_MAPPING_FILE", "ANALYTICS_DLQ_URL", "ANALYTICS_DEDUP_TABLE",
+        "ANALYTICS_DEDUP_TTL_DAYS", "ANALYTICS_EVENT_BUS", "RELTIO_API_URL", "RELTIO_AUTH_URL", "RELTIO_SECRET_ID",
+        "METRICS_NAMESPACE",
     },
 }
 
@@ -373,6 +378,35 @@ def check_reserved_concurrency(t: dict) -> list[str]:
     return problems
 
 
+def check_fanout(t: dict) -> list[str]:
+    """Every queue subscribed to a topic gets the event as the consumers read it (raw message delivery), keeps
+    what the topic could not deliver (a redrive DLQ), and lets that topic, and only it, send to it."""
+    problems = []
+    policies = resources(t, "AWS::SQS::QueuePolicy").values()
+    for sid, sub in resources(t, "AWS::SNS::Subscription").items():
+        p = sub["Properties"]
+        if p.get("Protocol") != "sqs":
+            continue
+        if p.get("RawMessageDelivery") not in (True, "true"):
+            problems.append(f"{sid}: no raw message delivery (the consumer would get SNS envelopes)")
+        if not p.get("RedrivePolicy"):
+            problems.append(f"{sid}: no redrive policy (an undeliverable event would be lost)")
+        queue, topic = ref_name(p.get("Endpoint")), ref_name(p.get("TopicArn"))
+        allowed = any(
+            queue in refs_in(pol["Properties"].get("Queues"))
+            and any(
+                st.get("Effect") == "Allow"
+                and st.get("Principal", {}).get("Service") == "sns.amazonaws.com"
+                and topic in refs_in(st.get("Condition"))
+                for st in pol["Properties"]["PolicyDocument"].get("Statement", [])
+            )
+            for pol in policies
+        )
+        if not allowed:
+            problems.append(f"{sid}: {queue} has no policy letting {topic} (and only it) send to it")
+    return problems
+
+
 def check_tracing(t: dict) -> list[str]:
     """Every function traces with X-Ray (Globals, or its own Tracing), so one change can be followed across them."""
     default = t.get("Globals", {}).get("Function", {}).get("Tracing")
@@ -395,4 +429,5 @@ def all_problems(t: dict, contract_md: Path | None = None, layer_root: Path | No
         + check_reserved_concurrency(t)
         + check_alarm_topic_key(t)
         + check_tracing(t)
+        + check_fanout(t)
     )

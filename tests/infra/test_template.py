@@ -198,3 +198,31 @@ def test_a_function_without_active_tracing_is_caught(t):
     assert checks.check_tracing(t) == ["CrmUpdaterFunction: no X-Ray active tracing"]
     del t["Globals"]["Function"]["Tracing"]
     assert len(checks.check_tracing(t)) == len(checks.resources(t, "AWS::Serverless::Function"))
+
+
+@pytest.mark.parametrize("subscription", ["CrmSubscription", "AnalyticsSubscription"])
+def test_a_subscription_without_raw_delivery_or_redrive_is_caught(t, subscription):
+    props = t["Resources"][subscription]["Properties"]
+    del props["RawMessageDelivery"]
+    del props["RedrivePolicy"]
+    problems = checks.check_fanout(t)
+    assert any(subscription in p and "raw message delivery" in p for p in problems), problems
+    assert any(subscription in p and "redrive" in p for p in problems), problems
+
+
+def test_a_subscribed_queue_the_topic_may_not_send_to_is_caught(t):
+    del t["Resources"]["AnalyticsQueuePolicy"]
+    assert checks.check_fanout(t) == [
+        "AnalyticsSubscription: AnalyticsQueue has no policy letting EventTopic (and only it) send to it"
+    ]
+
+
+def test_the_analytics_consumer_keeps_the_queue_rules(t):
+    # Its own DLQs alarm, its event source reports partial failures, its queue outlives 6 invocations.
+    del t["Resources"]["AnalyticsDeadLetterQueueAlarm"]
+    t["Resources"]["AnalyticsSinkEventSource"]["Properties"]["FunctionResponseTypes"] = []
+    t["Resources"]["AnalyticsQueue"]["Properties"]["VisibilityTimeout"] = 60
+    problems = checks.all_problems(t)
+    assert "AnalyticsDeadLetterQueue: dead-letter queue has no depth >= 1 alarm" in problems
+    assert "AnalyticsSinkEventSource: no ReportBatchItemFailures" in problems
+    assert any(p.startswith("AnalyticsQueue: VisibilityTimeout 60") for p in problems), problems
