@@ -75,10 +75,12 @@ class Moto:
 
 
 def endpoints_env(res: "Resources") -> dict:
-    """The functions' endpoint settings (the AWS SDK honours AWS_ENDPOINT_URL and AWS_ENDPOINT_URL_<SERVICE>)."""
+    """The functions' endpoint settings (the AWS SDK honours AWS_ENDPOINT_URL and AWS_ENDPOINT_URL_<SERVICE>). The
+    topic lives with the queues (moto delivers SNS to SQS within one server)."""
     env = {"AWS_ENDPOINT_URL": res.moto.endpoint}
     if res.sqs_moto is not res.moto:
         env["AWS_ENDPOINT_URL_SQS"] = res.sqs_moto.endpoint
+        env["AWS_ENDPOINT_URL_SNS"] = res.sqs_moto.endpoint
     return env
 
 
@@ -132,6 +134,84 @@ class Resources:
             AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
             KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
         )
+
+    def fan_out(self, *, analytics: bool, visibility_timeout: int, max_receive_count: int = 5):
+        """The template's fan-out: the event topic (FIFO with the queues) with the event queue subscribed (raw
+        message delivery, entity events only); with `analytics`, the analytics queue (+ redrive DLQ) subscribed
+        too, the analytics DLQ, the dedup table, Firehose into an S3 bucket (moto: one object per PutRecordBatch,
+        no dynamic partitioning, no compression) and the refresh signal's EventBridge rule with a queue target."""
+        sns = self.sqs_moto.client("sns")
+        self.sns = sns
+        attrs = {"FifoTopic": "true", "ContentBasedDeduplication": "false"} if self.fifo else {}
+        self.topic = sns.create_topic(Name=f"{STACK}-events" + (".fifo" if self.fifo else ""),
+                                      Attributes=attrs)["TopicArn"]
+        entity_events = json.dumps({"eventType": [{"prefix": "ENTIT"}]})
+
+        def subscribe(queue_arn: str):
+            sns.subscribe(TopicArn=self.topic, Protocol="sqs", Endpoint=queue_arn,
+                          Attributes={"RawMessageDelivery": "true", "FilterPolicy": entity_events})
+
+        subscribe(self.event_queue_arn)
+        self.analytics = analytics
+        if not analytics:
+            return
+        sqs, suffix = self.sqs, ".fifo" if self.fifo else ""
+        fifo_attrs = {"FifoQueue": "true"} if self.fifo else {}
+        retention = {"MessageRetentionPeriod": "1209600"}
+        self.analytics_queue_dlq = sqs.create_queue(QueueName=f"{STACK}-analytics-queue-dlq{suffix}",
+                                                    Attributes={**retention, **fifo_attrs})["QueueUrl"]
+        dlq_arn = self._arn(self.analytics_queue_dlq)
+        self.analytics_queue = sqs.create_queue(QueueName=f"{STACK}-analytics{suffix}", Attributes={
+            **fifo_attrs, "VisibilityTimeout": str(visibility_timeout), "MaximumMessageSize": "1048576",
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive_count}),
+        })["QueueUrl"]
+        self.analytics_queue_arn = self._arn(self.analytics_queue)
+        self.analytics_dlq = sqs.create_queue(QueueName=f"{STACK}-analytics-dlq", Attributes=retention)["QueueUrl"]
+        subscribe(self.analytics_queue_arn)
+        self.analytics_table = f"{STACK}-analytics-dedup"
+        self.ddb.create_table(TableName=self.analytics_table, BillingMode="PAY_PER_REQUEST",
+                              AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+                              KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}])
+        self.bucket = f"{STACK}-analytics"
+        self.s3 = self.moto.client("s3")
+        self.s3.create_bucket(Bucket=self.bucket)
+        self.delivery_stream = f"{STACK}-analytics"
+        self.moto.client("firehose").create_delivery_stream(
+            DeliveryStreamName=self.delivery_stream, DeliveryStreamType="DirectPut",
+            ExtendedS3DestinationConfiguration={"RoleARN": "arn:aws:iam::123456789012:role/firehose",
+                                                "BucketARN": f"arn:aws:s3:::{self.bucket}", "Prefix": "changes/"})
+        # The refresh signal's rule targets a queue on the same moto as EventBridge (moto delivers in-process).
+        self.signals_sqs = self.moto.client("sqs")
+        self.signals = self.signals_sqs.create_queue(QueueName=f"{STACK}-refresh-signals")["QueueUrl"]
+        signals_arn = self.signals_sqs.get_queue_attributes(
+            QueueUrl=self.signals, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        events = self.moto.client("events")
+        events.put_rule(Name=f"{STACK}-refresh", EventPattern=json.dumps(
+            {"source": ["mdm-sync.analytics"], "detail-type": ["Analytics batch written"]}))
+        events.put_targets(Rule=f"{STACK}-refresh", Targets=[{"Id": "signals", "Arn": signals_arn}])
+
+    def _arn(self, url: str) -> str:
+        return self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+
+    def landed_records(self, folder: str) -> list[dict]:
+        """Every change record in the bucket, one per NDJSON line; each object is also written to `folder` (gzip or
+        plain, as landed) for the warehouse SQL."""
+        import gzip
+        import os
+
+        records = []
+        paginator = self.s3.get_paginator("list_objects_v2")
+        n = 0
+        for page in paginator.paginate(Bucket=self.bucket, Prefix="changes/"):
+            for obj in page.get("Contents", []):
+                data = self.s3.get_object(Bucket=self.bucket, Key=obj["Key"])["Body"].read()
+                gz = data[:2] == b"\x1f\x8b"
+                n += 1
+                with open(os.path.join(folder, f"{n:06d}.json" + (".gz" if gz else "")), "wb") as f:
+                    f.write(data)
+                text = gzip.decompress(data).decode() if gz else data.decode()
+                records += [json.loads(line) for line in text.splitlines() if line.strip()]
+        return records
 
     def secret(self, name: str, value: dict) -> str:
         return self.sm.create_secret(Name=f"{STACK}/{name}", SecretString=json.dumps(value))["ARN"]

@@ -238,8 +238,11 @@ class KinesisPoller:
 
 class SqsPoller:
     def __init__(self, res, host, *, batch_size=10, window_s=0.3, max_concurrency=1, duplicate_rate=0.0,
-                 reorder=False, rng=None):
+                 reorder=False, rng=None, queue: str | None = None, queue_arn: str | None = None):
+        """`queue`/`queue_arn`: the queue polled (default: the event queue)."""
         self.res, self.host = res, host
+        self.queue = queue or res.event_queue
+        self.queue_arn = queue_arn or res.event_queue_arn
         self.batch_size, self.window_s = min(batch_size, 10) if res.fifo else batch_size, window_s
         self.max_concurrency = max(1, max_concurrency)
         self.duplicate_rate, self.reorder = duplicate_rate, reorder
@@ -272,14 +275,14 @@ class SqsPoller:
                 "messageAttributes": attrs,
                 "md5OfBody": hashlib.md5(m["Body"].encode()).hexdigest(),
                 "eventSource": "aws:sqs",
-                "eventSourceARN": self.res.event_queue_arn,
+                "eventSourceARN": self.queue_arn,
                 "awsRegion": "us-east-1",
             })
         return {"Records": out}
 
     def _receive_some(self, n: int, wait_s: int):
         r = self.res.sqs.receive_message(
-            QueueUrl=self.res.event_queue, MaxNumberOfMessages=min(10, n), AttributeNames=["All"],
+            QueueUrl=self.queue, MaxNumberOfMessages=min(10, n), AttributeNames=["All"],
             MessageAttributeNames=["All"], WaitTimeSeconds=wait_s)
         return r.get("Messages", [])
 
@@ -357,7 +360,7 @@ class SqsPoller:
         done = [m for m in msgs if m["MessageId"] not in set(ids)]
         self.stats.add("records", len(done))
         for i in range(0, len(done), 10):
-            self.res.sqs.delete_message_batch(QueueUrl=self.res.event_queue, Entries=[
+            self.res.sqs.delete_message_batch(QueueUrl=self.queue, Entries=[
                 {"Id": str(j), "ReceiptHandle": m["ReceiptHandle"]} for j, m in enumerate(done[i:i + 10])])
 
     def close(self):

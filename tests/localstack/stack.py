@@ -21,7 +21,7 @@ from .pollers import KinesisPoller, SqsPoller
 from .reltio_sim import ReltioSim, simple
 from .runtime import FunctionPool
 from .salesforce_sim import SalesforceSim
-from .util import close_all, now_ms, percentiles
+from .util import close_all, drain, now_ms, percentiles
 from .webhook import ApiGateway, NativeStream, WebhookDeliverer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,6 +53,8 @@ class Scenario:
                                      # "kafka" (Reltio's Kafka stream on Tansu → stream-consumer → SQS)
     fifo: bool = False
     restart_broker: bool = False     # kafka path: the broker keeps its log in S3 (moto) and is restarted in phase 2
+    fanout: bool = True              # the template's event topic: the receivers publish once, each consumer has a queue
+    analytics: bool = True           # analytics-sink on its own subscription queue, Firehose into S3, DuckDB checks
     # Event sources and concurrency; the defaults are infra/template.yaml's event source mappings.
     cdc_batch_size: int = 500          # CdcBatchSize
     cdc_window_s: float = 1.0          # CdcBatchWindowSeconds
@@ -60,6 +62,9 @@ class Scenario:
     crm_batch_size: int | None = None  # CrmBatchSize 100 (FIFO: 10)
     crm_window_s: float | None = None  # MaximumBatchingWindowInSeconds 5 (FIFO: none)
     crm_concurrency: int = 5           # ScalingConfig.MaximumConcurrency (CrmMaximumConcurrency)
+    analytics_batch_size: int = 500    # AnalyticsBatchSize (FIFO: 10)
+    analytics_window_s: float = 10.0   # the analytics event source's batching window
+    analytics_concurrency: int = 2     # AnalyticsMaximumConcurrency
     webhook_concurrency: int = 10      # webhook-receiver environments (the template reserves none)
     webhook_senders: int | None = None # Reltio's concurrent webhook deliveries (None: webhook_concurrency)
     one_instance: bool = False         # one execution environment per function, one webhook sender
@@ -114,11 +119,15 @@ def event_sources(s: Scenario) -> dict:
                 "visibility_timeout_s": s.visibility_timeout_s or s.crm_timeout_s + round(window) + 1,
                 "crm_timeout_s": s.crm_timeout_s, "crm_lease_s": s.crm_timeout_s},
         "webhook": {"concurrency": 1 if one else max(1, s.webhook_concurrency), "senders": senders},
+        "analytics": {"batch_size": min(10, s.analytics_batch_size) if s.fifo else s.analytics_batch_size,
+                      "window_s": 0.0 if s.fifo else s.analytics_window_s,
+                      "max_concurrency": 1 if one else max(1, s.analytics_concurrency)},
         "instances": {"cdc-ingest": 1 if one else SHARDS * pf,
                       "crm-updater": 1 if one else max(1, s.crm_concurrency),
                       "webhook-receiver": 1 if one else max(1, s.webhook_concurrency),
                       # One batch per partition at a time (3 partitions); the harness's poller runs one at a time.
-                      "stream-consumer": 1},
+                      "stream-consumer": 1,
+                      "analytics-sink": 1 if one else max(1, s.analytics_concurrency)},
     }
 
 
@@ -152,6 +161,8 @@ class Stack:
         self.moto_sqs.wait_ready()
         self.res = Resources(self.moto, sqs_moto=self.moto_sqs, shards=SHARDS, fifo=s.fifo,
                              visibility_timeout=es["sqs"]["visibility_timeout_s"])
+        if s.fanout:
+            self.res.fan_out(analytics=s.analytics, visibility_timeout=es["sqs"]["visibility_timeout_s"])
         faults_r = Faults(error_rate=s.fault_rate, drop_rate=s.drop_rate, latency_ms=s.latency_ms, seed=s.seed)
         faults_s = Faults(error_rate=s.fault_rate, drop_rate=s.drop_rate, latency_ms=s.latency_ms, seed=s.seed + 1)
         self.reltio = ReltioSim(faults_r, token_ttl_s=s.token_ttl_s)
@@ -207,7 +218,7 @@ class Stack:
         if s.path == "webhook" and wh:
             self.hosts["webhook-receiver"] = FunctionPool("webhook-receiver", wh, {
                 **common, "WEBHOOK_SECRET_ID": webhook_secret, "EVENT_QUEUE_URL": res.event_queue,
-                "WEBHOOK_REQUIRE_TIMESTAMP": "true"}, timeout_s=10, size=n["webhook-receiver"],
+                **self._topic_env(), "WEBHOOK_REQUIRE_TIMESTAMP": "true"}, timeout_s=10, size=n["webhook-receiver"],
                 log_path=self._log("webhook-receiver"))
             self.apigw = ApiGateway(self.hosts["webhook-receiver"])
             self.closers.append(self.apigw.close)
@@ -216,7 +227,7 @@ class Stack:
         elif s.path == "kafka":
             self._start_kafka_path(common, n)
         else:
-            self.deliverer = NativeStream(res)
+            self.deliverer = NativeStream(res, topic=getattr(res, "topic", None))
         self.stoppers.append(self.deliverer.close)
         self.reltio.sink = self.deliverer.submit
         for h in self.hosts.values():
@@ -237,6 +248,28 @@ class Stack:
                                         duplicate_rate=s.duplicate_rate, reorder=s.reorder,
                                         rng=random.Random(s.seed + 5))
             self.stoppers.append(self.sqs_poller.close)
+        self.analytics_poller = None
+        sink = binary(s, "analytics-sink")
+        if getattr(res, "analytics", False) and sink:
+            a = es["analytics"]
+            self.hosts["analytics-sink"] = FunctionPool("analytics-sink", sink, {
+                **common, "FIREHOSE_STREAM_NAME": res.delivery_stream,
+                "ANALYTICS_MAPPING_FILE": str(HERE / "analytics-mapping.toml"),
+                "ANALYTICS_DLQ_URL": res.analytics_dlq, "ANALYTICS_DEDUP_TABLE": res.analytics_table,
+                "ANALYTICS_EVENT_BUS": "default", **reltio_env("analytics-sink")},
+                timeout_s=s.crm_timeout_s, size=n["analytics-sink"], log_path=self._log("analytics-sink"))
+            self.closers.append(self.hosts["analytics-sink"].close)
+            self.analytics_poller = SqsPoller(res, self.hosts["analytics-sink"], batch_size=a["batch_size"],
+                                              window_s=a["window_s"], max_concurrency=a["max_concurrency"],
+                                              duplicate_rate=s.duplicate_rate, reorder=s.reorder,
+                                              rng=random.Random(s.seed + 7), queue=res.analytics_queue,
+                                              queue_arn=res.analytics_queue_arn)
+            self.stoppers.append(self.analytics_poller.close)
+
+    def _topic_env(self) -> dict:
+        """EVENT_TOPIC_ARN when the stack fans out (the receivers publish there instead of the event queue)."""
+        topic = getattr(self.res, "topic", None)
+        return {"EVENT_TOPIC_ARN": topic} if topic else {}
 
     def _start_kafka_path(self, common: dict, n: dict):
         """Reltio's Kafka stream: a Tansu topic (3 partitions, keyed by entity URI), stream-consumer fed by a
@@ -259,7 +292,7 @@ class Stack:
         # The template's StreamFailureQueue: the on-failure destination of the Kafka event source.
         self.stream_failures = res.sqs.create_queue(QueueName=f"{res.stream_name}-stream-failures")["QueueUrl"]
         self.hosts["stream-consumer"] = FunctionPool("stream-consumer", sc, {
-            **common, "EVENT_QUEUE_URL": res.event_queue, "STREAM_DLQ_URL": self.stream_dlq},
+            **common, "EVENT_QUEUE_URL": res.event_queue, **self._topic_env(), "STREAM_DLQ_URL": self.stream_dlq},
             timeout_s=10, size=n["stream-consumer"], log_path=self._log("stream-consumer"))
         topic = "reltio.LOCAL1.entities.changes"
         self.deliverer = KafkaStream(self.broker, topic, partitions=3, duplicate_rate=self.s.duplicate_rate,
@@ -308,6 +341,9 @@ class Stack:
             return False
         if self.sqs_poller is not None:
             if self.sqs_poller.busy or self.res.depth(self.res.event_queue) > 0:
+                return False
+        if self.analytics_poller is not None:
+            if self.analytics_poller.busy or self.res.depth(self.res.analytics_queue) > 0:
                 return False
         return True
 
@@ -368,6 +404,11 @@ class Stack:
             self.res.sqs.send_message(QueueUrl=self.res.event_queue, MessageBody="not a reltio event",
                                       MessageAttributes={"eventId": {"DataType": "String", "StringValue": "bad-1"}},
                                       **({"MessageGroupId": "bad", "MessageDeduplicationId": "bad-1"} if s.fifo else {}))
+            if self.analytics_poller is not None:  # ... and on the analytics queue: its DLQ's
+                self.res.sqs.send_message(
+                    QueueUrl=self.res.analytics_queue, MessageBody="not a reltio event",
+                    MessageAttributes={"eventId": {"DataType": "String", "StringValue": "bad-2"}},
+                    **({"MessageGroupId": "bad", "MessageDeduplicationId": "bad-2"} if s.fifo else {}))
             self.settle("bad inputs", total, total, 60)
         self._progress("done", total, total)
         if s.progress:
@@ -406,6 +447,9 @@ class Stack:
         f["pollers"] = {"kinesis": {**self.kinesis.stats.figures(), "lanes_used": self.kinesis.lanes_used()}}
         if self.sqs_poller:
             f["pollers"]["sqs"] = {**self.sqs_poller.stats.figures(), "peak_concurrent": self.sqs_poller.peak}
+        if self.analytics_poller:
+            f["pollers"]["analytics sqs"] = {**self.analytics_poller.stats.figures(),
+                                             "peak_concurrent": self.analytics_poller.peak}
         f["cpu_seconds"] = {"harness (python)": round(_own_cpu() - self._cpu0, 1),
                             "moto": round(self.moto.cpu() or 0, 1), "moto (SQS)": round(self.moto_sqs.cpu() or 0, 1),
                             **{n: round(h.cpu(), 1) for n, h in self.hosts.items()}}
@@ -524,6 +568,9 @@ class Stack:
                     overall.append(t - c.commit_ms)
             f["latency_ms"]["source→salesforce"] = percentiles(overall)
             f["changes_reaching_salesforce"] = len(overall)
+        # 7. The analytics sink: every emitted event recorded once on S3, the warehouse views equal Reltio.
+        if self.analytics_poller is not None:
+            self.check_analytics(rep)
         # 6. Per crosswalk key, the writes reach Reltio in the source's order (redeliveries repeat, never regress).
         f["reltio_writes_out_of_source_order"] = self._out_of_order_writes(history)
         if f["reltio_writes_out_of_source_order"]:
@@ -583,6 +630,61 @@ class Stack:
         out["busy seconds"] = round(e2e, 1)
         out["wall clock (changes/s)"] = round(changes / f["wall_seconds"], 1) if f.get("wall_seconds") else None
         f["throughput"] = out
+
+    def check_analytics(self, rep: Report):
+        """Invariant 7: every event Reltio emitted is on S3 as one change record (matched by entity, version and
+        type: the receivers' event ids are hashes of the signed events), nothing else is; the analytics DLQ holds
+        only the deliberate bad input; and the shipped warehouse SQL (DuckDB) over the landed files gives, per live
+        entity, its golden values as `current`, no `current` row for a merged-away entity, and one `history` row
+        per distinct record."""
+        from . import analytics_sql
+
+        res, f = self.res, rep.figures
+        folder = os.path.join(self.log_dir, "analytics-landed")
+        os.makedirs(folder, exist_ok=True)
+        records = res.landed_records(folder)
+        ids = [r.get("event_id") for r in records]
+        distinct = {r["event_id"]: r for r in records}
+        landed = {(r["entity_uri"], str(r["object_version"]), r["event_type"]) for r in distinct.values()}
+        emitted = {(e["uri"], str(e["version"]), e["type"]) for e in self.reltio.events}
+        signals = len(drain(res.signals_sqs, res.signals))
+        a = {"records": len(records), "distinct events": len(distinct), "duplicates": len(ids) - len(distinct),
+             "objects": len(os.listdir(folder)), "refresh signals": signals}
+        if emitted - landed:
+            rep.failures.append(f"{len(emitted - landed)} emitted events have no change record "
+                                f"(e.g. {sorted(emitted - landed)[:3]})")
+        if landed - emitted:
+            rep.failures.append(f"{len(landed - emitted)} change records match no emitted event "
+                                f"(e.g. {sorted(landed - emitted)[:3]})")
+        if records and not signals:
+            rep.failures.append("records were written but no refresh signal reached its rule's target")
+        dead = res.drain(res.analytics_dlq)
+        expected_dead = 1 if self.s.bad_inputs else 0
+        if len({json.loads(m["Body"]).get("messageId") for m in dead}) != expected_dead:
+            rep.failures.append(f"analytics DLQ holds {len(dead)} messages, expected {expected_dead}: "
+                                f"{[m['Body'][:160] for m in dead][:3]}")
+        stuck = res.drain(res.analytics_queue_dlq)
+        if stuck:
+            rep.failures.append(f"analytics queue DLQ holds {len(stuck)} messages")
+        if records:
+            con = analytics_sql.open_changes(folder)
+            current = {r["entity_uri"]: r for r in analytics_sql.current(con)}
+            history = analytics_sql.history(con)
+            a.update({"current rows": len(current), "history rows": len(history)})
+            columns = {"first_name": "FirstName", "last_name": "LastName", "email": "Email", "phone": "Phone"}
+            live = {e.uri: e for e in self.reltio.live_entities()}
+            for uri, e in live.items():
+                golden = e.golden_simple()
+                want = {col: (golden.get(attr) or [None])[0] for col, attr in columns.items()}
+                row = current.get(uri)
+                got = {col: row.get(col) for col in columns} if row else None
+                if got != want:
+                    rep.failures.append(f"warehouse current row of {uri} is {got}, the golden record {want}")
+            for uri in set(current) - set(live):
+                rep.failures.append(f"warehouse current holds {uri}, which is merged away or unknown")
+            if len(history) != len(distinct):
+                rep.failures.append(f"warehouse history has {len(history)} rows for {len(distinct)} distinct records")
+        f["analytics"] = a
 
     def check_queue_messages(self, rep: Report):
         """Without a consumer the event queue keeps what the receiver enqueued: check docs/contract.md's format."""
@@ -754,6 +856,8 @@ def format_report(rep: Report) -> str:
         lines.append(f"  kafka stream                 {k['records_produced']} records ({k['duplicates_produced']} duplicates),"
                      f" consumer lag max {k['max_consumer_lag']} / final {k['final_consumer_lag']},"
                      f" stream DLQ {f.get('dlq_depth_stream', 0)}")
+    if "analytics" in f:
+        lines.append("  analytics (S3, DuckDB)       " + ", ".join(f"{k} {v}" for k, v in f["analytics"].items()))
     if "trace" in f:
         lines += trace.format_path(f["trace"], f["trace_enqueuer"])
     lines.append("  latency ms (p50 / p95 / p99)")

@@ -4,9 +4,13 @@
   Reltio answered;
 - webhook-receiver or stream-consumer, `enqueued`: the entity URI, `objectVersion`, the event id, and the
   invocation's X-Ray trace id (the span's `xrayTraceId`), which the queue message carries as `AWSTraceHeader`;
-- crm-updater, `applied`: the entity URI, the event id, that trace (`upstream_trace`) and the Contact written.
+- crm-updater, `applied`: the entity URI, the event id, that trace (`upstream_trace`) and the Contact written;
+- analytics-sink, `recorded`: the entity URI, the event id and that trace.
 
-The entity URI joins the CDC hop to the event; the event id and the trace join the event to the Salesforce write.
+The entity URI joins the CDC hop to the event; the event id joins the event to the Salesforce write and to the
+change record. The trace joins them too where the queue message carries it: on a queue the receiver sends to
+directly (`AWSTraceHeader`); through the fan-out topic AWS carries it when the topic traces actively, which moto
+does not, so locally the trace is matched only when present.
 """
 from __future__ import annotations
 
@@ -40,16 +44,26 @@ def follow(log_dir: str, enqueuer: str = "webhook-receiver") -> dict:
         if f.get("entity"):
             written.setdefault(f["entity"], []).append({"correlation_id": f.get("correlation_id"),
                                                          "trace": span.get("xrayTraceId")})
-    enqueued: dict[tuple[str, str], dict] = {}  # (event id, trace) -> line
+    enqueued: dict[str, list[dict]] = {}  # event id -> its enqueued lines (one per delivery)
     for f, span in _lines(os.path.join(log_dir, f"{enqueuer}.log"), "enqueued"):
-        enqueued[(f.get("event_id"), span.get("xrayTraceId"))] = {
+        enqueued.setdefault(f.get("event_id"), []).append({
             "entity": f.get("entity"), "object_version": f.get("object_version"), "event_id": f.get("event_id"),
-            "trace": span.get("xrayTraceId"), "record": f.get("record")}
+            "trace": span.get("xrayTraceId"), "record": f.get("record")})
+
+    def source(f: dict) -> dict | None:
+        """The enqueued line a consumer's line comes from: the same event and entity, and the same trace when the
+        consumer was handed one."""
+        upstream = f.get("upstream_trace")
+        for e in enqueued.get(f.get("event_id"), []):
+            if e["entity"] == f.get("entity") and (upstream is None or e["trace"] == upstream):
+                return e
+        return None
+
     applied = list(_lines(os.path.join(log_dir, "crm-updater.log"), "applied"))
     joined, unjoined, paths = 0, [], {}
     for f, _span in applied:
-        e = enqueued.get((f.get("event_id"), f.get("upstream_trace")))
-        if e is None or e["entity"] != f.get("entity") or f.get("entity") not in written:
+        e = source(f)
+        if e is None or f.get("entity") not in written:
             unjoined.append({k: f.get(k) for k in ("entity", "event_id", "upstream_trace")})
             continue
         joined += 1
@@ -57,9 +71,11 @@ def follow(log_dir: str, enqueuer: str = "webhook-receiver") -> dict:
                                        "crm-updater": {"contact": f.get("contact"), "event_id": f.get("event_id"),
                                                        "object_version": f.get("object_version"),
                                                        "upstream_trace": f.get("upstream_trace")}})
+    recorded = list(_lines(os.path.join(log_dir, "analytics-sink.log"), "recorded"))
+    recorded_joined = sum(1 for f, _ in recorded if source(f) is not None)
     one = paths[min(paths)] if paths else None
     return {"applied": len(applied), "joined": joined, "unjoined": unjoined, "path": one,
-            "entity": min(paths) if paths else None}
+            "entity": min(paths) if paths else None, "recorded": len(recorded), "recorded_joined": recorded_joined}
 
 
 def format_path(t: dict, enqueuer: str) -> list[str]:
@@ -74,4 +90,6 @@ def format_path(t: dict, enqueuer: str) -> list[str]:
             f"    {enqueuer:<26} event {e['event_id']} v{e['object_version']}{where}, trace {e['trace']}",
             f"    crm-updater                event {s['event_id']} v{s['object_version']} -> Contact {s['contact']},"
             f" upstream trace {s['upstream_trace']}",
-            f"  applied events followed      {t['joined']} of {t['applied']} back to their source change"]
+            f"  applied events followed      {t['joined']} of {t['applied']} back to their source change"
+            + (f"; change records {t['recorded_joined']} of {t['recorded']} back to their event"
+               if t.get("recorded") else "")]

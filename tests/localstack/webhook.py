@@ -162,24 +162,31 @@ class WebhookDeliverer:
 
 
 class NativeStream:
-    """Reltio's native SQS stream: the event straight onto the queue with docs/contract.md's attributes."""
+    """Reltio's native SQS stream: the event straight onto the queue with docs/contract.md's attributes; with the
+    fan-out topic, Reltio's native SNS stream publishing there."""
 
-    def __init__(self, res):
+    def __init__(self, res, topic: str | None = None):
         self.res = res
+        self.topic = topic
         self.accepted: dict[str, int] = {}
         self.given_up: list[str] = []
         self.forged: list[int] = []
 
     def submit(self, body: dict, eid: str):
         uri = (body.get("object") or {}).get("uri") or body.get("uri") or (body.get("uris") or [None])[0]
+        etype = (body.get("object") or {}).get("type")
         attrs = {"eventType": body["type"], "tenantId": body.get("tenantId"), "sourceObjectUri": uri,
                  "objectVersion": str(body["objectVersion"]) if body.get("objectVersion") is not None else None,
-                 "eventId": eid}
+                 "entityType": etype.rsplit("/", 1)[-1] if etype else None, "eventId": eid}
         kw = {}
         if self.res.fifo:
             kw = {"MessageGroupId": uri or eid, "MessageDeduplicationId": eid}
-        self.res.sqs.send_message(QueueUrl=self.res.event_queue, MessageBody=json.dumps(body), MessageAttributes={
-            k: {"DataType": "String", "StringValue": v} for k, v in attrs.items() if v is not None}, **kw)
+        attributes = {k: {"DataType": "String", "StringValue": v} for k, v in attrs.items() if v is not None}
+        if self.topic:
+            self.res.sns.publish(TopicArn=self.topic, Message=json.dumps(body), MessageAttributes=attributes, **kw)
+        else:
+            self.res.sqs.send_message(QueueUrl=self.res.event_queue, MessageBody=json.dumps(body),
+                                      MessageAttributes=attributes, **kw)
         self.accepted[eid] = now_ms()
 
     def idle(self):
