@@ -55,6 +55,7 @@ class Scenario:
     restart_broker: bool = False     # kafka path: the broker keeps its log in S3 (moto) and is restarted in phase 2
     fanout: bool = True              # the template's event topic: the receivers publish once, each consumer has a queue
     analytics: bool = True           # analytics-sink on its own subscription queue, Firehose into S3, DuckDB checks
+    firehose_fault_rate: float | None = None  # share of records Firehose fails in a PutRecordBatch (None: fault_rate)
     # Event sources and concurrency; the defaults are infra/template.yaml's event source mappings.
     cdc_batch_size: int = 500          # CdcBatchSize
     cdc_window_s: float = 1.0          # CdcBatchWindowSeconds
@@ -252,8 +253,16 @@ class Stack:
         sink = binary(s, "analytics-sink")
         if getattr(res, "analytics", False) and sink:
             a = es["analytics"]
+            rate = s.fault_rate if s.firehose_fault_rate is None else s.firehose_fault_rate
+            gate = {}
+            self.firehose_gate = None
+            if rate > 0:  # moto never fails a record: the gate fails a share of each batch as Firehose can
+                from .firehose_gate import FirehoseGate
+                self.firehose_gate = FirehoseGate(self.moto.port, rate, seed=s.seed + 3)
+                self.closers.append(self.firehose_gate.close)
+                gate = {"AWS_ENDPOINT_URL_FIREHOSE": self.firehose_gate.url}
             self.hosts["analytics-sink"] = FunctionPool("analytics-sink", sink, {
-                **common, "FIREHOSE_STREAM_NAME": res.delivery_stream,
+                **common, **gate, "FIREHOSE_STREAM_NAME": res.delivery_stream,
                 "ANALYTICS_MAPPING_FILE": str(HERE / "analytics-mapping.toml"),
                 "ANALYTICS_DLQ_URL": res.analytics_dlq, "ANALYTICS_DEDUP_TABLE": res.analytics_table,
                 "ANALYTICS_EVENT_BUS": "default", **reltio_env("analytics-sink")},
@@ -649,7 +658,8 @@ class Stack:
         emitted = {(e["uri"], str(e["version"]), e["type"]) for e in self.reltio.events}
         signals = len(drain(res.signals_sqs, res.signals))
         a = {"records": len(records), "distinct events": len(distinct), "duplicates": len(ids) - len(distinct),
-             "objects": len(os.listdir(folder)), "refresh signals": signals}
+             "objects": len(os.listdir(folder)), "refresh signals": signals,
+             "firehose record failures injected": self.firehose_gate.injected if self.firehose_gate else 0}
         if emitted - landed:
             rep.failures.append(f"{len(emitted - landed)} emitted events have no change record "
                                 f"(e.g. {sorted(emitted - landed)[:3]})")

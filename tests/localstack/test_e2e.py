@@ -88,6 +88,9 @@ def test_under_faults_duplicates_reordering_and_a_killed_function_nothing_is_los
     inj = rep.figures["faults_injected"]["reltio"]
     assert sum(inj.values()) > 0, "faults were injected at Reltio"
     assert rep.figures["pollers"]["kinesis"]["duplicates"] > 0
+    # Firehose failed a share of the change records (partial PutRecordBatch failures): every event is still
+    # recorded (invariant 7), and the warehouse views still equal Reltio.
+    assert rep.figures["analytics"]["firehose record failures injected"] > 0, rep.figures["analytics"]
     # The scheduled 500s became batch item failures: the poller retried from the failed sequence number.
     assert rep.figures["pollers"]["kinesis"]["partial_failures"] >= 1
     # Only the deliberate bad inputs reached a DLQ (the counts are asserted inside the report's invariants).
