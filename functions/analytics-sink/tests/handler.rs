@@ -249,3 +249,19 @@ fn settings_name_what_is_wrong_and_reltio_is_all_or_nothing() {
         Some(("recorded".into(), Duration::from_secs(20 * 86_400)))
     );
 }
+
+#[tokio::test]
+async fn the_sample_event_for_sam_local_invoke_records_both_events() {
+    let w = world(None);
+    let path = mdm_sync_testkit::workspace_root().join("events/analytics-sink.json");
+    let event: SqsEvent = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let h = handle(&w.deps, event, Instant::now() + Duration::from_secs(30)).await;
+    assert!(failures(&h).is_empty());
+    let records = w.sink.records.lock().unwrap();
+    let kinds: Vec<&str> = records
+        .iter()
+        .map(|r| r["change_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["UPDATE", "MERGE"]);
+    assert_eq!(records[0]["first_name"], "Jane");
+}
