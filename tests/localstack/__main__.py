@@ -25,6 +25,9 @@ def main(argv=None):
                    "winner, followed by a change of the winner (see README: known crm-updater issue)")
     p.add_argument("--path", choices=["webhook", "native", "kafka"], default="webhook")
     p.add_argument("--fifo", action="store_true")
+    p.add_argument("--no-fanout", action="store_true", help="the receivers send straight to the event queue (no "
+                   "topic; no analytics)")
+    p.add_argument("--no-analytics", action="store_true", help="the topic with the crm-updater alone")
     p.add_argument("--restart-broker", action="store_true", help="kafka path: keep the broker's log in S3 (moto) "
                    "and restart the broker while phase 2 is put")
     d = Scenario()
@@ -55,7 +58,8 @@ def main(argv=None):
     install_signal_handlers()
     s = Scenario(persons=a.persons, seed=a.seed, bad_inputs=a.bad_inputs, fault_rate=a.faults, drop_rate=a.drops,
                  duplicate_rate=a.duplicates, reorder=a.reorder, kill=tuple(a.kill), fail_500=a.fail_500,
-                 late_merge=a.late_merge, path=a.path, fifo=a.fifo, restart_broker=a.restart_broker, log_dir=a.log_dir,
+                 late_merge=a.late_merge, path=a.path, fifo=a.fifo, restart_broker=a.restart_broker,
+                 fanout=not a.no_fanout, analytics=not (a.no_analytics or a.no_fanout), log_dir=a.log_dir,
                  cdc_parallelization=a.parallelization_factor, cdc_batch_size=a.cdc_batch_size,
                  cdc_window_s=a.cdc_window, crm_concurrency=a.crm_concurrency, crm_batch_size=a.crm_batch_size,
                  crm_window_s=a.crm_window, webhook_concurrency=a.webhook_concurrency,
