@@ -1,0 +1,701 @@
+//! `mdm-sync dlq`: the stack's dead-letter and failure queues listed (depth, oldest message, reasons counted), one
+//! message shown in full (its payload fetched back from the stream when the letter left it out), and dead letters
+//! redriven where they came from: CDC records back on the stream with their partition key, Lambda's Kinesis
+//! on-failure records resolved to the records they name and put back, events back on their queue (FIFO group and
+//! deduplication ids kept), a redrive DLQ's messages back on their source queue. A message is deleted only after
+//! its re-put succeeded, so an interrupted redrive loses nothing and a second one finds nothing left to do (and
+//! what it does re-put is a no-op for the ledgers).
+
+use crate::error::CliError;
+use crate::kinesis_io;
+use crate::letters::{read, Filter, Letter, Role};
+use crate::output;
+use crate::stack::{self, Stack};
+use crate::Global;
+use aws_sdk_sqs::types::{Message, MessageSystemAttributeName, QueueAttributeName};
+use clap::{Args, Subcommand};
+use mdm_sync_adapters::sqs::{MessageSink, OutgoingMessage, SqsQueue};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashSet};
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Subcommand)]
+pub enum DlqCommand {
+    /// Every dead-letter and failure queue of the stack: depth, the oldest message's age, reasons counted.
+    List {
+        /// Messages read from each queue to find the oldest and count the reasons.
+        #[arg(long, default_value_t = 100)]
+        peek: usize,
+    },
+    /// One message in full: the first one, or `--message-id`.
+    Show {
+        /// cdc, cdc-failures, events, crm, stream, stream-failures, analytics, analytics-queue.
+        queue: String,
+        #[arg(long)]
+        message_id: Option<String>,
+        /// Read what the message names back from the stream: a record left out of the letter, or an on-failure
+        /// record's shard range.
+        #[arg(long)]
+        fetch: bool,
+        #[arg(long, default_value_t = 1000)]
+        peek: usize,
+    },
+    /// Puts dead letters back where they came from, each deleted only once its re-put succeeded.
+    Redrive(RedriveArgs),
+}
+
+#[derive(Args)]
+pub struct RedriveArgs {
+    /// cdc, cdc-failures, events, crm, stream, stream-failures, analytics, analytics-queue.
+    queue: String,
+    /// Print what would be redriven; put and delete nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Only messages matching: reason=TEXT (a part of it), table=SCHEMA.TABLE, entity-type=TYPE (repeatable; all
+    /// must match).
+    #[arg(long)]
+    filter: Vec<String>,
+    /// At most this many messages.
+    #[arg(long)]
+    max: Option<usize>,
+    /// At most this many messages a second.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// The CDC stream (name or ARN), when neither the letter nor the stack names it.
+    #[arg(long)]
+    stream: Option<String>,
+}
+
+pub async fn run(g: &Global, command: DlqCommand) -> Result<ExitCode, CliError> {
+    let sdk = stack::sdk().await;
+    let stack = Stack::load(g, &sdk).await?;
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    match command {
+        DlqCommand::List { peek } => list(g, &stack, &sqs, peek).await,
+        DlqCommand::Show {
+            queue,
+            message_id,
+            fetch,
+            peek,
+        } => {
+            show(
+                g,
+                &stack,
+                &sdk,
+                &sqs,
+                &queue,
+                message_id.as_deref(),
+                fetch,
+                peek,
+            )
+            .await
+        }
+        DlqCommand::Redrive(args) => redrive(g, &stack, &sdk, &sqs, args).await,
+    }
+}
+
+fn role(name: &str) -> Result<Role, CliError> {
+    Role::parse(name).ok_or_else(|| {
+        let names: Vec<&str> = Role::ALL.iter().map(|r| r.name()).collect();
+        CliError::Usage(format!("unknown queue {name}: one of {}", names.join(", ")))
+    })
+}
+
+/// Messages now on the queue, up to `max`, each received once and released at once (visible again).
+async fn peek(sqs: &aws_sdk_sqs::Client, url: &str, max: usize) -> Result<Vec<Message>, CliError> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    while out.len() < max {
+        let got = receive(sqs, url, 30, (max - out.len()).min(10)).await?;
+        let fresh: Vec<Message> = got
+            .into_iter()
+            .filter(|m| seen.insert(m.message_id().unwrap_or_default().to_owned()))
+            .collect();
+        if fresh.is_empty() {
+            break;
+        }
+        out.extend(fresh);
+    }
+    for m in &out {
+        release(sqs, url, m).await;
+    }
+    Ok(out)
+}
+
+async fn receive(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+    visibility: i32,
+    n: usize,
+) -> Result<Vec<Message>, CliError> {
+    let out = sqs
+        .receive_message()
+        .queue_url(url)
+        .max_number_of_messages(n.clamp(1, 10) as i32)
+        .visibility_timeout(visibility)
+        .wait_time_seconds(0)
+        .message_attribute_names("All")
+        .message_system_attribute_names(MessageSystemAttributeName::All)
+        .send()
+        .await
+        .map_err(|e| CliError::aws(&format!("receiving from {url}"), e))?;
+    Ok(out.messages.unwrap_or_default())
+}
+
+/// Makes a message visible again at once.
+async fn release(sqs: &aws_sdk_sqs::Client, url: &str, m: &Message) {
+    if let Some(handle) = m.receipt_handle() {
+        let _ = sqs
+            .change_message_visibility()
+            .queue_url(url)
+            .receipt_handle(handle)
+            .visibility_timeout(0)
+            .send()
+            .await;
+    }
+}
+
+fn attribute(m: &Message, name: &str) -> Option<String> {
+    m.message_attributes()?
+        .get(name)?
+        .string_value()
+        .map(str::to_owned)
+}
+
+fn system(m: &Message, name: MessageSystemAttributeName) -> Option<String> {
+    m.attributes()?.get(&name).cloned()
+}
+
+fn letter_of(role: Role, m: &Message) -> Letter {
+    read(role, m.body().unwrap_or_default(), |n| attribute(m, n))
+}
+
+async fn depth(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<u64, CliError> {
+    let a = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .map_err(|e| CliError::aws(&format!("reading {url}"), e))?
+        .attributes
+        .unwrap_or_default();
+    let n = |k: QueueAttributeName| a.get(&k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    Ok(n(QueueAttributeName::ApproximateNumberOfMessages)
+        + n(QueueAttributeName::ApproximateNumberOfMessagesNotVisible))
+}
+
+fn age(m: &Message) -> Option<Duration> {
+    let sent: i64 = system(m, MessageSystemAttributeName::SentTimestamp)?
+        .parse()
+        .ok()?;
+    let now = chrono::Utc::now().timestamp_millis();
+    Some(Duration::from_millis((now - sent).max(0) as u64))
+}
+
+fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{s} s"),
+        60..3600 => format!("{} min", s / 60),
+        3600..86400 => format!("{:.1} h", s as f64 / 3600.0),
+        _ => format!("{:.1} d", s as f64 / 86400.0),
+    }
+}
+
+async fn list(
+    g: &Global,
+    stack: &Stack,
+    sqs: &aws_sdk_sqs::Client,
+    max: usize,
+) -> Result<ExitCode, CliError> {
+    let mut rows = Vec::new();
+    let mut report = Vec::new();
+    let mut findings = false;
+    let roles: Vec<(Role, &str)> = Role::ALL
+        .iter()
+        .filter_map(|&r| stack.get(r.output()).map(|url| (r, url)))
+        .collect();
+    if roles.is_empty() {
+        return Err(CliError::Config(
+            "the stack names no dead-letter queue: give --stack NAME, or --set CdcDeadLetterQueueUrl=URL ...".into(),
+        ));
+    }
+    for (role, url) in roles {
+        let n = depth(sqs, url).await?;
+        let peeked = if n > 0 {
+            peek(sqs, url, max).await?
+        } else {
+            Vec::new()
+        };
+        let oldest = peeked.iter().filter_map(age).max();
+        let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
+        for m in &peeked {
+            *reasons
+                .entry(letter_of(role, m).reason().to_owned())
+                .or_default() += 1;
+        }
+        findings |= n > 0;
+        let mut by_count: Vec<(String, u64)> = reasons.into_iter().collect();
+        by_count.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        rows.push(vec![
+            role.name().to_owned(),
+            n.to_string(),
+            oldest.map(human).unwrap_or_else(|| "-".into()),
+            by_count
+                .iter()
+                .take(5)
+                .map(|(r, c)| format!("{c} x {}", truncate(r, 90)))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        ]);
+        report.push(json!({"queue": role.name(), "url": url, "depth": n,
+                           "oldestAgeSeconds": oldest.map(|d| d.as_secs()),
+                           "reasons": by_count.iter().map(|(r, c)| json!({"reason": r, "count": c})).collect::<Vec<_>>()}));
+    }
+    if g.json {
+        println!("{}", output::json(&Value::Array(report)));
+    } else {
+        println!(
+            "{}",
+            output::table(&["queue", "depth", "oldest", "reasons (read)"], rows)
+        );
+    }
+    Ok(if findings {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_owned()
+    } else {
+        format!("{}…", s.chars().take(n).collect::<String>())
+    }
+}
+
+fn stream_of(
+    letter_stream: Option<&str>,
+    args_stream: Option<&str>,
+    stack: &Stack,
+) -> Result<String, CliError> {
+    args_stream
+        .or(letter_stream)
+        .or(stack.get(stack::CDC_STREAM))
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            CliError::Config(
+                "no CDC stream: give --stream, --stack or --set CdcStreamArn=ARN".into(),
+            )
+        })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn show(
+    g: &Global,
+    stack: &Stack,
+    sdk: &aws_config::SdkConfig,
+    sqs: &aws_sdk_sqs::Client,
+    queue: &str,
+    message_id: Option<&str>,
+    fetch: bool,
+    max: usize,
+) -> Result<ExitCode, CliError> {
+    let role = role(queue)?;
+    let url = stack.require(role.output())?;
+    let peeked = peek(sqs, url, max).await?;
+    let Some(m) = peeked
+        .iter()
+        .find(|m| message_id.is_none_or(|id| m.message_id() == Some(id)))
+    else {
+        eprintln!("no such message on {queue} ({} read)", peeked.len());
+        return Ok(ExitCode::from(1));
+    };
+    let body: Value = serde_json::from_str(m.body().unwrap_or_default())
+        .unwrap_or_else(|_| Value::String(m.body().unwrap_or_default().to_owned()));
+    let attributes: BTreeMap<String, String> = m
+        .message_attributes()
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| Some((k.clone(), v.string_value()?.to_owned())))
+        .collect();
+    let letter = letter_of(role, m);
+    let mut fetched = Value::Null;
+    if fetch {
+        let kinesis = aws_sdk_kinesis::Client::new(sdk);
+        fetched = match &letter {
+            Letter::CdcRecord {
+                fetch: Some((shard, seq)),
+                stream_arn,
+                ..
+            } => {
+                let stream = stream_of(stream_arn.as_deref(), None, stack)?;
+                let r = kinesis_io::read_one(&kinesis, &stream, shard, seq).await?;
+                json!({"partitionKey": r.partition_key, "sequenceNumber": r.sequence_number,
+                       "record": payload(&r.data)})
+            }
+            Letter::KinesisBatch {
+                stream_arn,
+                shard_id,
+                start,
+                end,
+                ..
+            } => {
+                let stream = stream_of(stream_arn.as_deref(), None, stack)?;
+                let rs = kinesis_io::read_range(&kinesis, &stream, shard_id, start, end).await?;
+                json!(rs.iter().map(|r| json!({"partitionKey": r.partition_key, "sequenceNumber": r.sequence_number,
+                                               "record": payload(&r.data)})).collect::<Vec<_>>())
+            }
+            _ => json!("nothing to fetch: the message holds its payload"),
+        };
+    }
+    let doc = json!({"queue": role.name(), "messageId": m.message_id(), "age": age(m).map(human),
+                     "receiveCount": system(m, MessageSystemAttributeName::ApproximateReceiveCount),
+                     "reason": letter.reason(), "attributes": attributes, "body": body, "fetched": fetched});
+    println!("{}", output::json(&doc));
+    let _ = g;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A payload for display: its JSON, else its text, else base64.
+fn payload(data: &[u8]) -> Value {
+    use base64::Engine;
+    serde_json::from_slice(data).unwrap_or_else(|_| match std::str::from_utf8(data) {
+        Ok(t) => Value::String(t.to_owned()),
+        Err(_) => json!({"base64": base64::engine::general_purpose::STANDARD.encode(data)}),
+    })
+}
+
+/// What a redrive did.
+#[derive(Default)]
+struct Tally {
+    redriven: u64,
+    records_put: u64,
+    filtered: u64,
+    failed: Vec<String>,
+    unsupported: Vec<String>,
+    planned: Vec<Value>,
+}
+
+async fn redrive(
+    g: &Global,
+    stack: &Stack,
+    sdk: &aws_config::SdkConfig,
+    sqs: &aws_sdk_sqs::Client,
+    args: RedriveArgs,
+) -> Result<ExitCode, CliError> {
+    let role = role(&args.queue)?;
+    let url = stack.require(role.output())?.to_owned();
+    let filters: Vec<Filter> = args
+        .filter
+        .iter()
+        .map(|f| Filter::parse(f).map_err(CliError::Usage))
+        .collect::<Result<_, _>>()?;
+    let target = match role.source_queue() {
+        Some(output) => Some(stack.require(output)?.to_owned()),
+        None => None,
+    };
+    let kinesis = aws_sdk_kinesis::Client::new(sdk);
+    let total = depth(sqs, &url).await?;
+    let limit = args.max.unwrap_or(usize::MAX);
+    let bar = output::progress(
+        total.min(limit as u64),
+        if args.dry_run { "dry run" } else { "redriving" },
+    );
+    let pause = args
+        .rate
+        .filter(|r| *r > 0.0)
+        .map(|r| Duration::from_secs_f64(1.0 / r));
+    let mut tally = Tally::default();
+    let mut seen = HashSet::new();
+    let mut handled = 0usize;
+    // Messages are held (invisible) while they are worked on; whatever is not redriven is made visible again.
+    'outer: while handled < limit {
+        let batch = receive(sqs, &url, 120, (limit - handled).min(10)).await?;
+        let fresh: Vec<Message> = batch
+            .into_iter()
+            .filter(|m| seen.insert(m.message_id().unwrap_or_default().to_owned()))
+            .collect();
+        if fresh.is_empty() {
+            break;
+        }
+        for m in fresh {
+            if handled >= limit {
+                release(sqs, &url, &m).await;
+                continue;
+            }
+            let letter = letter_of(role, &m);
+            if !filters.iter().all(|f| f.matches(&letter)) {
+                tally.filtered += 1;
+                release(sqs, &url, &m).await;
+                continue;
+            }
+            handled += 1;
+            bar.inc(1);
+            if args.dry_run {
+                tally.planned.push(describe(&letter, m.message_id()));
+                release(sqs, &url, &m).await;
+                continue;
+            }
+            let result = reput(
+                &letter,
+                &m,
+                stack,
+                sqs,
+                &kinesis,
+                target.as_deref(),
+                args.stream.as_deref(),
+            )
+            .await;
+            match result {
+                Ok(Some(records)) => {
+                    let deleted = sqs
+                        .delete_message()
+                        .queue_url(&url)
+                        .receipt_handle(m.receipt_handle().unwrap_or_default())
+                        .send()
+                        .await;
+                    if let Err(e) = deleted {
+                        // Re-put but not deleted: a second redrive puts it again, which the ledgers absorb.
+                        tally.failed.push(format!(
+                            "{}: re-put, but not deleted: {}",
+                            m.message_id().unwrap_or_default(),
+                            mdm_sync_adapters::http::error_chain(&e)
+                        ));
+                    } else {
+                        tally.redriven += 1;
+                        tally.records_put += records;
+                    }
+                }
+                Ok(None) => {
+                    tally.unsupported.push(format!(
+                        "{}: {}",
+                        m.message_id().unwrap_or_default(),
+                        unsupported_hint(&letter)
+                    ));
+                    release(sqs, &url, &m).await;
+                }
+                Err(e) => {
+                    tally
+                        .failed
+                        .push(format!("{}: {e}", m.message_id().unwrap_or_default()));
+                    release(sqs, &url, &m).await;
+                }
+            }
+            if let Some(p) = pause {
+                tokio::time::sleep(p).await;
+            }
+            if !tally.failed.is_empty() && tally.failed.len() >= 10 {
+                eprintln!("stopping: 10 re-puts failed");
+                break 'outer;
+            }
+        }
+    }
+    bar.finish_and_clear();
+    let summary = json!({"queue": role.name(), "dryRun": args.dry_run, "redriven": tally.redriven,
+                         "recordsPut": tally.records_put, "skippedByFilter": tally.filtered,
+                         "failed": tally.failed, "notRedriven": tally.unsupported, "planned": tally.planned});
+    if g.json {
+        println!("{}", output::json(&summary));
+    } else {
+        if args.dry_run {
+            for p in &tally.planned {
+                println!("would redrive {}", p);
+            }
+        }
+        println!(
+            "{}",
+            output::table(
+                &[
+                    "queue",
+                    "redriven",
+                    "records put",
+                    "skipped (filter)",
+                    "failed",
+                    "not redriven"
+                ],
+                vec![vec![
+                    role.name().into(),
+                    if args.dry_run {
+                        format!("{} (dry run)", tally.planned.len())
+                    } else {
+                        tally.redriven.to_string()
+                    },
+                    tally.records_put.to_string(),
+                    tally.filtered.to_string(),
+                    tally.failed.len().to_string(),
+                    tally.unsupported.len().to_string(),
+                ]]
+            )
+        );
+        for f in tally.failed.iter().chain(&tally.unsupported) {
+            eprintln!("  {f}");
+        }
+    }
+    Ok(if tally.failed.is_empty() && tally.unsupported.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn describe(letter: &Letter, id: Option<&str>) -> Value {
+    let what = match letter {
+        Letter::CdcRecord {
+            partition_key,
+            record,
+            ..
+        } => {
+            format!(
+                "a CDC record (partition key {partition_key}{}) onto the stream",
+                if record.is_none() {
+                    ", read back from the stream"
+                } else {
+                    ""
+                }
+            )
+        }
+        Letter::KinesisBatch {
+            shard_id,
+            start,
+            end,
+            ..
+        } => format!("{shard_id} records {start}..{end} onto the stream"),
+        Letter::Event { event_id, .. } => format!("event {event_id} onto its queue"),
+        Letter::Message { .. } => "the message onto its source queue".into(),
+        other => unsupported_hint(other),
+    };
+    json!({"messageId": id, "reason": letter.reason(), "what": what})
+}
+
+fn unsupported_hint(letter: &Letter) -> String {
+    match letter {
+        Letter::KafkaRecord { topic, partition, offset, .. } => format!(
+            "a Kafka record ({topic}-{partition}@{offset}): produce its value back to the topic with its key \
+             (kafka-console-producer), then delete the message"
+        ),
+        Letter::KafkaBatch { ranges, .. } => format!(
+            "Kafka offsets {}: re-read them from the topic while it retains them and produce them again",
+            ranges.iter().map(|(tp, a, b)| format!("{tp} {a}..{b}")).collect::<Vec<_>>().join(", ")
+        ),
+        Letter::Unreadable(why) => format!("not redriven: {why}"),
+        _ => "not redriven".into(),
+    }
+}
+
+/// Puts one letter's payload back; the number of records put, or `None` when this CLI cannot (Kafka).
+async fn reput(
+    letter: &Letter,
+    m: &Message,
+    stack: &Stack,
+    sqs: &aws_sdk_sqs::Client,
+    kinesis: &aws_sdk_kinesis::Client,
+    target: Option<&str>,
+    stream_arg: Option<&str>,
+) -> Result<Option<u64>, CliError> {
+    match letter {
+        Letter::CdcRecord {
+            partition_key,
+            record,
+            fetch,
+            stream_arn,
+            ..
+        } => {
+            let stream = stream_of(stream_arn.as_deref(), stream_arg, stack)?;
+            let data = match (record, fetch) {
+                (Some(r), _) => r.clone(),
+                (None, Some((shard, seq))) => {
+                    kinesis_io::read_one(kinesis, &stream, shard, seq)
+                        .await?
+                        .data
+                }
+                (None, None) => unreachable!("a CDC letter has its record or where to fetch it"),
+            };
+            kinesis_io::put_records(kinesis, &stream, &[(partition_key.clone(), data)]).await?;
+            Ok(Some(1))
+        }
+        Letter::KinesisBatch {
+            stream_arn,
+            shard_id,
+            start,
+            end,
+            ..
+        } => {
+            let stream = stream_of(stream_arn.as_deref(), stream_arg, stack)?;
+            let records = kinesis_io::read_range(kinesis, &stream, shard_id, start, end).await?;
+            let pairs: Vec<(String, Vec<u8>)> = records
+                .into_iter()
+                .map(|r| (r.partition_key, r.data))
+                .collect();
+            let put = kinesis_io::put_records(kinesis, &stream, &pairs).await?;
+            Ok(Some(put as u64))
+        }
+        Letter::Event {
+            event_id, event, ..
+        } => {
+            let queue = target
+                .ok_or_else(|| CliError::Config("no source queue for these events".into()))?;
+            let fifo = queue.ends_with(".fifo");
+            let message =
+                match mdm_sync_domain::webhook::parse_body(event.as_bytes(), Some(event_id)) {
+                    Ok(events) if events.len() == 1 => events[0].to_message(fifo),
+                    // Not an event (it was dead-lettered for that): the same text, with its id.
+                    _ => OutgoingMessage {
+                        body: event.clone(),
+                        attributes: vec![("eventId".into(), event_id.clone())],
+                        group_id: fifo.then(|| event_id.clone()),
+                        dedup_id: fifo.then(|| event_id.clone()),
+                    },
+                };
+            send(sqs, queue, message).await?;
+            Ok(Some(1))
+        }
+        Letter::Message { .. } => {
+            let queue = target
+                .ok_or_else(|| CliError::Config("no source queue for these messages".into()))?;
+            let fifo = queue.ends_with(".fifo");
+            let attributes: Vec<(String, String)> = m
+                .message_attributes()
+                .into_iter()
+                .flatten()
+                .filter_map(|(k, v)| Some((k.clone(), v.string_value()?.to_owned())))
+                .collect();
+            let message = OutgoingMessage {
+                body: m.body().unwrap_or_default().to_owned(),
+                group_id: fifo.then(|| {
+                    system(m, MessageSystemAttributeName::MessageGroupId)
+                        .or_else(|| attribute(m, "sourceObjectUri"))
+                        .unwrap_or_else(|| "redrive".into())
+                }),
+                dedup_id: fifo.then(|| {
+                    system(m, MessageSystemAttributeName::MessageDeduplicationId)
+                        .or_else(|| attribute(m, "eventId"))
+                        .unwrap_or_else(|| m.message_id().unwrap_or_default().to_owned())
+                }),
+                attributes,
+            };
+            send(sqs, queue, message).await?;
+            Ok(Some(1))
+        }
+        Letter::KafkaRecord { .. } | Letter::KafkaBatch { .. } | Letter::Unreadable(_) => Ok(None),
+    }
+}
+
+async fn send(
+    sqs: &aws_sdk_sqs::Client,
+    queue: &str,
+    message: OutgoingMessage,
+) -> Result<(), CliError> {
+    let failures = SqsQueue::new(sqs.clone(), queue).send(&[message]).await;
+    match failures.first() {
+        None => Ok(()),
+        Some(f) => Err(CliError::Failed(format!(
+            "sending to {queue}: {}",
+            f.reason
+        ))),
+    }
+}
