@@ -1,20 +1,16 @@
 //! `mdm-sync dlq`: the stack's dead-letter and failure queues listed (depth, oldest message, reasons counted), one
-//! message shown in full (its payload fetched back from the stream when the letter left it out), and dead letters
-//! redriven where they came from: CDC records back on the stream with their partition key, Lambda's Kinesis
-//! on-failure records resolved to the records they name and put back, events back on their queue (FIFO group and
-//! deduplication ids kept), a redrive DLQ's messages back on their source queue. A message is deleted only after
-//! its re-put succeeded, so an interrupted redrive loses nothing and a second one finds nothing left to do (and
-//! what it does re-put is a no-op for the ledgers).
+//! message shown in full (its payload fetched back from the stream when the letter left it out), and the queue
+//! helpers `redrive` uses.
 
 use crate::error::CliError;
 use crate::kinesis_io;
-use crate::letters::{read, Filter, Letter, Role};
+use crate::letters::{read, Letter, Role};
 use crate::output;
+use crate::redrive;
 use crate::stack::{self, Stack};
 use crate::Global;
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName, QueueAttributeName};
-use clap::{Args, Subcommand};
-use mdm_sync_adapters::sqs::{MessageSink, OutgoingMessage, SqsQueue};
+use clap::Subcommand;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashSet};
 use std::process::ExitCode;
@@ -42,29 +38,7 @@ pub enum DlqCommand {
         peek: usize,
     },
     /// Puts dead letters back where they came from, each deleted only once its re-put succeeded.
-    Redrive(RedriveArgs),
-}
-
-#[derive(Args)]
-pub struct RedriveArgs {
-    /// cdc, cdc-failures, events, crm, stream, stream-failures, analytics, analytics-queue.
-    queue: String,
-    /// Print what would be redriven; put and delete nothing.
-    #[arg(long)]
-    dry_run: bool,
-    /// Only messages matching: reason=TEXT (a part of it), table=SCHEMA.TABLE, entity-type=TYPE (repeatable; all
-    /// must match).
-    #[arg(long)]
-    filter: Vec<String>,
-    /// At most this many messages.
-    #[arg(long)]
-    max: Option<usize>,
-    /// At most this many messages a second.
-    #[arg(long)]
-    rate: Option<f64>,
-    /// The CDC stream (name or ARN), when neither the letter nor the stack names it.
-    #[arg(long)]
-    stream: Option<String>,
+    Redrive(redrive::RedriveArgs),
 }
 
 pub async fn run(g: &Global, command: DlqCommand) -> Result<ExitCode, CliError> {
@@ -91,11 +65,11 @@ pub async fn run(g: &Global, command: DlqCommand) -> Result<ExitCode, CliError> 
             )
             .await
         }
-        DlqCommand::Redrive(args) => redrive(g, &stack, &sdk, &sqs, args).await,
+        DlqCommand::Redrive(args) => redrive::run(g, &stack, &sdk, &sqs, args).await,
     }
 }
 
-fn role(name: &str) -> Result<Role, CliError> {
+pub(crate) fn role(name: &str) -> Result<Role, CliError> {
     Role::parse(name).ok_or_else(|| {
         let names: Vec<&str> = Role::ALL.iter().map(|r| r.name()).collect();
         CliError::Usage(format!("unknown queue {name}: one of {}", names.join(", ")))
@@ -123,7 +97,7 @@ async fn peek(sqs: &aws_sdk_sqs::Client, url: &str, max: usize) -> Result<Vec<Me
     Ok(out)
 }
 
-async fn receive(
+pub(crate) async fn receive(
     sqs: &aws_sdk_sqs::Client,
     url: &str,
     visibility: i32,
@@ -144,7 +118,7 @@ async fn receive(
 }
 
 /// Makes a message visible again at once.
-async fn release(sqs: &aws_sdk_sqs::Client, url: &str, m: &Message) {
+pub(crate) async fn release(sqs: &aws_sdk_sqs::Client, url: &str, m: &Message) {
     if let Some(handle) = m.receipt_handle() {
         let _ = sqs
             .change_message_visibility()
@@ -156,22 +130,22 @@ async fn release(sqs: &aws_sdk_sqs::Client, url: &str, m: &Message) {
     }
 }
 
-fn attribute(m: &Message, name: &str) -> Option<String> {
+pub(crate) fn attribute(m: &Message, name: &str) -> Option<String> {
     m.message_attributes()?
         .get(name)?
         .string_value()
         .map(str::to_owned)
 }
 
-fn system(m: &Message, name: MessageSystemAttributeName) -> Option<String> {
+pub(crate) fn system(m: &Message, name: MessageSystemAttributeName) -> Option<String> {
     m.attributes()?.get(&name).cloned()
 }
 
-fn letter_of(role: Role, m: &Message) -> Letter {
+pub(crate) fn letter_of(role: Role, m: &Message) -> Letter {
     read(role, m.body().unwrap_or_default(), |n| attribute(m, n))
 }
 
-async fn depth(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<u64, CliError> {
+pub(crate) async fn depth(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<u64, CliError> {
     let a = sqs
         .get_queue_attributes()
         .queue_url(url)
@@ -278,7 +252,7 @@ fn truncate(s: &str, n: usize) -> String {
     }
 }
 
-fn stream_of(
+pub(crate) fn stream_of(
     letter_stream: Option<&str>,
     args_stream: Option<&str>,
     stack: &Stack,
@@ -329,7 +303,8 @@ async fn show(
         let kinesis = aws_sdk_kinesis::Client::new(sdk);
         fetched = match &letter {
             Letter::CdcRecord {
-                fetch: Some((shard, seq)),
+                record: None,
+                position: Some((shard, seq)),
                 stream_arn,
                 ..
             } => {
@@ -362,340 +337,10 @@ async fn show(
 }
 
 /// A payload for display: its JSON, else its text, else base64.
-fn payload(data: &[u8]) -> Value {
+pub(crate) fn payload(data: &[u8]) -> Value {
     use base64::Engine;
     serde_json::from_slice(data).unwrap_or_else(|_| match std::str::from_utf8(data) {
         Ok(t) => Value::String(t.to_owned()),
         Err(_) => json!({"base64": base64::engine::general_purpose::STANDARD.encode(data)}),
     })
-}
-
-/// What a redrive did.
-#[derive(Default)]
-struct Tally {
-    redriven: u64,
-    records_put: u64,
-    filtered: u64,
-    failed: Vec<String>,
-    unsupported: Vec<String>,
-    planned: Vec<Value>,
-}
-
-async fn redrive(
-    g: &Global,
-    stack: &Stack,
-    sdk: &aws_config::SdkConfig,
-    sqs: &aws_sdk_sqs::Client,
-    args: RedriveArgs,
-) -> Result<ExitCode, CliError> {
-    let role = role(&args.queue)?;
-    let url = stack.require(role.output())?.to_owned();
-    let filters: Vec<Filter> = args
-        .filter
-        .iter()
-        .map(|f| Filter::parse(f).map_err(CliError::Usage))
-        .collect::<Result<_, _>>()?;
-    let target = match role.source_queue() {
-        Some(output) => Some(stack.require(output)?.to_owned()),
-        None => None,
-    };
-    let kinesis = aws_sdk_kinesis::Client::new(sdk);
-    let total = depth(sqs, &url).await?;
-    let limit = args.max.unwrap_or(usize::MAX);
-    let bar = output::progress(
-        total.min(limit as u64),
-        if args.dry_run { "dry run" } else { "redriving" },
-    );
-    let pause = args
-        .rate
-        .filter(|r| *r > 0.0)
-        .map(|r| Duration::from_secs_f64(1.0 / r));
-    let mut tally = Tally::default();
-    let mut seen = HashSet::new();
-    let mut handled = 0usize;
-    // Messages are held (invisible) while they are worked on; whatever is not redriven is made visible again.
-    'outer: while handled < limit {
-        let batch = receive(sqs, &url, 120, (limit - handled).min(10)).await?;
-        let fresh: Vec<Message> = batch
-            .into_iter()
-            .filter(|m| seen.insert(m.message_id().unwrap_or_default().to_owned()))
-            .collect();
-        if fresh.is_empty() {
-            break;
-        }
-        for m in fresh {
-            if handled >= limit {
-                release(sqs, &url, &m).await;
-                continue;
-            }
-            let letter = letter_of(role, &m);
-            if !filters.iter().all(|f| f.matches(&letter)) {
-                tally.filtered += 1;
-                release(sqs, &url, &m).await;
-                continue;
-            }
-            handled += 1;
-            bar.inc(1);
-            if args.dry_run {
-                tally.planned.push(describe(&letter, m.message_id()));
-                release(sqs, &url, &m).await;
-                continue;
-            }
-            let result = reput(
-                &letter,
-                &m,
-                stack,
-                sqs,
-                &kinesis,
-                target.as_deref(),
-                args.stream.as_deref(),
-            )
-            .await;
-            match result {
-                Ok(Some(records)) => {
-                    let deleted = sqs
-                        .delete_message()
-                        .queue_url(&url)
-                        .receipt_handle(m.receipt_handle().unwrap_or_default())
-                        .send()
-                        .await;
-                    if let Err(e) = deleted {
-                        // Re-put but not deleted: a second redrive puts it again, which the ledgers absorb.
-                        tally.failed.push(format!(
-                            "{}: re-put, but not deleted: {}",
-                            m.message_id().unwrap_or_default(),
-                            mdm_sync_adapters::http::error_chain(&e)
-                        ));
-                    } else {
-                        tally.redriven += 1;
-                        tally.records_put += records;
-                    }
-                }
-                Ok(None) => {
-                    tally.unsupported.push(format!(
-                        "{}: {}",
-                        m.message_id().unwrap_or_default(),
-                        unsupported_hint(&letter)
-                    ));
-                    release(sqs, &url, &m).await;
-                }
-                Err(e) => {
-                    tally
-                        .failed
-                        .push(format!("{}: {e}", m.message_id().unwrap_or_default()));
-                    release(sqs, &url, &m).await;
-                }
-            }
-            if let Some(p) = pause {
-                tokio::time::sleep(p).await;
-            }
-            if !tally.failed.is_empty() && tally.failed.len() >= 10 {
-                eprintln!("stopping: 10 re-puts failed");
-                break 'outer;
-            }
-        }
-    }
-    bar.finish_and_clear();
-    let summary = json!({"queue": role.name(), "dryRun": args.dry_run, "redriven": tally.redriven,
-                         "recordsPut": tally.records_put, "skippedByFilter": tally.filtered,
-                         "failed": tally.failed, "notRedriven": tally.unsupported, "planned": tally.planned});
-    if g.json {
-        println!("{}", output::json(&summary));
-    } else {
-        if args.dry_run {
-            for p in &tally.planned {
-                println!("would redrive {}", p);
-            }
-        }
-        println!(
-            "{}",
-            output::table(
-                &[
-                    "queue",
-                    "redriven",
-                    "records put",
-                    "skipped (filter)",
-                    "failed",
-                    "not redriven"
-                ],
-                vec![vec![
-                    role.name().into(),
-                    if args.dry_run {
-                        format!("{} (dry run)", tally.planned.len())
-                    } else {
-                        tally.redriven.to_string()
-                    },
-                    tally.records_put.to_string(),
-                    tally.filtered.to_string(),
-                    tally.failed.len().to_string(),
-                    tally.unsupported.len().to_string(),
-                ]]
-            )
-        );
-        for f in tally.failed.iter().chain(&tally.unsupported) {
-            eprintln!("  {f}");
-        }
-    }
-    Ok(if tally.failed.is_empty() && tally.unsupported.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
-}
-
-fn describe(letter: &Letter, id: Option<&str>) -> Value {
-    let what = match letter {
-        Letter::CdcRecord {
-            partition_key,
-            record,
-            ..
-        } => {
-            format!(
-                "a CDC record (partition key {partition_key}{}) onto the stream",
-                if record.is_none() {
-                    ", read back from the stream"
-                } else {
-                    ""
-                }
-            )
-        }
-        Letter::KinesisBatch {
-            shard_id,
-            start,
-            end,
-            ..
-        } => format!("{shard_id} records {start}..{end} onto the stream"),
-        Letter::Event { event_id, .. } => format!("event {event_id} onto its queue"),
-        Letter::Message { .. } => "the message onto its source queue".into(),
-        other => unsupported_hint(other),
-    };
-    json!({"messageId": id, "reason": letter.reason(), "what": what})
-}
-
-fn unsupported_hint(letter: &Letter) -> String {
-    match letter {
-        Letter::KafkaRecord { topic, partition, offset, .. } => format!(
-            "a Kafka record ({topic}-{partition}@{offset}): produce its value back to the topic with its key \
-             (kafka-console-producer), then delete the message"
-        ),
-        Letter::KafkaBatch { ranges, .. } => format!(
-            "Kafka offsets {}: re-read them from the topic while it retains them and produce them again",
-            ranges.iter().map(|(tp, a, b)| format!("{tp} {a}..{b}")).collect::<Vec<_>>().join(", ")
-        ),
-        Letter::Unreadable(why) => format!("not redriven: {why}"),
-        _ => "not redriven".into(),
-    }
-}
-
-/// Puts one letter's payload back; the number of records put, or `None` when this CLI cannot (Kafka).
-async fn reput(
-    letter: &Letter,
-    m: &Message,
-    stack: &Stack,
-    sqs: &aws_sdk_sqs::Client,
-    kinesis: &aws_sdk_kinesis::Client,
-    target: Option<&str>,
-    stream_arg: Option<&str>,
-) -> Result<Option<u64>, CliError> {
-    match letter {
-        Letter::CdcRecord {
-            partition_key,
-            record,
-            fetch,
-            stream_arn,
-            ..
-        } => {
-            let stream = stream_of(stream_arn.as_deref(), stream_arg, stack)?;
-            let data = match (record, fetch) {
-                (Some(r), _) => r.clone(),
-                (None, Some((shard, seq))) => {
-                    kinesis_io::read_one(kinesis, &stream, shard, seq)
-                        .await?
-                        .data
-                }
-                (None, None) => unreachable!("a CDC letter has its record or where to fetch it"),
-            };
-            kinesis_io::put_records(kinesis, &stream, &[(partition_key.clone(), data)]).await?;
-            Ok(Some(1))
-        }
-        Letter::KinesisBatch {
-            stream_arn,
-            shard_id,
-            start,
-            end,
-            ..
-        } => {
-            let stream = stream_of(stream_arn.as_deref(), stream_arg, stack)?;
-            let records = kinesis_io::read_range(kinesis, &stream, shard_id, start, end).await?;
-            let pairs: Vec<(String, Vec<u8>)> = records
-                .into_iter()
-                .map(|r| (r.partition_key, r.data))
-                .collect();
-            let put = kinesis_io::put_records(kinesis, &stream, &pairs).await?;
-            Ok(Some(put as u64))
-        }
-        Letter::Event {
-            event_id, event, ..
-        } => {
-            let queue = target
-                .ok_or_else(|| CliError::Config("no source queue for these events".into()))?;
-            let fifo = queue.ends_with(".fifo");
-            let message =
-                match mdm_sync_domain::webhook::parse_body(event.as_bytes(), Some(event_id)) {
-                    Ok(events) if events.len() == 1 => events[0].to_message(fifo),
-                    // Not an event (it was dead-lettered for that): the same text, with its id.
-                    _ => OutgoingMessage {
-                        body: event.clone(),
-                        attributes: vec![("eventId".into(), event_id.clone())],
-                        group_id: fifo.then(|| event_id.clone()),
-                        dedup_id: fifo.then(|| event_id.clone()),
-                    },
-                };
-            send(sqs, queue, message).await?;
-            Ok(Some(1))
-        }
-        Letter::Message { .. } => {
-            let queue = target
-                .ok_or_else(|| CliError::Config("no source queue for these messages".into()))?;
-            let fifo = queue.ends_with(".fifo");
-            let attributes: Vec<(String, String)> = m
-                .message_attributes()
-                .into_iter()
-                .flatten()
-                .filter_map(|(k, v)| Some((k.clone(), v.string_value()?.to_owned())))
-                .collect();
-            let message = OutgoingMessage {
-                body: m.body().unwrap_or_default().to_owned(),
-                group_id: fifo.then(|| {
-                    system(m, MessageSystemAttributeName::MessageGroupId)
-                        .or_else(|| attribute(m, "sourceObjectUri"))
-                        .unwrap_or_else(|| "redrive".into())
-                }),
-                dedup_id: fifo.then(|| {
-                    system(m, MessageSystemAttributeName::MessageDeduplicationId)
-                        .or_else(|| attribute(m, "eventId"))
-                        .unwrap_or_else(|| m.message_id().unwrap_or_default().to_owned())
-                }),
-                attributes,
-            };
-            send(sqs, queue, message).await?;
-            Ok(Some(1))
-        }
-        Letter::KafkaRecord { .. } | Letter::KafkaBatch { .. } | Letter::Unreadable(_) => Ok(None),
-    }
-}
-
-async fn send(
-    sqs: &aws_sdk_sqs::Client,
-    queue: &str,
-    message: OutgoingMessage,
-) -> Result<(), CliError> {
-    let failures = SqsQueue::new(sqs.clone(), queue).send(&[message]).await;
-    match failures.first() {
-        None => Ok(()),
-        Some(f) => Err(CliError::Failed(format!(
-            "sending to {queue}: {}",
-            f.reason
-        ))),
-    }
 }

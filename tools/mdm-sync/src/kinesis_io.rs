@@ -1,5 +1,5 @@
 //! The CDC stream for redrives and replays: records read back by shard and sequence number (while within the
-//! stream's retention), and records put with their partition keys, failed entries retried.
+//! stream's retention), and records put with their partition keys in order, failed entries retried.
 
 use crate::error::CliError;
 use aws_sdk_kinesis::primitives::Blob;
@@ -38,6 +38,17 @@ pub async fn read_range(
     start: &str,
     end: &str,
 ) -> Result<Vec<StreamRecord>, CliError> {
+    read_from(kinesis, stream, shard, start, Some(end)).await
+}
+
+/// The shard's records from `start` (included) through `end`, or to the shard's tip as it is now (`None`).
+pub async fn read_from(
+    kinesis: &aws_sdk_kinesis::Client,
+    stream: &str,
+    shard: &str,
+    start: &str,
+    end: Option<&str>,
+) -> Result<Vec<StreamRecord>, CliError> {
     let (arn, name) = stream_ref(stream);
     let mut iterator = kinesis
         .get_shard_iterator()
@@ -66,7 +77,7 @@ pub async fn read_range(
             .map_err(|e| CliError::aws(&format!("reading {shard}"), e))?;
         let mut past_end = false;
         for r in page.records() {
-            if compare_sequence(r.sequence_number(), end) == Ordering::Greater {
+            if end.is_some_and(|e| compare_sequence(r.sequence_number(), e) == Ordering::Greater) {
                 past_end = true;
                 break;
             }
@@ -77,7 +88,8 @@ pub async fn read_range(
             });
         }
         let caught_up = page.records().is_empty() && page.millis_behind_latest().unwrap_or(0) == 0;
-        if past_end || caught_up || out.last().is_some_and(|r| r.sequence_number == end) {
+        let at_end = end.is_some_and(|e| out.last().is_some_and(|r| r.sequence_number == e));
+        if past_end || caught_up || at_end {
             break;
         }
         iterator = page.next_shard_iterator;
@@ -103,67 +115,66 @@ pub async fn read_one(
         })
 }
 
-/// Puts `records` (partition key, data) on the stream, 500 a call, retrying failed entries; returns how many
-/// were put (the rest failed after retries, with the last reason).
+/// Puts `records` (partition key, data) on the stream in their order, 500 a call; returns how many were put.
+/// PutRecords goes on past a failed entry, so a record of the same key after it would land first: the call is
+/// repeated from the first failed entry on (what had landed after it lands again, after it), so that each key's
+/// records end in their given order. Duplicates are what the functions' at-least-once handling absorbs anyway.
 pub async fn put_records(
     kinesis: &aws_sdk_kinesis::Client,
     stream: &str,
     records: &[(String, Vec<u8>)],
 ) -> Result<usize, CliError> {
     let (arn, name) = stream_ref(stream);
-    let mut put = 0;
-    for chunk in records.chunks(500) {
-        let mut pending: Vec<usize> = (0..chunk.len()).collect();
-        let mut reason = String::new();
-        for attempt in 0..4 {
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(200 * (1 << attempt))).await;
-            }
-            let entries: Vec<PutRecordsRequestEntry> = pending
-                .iter()
-                .map(|&i| {
-                    PutRecordsRequestEntry::builder()
-                        .partition_key(&chunk[i].0)
-                        .data(Blob::new(chunk[i].1.clone()))
-                        .build()
-                        .expect("key and data are set")
-                })
-                .collect();
-            let out = kinesis
-                .put_records()
-                .set_stream_arn(arn.clone())
-                .set_stream_name(name.clone())
-                .set_records(Some(entries))
-                .send()
-                .await;
-            match out {
-                Ok(out) => {
-                    let failed: Vec<usize> = pending
-                        .iter()
-                        .zip(out.records())
-                        .filter(|(_, r)| r.error_code().is_some())
-                        .map(|(&i, r)| {
-                            reason = r.error_code().unwrap_or_default().to_owned();
-                            i
-                        })
-                        .collect();
-                    put += pending.len() - failed.len();
-                    pending = failed;
+    let mut next = 0;
+    let mut attempt = 0;
+    let mut reason = String::new();
+    while next < records.len() {
+        let chunk = &records[next..(next + 500).min(records.len())];
+        let entries: Vec<PutRecordsRequestEntry> = chunk
+            .iter()
+            .map(|(key, data)| {
+                PutRecordsRequestEntry::builder()
+                    .partition_key(key)
+                    .data(Blob::new(data.clone()))
+                    .build()
+                    .expect("key and data are set")
+            })
+            .collect();
+        let out = kinesis
+            .put_records()
+            .set_stream_arn(arn.clone())
+            .set_stream_name(name.clone())
+            .set_records(Some(entries))
+            .send()
+            .await;
+        let landed = match out {
+            Ok(out) => match out.records().iter().position(|r| r.error_code().is_some()) {
+                Some(i) => {
+                    reason = out.records()[i].error_code().unwrap_or_default().to_owned();
+                    i
                 }
-                Err(e) => reason = mdm_sync_adapters::http::error_chain(&e),
+                None => chunk.len(),
+            },
+            Err(e) => {
+                reason = mdm_sync_adapters::http::error_chain(&e);
+                0
             }
-            if pending.is_empty() {
-                break;
-            }
+        };
+        next += landed;
+        if landed == chunk.len() {
+            attempt = 0;
+            continue;
         }
-        if !pending.is_empty() {
+        attempt = if landed > 0 { 1 } else { attempt + 1 };
+        if attempt > 4 {
             return Err(CliError::Failed(format!(
-                "{} records could not be put on {stream}: {reason} ({put} were)",
-                pending.len()
+                "{} records could not be put on {stream}: {reason} ({next} were, in order)",
+                records.len() - next
             )));
         }
+        tokio::time::sleep(Duration::from_millis(200 * (1 << attempt))).await;
     }
-    Ok(put)
+    Ok(next)
 }
 
 #[cfg(test)]

@@ -84,14 +84,15 @@ impl Role {
 /// One message, read.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Letter {
-    /// A Kinesis record cdc-ingest could not apply: back on the stream with its partition key. `record` is absent
-    /// when it was too large for the letter: it is read again from `fetch` (shard, sequence number).
+    /// A Kinesis record cdc-ingest could not apply: back on the stream with its partition key. `position` (shard,
+    /// sequence number) is where the stream holds it: `record` is read again from there when it was too large for
+    /// the letter, and a redrive re-puts the later records of its key after it.
     CdcRecord {
         reason: String,
         table: Option<String>,
         partition_key: String,
         record: Option<Vec<u8>>,
-        fetch: Option<(String, String)>,
+        position: Option<(String, String)>,
         stream_arn: Option<String>,
     },
     /// A Kafka record (cdc-ingest's or stream-consumer's): back on its topic, with its key.
@@ -252,11 +253,12 @@ pub fn read(role: Role, body: &str, attribute: impl Fn(&str) -> Option<String>) 
                 (None, Some(b64)) => base64::engine::general_purpose::STANDARD.decode(b64).ok(),
                 (None, None) => None,
             };
-            let fetch = match (&record, text(&v, "shardId"), text(&v, "sequenceNumber")) {
-                (None, Some(shard), Some(seq)) => Some((shard, seq)),
-                _ => None,
-            };
-            if record.is_none() && fetch.is_none() {
+            // cdc-ingest names the shard when it leaves the record out; Lambda's event id is `shardId-...:seq`.
+            let shard = text(&v, "shardId").or_else(|| {
+                text(&v, "eventId").and_then(|id| id.split_once(':').map(|(s, _)| s.to_owned()))
+            });
+            let position = shard.zip(text(&v, "sequenceNumber"));
+            if record.is_none() && position.is_none() {
                 return Letter::Unreadable(
                     "a dead letter with neither the record nor where to fetch it".into(),
                 );
@@ -266,7 +268,7 @@ pub fn read(role: Role, body: &str, attribute: impl Fn(&str) -> Option<String>) 
                 table: text(&v, "table"),
                 partition_key,
                 record,
-                fetch,
+                position,
                 stream_arn: text(&v, "eventSourceArn"),
             }
         }
@@ -356,7 +358,8 @@ mod tests {
     fn a_cdc_dead_letter_gives_its_record_and_partition_key() {
         let body = json!({"function": "cdc-ingest", "reason": "table public.customer: key column id is missing",
             "table": "public.customer", "partitionKey": "public.customer.46", "sequenceNumber": "495",
-            "eventSourceArn": "arn:aws:kinesis:us-east-1:1:stream/s", "record": {"data": {"id": 46}}});
+            "eventSourceArn": "arn:aws:kinesis:us-east-1:1:stream/s", "eventId": "shardId-000000000001:495",
+            "record": {"data": {"id": 46}}});
         let letter = read(Role::Cdc, &body.to_string(), none);
         assert_eq!(
             letter,
@@ -365,18 +368,18 @@ mod tests {
                 table: Some("public.customer".into()),
                 partition_key: "public.customer.46".into(),
                 record: Some(br#"{"data":{"id":46}}"#.to_vec()),
-                fetch: None,
+                position: Some(("shardId-000000000001".into(), "495".into())),
                 stream_arn: Some("arn:aws:kinesis:us-east-1:1:stream/s".into()),
             }
         );
         let raw =
             json!({"reason": "not JSON", "partitionKey": "k", "recordBase64": "bm90IGpzb24="});
         assert!(matches!(read(Role::Cdc, &raw.to_string(), none),
-            Letter::CdcRecord { record: Some(r), .. } if r == b"not json"));
+            Letter::CdcRecord { record: Some(r), position: None, .. } if r == b"not json"));
         let omitted = json!({"reason": "r", "partitionKey": "k", "shardId": "shardId-0", "sequenceNumber": "77",
                              "recordOmitted": {"bytes": 1}});
         assert!(matches!(read(Role::Cdc, &omitted.to_string(), none),
-            Letter::CdcRecord { record: None, fetch: Some((s, n)), .. } if s == "shardId-0" && n == "77"));
+            Letter::CdcRecord { record: None, position: Some((s, n)), .. } if s == "shardId-0" && n == "77"));
         assert!(matches!(
             read(Role::Cdc, "{\"reason\": \"r\"}", none),
             Letter::Unreadable(_)

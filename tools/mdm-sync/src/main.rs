@@ -9,10 +9,12 @@ mod error;
 mod kinesis_io;
 mod letters;
 mod output;
+mod redrive;
 mod reltio;
 mod replay;
 mod signing;
 mod stack;
+mod stream_order;
 mod transform;
 
 use clap::{Args, Parser, Subcommand};
