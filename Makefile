@@ -10,7 +10,7 @@ export MOTO_SERVER := $(CURDIR)/tools/moto-server
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: test infra-test lint tools demo plan e2e release clean-tools bench bench-cdc fuzz
+.PHONY: test infra-test lint tools demo plan e2e release cli clean-tools bench bench-cdc fuzz
 
 ## Install the pinned Python tools into .venv (re-run when tools/requirements.txt changes).
 tools: $(STAMP)
@@ -42,13 +42,19 @@ infra-test: tools
 demo: tools release
 	$(VENV)/bin/python -m tests.localstack --persons 20 $(DEMO_ARGS)
 
-## The local stack's end-to-end tests (clean workload, faults, bad inputs) against the release binaries.
+## The local stack's end-to-end tests (clean workload, faults, bad inputs) against the release binaries, and the
+## operator CLI against the local stack (its debug build: it shares the tests' dependencies).
 e2e: tools release
+	cargo build -p mdm-sync
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider tests/localstack
 
 ## Release builds of every function (the workspace's fat-LTO profile; reused when up to date).
 release:
 	cargo build --release $(addprefix -p ,$(patsubst functions/%/Cargo.toml,%,$(wildcard functions/*/Cargo.toml)))
+
+## The operator CLI, optimised: target/release/mdm-sync (or `cargo install --path tools/mdm-sync`).
+cli:
+	cargo build --release -p mdm-sync
 
 ## Issue 7's figures, each printed beside its target (markdown tables): the criterion benches (CDC transform vs
 ## a bare JSON parse, webhook request, crm-updater batch plan), then cold start and peak RSS of the release

@@ -226,3 +226,13 @@ def test_the_analytics_consumer_keeps_the_queue_rules(t):
     assert "AnalyticsDeadLetterQueue: dead-letter queue has no depth >= 1 alarm" in problems
     assert "AnalyticsSinkEventSource: no ReportBatchItemFailures" in problems
     assert any(p.startswith("AnalyticsQueue: VisibilityTimeout 60") for p in problems), problems
+
+
+def test_every_stack_output_the_cli_reads_is_in_the_template(template):
+    # tools/mdm-sync finds the queues, the stream and the webhook URL by these outputs (`--stack NAME`).
+    source = (ROOT / "tools" / "mdm-sync" / "src" / "stack.rs").read_text()
+    import re
+
+    read = set(re.findall(r'pub const \w+: &str = "(\w+)";', source))
+    assert len(read) >= 10, read
+    assert read - set(template["Outputs"]) == set()

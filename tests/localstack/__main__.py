@@ -28,6 +28,7 @@ def main(argv=None):
     p.add_argument("--no-fanout", action="store_true", help="the receivers send straight to the event queue (no "
                    "topic; no analytics)")
     p.add_argument("--no-analytics", action="store_true", help="the topic with the crm-updater alone")
+    p.add_argument("--key-ledger", action="store_true", help="cdc-ingest with the CDC key ledger (CdcKeyLedger=true)")
     p.add_argument("--restart-broker", action="store_true", help="kafka path: keep the broker's log in S3 (moto) "
                    "and restart the broker while phase 2 is put")
     d = Scenario()
@@ -59,6 +60,7 @@ def main(argv=None):
     s = Scenario(persons=a.persons, seed=a.seed, bad_inputs=a.bad_inputs, fault_rate=a.faults, drop_rate=a.drops,
                  duplicate_rate=a.duplicates, reorder=a.reorder, kill=tuple(a.kill), fail_500=a.fail_500,
                  late_merge=a.late_merge, path=a.path, fifo=a.fifo, restart_broker=a.restart_broker,
+                 cdc_key_ledger=a.key_ledger,
                  fanout=not a.no_fanout, analytics=not (a.no_analytics or a.no_fanout), log_dir=a.log_dir,
                  cdc_parallelization=a.parallelization_factor, cdc_batch_size=a.cdc_batch_size,
                  cdc_window_s=a.cdc_window, crm_concurrency=a.crm_concurrency, crm_batch_size=a.crm_batch_size,

@@ -135,6 +135,15 @@ class Resources:
             KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
         )
 
+    def key_ledger(self) -> str:
+        """The CDC key ledger's table (the template's CdcKeyLedgerTable), created on first use."""
+        name = f"{STACK}-cdc-key-ledger"
+        if name not in self.ddb.list_tables()["TableNames"]:
+            self.ddb.create_table(TableName=name, BillingMode="PAY_PER_REQUEST",
+                                  AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+                                  KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}])
+        return name
+
     def fan_out(self, *, analytics: bool, visibility_timeout: int, max_receive_count: int = 5):
         """The template's fan-out: the event topic (FIFO with the queues) with the event queue subscribed (raw
         message delivery, entity events only); with `analytics`, the analytics queue (+ redrive DLQ) subscribed

@@ -117,6 +117,9 @@ class ReltioSim:
         self.fail_500: dict[str, int] = {}
         self.outage_until = 0.0
         self.outage_status = 503
+        # Webhook registrations (`POST/PUT {tenant}/configuration/webhooks`, the integration guide's shape): name ->
+        # registration. Deliveries follow the registered retry policy (`retry_policy`).
+        self.webhooks: dict[str, dict] = {}
         self.server = Server(_Handler, sim=self, tag=None)
         self.listeners: list[Server] = []
         self.url = self.server.url
@@ -262,6 +265,15 @@ class ReltioSim:
             xw = e.crosswalks[key]
             return None if xw.get("deleteDate") else {k: simple(v) for k, v in xw["attrs"].items()}
 
+    def retry_policy(self) -> tuple[int, float, float]:
+        """(maxRetries, retryDelay in seconds, backoffMultiplier) of the webhook registration, else Reltio's
+        defaults (3, 5 s, 2.0)."""
+        with self.lock:
+            reg = next(iter(self.webhooks.values()), None)
+        p = (reg or {}).get("retryPolicy") or {}
+        return (int(p.get("maxRetries", 3)), float(p.get("retryDelay", 5000)) / 1000,
+                float(p.get("backoffMultiplier", 2.0)))
+
     def outage(self, seconds: float, status: int = 503):
         """Every call (the token endpoint included) answers `status` for `seconds`: 503 an outage, 401 a refused
         credential."""
@@ -338,6 +350,8 @@ class _Handler(QuietHandler):
                 self.sim.tokens.setdefault(tok, time.time() + self.sim.token_ttl_s)
                 left = int(self.sim.tokens[tok] - time.time())
             return self.send(200, {"access_token": tok, "token_type": "bearer", "expires_in": left})
+        if u.path == f"/reltio/api/{TENANT}/configuration/webhooks":
+            return self._register_webhook(body, None)
         if u.path == f"/reltio/api/{TENANT}/entities":
             self._count("POST /entities")
             if not self._authorised():
@@ -371,6 +385,33 @@ class _Handler(QuietHandler):
             return self.send(200, out)
         self.send(404, {"errorMessage": "not found"})
 
+    def do_PUT(self):
+        u = urlsplit(self.path)
+        body = self.read_body()
+        prefix = f"/reltio/api/{TENANT}/configuration/webhooks/"
+        if not u.path.startswith(prefix):
+            return self.send(404, {"errorMessage": "not found"})
+        return self._register_webhook(body, unquote(u.path[len(prefix):]))
+
+    def _register_webhook(self, body: bytes, name: str | None):
+        """POST (create) or PUT (update, by name) of a webhook registration; a POST of a name that exists is a
+        conflict, as a duplicate registration would be."""
+        self._count("POST webhook" if name is None else "PUT webhook")
+        if not self._authorised():
+            return
+        try:
+            reg = json.loads(body)
+            assert isinstance(reg, dict) and reg.get("name") and reg.get("url")
+        except Exception:
+            return self.send(400, {"errorMessage": "a webhook has a name and a url"})
+        with self.sim.lock:
+            if name is None and reg["name"] in self.sim.webhooks:
+                return self.send(409, {"errorMessage": f"webhook {reg['name']} exists"})
+            if name is not None and name not in self.sim.webhooks:
+                return self.send(404, {"errorMessage": f"no webhook {name}"})
+            self.sim.webhooks[reg["name"]] = reg
+        return self.send(200, reg)
+
     def do_DELETE(self):
         if self._down():
             return
@@ -395,6 +436,11 @@ class _Handler(QuietHandler):
         if self._down():
             return
         u = urlsplit(self.path)
+        if u.path == f"/reltio/api/{TENANT}/configuration/webhooks":
+            if not self._authorised():
+                return
+            with self.sim.lock:
+                return self.send(200, list(self.sim.webhooks.values()))
         base = f"/reltio/api/{TENANT}/entities/"
         if not u.path.startswith(base):
             return self.send(404, {"errorMessage": "not found"})

@@ -35,6 +35,8 @@ class SalesforceSim:
         self.calls_by: dict[str, dict[str, int]] = {}  # listener tag -> calls served by that listener
         self.api_usage = 0
         self.contact_writes: dict[str, list] = {}  # Contact Id -> [(ms, fields after the write)]
+        # Contacts a validation rule refuses to update (FIELD_CUSTOM_VALIDATION_EXCEPTION, a permanent failure)
+        self.validation_rules: set[str] = set()
         self.server = Server(_Handler, sim=self, tag=None)
         self.listeners: list[Server] = []
         self.url = self.server.url
@@ -73,6 +75,9 @@ class SalesforceSim:
             if row is None:
                 return False, [{"statusCode": "ENTITY_IS_DELETED" if False else "NOT_FOUND",
                                 "message": "entity not found", "fields": []}]
+            if obj == "Contact" and rid in self.validation_rules:
+                return False, [{"statusCode": "FIELD_CUSTOM_VALIDATION_EXCEPTION",
+                                "message": "Contact failed the validation rule Phone_Format", "fields": ["Phone"]}]
             bad = [f for f in fields if (obj, f) in NOT_UPDATEABLE or f in ("Id", "IsDeleted")]
             if bad:
                 return False, [{"statusCode": "INVALID_FIELD_FOR_INSERT_UPDATE",

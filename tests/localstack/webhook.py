@@ -75,11 +75,13 @@ def sign(secret: str, body: bytes, ts: int) -> str:
 
 
 class WebhookDeliverer:
-    """Delivers each event as a signed POST; retries 3 times with 5000 ms x 2.0^n delays times `scale`.
-    Several workers deliver concurrently, so events of one entity can arrive out of order (as Reltio's can)."""
+    """Delivers each event as a signed POST; retries as the webhook registration's retry policy says (`policy`:
+    maxRetries, retryDelay s, backoffMultiplier; default Reltio's 3, 5 s, 2.0), the delays times `scale`. Several
+    workers deliver concurrently, so events of one entity can arrive out of order (as Reltio's can)."""
 
-    def __init__(self, url: str, secret: str, *, workers=1, scale=0.01, duplicate_rate=0.0, seed=3):
+    def __init__(self, url: str, secret: str, *, workers=1, scale=0.01, duplicate_rate=0.0, seed=3, policy=None):
         self.url, self.secret, self.scale = url, secret, scale
+        self.policy = policy or (lambda: (3, 5.0, 2.0))
         self.duplicate_rate = duplicate_rate
         self.rng = random.Random(seed)
         self.q: queue.Queue = queue.Queue()
@@ -134,9 +136,10 @@ class WebhookDeliverer:
                 body, eid = self.q.get(timeout=0.2)
             except queue.Empty:
                 continue
-            delay = 5.0 * self.scale
+            max_retries, delay, multiplier = self.policy()
+            delay *= self.scale
             ok = False
-            for attempt in range(4):  # the first try and maxRetries 3
+            for attempt in range(1 + max_retries):  # the first try and maxRetries
                 ts = int(time.time())
                 status = self._post(body, {"X-Reltio-Timestamp": str(ts), "X-Reltio-Signature": sign(self.secret, body, ts),
                                            "X-Reltio-Event-Id": eid})
@@ -146,8 +149,9 @@ class WebhookDeliverer:
                 if 200 <= status < 300:
                     ok = True
                     break
-                time.sleep(delay)
-                delay *= 2.0
+                if attempt < max_retries:
+                    time.sleep(delay)
+                    delay *= multiplier
             with self.lock:
                 if ok:
                     self.accepted.setdefault(eid, now_ms())

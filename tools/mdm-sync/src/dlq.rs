@@ -82,10 +82,15 @@ async fn peek(sqs: &aws_sdk_sqs::Client, url: &str, max: usize) -> Result<Vec<Me
     let mut out = Vec::new();
     while out.len() < max {
         let got = receive(sqs, url, 30, (max - out.len()).min(10)).await?;
-        let fresh: Vec<Message> = got
-            .into_iter()
-            .filter(|m| seen.insert(m.message_id().unwrap_or_default().to_owned()))
-            .collect();
+        let mut fresh = Vec::new();
+        for m in got {
+            if seen.insert(m.message_id().unwrap_or_default().to_owned()) {
+                fresh.push(m);
+            } else {
+                // Received again (its 30 s ran out): this receipt is the one that hides it now.
+                release(sqs, url, &m).await;
+            }
+        }
         if fresh.is_empty() {
             break;
         }

@@ -21,12 +21,16 @@ pub fn compare_sequence(a: &str, b: &str) -> Ordering {
     a.len().cmp(&b.len()).then_with(|| a.cmp(b))
 }
 
-/// A stream given by ARN or by name.
+/// A stream given by ARN or by name, as the (name, ARN) pair the Kinesis calls take. An ARN is passed as its
+/// name: the stack's stream is in the caller's account, and emulators (moto) only read `StreamName`.
 fn stream_ref(stream: &str) -> (Option<String>, Option<String>) {
-    if stream.starts_with("arn:") {
-        (Some(stream.to_owned()), None)
-    } else {
-        (None, Some(stream.to_owned()))
+    match stream
+        .strip_prefix("arn:")
+        .and_then(|_| stream.rsplit_once(":stream/"))
+    {
+        Some((_, name)) => (None, Some(name.to_owned())),
+        None if stream.starts_with("arn:") => (Some(stream.to_owned()), None),
+        None => (None, Some(stream.to_owned())),
     }
 }
 
@@ -180,6 +184,15 @@ pub async fn put_records(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stream_arn_is_called_by_its_name() {
+        assert_eq!(
+            stream_ref("arn:aws:kinesis:eu-west-1:123456789012:stream/dms-cdc"),
+            (None, Some("dms-cdc".to_owned()))
+        );
+        assert_eq!(stream_ref("dms-cdc"), (None, Some("dms-cdc".to_owned())));
+    }
 
     #[test]
     fn sequence_numbers_compare_as_numbers() {

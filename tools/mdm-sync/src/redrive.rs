@@ -103,7 +103,8 @@ pub async fn run(
     })
 }
 
-/// Receives up to `limit` matching messages and holds them; messages the filters leave out are released at once.
+/// Receives up to `limit` matching messages and holds them. Messages the filters leave out are held too until
+/// the queue is read through (released at once, they would be received again), then released together.
 async fn take(
     sqs: &aws_sdk_sqs::Client,
     url: &str,
@@ -114,12 +115,18 @@ async fn take(
 ) -> Result<Vec<(Message, Letter)>, CliError> {
     let mut seen = HashSet::new();
     let mut taken = Vec::new();
+    let mut left = Vec::new();
     while taken.len() < limit {
         let batch = receive(sqs, url, HOLD_SECONDS, (limit - taken.len()).min(10)).await?;
-        let fresh: Vec<Message> = batch
-            .into_iter()
-            .filter(|m| seen.insert(m.message_id().unwrap_or_default().to_owned()))
-            .collect();
+        let mut fresh = Vec::new();
+        for m in batch {
+            if seen.insert(id(&m).to_owned()) {
+                fresh.push(m);
+            } else {
+                // Received again (its hold ran out): this receipt is the one that hides it now.
+                release(sqs, url, &m).await;
+            }
+        }
         if fresh.is_empty() {
             break;
         }
@@ -127,11 +134,14 @@ async fn take(
             let letter = letter_of(role, &m);
             if taken.len() >= limit || !filters.iter().all(|f| f.matches(&letter)) {
                 tally.filtered += u64::from(taken.len() < limit);
-                release(sqs, url, &m).await;
+                left.push(m);
                 continue;
             }
             taken.push((m, letter));
         }
+    }
+    for m in &left {
+        release(sqs, url, m).await;
     }
     Ok(taken)
 }

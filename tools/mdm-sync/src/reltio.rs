@@ -19,6 +19,24 @@ use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// Reltio's entity event types (what the categories expand to).
+const EVENT_TYPES: [&str; 9] = [
+    "ENTITY_CREATED",
+    "ENTITY_CHANGED",
+    "ENTITIES_MERGED",
+    "ENTITIES_MERGED_MANUALLY",
+    "ENTITIES_MERGED_ON_THE_FLY",
+    "ENTITY_LOST_MERGE",
+    "ENTITIES_SPLITTED",
+    "ENTITY_REMOVED",
+    "ENTITY_REMOVED_GDPR",
+];
+const RELATIONSHIP_EVENT_TYPES: [&str; 3] = [
+    "RELATIONSHIP_CREATED",
+    "RELATIONSHIP_CHANGED",
+    "RELATIONSHIP_REMOVED",
+];
+
 /// Where webhook registrations live, under the tenant's API URL (unverified).
 pub const WEBHOOKS_PATH: &str = "configuration/webhooks";
 const DEFAULT_AUTH_URL: &str = "https://auth.reltio.com/oauth/token";
@@ -172,6 +190,17 @@ impl Subscription {
         let s: Subscription = toml::from_str(text).map_err(|e| e.to_string())?;
         EventTypeFilter::parse(&s.event_types)
             .map_err(|e| format!("event_types: unknown event type {e}"))?;
+        // A registration is checked harder than a consumer's filter: a name Reltio does not send is a typo.
+        if let Some(e) = s.event_types.iter().map(|e| e.trim()).find(|e| {
+            EventCategory::parse(e).is_none()
+                && !EVENT_TYPES.contains(e)
+                && !RELATIONSHIP_EVENT_TYPES.contains(e)
+        }) {
+            return Err(format!(
+                "event_types: unknown event type {e} (categories CREATE, UPDATE, MERGE, UNMERGE, DELETE, or one of {})",
+                EVENT_TYPES.join(", ")
+            ));
+        }
         if s.entity_types.is_empty() {
             return Err("entity_types must list at least one entity type".into());
         }
@@ -194,17 +223,7 @@ impl Subscription {
 
     /// Reltio event type names: categories expanded.
     pub fn event_names(&self) -> Vec<String> {
-        let all = [
-            "ENTITY_CREATED",
-            "ENTITY_CHANGED",
-            "ENTITIES_MERGED",
-            "ENTITIES_MERGED_MANUALLY",
-            "ENTITIES_MERGED_ON_THE_FLY",
-            "ENTITY_LOST_MERGE",
-            "ENTITIES_SPLITTED",
-            "ENTITY_REMOVED",
-            "ENTITY_REMOVED_GDPR",
-        ];
+        let all = EVENT_TYPES;
         let mut out = Vec::new();
         for e in &self.event_types {
             let e = e.trim();
@@ -507,6 +526,13 @@ mod tests {
         assert!(Subscription::parse("event_types = [\"SOMETIMES maybe\"]")
             .unwrap_err()
             .contains("event_types"));
+        let typo =
+            Subscription::parse("event_types = [\"CREATE\", \"ENTITY_UPDATED\"]").unwrap_err();
+        assert!(typo.contains("ENTITY_UPDATED"), "{typo}");
+        assert!(Subscription::parse(
+            "event_types = [\"ENTITY_LOST_MERGE\", \"RELATIONSHIP_CHANGED\"]"
+        )
+        .is_ok());
         assert!(Subscription::parse("entity_types = []")
             .unwrap_err()
             .contains("entity_types"));
