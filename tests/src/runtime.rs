@@ -3,6 +3,7 @@
 
 use serde_json::Value;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -73,10 +74,13 @@ pub async fn invoke_once(
         .respond_with(ResponseTemplate::new(202))
         .mount(&runtime)
         .await;
+    // Tests of one binary run in parallel threads of one process, often within the same millisecond: the
+    // counter keeps each invocation's log file its own (a shared one was truncated and removed by the other).
+    static NEXT_LOG: AtomicUsize = AtomicUsize::new(0);
     let logs = std::env::temp_dir().join(format!(
         "mdm-sync-{function}-{}-{}.log",
         std::process::id(),
-        chrono_now_ms()
+        NEXT_LOG.fetch_add(1, Ordering::Relaxed)
     ));
     let file = std::fs::File::create(&logs).expect("log file");
     let mut child = Command::new(binary)

@@ -122,7 +122,9 @@ async fn the_binary_dead_letters_a_rejected_write_and_its_debug_logs_carry_no_se
     );
     assert!(
         run.logs.contains("dead-lettering"),
-        "debug logs were written"
+        "debug logs were written ({} bytes, {} lines)",
+        run.logs.len(),
+        run.logs.lines().count()
     );
     assert_no_sentinel(
         &run.logs,
