@@ -146,10 +146,7 @@ impl ReltioClient {
         let body = bytes::Bytes::from(
             serde_json::to_vec(entities).map_err(|e| ReltioError::Decode(e.to_string()))?,
         );
-        let mut url = format!("{}/entities?returnObjects=false", self.api_url);
-        if partial_override {
-            url.push_str("&options=partialOverride");
-        }
+        let url = format!("{}{}", self.api_url, entities_path(partial_override));
         let response = self
             .send(deadline, |http| {
                 http.post(&url)
@@ -304,6 +301,15 @@ impl EntitySource for ReltioClient {
                 .await
                 .map_err(PortError::from)
         })
+    }
+}
+
+/// The path and query of an entity batch POST, below the tenant's API URL (also what `mdm-sync transform` shows).
+pub fn entities_path(partial_override: bool) -> &'static str {
+    if partial_override {
+        "/entities?returnObjects=false&options=partialOverride"
+    } else {
+        "/entities?returnObjects=false"
     }
 }
 

@@ -76,10 +76,7 @@ impl EntityWriter for RecordingWriter {
         partial_override: bool,
         _deadline: Deadline,
     ) -> BoxFuture<'a, Result<Vec<ItemOutcome>, PortError>> {
-        let mut path = "/entities?returnObjects=false".to_owned();
-        if partial_override {
-            path.push_str("&options=partialOverride");
-        }
+        let path = mdm_sync_adapters::reltio::entities_path(partial_override);
         let body = serde_json::to_value(entities).unwrap_or(Value::Null);
         self.requests
             .lock()
