@@ -3,7 +3,6 @@
 //! helpers `redrive` uses.
 
 use crate::error::CliError;
-use crate::kinesis_io;
 use crate::letters::{read, Letter, Role};
 use crate::output;
 use crate::redrive;
@@ -54,7 +53,6 @@ pub async fn run(g: &Global, command: DlqCommand) -> Result<ExitCode, CliError> 
             peek,
         } => {
             show(
-                g,
                 &stack,
                 &sdk,
                 &sqs,
@@ -275,7 +273,6 @@ pub(crate) fn stream_of(
 
 #[allow(clippy::too_many_arguments)]
 async fn show(
-    g: &Global,
     stack: &Stack,
     sdk: &aws_config::SdkConfig,
     sqs: &aws_sdk_sqs::Client,
@@ -306,38 +303,41 @@ async fn show(
     let mut fetched = Value::Null;
     if fetch {
         let kinesis = aws_sdk_kinesis::Client::new(sdk);
-        fetched = match &letter {
+        // What a redrive would put back, read as the redrive reads it; a letter that holds its payload has
+        // nothing on the stream to read.
+        let holds_payload = matches!(
+            &letter,
             Letter::CdcRecord {
-                record: None,
-                position: Some((shard, seq)),
-                stream_arn,
+                record: Some(_),
                 ..
-            } => {
-                let stream = stream_of(stream_arn.as_deref(), None, stack)?;
-                let r = kinesis_io::read_one(&kinesis, &stream, shard, seq).await?;
-                json!({"partitionKey": r.partition_key, "sequenceNumber": r.sequence_number,
-                       "record": payload(&r.data)})
             }
-            Letter::KinesisBatch {
-                stream_arn,
-                shard_id,
-                start,
-                end,
-                ..
-            } => {
-                let stream = stream_of(stream_arn.as_deref(), None, stack)?;
-                let rs = kinesis_io::read_range(&kinesis, &stream, shard_id, start, end).await?;
-                json!(rs.iter().map(|r| json!({"partitionKey": r.partition_key, "sequenceNumber": r.sequence_number,
-                                               "record": payload(&r.data)})).collect::<Vec<_>>())
+        );
+        let named = if holds_payload {
+            None
+        } else {
+            redrive::named_records(&letter, stack, &kinesis, None).await?
+        };
+        fetched = match named {
+            Some((_, _, records)) => {
+                let shown: Vec<Value> = records
+                    .iter()
+                    .map(|r| {
+                        json!({"partitionKey": r.partition_key, "sequenceNumber": r.sequence_number,
+                                    "record": payload(&r.data)})
+                    })
+                    .collect();
+                match &letter {
+                    Letter::KinesisBatch { .. } => json!(shown),
+                    _ => shown.into_iter().next().unwrap_or(Value::Null),
+                }
             }
-            _ => json!("nothing to fetch: the message holds its payload"),
+            None => json!("nothing to fetch: the message holds its payload"),
         };
     }
     let doc = json!({"queue": role.name(), "messageId": m.message_id(), "age": age(m).map(human),
                      "receiveCount": system(m, MessageSystemAttributeName::ApproximateReceiveCount),
                      "reason": letter.reason(), "attributes": attributes, "body": body, "fetched": fetched});
     println!("{}", output::json(&doc));
-    let _ = g;
     Ok(ExitCode::SUCCESS)
 }
 

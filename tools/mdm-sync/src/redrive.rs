@@ -150,6 +150,18 @@ fn id(m: &Message) -> &str {
     m.message_id().unwrap_or_default()
 }
 
+/// A letter not redriven this time: listed with why, and made visible again at once for another try.
+async fn set_aside(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+    m: &Message,
+    list: &mut Vec<String>,
+    why: String,
+) {
+    list.push(format!("{}: {why}", id(m)));
+    release(sqs, url, m).await;
+}
+
 async fn delete(sqs: &aws_sdk_sqs::Client, url: &str, m: &Message, tally: &mut Tally) {
     let deleted = sqs
         .delete_message()
@@ -202,15 +214,16 @@ async fn redrive_to_queue(
                 delete(sqs, url, &m, tally).await;
             }
             Ok(false) => {
-                tally
-                    .unsupported
-                    .push(format!("{}: {}", id(&m), unsupported_hint(&letter)));
-                release(sqs, url, &m).await;
+                set_aside(
+                    sqs,
+                    url,
+                    &m,
+                    &mut tally.unsupported,
+                    unsupported_hint(&letter),
+                )
+                .await
             }
-            Err(e) => {
-                tally.failed.push(format!("{}: {e}", id(&m)));
-                release(sqs, url, &m).await;
-            }
+            Err(e) => set_aside(sqs, url, &m, &mut tally.failed, e.to_string()).await,
         }
         if let Some(p) = pause {
             tokio::time::sleep(p).await;
@@ -256,15 +269,16 @@ async fn redrive_to_stream(
                 g.named.extend(records);
             }
             Ok(None) => {
-                tally
-                    .unsupported
-                    .push(format!("{}: {}", id(&m), unsupported_hint(&letter)));
-                release(sqs, url, &m).await;
+                set_aside(
+                    sqs,
+                    url,
+                    &m,
+                    &mut tally.unsupported,
+                    unsupported_hint(&letter),
+                )
+                .await
             }
-            Err(e) => {
-                tally.failed.push(format!("{}: {e}", id(&m)));
-                release(sqs, url, &m).await;
-            }
+            Err(e) => set_aside(sqs, url, &m, &mut tally.failed, e.to_string()).await,
         }
     }
     for ((stream, shard), mut group) in groups {
@@ -343,7 +357,7 @@ async fn fail_group(
 
 /// The records a CDC letter names, with the stream and shard they are on; `None` for what this CLI cannot put
 /// back (Kafka, unreadable).
-async fn named_records(
+pub(crate) async fn named_records(
     letter: &Letter,
     stack: &Stack,
     kinesis: &aws_sdk_kinesis::Client,
@@ -366,7 +380,11 @@ async fn named_records(
                         .await?
                         .data
                 }
-                (None, None) => unreachable!("a CDC letter has its record or its position"),
+                (None, None) => {
+                    return Err(CliError::Failed(
+                        "the letter holds neither its record nor where to read it".into(),
+                    ))
+                }
             };
             let record = StreamRecord {
                 partition_key: partition_key.clone(),
