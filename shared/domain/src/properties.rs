@@ -173,10 +173,16 @@ pub fn accepted_is_sendable(mapping: &CrmMapping, data: &[u8]) {
 /// receiver's readability check accepts exactly the bodies the crm-updater parses as events.
 pub fn crm_event(mapping: &CrmMapping, data: &[u8]) {
     let body = String::from_utf8_lossy(data).into_owned();
+    let accepted = check_readable(&body).is_ok();
     assert_eq!(
-        check_readable(&body).is_ok(),
-        serde_json::from_str::<ReltioEvent>(&body).is_ok(),
+        accepted,
+        serde_json::from_str::<crate::crm::plan::CrmEvent>(&body).is_ok(),
         "the receiver's check and the crm-updater's parse disagree"
+    );
+    assert_eq!(
+        accepted,
+        serde_json::from_str::<ReltioEvent>(&body).is_ok(),
+        "the receiver's check and a full parse of the event disagree"
     );
     let mut item = decode(
         mapping,

@@ -14,6 +14,7 @@ use super::salesforce::{MergeOutcome, MergeRequest, RecordOutcome, RecordUpdate}
 use crate::ordering::{EntityRecord, Fence, Order};
 use crate::port::PortError;
 use crate::reltio::event::{EventCategory, ReltioEvent};
+use crate::reltio::golden::{GoldenAttributes, LeanCrosswalks};
 use crate::settle::Outcome;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -25,6 +26,10 @@ pub const SKIP_ENTITY_TYPE: &str = "EntityType";
 pub const SKIP_NO_CONTACT: &str = "NoContactCrosswalk";
 pub const SKIP_DUPLICATE: &str = "Duplicate";
 pub const SKIP_STALE: &str = "Stale";
+
+/// A Reltio event as crm-updater reads it: of the snapshot's attributes only the golden values (all the mapping
+/// reads), of its crosswalks what names a Contact and whether it is live.
+pub type CrmEvent = ReltioEvent<GoldenAttributes, LeanCrosswalks>;
 
 /// One queue message as the planner needs it.
 #[derive(Debug, Clone, Default)]
@@ -66,7 +71,7 @@ pub struct Item {
     pub body: String,
     /// Decided: `None` while the item is still to be applied.
     pub outcome: Option<Outcome>,
-    pub event: Option<ReltioEvent>,
+    pub event: Option<CrmEvent>,
     /// The entity the event names.
     pub event_uri: Option<String>,
     pub order: Order,
@@ -127,7 +132,7 @@ pub fn decode(mapping: &CrmMapping, delivery: Delivery) -> Item {
         merge: None,
         body,
     };
-    let mut event: ReltioEvent = match serde_json::from_str(&item.body) {
+    let mut event: CrmEvent = match serde_json::from_str(&item.body) {
         Ok(e) => e,
         Err(e) => {
             item.outcome = Some(Outcome::Permanent(format!("not a Reltio event: {e}")));
@@ -177,8 +182,8 @@ pub fn decode(mapping: &CrmMapping, delivery: Delivery) -> Item {
             let mut entity = Map::with_capacity(4);
             entity.insert("uri".into(), text(o.uri));
             entity.insert("type".into(), text(o.entity_type));
-            entity.insert("attributes".into(), o.attributes.unwrap_or_default());
-            entity.insert("crosswalks".into(), o.crosswalks.unwrap_or_default());
+            entity.insert("attributes".into(), o.attributes.unwrap_or_default().0);
+            entity.insert("crosswalks".into(), o.crosswalks.unwrap_or_default().0);
             item.entity = Some(Value::Object(entity));
         }
     }
@@ -211,8 +216,8 @@ pub fn complete(item: &mut Item, fetched: Result<Value, PortError>) {
 /// The losers of a merge event whose entity was fetched as `winner`: for ENTITY_LOST_MERGE the event's own entity
 /// (when it is not the winner), for ENTITIES_MERGED* every URI of the event other than the winner. `None` for other
 /// events, for a merge naming no loser, or when no merge time is known (event `updatedTime`, else `fetched_time`).
-pub fn lost_merge(
-    event: &ReltioEvent,
+pub fn lost_merge<A, C>(
+    event: &ReltioEvent<A, C>,
     winner: &str,
     fetched_time: Option<i64>,
 ) -> Option<LostMerge> {

@@ -126,15 +126,16 @@ pub fn short_type(type_uri: &str) -> &str {
 
 /// The envelope of one Reltio event. Unknown fields are ignored; the consumer keeps the raw JSON too.
 ///
-/// `A` holds the snapshot's `attributes` and `crosswalks`: a `Value` for the consumers that read them, or a type
-/// that only checks them (the webhook receiver's readability check), so both accept exactly the same events.
+/// `A` holds the snapshot's `attributes` and `C` its `crosswalks` (by default the same type): a `Value` for the
+/// consumers that read them, a type that only checks them (the webhook receiver's readability check), or one that
+/// keeps only the golden values (crm-updater), all accepting exactly the same events.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ReltioEvent<A = Value> {
+pub struct ReltioEvent<A = Value, C = A> {
     #[serde(rename = "type")]
     pub event_type: String,
     #[serde(default)]
-    pub object: Option<EventObject<A>>,
+    pub object: Option<EventObject<A, C>>,
     /// Merge events: the URIs involved (which one is the winner is unverified: fetch to decide).
     #[serde(default)]
     pub uris: Vec<String>,
@@ -155,7 +156,7 @@ pub struct ReltioEvent<A = Value> {
 /// The entity snapshot a CRUD event carries.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct EventObject<A = Value> {
+pub struct EventObject<A = Value, C = A> {
     #[serde(default)]
     pub uri: Option<String>,
     #[serde(rename = "type", default)]
@@ -165,10 +166,10 @@ pub struct EventObject<A = Value> {
     #[serde(default)]
     pub attributes: Option<A>,
     #[serde(default)]
-    pub crosswalks: Option<A>,
+    pub crosswalks: Option<C>,
 }
 
-impl<A> ReltioEvent<A> {
+impl<A, C> ReltioEvent<A, C> {
     /// The entity the event is about: the object's URI, else the top-level `uri`, else the first merge URI.
     pub fn entity_uri(&self) -> Option<&str> {
         self.object
