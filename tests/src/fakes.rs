@@ -100,10 +100,10 @@ impl FakeSalesforce {
 }
 
 /// Type chunks of a Collections request (runs of one type).
-pub fn chunks(records: &[RecordUpdate]) -> usize {
+pub fn chunks<R: std::borrow::Borrow<RecordUpdate>>(records: &[R]) -> usize {
     records
         .windows(2)
-        .filter(|w| w[0].sobject != w[1].sobject)
+        .filter(|w| w[0].borrow().sobject != w[1].borrow().sobject)
         .count()
         + usize::from(!records.is_empty())
 }
@@ -111,10 +111,13 @@ pub fn chunks(records: &[RecordUpdate]) -> usize {
 impl Crm for FakeSalesforce {
     fn update<'a>(
         &'a self,
-        records: &'a [RecordUpdate],
+        records: &'a [&'a RecordUpdate],
         _deadline: Deadline,
     ) -> BoxFuture<'a, Result<Vec<RecordOutcome>, PortError>> {
-        self.requests.lock().unwrap().push(records.to_vec());
+        self.requests
+            .lock()
+            .unwrap()
+            .push(records.iter().map(|&r| r.clone()).collect());
         let result = if let Some(e) = self.down() {
             Err(e)
         } else if records.len() > MAX_COLLECTION

@@ -20,7 +20,7 @@ use crate::secrets::{SecretCache, SecretError};
 use reqwest::{RequestBuilder, Response, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::time::Duration;
 use std::time::Instant;
 use tokio::sync::Mutex;
@@ -206,22 +206,13 @@ impl SalesforceClient {
     /// lost to the caller, which is safe: the updates are idempotent).
     pub async fn update_records(
         &self,
-        records: &[RecordUpdate],
+        records: &[&RecordUpdate],
         deadline: Instant,
     ) -> Result<Vec<RecordOutcome>, SalesforceError> {
         let mut outcomes = Vec::with_capacity(records.len());
         for chunk in records.chunks(MAX_COLLECTION) {
-            let body: Vec<Value> = chunk
-                .iter()
-                .map(|r| {
-                    let mut m = r.fields.clone();
-                    m.insert("attributes".into(), json!({ "type": r.sobject }));
-                    m.insert("id".into(), Value::String(r.id.clone()));
-                    Value::Object(m)
-                })
-                .collect();
             let body = bytes::Bytes::from(
-                serde_json::to_vec(&json!({ "allOrNone": false, "records": body }))
+                serde_json::to_vec(&CollectionsUpdate { records: chunk })
                     .map_err(|e| SalesforceError::Decode(e.to_string()))?,
             );
             let path = format!("/services/data/{}/composite/sobjects", self.api_version);
@@ -568,10 +559,65 @@ impl From<SalesforceError> for PortError {
     }
 }
 
+/// The sObject Collections update body, `{"allOrNone": false, "records": [...]}`, written straight from the
+/// planned records: each record's fields with its `attributes.type` and `id`, nothing copied.
+struct CollectionsUpdate<'a> {
+    records: &'a [&'a RecordUpdate],
+}
+
+impl serde::Serialize for CollectionsUpdate<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut body = s.serialize_map(Some(2))?;
+        body.serialize_entry("allOrNone", &false)?;
+        body.serialize_entry(
+            "records",
+            &self
+                .records
+                .iter()
+                .map(|&r| CollectionsRecord(r))
+                .collect::<Vec<_>>(),
+        )?;
+        body.end()
+    }
+}
+
+struct CollectionsRecord<'a>(&'a RecordUpdate);
+
+#[derive(serde::Serialize)]
+struct SObjectType<'a> {
+    #[serde(rename = "type")]
+    sobject: &'a str,
+}
+
+impl serde::Serialize for CollectionsRecord<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let r = self.0;
+        let mut record = s.serialize_map(None)?;
+        record.serialize_entry(
+            "attributes",
+            &SObjectType {
+                sobject: &r.sobject,
+            },
+        )?;
+        record.serialize_entry("id", &r.id)?;
+        // `attributes` and `id` are the record's own: a field of that name never overrides them.
+        for (name, value) in r
+            .fields
+            .iter()
+            .filter(|(n, _)| *n != "attributes" && *n != "id")
+        {
+            record.serialize_entry(name, value)?;
+        }
+        record.end()
+    }
+}
+
 impl Crm for SalesforceClient {
     fn update<'a>(
         &'a self,
-        records: &'a [RecordUpdate],
+        records: &'a [&'a RecordUpdate],
         deadline: Deadline,
     ) -> BoxFuture<'a, Result<Vec<RecordOutcome>, PortError>> {
         Box::pin(async move {
@@ -609,6 +655,7 @@ impl Crm for SalesforceClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
     use wiremock::matchers::{method, path};
     use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -634,6 +681,47 @@ mod tests {
                 max_attempts: 3,
             },
         )
+    }
+
+    #[tokio::test]
+    async fn an_update_sends_each_record_with_its_type_and_id_once_per_200() {
+        let server = MockServer::start().await;
+        let sf = client(&server).await;
+        let record = |i: usize| RecordUpdate {
+            sobject: "Contact".into(),
+            id: format!("003{i:015}"),
+            fields: serde_json::from_value(json!({
+                "FirstName": format!("Ann{i}"), "Email": null,
+                // Never overrides the record's own type and id.
+                "id": "not-this", "attributes": {"type": "Lead"}
+            }))
+            .unwrap(),
+        };
+        let records: Vec<RecordUpdate> = (0..201).map(record).collect();
+        let expected = |range: std::ops::Range<usize>| {
+            json!({"allOrNone": false, "records": range.map(|i| json!({
+                "attributes": {"type": "Contact"}, "id": format!("003{i:015}"),
+                "FirstName": format!("Ann{i}"), "Email": null
+            })).collect::<Vec<_>>()})
+        };
+        for (range, n) in [(0..200, 200), (200..201, 1)] {
+            Mock::given(method("PATCH"))
+                .and(path("/services/data/v66.0/composite/sobjects"))
+                .and(wiremock::matchers::body_json(expected(range)))
+                .respond_with(
+                    ResponseTemplate::new(200)
+                        .set_body_json(vec![json!({"success": true, "errors": []}); n]),
+                )
+                .expect(1)
+                .mount(&server)
+                .await;
+        }
+        let refs: Vec<&RecordUpdate> = records.iter().collect();
+        let outcomes = sf
+            .update_records(&refs, Instant::now() + Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(outcomes, vec![RecordOutcome::Updated; 201]);
     }
 
     #[tokio::test]

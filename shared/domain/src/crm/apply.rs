@@ -39,7 +39,7 @@ pub trait Crm: Sync {
     /// outcome per record, in order.
     fn update<'a>(
         &'a self,
-        records: &'a [RecordUpdate],
+        records: &'a [&'a RecordUpdate],
         deadline: Deadline,
     ) -> BoxFuture<'a, Result<Vec<RecordOutcome>, PortError>>;
 
@@ -416,10 +416,11 @@ async fn write(crm: &dyn Crm, claimed: &mut [Claimed], deadline: Deadline, repor
         .enumerate()
         .map(|(c, x)| (x.item, c))
         .collect();
-    let records: Vec<RecordUpdate> = writes.iter().map(|w| w.record.clone()).collect();
+    // Records are sent by reference: a Contact's fields are never copied on their way to Salesforce.
+    let requests = collection_requests(&writes.iter().map(|w| &w.record).collect::<Vec<_>>());
     let mut slots: Vec<Option<Write>> = writes.into_iter().map(Some).collect();
     let latencies = Mutex::new(Vec::new());
-    for request in collection_requests(&records) {
+    for request in requests {
         let batch: Vec<Write> = request.iter().filter_map(|&i| slots[i].take()).collect();
         let (results, _) = isolate_rejections(batch, |batch: Vec<Write>| {
             let latencies = &latencies;
@@ -428,9 +429,10 @@ async fn write(crm: &dyn Crm, claimed: &mut [Claimed], deadline: Deadline, repor
                     let e = PortError::Transient("no time left in this invocation".into());
                     return (batch, Err(e));
                 }
-                let records: Vec<RecordUpdate> = batch.iter().map(|w| w.record.clone()).collect();
+                let records: Vec<&RecordUpdate> = batch.iter().map(|w| &w.record).collect();
                 let started = Instant::now();
                 let result = crm.update(&records, deadline).await;
+                drop(records);
                 if let Ok(mut l) = latencies.lock() {
                     l.push(started.elapsed().as_secs_f64() * 1000.0);
                 }

@@ -2,6 +2,7 @@
 //! Collections), `merge()` requests and their results, and what Salesforce's error codes mean. Pure.
 
 use serde_json::{Map, Value};
+use std::borrow::Borrow;
 
 /// Records per sObject Collections call (Salesforce's limit).
 pub const MAX_COLLECTION: usize = 200;
@@ -12,23 +13,24 @@ pub const MAX_CHUNKS: usize = 10;
 /// Packs records into sObject Collections requests, as record positions: ordered by type (stable, types in order
 /// of first appearance) so that each type is one chunk, then cut at [`MAX_COLLECTION`] records and
 /// [`MAX_CHUNKS`] chunks per request. Any contiguous part of a request is itself within the limits.
-pub fn collection_requests(records: &[RecordUpdate]) -> Vec<Vec<usize>> {
+pub fn collection_requests<R: Borrow<RecordUpdate>>(records: &[R]) -> Vec<Vec<usize>> {
+    let sobject = |i: usize| records[i].borrow().sobject.as_str();
     let mut types: Vec<&str> = Vec::new();
-    for r in records {
-        if !types.contains(&r.sobject.as_str()) {
-            types.push(&r.sobject);
+    for i in 0..records.len() {
+        if !types.contains(&sobject(i)) {
+            types.push(sobject(i));
         }
     }
-    let rank = |r: &RecordUpdate| types.iter().position(|t| *t == r.sobject).unwrap_or(0);
+    let rank = |i: usize| types.iter().position(|t| *t == sobject(i)).unwrap_or(0);
     let mut order: Vec<usize> = (0..records.len()).collect();
-    order.sort_by_key(|&i| rank(&records[i]));
+    order.sort_by_key(|&i| rank(i));
     let mut requests: Vec<Vec<usize>> = Vec::new();
     let mut chunks = 0;
     for i in order {
         let new_chunk = requests
             .last()
             .and_then(|r| r.last())
-            .is_none_or(|&last| records[last].sobject != records[i].sobject);
+            .is_none_or(|&last| sobject(last) != sobject(i));
         match requests.last_mut() {
             Some(r) if r.len() < MAX_COLLECTION && (!new_chunk || chunks < MAX_CHUNKS) => {
                 r.push(i);
@@ -185,6 +187,6 @@ mod tests {
             let (a, b) = r.split_at(r.len() / 2);
             assert!(chunks(&records, a) <= MAX_CHUNKS && chunks(&records, b) <= MAX_CHUNKS);
         }
-        assert!(collection_requests(&[]).is_empty());
+        assert!(collection_requests::<RecordUpdate>(&[]).is_empty());
     }
 }
