@@ -79,10 +79,24 @@ pub fn write_hash(fields: &Map<String, Value>) -> String {
     for (k, v) in fields {
         h.update(k.as_bytes());
         h.update(b"=");
-        h.update(v.to_string().as_bytes());
+        // The value's compact JSON (what `to_string` gives), written into the hash without a copy.
+        serde_json::to_writer(HashWriter(&mut h), v).expect("a JSON value always serialises");
         h.update(b"\n");
     }
     hex::encode(h.finalize())
+}
+
+struct HashWriter<'a>(&'a mut Sha256);
+
+impl std::io::Write for HashWriter<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.update(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The plan for an entity snapshot, or `None` when it holds no Contact crosswalk.
@@ -183,6 +197,25 @@ pub fn parse_version(text: &str) -> Option<i64> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn write_hashes_are_those_the_ledger_already_holds() {
+        // Hashes are stored in the ledger: the bytes hashed must stay `name=<compact JSON>\n` per field.
+        let fields: Map<String, Value> = serde_json::from_value(json!({
+            "Email": "ann@example.com", "FirstName": "Ann \"A\" \u{e9}", "Phone": null,
+            "Score__c": 1.5, "Count__c": 3, "Vip__c": true, "Tags__c": ["a", {"b": 1}]
+        }))
+        .unwrap();
+        let mut h = Sha256::new();
+        for (k, v) in &fields {
+            h.update(format!("{k}={v}\n").as_bytes());
+        }
+        assert_eq!(write_hash(&fields), hex::encode(h.finalize()));
+        assert_eq!(
+            write_hash(&Map::new()),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
 
     const MAPPING: &str = r#"
 crosswalk_type = "configuration/sources/SFDC_CONTACT"
