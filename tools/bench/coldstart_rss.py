@@ -175,6 +175,15 @@ def _events(name: str, stack: common.LocalStack, n: int):
         def check(r):
             return None if isinstance(r, dict) and not r.get("batchItemFailures") else f"answered {str(r)[:200]}"
         return event, check
+    if name == "analytics-sink":
+        # An SQS batch of 10 ENTITY_CHANGED events (full snapshots, 4 KB each) → one PutRecordBatch to Firehose.
+        evs = [common.reltio_event(e, n + 1, [f"003BE{e:013d}"], pad_to=4096)
+               for e in ((n * 10 + j) % 200 for j in range(10))]
+        event = common.sqs_event(stack.res.analytics_queue_arn, evs)
+
+        def check(r):
+            return None if isinstance(r, dict) and not r.get("batchItemFailures") else f"answered {str(r)[:200]}"
+        return event, check
     raise ValueError(name)
 
 

@@ -22,10 +22,11 @@ if str(ROOT) not in sys.path:
 
 # $BENCH_RELEASE_DIR measures other builds of the binaries (a before/after comparison) with the same harness.
 RELEASE = Path(os.environ.get("BENCH_RELEASE_DIR") or ROOT / "target" / "release")
-FUNCTIONS = ("cdc-ingest", "webhook-receiver", "crm-updater", "stream-consumer")
+FUNCTIONS = ("cdc-ingest", "webhook-receiver", "crm-updater", "stream-consumer", "analytics-sink")
 LOCALSTACK = ROOT / "tests" / "localstack"
 CDC_MAPPING = LOCALSTACK / "cdc-mapping.toml"
 CRM_MAPPING = LOCALSTACK / "crm-mapping.toml"
+ANALYTICS_MAPPING = LOCALSTACK / "analytics-mapping.toml"
 WEBHOOK_SECRET = "bench-webhook-secret"
 ENTITY_TYPE = "configuration/entityTypes/Individual"
 SFDC = "configuration/sources/SFDC_CONTACT"
@@ -59,7 +60,7 @@ def lambda_env(name: str, runtime_api: str) -> dict:
 
 def function_env(name: str, *, aws: str, reltio_api: str, reltio_auth: str, salesforce_secret: str,
                  reltio_secret: str, webhook_secret: str, queue: str, cdc_dlq: str, crm_dlq: str,
-                 table: str) -> dict:
+                 table: str, delivery_stream: str = "mdm-sync-analytics") -> dict:
     """docs/contract.md's settings of `name` (documented defaults left unset)."""
     common = {"AWS_ENDPOINT_URL": aws, "METRICS_NAMESPACE": "MdmSync/bench"}
     reltio = {"RELTIO_API_URL": reltio_api, "RELTIO_AUTH_URL": reltio_auth, "RELTIO_SECRET_ID": reltio_secret}
@@ -73,6 +74,10 @@ def function_env(name: str, *, aws: str, reltio_api: str, reltio_auth: str, sale
     if name == "stream-consumer":
         # Its poison records go to a queue of their own in the template; any queue does for the figures.
         return {**common, "EVENT_QUEUE_URL": queue, "STREAM_DLQ_URL": cdc_dlq}
+    if name == "analytics-sink":
+        # No dedup table and no Reltio fetch: the template's optional settings left unset.
+        return {**common, "FIREHOSE_STREAM_NAME": delivery_stream, "ANALYTICS_MAPPING_FILE": str(ANALYTICS_MAPPING),
+                "ANALYTICS_DLQ_URL": crm_dlq}
     raise ValueError(name)
 
 
@@ -90,6 +95,7 @@ class LocalStack:
         self.moto = Moto(os.path.join(self.log_dir, "moto.log"))
         self.closers.append(self.moto.close)
         self.res = res = Resources(self.moto, shards=1)
+        res.fan_out(analytics=True, visibility_timeout=60)  # Firehose (into S3) for analytics-sink
         self.reltio = ReltioSim(token_ttl_s=3600)
         self.closers.append(self.reltio.server.close)
         self.sf = SalesforceSim(token_ttl_s=3600)
@@ -110,7 +116,8 @@ class LocalStack:
         res = self.res
         env = function_env(name, aws=self.moto.endpoint, reltio_api=self.reltio.api_url,
                            reltio_auth=self.reltio.auth_url, queue=res.event_queue, cdc_dlq=res.cdc_dlq,
-                           crm_dlq=res.crm_dlq, table=res.table, **self.secrets)
+                           crm_dlq=res.crm_dlq, table=res.table, delivery_stream=res.delivery_stream,
+                           **self.secrets)
         host = FunctionHost(name, binary(name), {**env, **(extra or {})}, timeout_s=timeout_s,
                             log_path=os.path.join(self.log_dir, f"{name}.log"))
         # Stopping the process resets its kept-alive Runtime API connection: not worth a traceback.

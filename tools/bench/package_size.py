@@ -2,10 +2,11 @@
 produces it (issue 7), for x86_64 and, when the aarch64 target is installed, arm64 (the deployment default).
 Packages go to target/lambda-bench/<arch>/<function>/bootstrap.zip, away from target/lambda.
 
-    .venv/bin/python tools/bench/package_size.py
+    .venv/bin/python tools/bench/package_size.py [--arch x86_64|arm64]... [--only FUNCTION]...
 """
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -42,17 +43,24 @@ def build(arch: str, function: str) -> tuple[Path, float]:
     return out / function / "bootstrap.zip", time.time() - t0
 
 
-def main():
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--arch", action="append", choices=ARCHES, help="only this architecture (repeatable)")
+    p.add_argument("--only", action="append", choices=FUNCTIONS, help="only this function (repeatable)")
+    a = p.parse_args(argv)
+    functions = a.only or list(FUNCTIONS)
     installed = installed_targets()
     rows = []
     for arch, (_, triple) in ARCHES.items():
+        if a.arch and arch not in a.arch:
+            continue
         if triple not in installed:
-            for f in FUNCTIONS:
+            for f in functions:
                 rows.append((f"deployment package {f}, {arch}, zipped", "not built here",
                              f"<= {TARGET_MB:g} MB", f"no {triple.split('-')[0]} target (`rustup target list "
                                                         f"--installed` lacks {triple})"))
             continue
-        for f in FUNCTIONS:
+        for f in functions:
             z, seconds = build(arch, f)
             if not z.exists():
                 rows.append((f"deployment package {f}, {arch}, zipped", "missing", f"<= {TARGET_MB:g} MB", str(z)))
