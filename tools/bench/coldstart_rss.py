@@ -135,6 +135,11 @@ def cold_starts(runs: int, warmup: int, only: list[str]) -> list[tuple]:
 
 
 # ------------------------------------------------------------------------------------------------ peak memory
+def _no_batch_failures(r) -> str | None:
+    """None when a batch function's answer reports no failed item, else what it answered."""
+    return None if isinstance(r, dict) and not r.get("batchItemFailures") else f"answered {str(r)[:200]}"
+
+
 def _events(name: str, stack: common.LocalStack, n: int):
     """The n-th invocation's event of `name`, and a check of its answer (None when it is a success)."""
     if name == "cdc-ingest":
@@ -142,10 +147,7 @@ def _events(name: str, stack: common.LocalStack, n: int):
         datas = [(f"public.customer.{k}", common.dms_record(k, "update", first=f"First{k}v{n}"))
                  for k in ((n * 100 + j) % 500 for j in range(100))]
         event = common.kinesis_event(stack.res.stream_arn, "shardId-000000000000", datas, first_seq=n * 100 + 1)
-
-        def check(r):
-            return None if isinstance(r, dict) and not r.get("batchItemFailures") else f"answered {str(r)[:200]}"
-        return event, check
+        return event, _no_batch_failures
     if name == "webhook-receiver":
         # One signed 4 KB ENTITY_CHANGED event (new delivery id each time) → SendMessageBatch to the event queue.
         ev = common.reltio_event(n % 200, n + 1, [f"003BE{n % 200:013d}"], pad_to=4096)
@@ -160,10 +162,7 @@ def _events(name: str, stack: common.LocalStack, n: int):
         evs = [common.reltio_event(e, n + 1, [f"003BE{e:013d}"], last=f"Doe{n}-")
                for e in ((n * 10 + j) % 200 for j in range(10))]
         event = common.sqs_event(stack.res.event_queue_arn, evs)
-
-        def check(r):
-            return None if isinstance(r, dict) and not r.get("batchItemFailures") else f"answered {str(r)[:200]}"
-        return event, check
+        return event, _no_batch_failures
     if name == "stream-consumer":
         # A Kafka batch of 10 ENTITY_CHANGED events (full snapshots, 4 KB each) → SendMessageBatch to the event queue.
         evs = [common.reltio_event(e, n + 1, [f"003BE{e:013d}"], pad_to=4096)
@@ -171,19 +170,13 @@ def _events(name: str, stack: common.LocalStack, n: int):
         event = common.kafka_event("reltio.BENCH1.entities.changes",
                                    [(ev["object"]["uri"], json.dumps(ev).encode()) for ev in evs],
                                    first_offset=n * 10)
-
-        def check(r):
-            return None if isinstance(r, dict) and not r.get("batchItemFailures") else f"answered {str(r)[:200]}"
-        return event, check
+        return event, _no_batch_failures
     if name == "analytics-sink":
         # An SQS batch of 10 ENTITY_CHANGED events (full snapshots, 4 KB each) → one PutRecordBatch to Firehose.
         evs = [common.reltio_event(e, n + 1, [f"003BE{e:013d}"], pad_to=4096)
                for e in ((n * 10 + j) % 200 for j in range(10))]
         event = common.sqs_event(stack.res.analytics_queue_arn, evs)
-
-        def check(r):
-            return None if isinstance(r, dict) and not r.get("batchItemFailures") else f"answered {str(r)[:200]}"
-        return event, check
+        return event, _no_batch_failures
     raise ValueError(name)
 
 

@@ -211,9 +211,12 @@ impl SalesforceClient {
     ) -> Result<Vec<RecordOutcome>, SalesforceError> {
         let mut outcomes = Vec::with_capacity(records.len());
         for chunk in records.chunks(MAX_COLLECTION) {
+            let update = CollectionsUpdate {
+                all_or_none: false,
+                records: chunk.iter().map(|&r| CollectionsRecord(r)).collect(),
+            };
             let body = bytes::Bytes::from(
-                serde_json::to_vec(&CollectionsUpdate { records: chunk })
-                    .map_err(|e| SalesforceError::Decode(e.to_string()))?,
+                serde_json::to_vec(&update).map_err(|e| SalesforceError::Decode(e.to_string()))?,
             );
             let path = format!("/services/data/{}/composite/sobjects", self.api_version);
             let response = self
@@ -561,25 +564,11 @@ impl From<SalesforceError> for PortError {
 
 /// The sObject Collections update body, `{"allOrNone": false, "records": [...]}`, written straight from the
 /// planned records: each record's fields with its `attributes.type` and `id`, nothing copied.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 struct CollectionsUpdate<'a> {
-    records: &'a [&'a RecordUpdate],
-}
-
-impl serde::Serialize for CollectionsUpdate<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let mut body = s.serialize_map(Some(2))?;
-        body.serialize_entry("allOrNone", &false)?;
-        body.serialize_entry(
-            "records",
-            &self
-                .records
-                .iter()
-                .map(|&r| CollectionsRecord(r))
-                .collect::<Vec<_>>(),
-        )?;
-        body.end()
-    }
+    all_or_none: bool,
+    records: Vec<CollectionsRecord<'a>>,
 }
 
 struct CollectionsRecord<'a>(&'a RecordUpdate);

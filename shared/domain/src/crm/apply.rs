@@ -429,10 +429,9 @@ async fn write(crm: &dyn Crm, claimed: &mut [Claimed], deadline: Deadline, repor
                     let e = PortError::Transient("no time left in this invocation".into());
                     return (batch, Err(e));
                 }
-                let records: Vec<&RecordUpdate> = batch.iter().map(|w| &w.record).collect();
                 let started = Instant::now();
+                let records: Vec<&RecordUpdate> = batch.iter().map(|w| &w.record).collect();
                 let result = crm.update(&records, deadline).await;
-                drop(records);
                 if let Ok(mut l) = latencies.lock() {
                     l.push(started.elapsed().as_secs_f64() * 1000.0);
                 }
