@@ -4,13 +4,15 @@
 
 use crate::cdc::mapping::CdcMapping;
 use crate::cdc::transform::plan_record;
-use crate::crm::plan::{decode, plan_entity, Delivery};
+use crate::crm::plan::{decode, plan_entity, CrmEvent, Delivery};
 use crate::crm::CrmMapping;
 use crate::dms::{DmsRecord, Row};
 use crate::reltio::event::ReltioEvent;
+use crate::reltio::golden_value;
 use crate::webhook::events::{check_readable, parse_body, parse_both_ways, sqs_attribute_ok};
 use crate::webhook::signature::{sign_reltio, sign_standard, verify, RequestHeaders};
 use crate::webhook::{VerifyOptions, WebhookSecrets};
+use serde_json::Value;
 
 /// The mappings the properties run against: the documented examples.
 pub fn example_cdc_mapping() -> CdcMapping {
@@ -176,14 +178,18 @@ pub fn crm_event(mapping: &CrmMapping, data: &[u8]) {
     let accepted = check_readable(&body).is_ok();
     assert_eq!(
         accepted,
-        serde_json::from_str::<crate::crm::plan::CrmEvent>(&body).is_ok(),
+        serde_json::from_str::<CrmEvent>(&body).is_ok(),
         "the receiver's check and the crm-updater's parse disagree"
     );
+    let full = serde_json::from_str::<ReltioEvent>(&body);
     assert_eq!(
         accepted,
-        serde_json::from_str::<ReltioEvent>(&body).is_ok(),
+        full.is_ok(),
         "the receiver's check and a full parse of the event disagree"
     );
+    if let (Ok(full), Ok(lean)) = (full, serde_json::from_str::<CrmEvent>(&body)) {
+        lean_snapshot_reads_as_the_full_one(mapping, &full, &lean);
+    }
     let mut item = decode(
         mapping,
         Delivery {
@@ -193,6 +199,43 @@ pub fn crm_event(mapping: &CrmMapping, data: &[u8]) {
         },
     );
     plan_entity(mapping, &mut item);
+}
+
+/// The golden values the mapping reads and the live Contact crosswalks are the same in the lean snapshot as in
+/// the full tree (a nested attribute's own value aside: the lean one is leaner).
+fn lean_snapshot_reads_as_the_full_one(mapping: &CrmMapping, full: &ReltioEvent, lean: &CrmEvent) {
+    let (Some(full), Some(lean)) = (&full.object, &lean.object) else {
+        return;
+    };
+    if let (Some(full), Some(lean)) = (&full.attributes, &lean.attributes) {
+        for f in &mapping.fields {
+            let want = golden_value(full, &f.attribute);
+            if !want.is_some_and(Value::is_object) {
+                assert_eq!(lean.golden_value(&f.attribute), want, "{}", f.attribute);
+            }
+        }
+    }
+    // The full tree's crosswalks as the rule reads them: string type and value, `deleteDate` unset or null.
+    let live = |c: &Value| {
+        let text = |k: &str| c.get(k).and_then(Value::as_str).map(str::to_owned);
+        let end_dated = c.get("deleteDate").is_some_and(|d| !d.is_null());
+        (text("type"), text("value"), end_dated)
+    };
+    if let (Some(full), Some(lean)) = (&full.crosswalks, &lean.crosswalks) {
+        let want: Vec<_> = full
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| c.is_object())
+            .map(live)
+            .collect();
+        let got: Vec<_> = lean
+            .0
+            .iter()
+            .map(|c| (c.source_type.clone(), c.value.clone(), c.end_dated))
+            .collect();
+        assert_eq!(got, want, "crosswalks");
+    }
 }
 
 /// Both mapping parsers accept or refuse any text, never panic.

@@ -15,10 +15,10 @@ use mdm_sync_domain::analytics::{decode as analytics_decode, AnalyticsMapping, D
 use mdm_sync_domain::cdc::apply::{apply, ApplySettings, EntityWriter};
 use mdm_sync_domain::cdc::mapping::CdcMapping;
 use mdm_sync_domain::crm::contacts::{contact_fields, contact_ids};
+use mdm_sync_domain::crm::plan::CrmEvent;
 use mdm_sync_domain::crm::CrmMapping;
 use mdm_sync_domain::dms::DEFAULT_BEFORE_IMAGE_FIELD;
 use mdm_sync_domain::port::{Deadline, PortError};
-use mdm_sync_domain::reltio::event::ReltioEvent;
 use mdm_sync_domain::reltio::{CrosswalkKey, EntityBody, ItemOutcome};
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -262,7 +262,8 @@ pub async fn check(g: &Global, args: CheckArgs) -> Result<ExitCode, CliError> {
         let mut shown = Vec::new();
         for (i, e) in events.iter().enumerate() {
             let mut entry = serde_json::Map::new();
-            let event: Result<ReltioEvent, _> = serde_json::from_value(e.clone());
+            // Read as crm-updater reads it (the golden values and crosswalks it plans from).
+            let event: Result<CrmEvent, _> = serde_json::from_value(e.clone());
             let Ok(event) = event else {
                 findings = true;
                 shown.push(json!({"event": i, "error": "not a Reltio event"}));
@@ -277,7 +278,10 @@ pub async fn check(g: &Global, args: CheckArgs) -> Result<ExitCode, CliError> {
                 let fields = snapshot
                     .and_then(|o| o.attributes.as_ref())
                     .map(|a| Value::Object(contact_fields(m, a)));
-                let contacts = contact_ids(m, snapshot.and_then(|o| o.crosswalks.as_ref()));
+                let contacts = snapshot
+                    .and_then(|o| o.crosswalks.as_ref())
+                    .map(|c| contact_ids(m, c))
+                    .unwrap_or_default();
                 entry.insert(
                     "crm-updater".into(),
                     json!({"applies": applies, "contacts": contacts, "fields": fields}),

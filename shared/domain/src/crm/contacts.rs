@@ -6,11 +6,10 @@ use super::mapping::{
     ChildRelationship, CrmMapping, MergeStrategy, SurvivorRule, Transform, SURVIVOR_PLACEHOLDER,
 };
 use super::salesforce::{MergeRequest, MAX_MERGED_PER_REQUEST};
+use crate::reltio::golden::{EntitySnapshot, GoldenAttributes, LeanCrosswalks};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-
-pub use crate::reltio::golden_value;
 
 fn apply_transform(value: &Value, transform: Transform) -> Value {
     match (value, transform) {
@@ -22,10 +21,10 @@ fn apply_transform(value: &Value, transform: Transform) -> Value {
 }
 
 /// The Contact fields the entity's golden values call for.
-pub fn contact_fields(mapping: &CrmMapping, attributes: &Value) -> Map<String, Value> {
+pub fn contact_fields(mapping: &CrmMapping, attributes: &GoldenAttributes) -> Map<String, Value> {
     let mut out = Map::new();
     for f in &mapping.fields {
-        match golden_value(attributes, &f.attribute) {
+        match attributes.golden_value(&f.attribute) {
             Some(v) => {
                 out.insert(f.field.clone(), apply_transform(v, f.transform));
             }
@@ -39,16 +38,13 @@ pub fn contact_fields(mapping: &CrmMapping, attributes: &Value) -> Map<String, V
 }
 
 /// The Contact Ids of the entity's live crosswalks of the configured type, in crosswalk order, deduplicated.
-pub fn contact_ids(mapping: &CrmMapping, crosswalks: Option<&Value>) -> Vec<String> {
+pub fn contact_ids(mapping: &CrmMapping, crosswalks: &LeanCrosswalks) -> Vec<String> {
     let mut ids: Vec<String> = Vec::new();
-    for c in crosswalks.and_then(Value::as_array).into_iter().flatten() {
-        if c.get("type").and_then(Value::as_str) != Some(mapping.crosswalk_type.as_str()) {
+    for c in &crosswalks.0 {
+        if c.source_type.as_deref() != Some(mapping.crosswalk_type.as_str()) || c.end_dated {
             continue;
         }
-        if c.get("deleteDate").is_some_and(|d| !d.is_null()) {
-            continue;
-        }
-        if let Some(v) = c.get("value").and_then(Value::as_str).map(str::trim) {
+        if let Some(v) = c.value.as_deref().map(str::trim) {
             if !v.is_empty() && !ids.iter().any(|i| i == v) {
                 ids.push(v.to_owned());
             }
@@ -100,8 +96,8 @@ impl std::io::Write for HashWriter<'_> {
 }
 
 /// The plan for an entity snapshot, or `None` when it holds no Contact crosswalk.
-pub fn plan_contacts(mapping: &CrmMapping, entity: &Value) -> Option<ContactPlan> {
-    let mut ids = contact_ids(mapping, entity.get("crosswalks"));
+pub fn plan_contacts(mapping: &CrmMapping, entity: &EntitySnapshot) -> Option<ContactPlan> {
+    let mut ids = contact_ids(mapping, &entity.crosswalks);
     if ids.is_empty() {
         return None;
     }
@@ -112,8 +108,7 @@ pub fn plan_contacts(mapping: &CrmMapping, entity: &Value) -> Option<ContactPlan
             ids.remove(0)
         }
     };
-    let empty = Value::Object(Map::new());
-    let survivor_fields = contact_fields(mapping, entity.get("attributes").unwrap_or(&empty));
+    let survivor_fields = contact_fields(mapping, &entity.attributes);
     let archive_fields = match mapping.merge_strategy {
         MergeStrategy::Archive => &mapping.archive_fields,
         MergeStrategy::Soap => &BTreeMap::new(),
@@ -247,7 +242,7 @@ field = "ContactId"
                 {"type": "configuration/sources/SFDC_CONTACT", "value": "003000000000009AAA", "deleteDate": "2024"}
             ]
         });
-        let plan = plan_contacts(&m, &entity).unwrap();
+        let plan = plan_contacts(&m, &EntitySnapshot::from_entity(entity)).unwrap();
         assert_eq!(plan.survivor, "003000000000001AAA");
         assert_eq!(plan.survivor_fields["FirstName"], "Ann");
         assert_eq!(plan.survivor_fields["MailingCity"], "Oslo");
@@ -257,7 +252,9 @@ field = "ContactId"
             child_query(&m.children[0], &plan.losers()).unwrap(),
             "SELECT Id FROM Case WHERE ContactId IN ('003000000000002AAA')"
         );
-        assert!(plan_contacts(&m, &json!({"crosswalks": []})).is_none());
+        assert!(
+            plan_contacts(&m, &EntitySnapshot::from_entity(json!({"crosswalks": []}))).is_none()
+        );
     }
 
     #[test]
@@ -274,7 +271,8 @@ field = "ContactId"
             .iter()
             .map(|id| json!({"type": "configuration/sources/SFDC_CONTACT", "value": id}))
             .collect();
-        let plan = plan_contacts(&m, &json!({"attributes": {}, "crosswalks": crosswalks})).unwrap();
+        let entity = json!({"attributes": {}, "crosswalks": crosswalks});
+        let plan = plan_contacts(&m, &EntitySnapshot::from_entity(entity)).unwrap();
         assert_eq!(plan.survivor, "003000000000001AAA");
         assert!(
             plan.archived.iter().all(|(_, f)| f.is_empty()),

@@ -14,7 +14,7 @@ use super::salesforce::{MergeOutcome, MergeRequest, RecordOutcome, RecordUpdate}
 use crate::ordering::{EntityRecord, Fence, Order};
 use crate::port::PortError;
 use crate::reltio::event::{EventCategory, ReltioEvent};
-use crate::reltio::golden::{GoldenAttributes, LeanCrosswalks};
+use crate::reltio::golden::{EntitySnapshot, GoldenAttributes, LeanCrosswalks};
 use crate::settle::Outcome;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -76,7 +76,7 @@ pub struct Item {
     pub event_uri: Option<String>,
     pub order: Order,
     /// The entity snapshot (the event's, or fetched).
-    pub entity: Option<Value>,
+    pub entity: Option<EntitySnapshot>,
     /// The snapshot's URI: the ledger key (a merged loser's URI resolves to the winner).
     pub entity_uri: Option<String>,
     pub plan: Option<ContactPlan>,
@@ -178,13 +178,13 @@ pub fn decode(mapping: &CrmMapping, delivery: Delivery) -> Item {
         // Moved, not copied: the snapshot is most of the event, and nothing reads it from the event again.
         if let Some(o) = event.object.take() {
             item.order.snapshot_time = o.updated_time;
-            let text = |s: Option<String>| s.map_or(Value::Null, Value::String);
-            let mut entity = Map::with_capacity(4);
-            entity.insert("uri".into(), text(o.uri));
-            entity.insert("type".into(), text(o.entity_type));
-            entity.insert("attributes".into(), o.attributes.unwrap_or_default().0);
-            entity.insert("crosswalks".into(), o.crosswalks.unwrap_or_default().0);
-            item.entity = Some(Value::Object(entity));
+            item.entity = Some(EntitySnapshot {
+                uri: o.uri,
+                entity_type: o.entity_type,
+                updated_time: o.updated_time,
+                attributes: o.attributes.unwrap_or_default(),
+                crosswalks: o.crosswalks.unwrap_or_default(),
+            });
         }
     }
     // Otherwise the entity is fetched: its snapshot is ordered by the fetched entity's own updatedTime.
@@ -197,7 +197,8 @@ pub fn decode(mapping: &CrmMapping, delivery: Delivery) -> Item {
 pub fn complete(item: &mut Item, fetched: Result<Value, PortError>) {
     match fetched {
         Ok(entity) => {
-            item.order.snapshot_time = entity.get("updatedTime").and_then(Value::as_i64);
+            let entity = EntitySnapshot::from_entity(entity);
+            item.order.snapshot_time = entity.updated_time;
             item.entity = Some(entity);
         }
         Err(PortError::Transient(e)) => {
@@ -239,19 +240,14 @@ pub fn plan_entity(mapping: &CrmMapping, item: &mut Item) {
     let Some(entity) = item.entity.as_ref().filter(|_| item.outcome.is_none()) else {
         return;
     };
-    let entity_type = entity.get("type").and_then(Value::as_str);
+    let entity_type = entity.entity_type.as_deref();
     if entity_type.is_some() && !mapping.entity_types.matches(entity_type) {
         item.outcome = Some(Outcome::Skipped(SKIP_ENTITY_TYPE));
         return;
     }
-    item.entity_uri = entity
-        .get("uri")
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-        .or_else(|| item.event_uri.clone());
+    item.entity_uri = entity.uri.clone().or_else(|| item.event_uri.clone());
     if let (Some(event), Some(winner)) = (&item.event, &item.entity_uri) {
-        let fetched_time = entity.get("updatedTime").and_then(Value::as_i64);
-        item.merge = lost_merge(event, winner, fetched_time);
+        item.merge = lost_merge(event, winner, entity.updated_time);
     }
     match plan_contacts(mapping, entity) {
         Some(plan) => item.plan = Some(plan),
