@@ -176,9 +176,10 @@ pub fn accepted_is_sendable(mapping: &CrmMapping, data: &[u8]) {
 pub fn crm_event(mapping: &CrmMapping, data: &[u8]) {
     let body = String::from_utf8_lossy(data).into_owned();
     let accepted = check_readable(&body).is_ok();
+    let lean = serde_json::from_str::<CrmEvent>(&body);
     assert_eq!(
         accepted,
-        serde_json::from_str::<CrmEvent>(&body).is_ok(),
+        lean.is_ok(),
         "the receiver's check and the crm-updater's parse disagree"
     );
     let full = serde_json::from_str::<ReltioEvent>(&body);
@@ -187,7 +188,7 @@ pub fn crm_event(mapping: &CrmMapping, data: &[u8]) {
         full.is_ok(),
         "the receiver's check and a full parse of the event disagree"
     );
-    if let (Ok(full), Ok(lean)) = (full, serde_json::from_str::<CrmEvent>(&body)) {
+    if let (Ok(full), Ok(lean)) = (full, lean) {
         lean_snapshot_reads_as_the_full_one(mapping, &full, &lean);
     }
     let mut item = decode(
