@@ -3,16 +3,16 @@
 //! enough for the handlers' logic (the adapters have their own tests against wiremock and moto).
 
 use futures::future::BoxFuture;
-use mdm_sync_domain::crm::apply::{Crm, EntitySource};
 use mdm_sync_domain::crm::salesforce::{
-    MergeOutcome, MergeRequest, RecordOutcome, RecordUpdate, MAX_CHUNKS, MAX_COLLECTION,
+    MergeOutcome, MergeRequest, RecordOutcome, RecordQuery, RecordUpdate, MAX_CHUNKS,
+    MAX_COLLECTION,
 };
-use mdm_sync_domain::ordering::{
-    Applied, Claim, EntityRecord, Fence, Ledger, LedgerError, Order, Verdict,
+use mdm_sync_domain::ordering::{Applied, Claim, EntityRecord, Fence, Order, Verdict};
+use mdm_sync_domain::ports::{
+    Crm, Deadline, EntitySource, Ledger, MessageSink, PortError, RecordSink,
 };
-use mdm_sync_domain::port::{Deadline, PortError};
-use mdm_sync_domain::queue::{MessageSink, OutgoingMessage, SendFailure};
-use serde_json::{json, Value};
+use mdm_sync_domain::queue::{OutgoingMessage, SendFailure};
+use serde_json::{json, Map, Value};
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
@@ -163,12 +163,15 @@ impl Crm for FakeSalesforce {
         Box::pin(async move { result })
     }
 
-    fn query<'a>(
+    /// Answers from the configured children whose fragment the query's SOQL contains (what the real client
+    /// sends), and records that SOQL.
+    fn find<'a>(
         &'a self,
-        soql: &'a str,
+        query: &'a RecordQuery,
         _deadline: Deadline,
-    ) -> BoxFuture<'a, Result<Vec<Value>, PortError>> {
-        self.queries.lock().unwrap().push(soql.to_owned());
+    ) -> BoxFuture<'a, Result<Vec<Map<String, Value>>, PortError>> {
+        let soql = query.soql();
+        self.queries.lock().unwrap().push(soql.clone());
         let result = match self.down() {
             Some(e) => Err(e),
             None => Ok(self
@@ -177,7 +180,7 @@ impl Crm for FakeSalesforce {
                 .unwrap()
                 .iter()
                 .filter(|(fragment, _)| soql.contains(fragment.as_str()))
-                .flat_map(|(_, records)| records.iter().cloned())
+                .flat_map(|(_, records)| records.iter().filter_map(|r| r.as_object().cloned()))
                 .collect()),
         };
         Box::pin(async move { result })
@@ -254,7 +257,7 @@ impl Ledger for FakeLedger {
         event_id: &'a str,
         owner: &'a str,
         fence: Option<Fence<'a>>,
-    ) -> BoxFuture<'a, Result<Claim, LedgerError>> {
+    ) -> BoxFuture<'a, Result<Claim, PortError>> {
         self.claims
             .lock()
             .unwrap()
@@ -306,14 +309,16 @@ impl Ledger for FakeLedger {
         entity: &'a str,
         applied: Applied<'a>,
         owner: &'a str,
-    ) -> BoxFuture<'a, Result<(), LedgerError>> {
+    ) -> BoxFuture<'a, Result<(), PortError>> {
         let mut all = self.entities.lock().unwrap();
         let result = match all.get(entity).cloned() {
             Some((record, Some(lease))) if lease == owner => {
                 all.insert(entity.to_owned(), (record.with(&applied), None));
                 Ok(())
             }
-            _ => Err(LedgerError::Unavailable("the lease was lost".into())),
+            _ => Err(PortError::Transient(
+                "ledger unavailable: the lease was lost".into(),
+            )),
         };
         Box::pin(async move { result })
     }
@@ -322,7 +327,7 @@ impl Ledger for FakeLedger {
         &'a self,
         entity: &'a str,
         owner: &'a str,
-    ) -> BoxFuture<'a, Result<(), LedgerError>> {
+    ) -> BoxFuture<'a, Result<(), PortError>> {
         if let Some((_, lease)) = self.entities.lock().unwrap().get_mut(entity) {
             if lease.as_deref() == Some(owner) {
                 *lease = None;
@@ -394,7 +399,7 @@ pub struct FakeRecordSink {
     pub refuse: Mutex<Vec<String>>,
 }
 
-impl mdm_sync_domain::analytics::RecordSink for FakeRecordSink {
+impl RecordSink for FakeRecordSink {
     fn put<'a>(
         &'a self,
         records: &'a [Vec<u8>],

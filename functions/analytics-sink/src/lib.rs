@@ -7,22 +7,23 @@
 
 use aws_lambda_events::event::sqs::SqsBatchResponse;
 use mdm_sync_adapters::config::{self, ConfigError, Env};
-use mdm_sync_adapters::event_source::{settle_batch, sqs_ordering, sqs_response, Outcome};
+use mdm_sync_adapters::event_source::{sqs_ordering, sqs_response};
 use mdm_sync_adapters::eventbridge::RefreshSignal;
 use mdm_sync_adapters::firehose::FirehoseSink;
 use mdm_sync_adapters::metrics::{Metrics, DEFAULT_NAMESPACE};
 use mdm_sync_adapters::reltio::{CredentialSource, ReltioClient};
-use mdm_sync_adapters::replay::{DeliveredIds, DynamoReplayCache};
+use mdm_sync_adapters::replay::DynamoReplayCache;
 use mdm_sync_adapters::retry::RetryPolicy;
 use mdm_sync_adapters::secrets::SecretCache;
-use mdm_sync_adapters::sqs::{MessageSink, SqsQueue};
+use mdm_sync_adapters::sqs::SqsQueue;
 use mdm_sync_adapters::sqs_event::{SqsEvent, SqsMessage};
 use mdm_sync_domain::analytics::{
-    apply, decode, AnalyticsMapping, AnalyticsMappingError, BatchSignal, Delivery, Item, Ports,
-    RecordSink,
+    apply, decode, AnalyticsMapping, AnalyticsMappingError, Delivery, Item, Ports,
 };
-use mdm_sync_domain::crm::apply::EntitySource;
+use mdm_sync_domain::outcome::Outcome;
+use mdm_sync_domain::ports::{BatchSignal, DeliveredIds, EntitySource, MessageSink, RecordSink};
 use mdm_sync_domain::queue::{event_dead_letter, EventLetter};
+use mdm_sync_domain::settle::settle_batch;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -194,7 +195,7 @@ fn receive_count(m: &SqsMessage) -> u32 {
 pub async fn handle(deps: &Deps, event: SqsEvent, deadline: Instant) -> Handled {
     let mut metrics = Metrics::new(&deps.config.metrics_namespace, FUNCTION_NAME);
     let mut messages = event.records;
-    metrics.count("EventsReceived", messages.len() as u64);
+    metrics.count("RecordsReceived", messages.len() as u64);
     let received_at = chrono::Utc::now()
         .format("%Y-%m-%dT%H:%M:%S%.3fZ")
         .to_string();
@@ -238,12 +239,12 @@ pub async fn handle(deps: &Deps, event: SqsEvent, deadline: Instant) -> Handled 
         )
     })
     .await;
-    metrics.count("DeadLettered", settled.dead_lettered as u64);
+    metrics.count("RecordsDeadLettered", settled.dead_lettered as u64);
     let settlement = &settled.settlement;
     let now = chrono::Utc::now().timestamp_millis();
     for (i, (item, outcome)) in items.iter().zip(&outcomes).enumerate() {
         if !settlement.is_settled(i) {
-            metrics.count("EventsRetried", 1);
+            metrics.count("RecordsRetried", 1);
             if let Outcome::Transient(reason) = outcome {
                 tracing::warn!(entity = item.entity_uri.as_deref(), event_id = %item.event_id, %reason, "will be retried");
             }
@@ -266,7 +267,7 @@ pub async fn handle(deps: &Deps, event: SqsEvent, deadline: Instant) -> Handled 
                     "recorded"
                 );
             }
-            Outcome::Skipped(reason) => metrics.count(&format!("EventsSkipped{reason}"), 1),
+            Outcome::Skipped(reason) => metrics.count(reason.metric(), 1),
             Outcome::Permanent(_) | Outcome::Transient(_) => {}
         }
     }

@@ -4,7 +4,8 @@
 use analytics_sink::{handle, Config, Deps, Handled};
 use futures::future::BoxFuture;
 use mdm_sync_adapters::sqs_event::SqsEvent;
-use mdm_sync_domain::analytics::{AnalyticsMapping, BatchSignal, Report};
+use mdm_sync_domain::analytics::{AnalyticsMapping, Report};
+use mdm_sync_domain::ports::{BatchSignal, PortError};
 use mdm_sync_testkit::fakes::{FakeQueue, FakeRecordSink, FakeReltio};
 use mdm_sync_testkit::{sqs_event, SqsTestMessage};
 use serde_json::{json, Value};
@@ -21,7 +22,7 @@ struct Signal {
 }
 
 impl BatchSignal for Signal {
-    fn batch_written<'a>(&'a self, report: &'a Report) -> BoxFuture<'a, Result<bool, String>> {
+    fn batch_written<'a>(&'a self, report: &'a Report) -> BoxFuture<'a, Result<bool, PortError>> {
         Box::pin(async move {
             if report.written() == 0 {
                 return Ok(false);
@@ -148,8 +149,8 @@ async fn each_distinct_event_becomes_one_record_and_a_bad_message_is_dead_letter
     assert_eq!(rec["object_version"], 3);
     assert_eq!(records[1]["merged_uris"], json!(["entities/B"]));
     assert_eq!(h.metrics.counter("RecordsWritten"), 2);
-    assert_eq!(h.metrics.counter("DuplicatesSkipped"), 1);
-    assert_eq!(h.metrics.counter("EventsSkippedEventType"), 1);
+    assert_eq!(h.metrics.counter("SkippedDuplicate"), 1);
+    assert_eq!(h.metrics.counter("SkippedEventType"), 1);
     let dead = w.dlq.sent.lock().unwrap().clone();
     assert_eq!(dead.len(), 1);
     let letter: Value = serde_json::from_str(&dead[0].body).unwrap();

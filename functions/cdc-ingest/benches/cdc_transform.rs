@@ -10,9 +10,9 @@
 use cdc_ingest::{plan_batch, BatchPlan};
 use criterion::Criterion;
 use mdm_sync_adapters::kinesis::{KinesisEvent, KinesisEventRecord};
-use mdm_sync_adapters::reltio::EntityBody;
 use mdm_sync_domain::cdc::mapping::CdcMapping;
 use mdm_sync_domain::cdc::transform::WriteOp;
+use mdm_sync_domain::reltio::model::EntityBody;
 use mdm_sync_testkit::kinesis_event;
 use std::hint::black_box;
 use std::time::{Duration, Instant};

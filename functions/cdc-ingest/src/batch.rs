@@ -1,20 +1,17 @@
 //! A Kinesis or Kafka batch decoded and planned, before anything is sent: each record's outcome when already decided,
 //! its writes, and (with the CDC key ledger) the writes older than what was applied to their keys left out.
 
-use mdm_sync_adapters::event_source::Outcome;
 use mdm_sync_adapters::kafka::StreamRecord;
 use mdm_sync_adapters::kinesis::KinesisEventRecord;
-use mdm_sync_adapters::reltio::CrosswalkKey;
 use mdm_sync_domain::cdc::mapping::CdcMapping;
 use mdm_sync_domain::cdc::schedule::{schedule, Wave};
 use mdm_sync_domain::cdc::transform::{plan_record, RecordPlan, ReltioWrite};
 use mdm_sync_domain::cdc::versions::{self, is_stale, Applied, SourceVersion};
 use mdm_sync_domain::dms::DmsRecord;
 use mdm_sync_domain::kafka_cdc::{self, Change, Message};
+use mdm_sync_domain::outcome::{Outcome, SkipReason};
+use mdm_sync_domain::reltio::model::CrosswalkKey;
 use std::collections::HashMap;
-
-/// The skip reason of a change older than what was applied to its key.
-pub const SKIP_STALE: &str = "stale";
 
 /// What the handler knows of a record for logs and the DLQ.
 pub(crate) struct RecordInfo {
@@ -175,7 +172,7 @@ impl Planned {
         let mut key = None;
         let outcome = match plan_record(mapping, &dms, now) {
             Err(e) => Some(Outcome::Permanent(e.to_string())),
-            Ok(RecordPlan::Skip(reason)) => Some(Outcome::Skipped(reason.as_str())),
+            Ok(RecordPlan::Skip(reason)) => Some(Outcome::Skipped(reason)),
             Ok(RecordPlan::Write { key: k, writes: w }) => {
                 key = Some(k);
                 self.writes.extend(w.into_iter().map(|w| (i, w)));
@@ -242,7 +239,7 @@ impl Planned {
         });
         for (r, outcome) in self.outcomes.iter_mut().enumerate() {
             if had_writes[r] && !kept_records[r] {
-                *outcome = Some(Outcome::Skipped(SKIP_STALE));
+                *outcome = Some(Outcome::Skipped(SkipReason::Stale));
             }
         }
         before - self.writes.len()

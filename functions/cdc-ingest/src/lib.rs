@@ -12,9 +12,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use aws_lambda_events::event::streams::KinesisEventResponse;
 use mdm_sync_adapters::config::{self, ConfigError, Env};
-use mdm_sync_adapters::event_source::{
-    kafka_response, kinesis_response, settle_batch, Ordering, Outcome, Settlement,
-};
+use mdm_sync_adapters::event_source::{kafka_response, kinesis_response};
 use mdm_sync_adapters::kafka::{self, KafkaEventResponse};
 use mdm_sync_adapters::key_ledger::DynamoKeyLedger;
 use mdm_sync_adapters::kinesis::{KinesisEvent, KinesisEventRecord};
@@ -22,20 +20,21 @@ use mdm_sync_adapters::metrics::{Metrics, DEFAULT_NAMESPACE};
 use mdm_sync_adapters::reltio::{CredentialSource, ReltioClient};
 use mdm_sync_adapters::retry::RetryPolicy;
 use mdm_sync_adapters::secrets::SecretCache;
-use mdm_sync_adapters::sqs::{MessageSink, OutgoingMessage, SqsQueue};
-use mdm_sync_domain::cdc::apply::{apply, ApplySettings, EntityWriter, WriteOutcome};
+use mdm_sync_adapters::sqs::SqsQueue;
+use mdm_sync_domain::cdc::apply::{apply, ApplySettings};
 use mdm_sync_domain::cdc::mapping::{CdcMapping, MappingError};
-use mdm_sync_domain::cdc::versions::KeyLedger;
 use mdm_sync_domain::dms::DEFAULT_BEFORE_IMAGE_FIELD;
-use mdm_sync_domain::kafka_cdc;
-use mdm_sync_domain::queue::{omitted, DEAD_LETTER_MAX_BYTES};
+use mdm_sync_domain::outcome::{Outcome, SkipReason};
+use mdm_sync_domain::ports::{EntityWriter, KeyLedger, MessageSink};
+use mdm_sync_domain::queue::{omitted, OutgoingMessage, DEAD_LETTER_MAX_BYTES};
+use mdm_sync_domain::settle::{settle_batch, Ordering, Settlement};
 use serde_json::{json, Value};
 use std::time::Instant;
 
 mod batch;
 mod event;
 use batch::RecordInfo;
-pub use batch::{plan_batch, plan_kafka_records, plan_records, BatchPlan, Planned, SKIP_STALE};
+pub use batch::{plan_batch, plan_kafka_records, plan_records, BatchPlan, Planned};
 pub use event::{CdcEvent, CdcResponse};
 
 pub const FUNCTION_NAME: &str = "cdc-ingest";
@@ -287,7 +286,7 @@ async fn process(deps: &Deps, source: Source<'_>, deadline: Instant) -> Settleme
             && report
                 .outcomes
                 .values()
-                .all(|o| matches!(o, WriteOutcome::Transient(_)));
+                .all(|o| matches!(o, Outcome::Transient(_)));
         // Leave room for one more attempt after the wait.
         let wait = deps
             .outage_backoff
@@ -296,7 +295,7 @@ async fn process(deps: &Deps, source: Source<'_>, deadline: Instant) -> Settleme
         match wait {
             Some(wait) => {
                 let reason = report.outcomes.values().find_map(|o| match o {
-                    WriteOutcome::Transient(r) => Some(r.as_str()),
+                    Outcome::Transient(r) => Some(r.as_str()),
                     _ => None,
                 });
                 tracing::warn!(
@@ -319,11 +318,7 @@ async fn process(deps: &Deps, source: Source<'_>, deadline: Instant) -> Settleme
         .collect();
     let entity_uris = report.entity_uris;
     for (i, outcome) in report.outcomes {
-        outcomes[i] = match outcome {
-            WriteOutcome::Written => Outcome::Done,
-            WriteOutcome::Permanent(r) => Outcome::Permanent(r),
-            WriteOutcome::Transient(r) => Outcome::Transient(r),
-        };
+        outcomes[i] = outcome;
     }
     // The key ledger learns what was written; if it cannot, the records are retried (their writes are
     // idempotent) rather than left unrecorded, where an older replay could undo them.
@@ -389,8 +384,8 @@ async fn process(deps: &Deps, source: Source<'_>, deadline: Instant) -> Settleme
             }
             Outcome::Skipped(reason) => {
                 skipped += 1;
-                metrics.count(&format!("RecordsSkipped.{reason}"), 1);
-                if *reason == kafka_cdc::SKIP_TRUNCATE {
+                metrics.count(reason.metric(), 1);
+                if *reason == SkipReason::Truncate {
                     // A truncate empties a table at the source; Reltio keeps its entities until someone decides.
                     tracing::warn!(correlation_id = %correlation(i), "source table truncated: not applied to Reltio");
                 }

@@ -311,7 +311,7 @@ fn the_sample_kafka_event_plans_every_record_without_dead_letters() {
         ends,
         [
             "write",
-            "skip: key_change_delete",
+            "skip: key-change-delete",
             "skip: tombstone",
             "write",
             "write"

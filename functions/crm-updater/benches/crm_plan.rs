@@ -11,9 +11,10 @@
 use criterion::Criterion;
 use crm_updater::{handle, Config, Deps};
 use mdm_sync_adapters::sqs_event::SqsEvent;
-use mdm_sync_domain::backoff::{MessageVisibility, VisibilityChange, VisibilityFailure};
+use mdm_sync_domain::backoff::{VisibilityChange, VisibilityFailure};
 use mdm_sync_domain::crm::plan::CrmEvent;
 use mdm_sync_domain::crm::CrmMapping;
+use mdm_sync_domain::ports::MessageVisibility;
 use mdm_sync_testkit::fakes::{FakeLedger, FakeQueue, FakeReltio, FakeSalesforce};
 use mdm_sync_testkit::{sqs_event, SqsTestMessage};
 use serde_json::{json, Value};

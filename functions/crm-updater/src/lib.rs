@@ -12,26 +12,23 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use aws_lambda_events::event::sqs::SqsBatchResponse;
 use mdm_sync_adapters::config::{self, ConfigError, Env};
-use mdm_sync_adapters::event_source::{
-    settle_batch, sqs_ordering, sqs_response, Ordering, Outcome, Settlement,
-};
+use mdm_sync_adapters::event_source::{sqs_ordering, sqs_response};
 use mdm_sync_adapters::ledger::DynamoLedger;
 use mdm_sync_adapters::metrics::{Metrics, DEFAULT_NAMESPACE};
 use mdm_sync_adapters::reltio::{CredentialSource, ReltioClient};
 use mdm_sync_adapters::retry::RetryPolicy;
 use mdm_sync_adapters::salesforce::{SalesforceClient, SalesforceCredentialSource};
 use mdm_sync_adapters::secrets::SecretCache;
-use mdm_sync_adapters::sqs::{
-    queue_url_from_arn, MessageSink, MessageVisibility, OutgoingMessage, SqsQueue, SqsVisibility,
-    VisibilityChange,
-};
+use mdm_sync_adapters::sqs::{queue_url_from_arn, SqsQueue, SqsVisibility};
 use mdm_sync_adapters::sqs_event::{SqsEvent, SqsMessage};
-use mdm_sync_domain::backoff::{retry_delays, Backoff, MAX_VISIBILITY_SECONDS};
-use mdm_sync_domain::crm::apply::{apply, Crm, EntitySource, Ports};
+use mdm_sync_domain::backoff::{retry_delays, Backoff, VisibilityChange, MAX_VISIBILITY_SECONDS};
+use mdm_sync_domain::crm::apply::{apply, Ports};
 use mdm_sync_domain::crm::plan::{decode, Delivery, Item};
 use mdm_sync_domain::crm::{CrmMapping, CrmMappingError};
-use mdm_sync_domain::ordering::Ledger;
-use mdm_sync_domain::queue::{event_dead_letter, EventLetter};
+use mdm_sync_domain::outcome::Outcome;
+use mdm_sync_domain::ports::{Crm, EntitySource, Ledger, MessageSink, MessageVisibility};
+use mdm_sync_domain::queue::{event_dead_letter, EventLetter, OutgoingMessage};
+use mdm_sync_domain::settle::{settle_batch, Ordering, Settlement};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -274,7 +271,7 @@ fn owner_id() -> String {
 pub async fn handle(deps: &Deps, event: SqsEvent, deadline: Instant) -> Handled {
     let mut metrics = Metrics::new(&deps.config.metrics_namespace, FUNCTION_NAME);
     let mut messages = event.records;
-    metrics.count("EventsReceived", messages.len() as u64);
+    metrics.count("RecordsReceived", messages.len() as u64);
     let mut items: Vec<Item> = messages
         .iter_mut()
         .map(|m| decode(&deps.mapping, delivery(m)))
@@ -306,11 +303,11 @@ pub async fn handle(deps: &Deps, event: SqsEvent, deadline: Instant) -> Handled 
         dlq_message(&items[i], reason, fifo_dlq)
     })
     .await;
-    metrics.count("DeadLettered", settled.dead_lettered as u64);
+    metrics.count("RecordsDeadLettered", settled.dead_lettered as u64);
     let settlement = &settled.settlement;
     for (i, (item, outcome)) in items.iter().zip(&outcomes).enumerate() {
         if !settlement.is_settled(i) {
-            metrics.count("EventsRetried", 1);
+            metrics.count("RecordsRetried", 1);
             if let Outcome::Transient(reason) = outcome {
                 tracing::warn!(entity = item.uri(), event_id = %item.event_id, %reason, "will be retried");
             }
@@ -318,7 +315,7 @@ pub async fn handle(deps: &Deps, event: SqsEvent, deadline: Instant) -> Handled 
         }
         match outcome {
             Outcome::Done => {
-                metrics.count("EventsApplied", 1);
+                metrics.count("RecordsApplied", 1);
                 if let Some(t) = item.event_time {
                     let ms = chrono::Utc::now().timestamp_millis() - t;
                     metrics.time_ms("EndToEndLatency", ms.max(0) as f64);
@@ -340,7 +337,7 @@ pub async fn handle(deps: &Deps, event: SqsEvent, deadline: Instant) -> Handled 
                     "applied"
                 );
             }
-            Outcome::Skipped(reason) => metrics.count(&skip_metric(reason), 1),
+            Outcome::Skipped(reason) => metrics.count(reason.metric(), 1),
             Outcome::Permanent(_) | Outcome::Transient(_) => {}
         }
     }
@@ -419,16 +416,6 @@ async fn back_off(
     }
     metrics.count("RetryBackoffSet", changed as u64);
     metrics.count("RetryBackoffFailed", failed as u64);
-}
-
-/// The counter of a skip reason (names the alarms and dashboard use).
-fn skip_metric(reason: &str) -> String {
-    use mdm_sync_domain::crm::plan::{SKIP_DUPLICATE, SKIP_STALE};
-    match reason {
-        SKIP_DUPLICATE => "DuplicateEventsSkipped".into(),
-        SKIP_STALE => "StaleEventsSkipped".into(),
-        other => format!("EventsIgnored{other}"),
-    }
 }
 
 /// The DLQ message: why, how often it was received, and the original event (JSON, or the raw body).

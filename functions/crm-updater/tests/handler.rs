@@ -274,10 +274,10 @@ async fn same_event_twice_is_a_no_op() {
     )
     .await;
     assert!(failures(&h).is_empty());
-    assert_eq!(h.metrics.counter("DuplicateEventsSkipped"), 1);
+    assert_eq!(h.metrics.counter("SkippedDuplicate"), 1);
     let h = run(&env, sqs(QUEUE_ARN, &[("m3", &body, attrs)])).await;
     assert!(failures(&h).is_empty());
-    assert_eq!(h.metrics.counter("DuplicateEventsSkipped"), 1);
+    assert_eq!(h.metrics.counter("SkippedDuplicate"), 1);
     assert_eq!(writes(&env.server).await.len(), 1);
 }
 
@@ -287,7 +287,7 @@ async fn entity_without_contact_crosswalk_is_ignored_and_counted() {
     let body = changed(&entity("E1", &[], "Ann", 1000));
     let h = run(&env, sqs(QUEUE_ARN, &[("m1", &body, &[])])).await;
     assert!(failures(&h).is_empty());
-    assert_eq!(h.metrics.counter("EventsIgnoredNoContactCrosswalk"), 1);
+    assert_eq!(h.metrics.counter("SkippedNoCrosswalk"), 1);
     assert!(writes(&env.server).await.is_empty());
 }
 
@@ -307,8 +307,8 @@ async fn non_individual_entity_is_ignored() {
     )
     .await;
     assert!(failures(&h).is_empty());
-    assert_eq!(h.metrics.counter("EventsIgnoredEntityType"), 1);
-    assert_eq!(h.metrics.counter("EventsIgnoredEventType"), 1);
+    assert_eq!(h.metrics.counter("SkippedEntityType"), 1);
+    assert_eq!(h.metrics.counter("SkippedEventType"), 1);
     assert!(writes(&env.server).await.is_empty());
 }
 
@@ -410,7 +410,7 @@ async fn out_of_order_older_version_is_skipped() {
     )
     .await;
     assert!(failures(&h).is_empty());
-    assert_eq!(h.metrics.counter("StaleEventsSkipped"), 1);
+    assert_eq!(h.metrics.counter("SkippedStale"), 1);
     let w = writes(&env.server).await;
     assert_eq!(w.len(), 1);
     assert_eq!(w[0]["FirstName"], "New");
@@ -525,7 +525,7 @@ async fn collections_item_failures_by_error_class() {
         .unwrap()
         .contains("FIELD_CUSTOM_VALIDATION_EXCEPTION"));
     assert_eq!(dl[0]["event"]["type"], "ENTITY_CHANGED");
-    assert_eq!(h.metrics.counter("DeadLettered"), 1);
+    assert_eq!(h.metrics.counter("RecordsDeadLettered"), 1);
     // The transient one was not recorded: delivered again (now succeeding) it is applied.
     env.server.reset().await;
     mount_token(&env.server, "tok1").await;
@@ -648,7 +648,7 @@ async fn sample_event_applies_update_and_merge() {
         .await;
     let h = run(&env, event).await;
     assert!(failures(&h).is_empty(), "{:?}", failures(&h));
-    assert_eq!(h.metrics.counter("EventsApplied"), 2);
+    assert_eq!(h.metrics.counter("RecordsApplied"), 2);
     let w = writes(&env.server).await;
     // Round 1: the update; round 2: the merge archives the other Contact. The survivor's values are those the
     // update just wrote: not written again.
@@ -682,7 +682,7 @@ async fn deleted_contact_is_skipped_not_failed() {
     let h = run(&env, sqs(QUEUE_ARN, &[("m1", &body, &[])])).await;
     assert!(failures(&h).is_empty());
     assert_eq!(h.metrics.counter("SalesforceRecordsMissing"), 1);
-    assert_eq!(h.metrics.counter("EventsApplied"), 1);
+    assert_eq!(h.metrics.counter("RecordsApplied"), 1);
     assert!(dead_letters(&env).await.is_empty());
 }
 
@@ -700,7 +700,7 @@ async fn dead_letter_send_failure_is_transient() {
     let body = changed(&entity("E1", &[C1], "Ann", 1000));
     let h = run(&env, sqs(QUEUE_ARN, &[("m1", &body, &[])])).await;
     assert_eq!(failures(&h), vec!["m1"]);
-    assert_eq!(h.metrics.counter("DeadLettered"), 0);
+    assert_eq!(h.metrics.counter("RecordsDeadLettered"), 0);
 }
 
 // ---------------------------------------------------------------------------------------------- ordering
@@ -759,7 +759,7 @@ async fn a_winner_change_after_a_loser_lost_merge_with_a_higher_version_is_appli
     )
     .await;
     assert!(failures(&h).is_empty(), "{:?}", failures(&h));
-    assert_eq!(h.metrics.counter("EventsApplied"), 1);
+    assert_eq!(h.metrics.counter("RecordsApplied"), 1);
 
     // W's own next change carries W's objectVersion 4: lower than L's 5, but another object's counter.
     let after = changed(&entity("W", &[C1, C2], "After", 6000));
@@ -780,8 +780,8 @@ async fn a_winner_change_after_a_loser_lost_merge_with_a_higher_version_is_appli
     )
     .await;
     assert!(failures(&h).is_empty(), "{:?}", failures(&h));
-    assert_eq!(h.metrics.counter("StaleEventsSkipped"), 0);
-    assert_eq!(h.metrics.counter("EventsApplied"), 1);
+    assert_eq!(h.metrics.counter("SkippedStale"), 0);
+    assert_eq!(h.metrics.counter("RecordsApplied"), 1);
     let w = writes(&env.server).await;
     let last_survivor = w.iter().rev().find(|r| r["id"] == C1).unwrap();
     assert_eq!(last_survivor["FirstName"], "After");
@@ -816,7 +816,7 @@ async fn a_winner_change_after_a_loser_lost_merge_with_a_higher_version_is_appli
     )
     .await;
     assert!(failures(&h).is_empty());
-    assert_eq!(h.metrics.counter("StaleEventsSkipped"), 2);
+    assert_eq!(h.metrics.counter("SkippedStale"), 2);
     assert_eq!(writes(&env.server).await.len(), w.len(), "nothing written");
 }
 
@@ -842,7 +842,7 @@ async fn a_losers_older_change_delivered_after_its_merge_is_stale() {
     )
     .await;
     assert!(failures(&h).is_empty(), "{:?}", failures(&h));
-    assert_eq!(h.metrics.counter("EventsApplied"), 1);
+    assert_eq!(h.metrics.counter("RecordsApplied"), 1);
     let applied = writes(&env.server).await;
     assert_eq!(applied.len(), 2, "survivor and archived: {applied:#?}");
 
@@ -857,8 +857,8 @@ async fn a_losers_older_change_delivered_after_its_merge_is_stale() {
     )
     .await;
     assert!(failures(&h).is_empty(), "{:?}", failures(&h));
-    assert_eq!(h.metrics.counter("StaleEventsSkipped"), 1);
-    assert_eq!(h.metrics.counter("EventsApplied"), 0);
+    assert_eq!(h.metrics.counter("SkippedStale"), 1);
+    assert_eq!(h.metrics.counter("RecordsApplied"), 0);
     assert_eq!(
         writes(&env.server).await.len(),
         applied.len(),
@@ -890,8 +890,8 @@ async fn a_losers_older_change_delivered_after_its_merge_is_stale() {
     )
     .await;
     assert!(failures(&h).is_empty(), "{:?}", failures(&h));
-    assert_eq!(h.metrics.counter("StaleEventsSkipped"), 0);
-    assert_eq!(h.metrics.counter("EventsApplied"), 1);
+    assert_eq!(h.metrics.counter("SkippedStale"), 0);
+    assert_eq!(h.metrics.counter("RecordsApplied"), 1);
     let w = writes(&env.server).await;
     assert_eq!(w.len(), applied.len() + 1);
     assert_eq!(w.last().unwrap()["id"], C2);
@@ -934,8 +934,8 @@ async fn every_loser_of_entities_merged_skips_its_snapshots_up_to_the_merge_time
     )
     .await;
     assert!(failures(&h).is_empty(), "{:?}", failures(&h));
-    assert_eq!(h.metrics.counter("StaleEventsSkipped"), 2);
-    assert_eq!(h.metrics.counter("EventsApplied"), 1);
+    assert_eq!(h.metrics.counter("SkippedStale"), 2);
+    assert_eq!(h.metrics.counter("RecordsApplied"), 1);
     let w = writes(&env.server).await;
     assert_eq!(w.len(), applied + 1);
     assert_eq!(w.last().unwrap()["id"], C3);
@@ -959,7 +959,7 @@ async fn a_fetched_snapshot_older_than_the_applied_one_is_stale() {
             .to_string();
     let h = run(&env, sqs(QUEUE_ARN, &[("m2", &big, &[("eventId", "big")])])).await;
     assert!(failures(&h).is_empty());
-    assert_eq!(h.metrics.counter("StaleEventsSkipped"), 1);
+    assert_eq!(h.metrics.counter("SkippedStale"), 1);
     let w = writes(&env.server).await;
     assert_eq!(w.len(), 1);
     assert_eq!(w[0]["FirstName"], "New");
@@ -1051,11 +1051,11 @@ async fn metrics_cover_received_applied_skipped_calls_and_latency() {
     )
     .await;
     assert!(failures(&h).is_empty());
-    assert_eq!(h.metrics.counter("EventsReceived"), 3);
-    assert_eq!(h.metrics.counter("EventsApplied"), 1);
+    assert_eq!(h.metrics.counter("RecordsReceived"), 3);
+    assert_eq!(h.metrics.counter("RecordsApplied"), 1);
     assert_eq!(h.metrics.counter("ContactsUpdated"), 1);
-    assert_eq!(h.metrics.counter("DuplicateEventsSkipped"), 1);
-    assert_eq!(h.metrics.counter("EventsIgnoredNoContactCrosswalk"), 1);
+    assert_eq!(h.metrics.counter("SkippedDuplicate"), 1);
+    assert_eq!(h.metrics.counter("SkippedNoCrosswalk"), 1);
     assert_eq!(h.metrics.counter("SalesforceCalls"), 1);
     let emf = h.metrics.to_emf(0).unwrap();
     assert!(emf["SalesforceLatency"].as_f64().unwrap() >= 0.0, "{emf}");
@@ -1321,7 +1321,7 @@ async fn soap_already_merged_loser_counts_as_done_and_the_live_one_is_still_merg
         ]
     );
     assert_eq!(h.metrics.counter("ContactsMerged"), 1);
-    assert_eq!(h.metrics.counter("EventsApplied"), 1);
+    assert_eq!(h.metrics.counter("RecordsApplied"), 1);
     assert!(dead_letters(&env).await.is_empty());
 }
 
@@ -1530,5 +1530,5 @@ async fn a_merge_claimed_while_a_losers_older_change_is_in_flight_waits_for_it()
         sqs(QUEUE_ARN, &[("a2", &late, &[("eventId", "L-old-2")])]),
     )
     .await;
-    assert_eq!(again.metrics.counter("StaleEventsSkipped"), 1);
+    assert_eq!(again.metrics.counter("SkippedStale"), 1);
 }

@@ -5,9 +5,10 @@
 use crm_updater::{handle, Config, Deps, Handled};
 use futures::future::BoxFuture;
 use mdm_sync_adapters::sqs_event::SqsEvent;
-use mdm_sync_domain::backoff::{Backoff, MessageVisibility, VisibilityChange, VisibilityFailure};
+use mdm_sync_domain::backoff::{Backoff, VisibilityChange, VisibilityFailure};
 use mdm_sync_domain::crm::salesforce::{MAX_CHUNKS, MAX_COLLECTION};
 use mdm_sync_domain::crm::CrmMapping;
+use mdm_sync_domain::ports::MessageVisibility;
 use mdm_sync_testkit::fakes::{chunks, FakeLedger, FakeQueue, FakeReltio, FakeSalesforce};
 use mdm_sync_testkit::{sqs_event, SqsTestMessage};
 use serde_json::{json, Value};
@@ -224,7 +225,7 @@ async fn collections_requests_keep_within_10_type_chunks_and_nothing_valid_is_de
 
     assert!(failures(&h).is_empty(), "{:?}", failures(&h));
     assert!(world.dlq.bodies().is_empty(), "{:?}", world.dlq.bodies());
-    assert_eq!(h.metrics.counter("EventsApplied"), 6);
+    assert_eq!(h.metrics.counter("RecordsApplied"), 6);
     let requests = world.salesforce.requests.lock().unwrap().clone();
     for r in &requests {
         assert!(
@@ -336,7 +337,7 @@ async fn a_merge_with_one_bad_child_commits_what_succeeded_and_does_not_block_la
     let h = run(&world, &[("m2", &newer, "W-6", "6")]).await;
     assert!(failures(&h).is_empty());
     assert_eq!(world.dlq.bodies().len(), 1, "no second dead letter");
-    assert_eq!(h.metrics.counter("EventsApplied"), 1);
+    assert_eq!(h.metrics.counter("RecordsApplied"), 1);
     assert_eq!(
         world.salesforce.last(&contact(1)).unwrap()["FirstName"],
         "Newer"
@@ -345,7 +346,7 @@ async fn a_merge_with_one_bad_child_commits_what_succeeded_and_does_not_block_la
     // An older version of the winner delivered late is never applied.
     let older = changed(&entity("W", &[contact(1), contact(2)], "Older", 4_000));
     let h = run(&world, &[("m3", &older, "W-4", "4")]).await;
-    assert_eq!(h.metrics.counter("StaleEventsSkipped"), 1);
+    assert_eq!(h.metrics.counter("SkippedStale"), 1);
     assert_eq!(
         world.salesforce.last(&contact(1)).unwrap()["FirstName"],
         "Newer"
@@ -380,7 +381,7 @@ async fn a_redriven_merge_runs_only_its_remaining_steps_and_then_is_a_duplicate(
     let h = run(&world, &[("m3", &merge, "merge-1", "5")]).await;
     assert!(failures(&h).is_empty());
     assert_eq!(world.dlq.bodies().len(), 2);
-    assert_eq!(h.metrics.counter("EventsApplied"), 1);
+    assert_eq!(h.metrics.counter("RecordsApplied"), 1);
     assert_eq!(
         world.salesforce.last(&case(2)).unwrap()["ContactId"],
         json!(contact(1))
@@ -388,7 +389,7 @@ async fn a_redriven_merge_runs_only_its_remaining_steps_and_then_is_a_duplicate(
     assert_eq!(world.salesforce.writes_to(&contact(1)), writes_to_survivor);
     assert_eq!(world.salesforce.writes_to(&contact(2)), 1, "archived once");
     let h = run(&world, &[("m4", &merge, "merge-1", "5")]).await;
-    assert_eq!(h.metrics.counter("DuplicateEventsSkipped"), 1);
+    assert_eq!(h.metrics.counter("SkippedDuplicate"), 1);
 }
 
 #[tokio::test]
@@ -433,8 +434,8 @@ async fn a_losers_older_change_in_the_same_batch_as_its_merge_is_not_applied() {
     .await;
 
     assert!(failures(&h).is_empty(), "{:?}", failures(&h));
-    assert_eq!(h.metrics.counter("StaleEventsSkipped"), 1);
-    assert_eq!(h.metrics.counter("EventsApplied"), 1);
+    assert_eq!(h.metrics.counter("SkippedStale"), 1);
+    assert_eq!(h.metrics.counter("RecordsApplied"), 1);
     // contact(1) survives and carries the winner's values; L's old values reached no Contact.
     let written = world.salesforce.written.lock().unwrap().clone();
     assert!(
@@ -454,7 +455,8 @@ async fn a_merge_waits_while_a_losers_older_change_is_being_applied_elsewhere() 
         FakeReltio::with(&[("entities/W", winner)]),
     );
     // Another invocation holds L's lease (it is applying L's older change).
-    use mdm_sync_domain::ordering::{Claim, Ledger, Order};
+    use mdm_sync_domain::ordering::{Claim, Order};
+    use mdm_sync_domain::ports::Ledger;
     let older = Order {
         object: Some("entities/L".into()),
         version: Some(3),
@@ -508,7 +510,7 @@ async fn an_entity_another_invocation_held_is_applied_once_it_is_free_in_the_sam
     .await;
     assert!(failures(&h).is_empty(), "{:?}", failures(&h));
     assert_eq!(h.metrics.counter("BusyEntitiesRetried"), 1);
-    assert_eq!(h.metrics.counter("EventsApplied"), 3);
+    assert_eq!(h.metrics.counter("RecordsApplied"), 3);
     assert_eq!(
         world.salesforce.last(&contact(2)).unwrap()["FirstName"],
         "Bob"
@@ -530,11 +532,11 @@ async fn a_change_without_an_object_version_does_not_make_later_versions_stale()
     // No objectVersion (the stream is not configured to send it): ordered by the snapshot's time only ...
     let unversioned = changed(&entity("E", &[contact(1)], "First", 1_000));
     let h = run(&world, &[("m1", &unversioned, "e1", "")]).await;
-    assert_eq!(h.metrics.counter("EventsApplied"), 1);
+    assert_eq!(h.metrics.counter("RecordsApplied"), 1);
     // ... so a later change that carries objectVersion 2 is not compared with the time 1000 as a version.
     let versioned = changed(&entity("E", &[contact(1)], "Second", 2_000));
     let h = run(&world, &[("m2", &versioned, "e2", "2")]).await;
-    assert_eq!(h.metrics.counter("StaleEventsSkipped"), 0);
+    assert_eq!(h.metrics.counter("SkippedStale"), 0);
     assert_eq!(
         world.salesforce.last(&contact(1)).unwrap()["FirstName"],
         "Second"
@@ -542,7 +544,7 @@ async fn a_change_without_an_object_version_does_not_make_later_versions_stale()
     // Times still order times: an older unversioned snapshot is stale.
     let older = changed(&entity("E", &[contact(1)], "Old", 1_500));
     let h = run(&world, &[("m3", &older, "e3", "")]).await;
-    assert_eq!(h.metrics.counter("StaleEventsSkipped"), 1);
+    assert_eq!(h.metrics.counter("SkippedStale"), 1);
 }
 
 #[tokio::test]

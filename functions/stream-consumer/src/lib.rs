@@ -9,11 +9,15 @@
 
 use aws_lambda_events::event::kafka::KafkaEvent;
 use mdm_sync_adapters::config::{self, ConfigError, Env, EventDestination};
-use mdm_sync_adapters::event_source::{kafka_response, settle_batch, Ordering, Outcome};
+use mdm_sync_adapters::event_source::kafka_response;
 use mdm_sync_adapters::kafka::{dead_letter, records, KafkaEventResponse, StreamRecord};
 use mdm_sync_adapters::metrics::{Metrics, DEFAULT_NAMESPACE};
 use mdm_sync_adapters::sns::event_sink;
-use mdm_sync_adapters::sqs::{MessageSink, OutgoingMessage, SendFailure, SqsQueue};
+use mdm_sync_adapters::sqs::SqsQueue;
+use mdm_sync_domain::outcome::{Outcome, SkipReason};
+use mdm_sync_domain::ports::MessageSink;
+use mdm_sync_domain::queue::{OutgoingMessage, SendFailure};
+use mdm_sync_domain::settle::{settle_batch, Ordering, Settlement};
 use mdm_sync_domain::stream::{plan_record, StreamSettings};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -121,10 +125,10 @@ pub async fn handle(deps: &Deps, event: KafkaEvent, deadline: Instant) -> KafkaE
                 }
                 outcomes.push(match (batch.is_empty(), plan.filtered.is_empty()) {
                     (false, _) => Outcome::Done,
-                    (true, false) => Outcome::Skipped("filtered"),
+                    (true, false) => Outcome::Skipped(SkipReason::Filtered),
                     (true, true) => {
                         tally.empty += 1;
-                        Outcome::Skipped("empty")
+                        Outcome::Skipped(SkipReason::Empty)
                     }
                 });
                 for (e, m) in plan.accepted.into_iter().zip(batch) {
@@ -232,10 +236,7 @@ async fn enqueue(
 }
 
 /// One line per partition: records received, the offsets they span, and how many are redelivered.
-fn log_partitions(
-    records: &[StreamRecord],
-    settlement: &mdm_sync_adapters::event_source::Settlement,
-) {
+fn log_partitions(records: &[StreamRecord], settlement: &Settlement) {
     let mut per_partition: BTreeMap<&str, (usize, i64, i64, usize)> = BTreeMap::new();
     for (i, r) in records.iter().enumerate() {
         let entry = per_partition

@@ -84,7 +84,7 @@ fn record<'a>(partition: i64, offset: i64, value: &'a [u8]) -> KafkaTestRecord<'
     }
 }
 
-fn attribute(m: &mdm_sync_adapters::sqs::OutgoingMessage, name: &str) -> Option<String> {
+fn attribute(m: &mdm_sync_domain::queue::OutgoingMessage, name: &str) -> Option<String> {
     m.attributes
         .iter()
         .find(|(n, _)| n == name)

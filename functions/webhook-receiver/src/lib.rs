@@ -14,10 +14,11 @@ use lambda_http::{Body, Request, RequestExt, Response};
 use mdm_sync_adapters::config::EventDestination;
 use mdm_sync_adapters::config::{self, ConfigError, Env};
 use mdm_sync_adapters::metrics::{Metrics, DEFAULT_NAMESPACE};
-use mdm_sync_adapters::replay::{DeliveredIds, DynamoReplayCache};
+use mdm_sync_adapters::replay::DynamoReplayCache;
 use mdm_sync_adapters::secrets::{SecretCache, SecretError};
 use mdm_sync_adapters::sns::event_sink;
-use mdm_sync_adapters::sqs::{MessageSink, SendFailure};
+use mdm_sync_domain::ports::{DeliveredIds, MessageSink, PortError};
+use mdm_sync_domain::queue::SendFailure;
 use mdm_sync_domain::webhook::signature::{
     SecretDocument, RELTIO_EVENT_ID, RELTIO_SIGNATURE, STANDARD_SIGNATURE,
 };
@@ -362,7 +363,7 @@ pub async fn respond(deps: &Deps, req: &Request, metrics: &mut Metrics) -> Respo
                 Ok(Ok(seen)) => seen,
                 failed => {
                     let reason = match failed {
-                        Ok(Err(e)) => e,
+                        Ok(Err(e)) => e.to_string(),
                         _ => "timed out".into(),
                     };
                     // Counting nothing as seen risks a duplicate, which the consumers absorb; never a loss.
@@ -423,7 +424,7 @@ pub async fn respond(deps: &Deps, req: &Request, metrics: &mut Metrics) -> Respo
         let ids: Vec<&str> = accepted.iter().map(|e| e.id.as_str()).collect();
         if let Ok(Err(e)) | Err(e) = tokio::time::timeout_at(deadline.into(), cache.remember(&ids))
             .await
-            .map_err(|_| "timed out".to_owned())
+            .map_err(|_| PortError::Transient("timed out".into()))
         {
             // Enqueued all the same: a replay would only be enqueued again.
             tracing::warn!(request_id, "could not record the delivered ids: {e}");

@@ -5,7 +5,7 @@ use crate::kinesis::KinesisEventRecord;
 use crate::sqs_event::SqsMessage;
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse};
 use aws_lambda_events::event::streams::{KinesisBatchItemFailure, KinesisEventResponse};
-pub use mdm_sync_domain::settle::{settle, settle_batch, Ordering, Outcome, Settled, Settlement};
+use mdm_sync_domain::settle::{Ordering, Settlement};
 
 /// Kinesis: the sequence number of the first record to retry (Lambda checkpoints there and redelivers the rest
 /// of the shard's batch); an empty list when everything was settled.

@@ -6,7 +6,8 @@
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use futures::future::BoxFuture;
 use mdm_sync_domain::analytics::record::iso_millis;
-use mdm_sync_domain::analytics::{BatchSignal, Report};
+use mdm_sync_domain::analytics::Report;
+use mdm_sync_domain::ports::{BatchSignal, PortError};
 use serde_json::json;
 
 /// The event's `source` and `detail-type`, what a rule matches on.
@@ -63,8 +64,12 @@ impl RefreshSignal {
 }
 
 impl BatchSignal for RefreshSignal {
-    fn batch_written<'a>(&'a self, report: &'a Report) -> BoxFuture<'a, Result<bool, String>> {
-        Box::pin(RefreshSignal::batch_written(self, report))
+    fn batch_written<'a>(&'a self, report: &'a Report) -> BoxFuture<'a, Result<bool, PortError>> {
+        Box::pin(async move {
+            RefreshSignal::batch_written(self, report)
+                .await
+                .map_err(PortError::Transient)
+        })
     }
 }
 

@@ -5,8 +5,7 @@
 use aws_sdk_firehose::primitives::Blob;
 use aws_sdk_firehose::types::Record;
 use futures::future::BoxFuture;
-use mdm_sync_domain::analytics::RecordSink;
-use mdm_sync_domain::port::{remaining, Deadline, PortError};
+use mdm_sync_domain::ports::{remaining, Deadline, PortError, RecordSink};
 use std::time::Duration;
 
 /// `PutRecordBatch` limits: 500 records and 4 MiB a call (docs/reference.md, Firehose).

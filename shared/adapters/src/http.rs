@@ -36,7 +36,7 @@ pub async fn send_bearer(
     deadline: std::time::Instant,
 ) -> Result<Response, Transport> {
     use secrecy::ExposeSecret;
-    let left = crate::retry::remaining(deadline);
+    let left = mdm_sync_domain::ports::remaining(deadline);
     if left.is_zero() {
         return Err(Transport::Timeout);
     }

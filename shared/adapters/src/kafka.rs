@@ -2,8 +2,8 @@
 //! it: records in partition order, each with its key and value base64-decoded and its headers as bytes, and the
 //! partial batch response that `aws_lambda_events` does not model yet.
 
-use crate::sqs::OutgoingMessage;
 use aws_lambda_events::event::kafka::{KafkaEvent, KafkaRecord};
+use mdm_sync_domain::queue::OutgoingMessage;
 use mdm_sync_domain::queue::{omitted, DEAD_LETTER_MAX_BYTES};
 use mdm_sync_domain::stream::RecordHeaders;
 use serde::{Deserialize, Serialize};

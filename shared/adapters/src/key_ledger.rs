@@ -5,8 +5,8 @@
 
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
 use futures::future::BoxFuture;
-pub use mdm_sync_domain::cdc::versions::{Applied, KeyLedger, SourceVersion};
-use mdm_sync_domain::port::PortError;
+use mdm_sync_domain::cdc::versions::{Applied, SourceVersion};
+use mdm_sync_domain::ports::{KeyLedger, PortError};
 use mdm_sync_domain::reltio::model::CrosswalkKey;
 use std::collections::HashMap;
 use std::time::Duration;

@@ -6,10 +6,8 @@
 
 use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
 use futures::future::BoxFuture;
-pub use mdm_sync_domain::ordering::{
-    Applied, Claim, EntityRecord, Fence, Ledger, LedgerError, Order, Verdict, DEFAULT_RETENTION,
-    MAX_EVENT_IDS,
-};
+use mdm_sync_domain::ordering::{Applied, Claim, EntityRecord, Fence, Order, Verdict};
+use mdm_sync_domain::ports::{Ledger, PortError};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -66,12 +64,15 @@ pub struct DynamoLedger {
     retention: Duration,
 }
 
-fn unavailable<E, R>(e: aws_sdk_dynamodb::error::SdkError<E, R>) -> LedgerError
+fn unavailable<E, R>(e: aws_sdk_dynamodb::error::SdkError<E, R>) -> PortError
 where
     E: std::error::Error + 'static,
     R: std::fmt::Debug,
 {
-    LedgerError::Unavailable(aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string())
+    PortError::Transient(format!(
+        "ledger unavailable: {}",
+        aws_sdk_dynamodb::error::DisplayErrorContext(e)
+    ))
 }
 
 /// One conditional update, sent alone (`UpdateItem`) or in a transaction.
@@ -109,7 +110,7 @@ impl Write {
         self
     }
 
-    fn into_transaction_item(self, table: &str) -> Result<TransactWriteItem, LedgerError> {
+    fn into_transaction_item(self, table: &str) -> Result<TransactWriteItem, PortError> {
         let mut b = Update::builder()
             .table_name(table)
             .key("pk", AttributeValue::S(self.key))
@@ -123,7 +124,7 @@ impl Write {
         }
         let update = b
             .build()
-            .map_err(|e| LedgerError::Unavailable(e.to_string()))?;
+            .map_err(|e| PortError::Transient(format!("ledger unavailable: {e}")))?;
         Ok(TransactWriteItem::builder().update(update).build())
     }
 }
@@ -164,7 +165,7 @@ impl DynamoLedger {
         n(chrono::Utc::now().timestamp() + self.retention.as_secs() as i64)
     }
 
-    async fn read(&self, entity: &str) -> Result<Option<Item>, LedgerError> {
+    async fn read(&self, entity: &str) -> Result<Option<Item>, PortError> {
         let out = self
             .client
             .get_item()
@@ -177,7 +178,7 @@ impl DynamoLedger {
         Ok(out.item)
     }
 
-    async fn update(&self, w: Write) -> Result<Written, LedgerError> {
+    async fn update(&self, w: Write) -> Result<Written, PortError> {
         let mut req = self
             .client
             .update_item()
@@ -204,7 +205,7 @@ impl DynamoLedger {
     }
 
     /// All of `writes` or none of them.
-    async fn transact(&self, writes: Vec<Write>) -> Result<Written, LedgerError> {
+    async fn transact(&self, writes: Vec<Write>) -> Result<Written, PortError> {
         let items = writes
             .into_iter()
             .map(|w| w.into_transaction_item(&self.table))
@@ -243,7 +244,7 @@ impl DynamoLedger {
         event_id: &str,
         owner: &str,
         fence: Option<Fence<'_>>,
-    ) -> Result<Claim, LedgerError> {
+    ) -> Result<Claim, PortError> {
         let item = self.read(entity).await?;
         let now = chrono::Utc::now().timestamp_millis();
         let record = item.as_ref().map(record_from_item).unwrap_or_default();
@@ -329,7 +330,7 @@ impl DynamoLedger {
         merged_at: i64,
         owner: &str,
         now: i64,
-    ) -> Result<Option<Write>, LedgerError> {
+    ) -> Result<Option<Write>, PortError> {
         let item = self.read(loser).await?;
         let record = item.as_ref().map(record_from_item).unwrap_or_default();
         if !record.needs_fence(merged_at) {
@@ -367,7 +368,7 @@ impl DynamoLedger {
         entity: &str,
         applied: Applied<'_>,
         owner: &str,
-    ) -> Result<(), LedgerError> {
+    ) -> Result<(), PortError> {
         // Read under the lease: no other invocation commits meanwhile.
         let item = self.read(entity).await?.unwrap_or_default();
         let record = record_from_item(&item).with(&applied);
@@ -413,13 +414,13 @@ impl DynamoLedger {
         w.update = format!("SET {} REMOVE lease_owner, lease_until", set.join(", "));
         match self.update(w).await? {
             Written::Done => Ok(()),
-            Written::ConditionFailed => Err(LedgerError::Unavailable(
+            Written::ConditionFailed => Err(PortError::Transient(
                 "the entity's lease was lost before the commit".into(),
             )),
         }
     }
 
-    async fn release_inner(&self, entity: &str, owner: &str) -> Result<(), LedgerError> {
+    async fn release_inner(&self, entity: &str, owner: &str) -> Result<(), PortError> {
         let w = Write::new(entity, "REMOVE lease_owner, lease_until")
             .condition("lease_owner = :me")
             .value(":me", AttributeValue::S(owner.to_owned()));
@@ -446,7 +447,7 @@ impl Ledger for DynamoLedger {
         event_id: &'a str,
         owner: &'a str,
         fence: Option<Fence<'a>>,
-    ) -> BoxFuture<'a, Result<Claim, LedgerError>> {
+    ) -> BoxFuture<'a, Result<Claim, PortError>> {
         Box::pin(self.claim_inner(entity, order, event_id, owner, fence))
     }
 
@@ -455,7 +456,7 @@ impl Ledger for DynamoLedger {
         entity: &'a str,
         applied: Applied<'a>,
         owner: &'a str,
-    ) -> BoxFuture<'a, Result<(), LedgerError>> {
+    ) -> BoxFuture<'a, Result<(), PortError>> {
         Box::pin(self.commit_inner(entity, applied, owner))
     }
 
@@ -463,7 +464,7 @@ impl Ledger for DynamoLedger {
         &'a self,
         entity: &'a str,
         owner: &'a str,
-    ) -> BoxFuture<'a, Result<(), LedgerError>> {
+    ) -> BoxFuture<'a, Result<(), PortError>> {
         Box::pin(self.release_inner(entity, owner))
     }
 }
@@ -471,6 +472,7 @@ impl Ledger for DynamoLedger {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mdm_sync_domain::ordering::DEFAULT_RETENTION;
     use mdm_sync_testkit::MotoServer;
 
     fn order(object: &str, version: i64, snapshot_time: Option<i64>) -> Order {

@@ -5,8 +5,9 @@
 //! `Retry-After`; 502/503/504 → exponential backoff; 403/404/500 → not retried here.
 
 use crate::http;
-use crate::retry::{remaining, send_with_retries, RetryPolicy, Retryable};
+use crate::retry::{send_with_retries, RetryPolicy, Retryable};
 use crate::secrets::{SecretCache, SecretError};
+use mdm_sync_domain::ports::remaining;
 use reqwest::{RequestBuilder, Response, StatusCode, Url};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -16,10 +17,8 @@ use std::time::Instant;
 use tokio::sync::Mutex;
 
 use futures::future::BoxFuture;
-use mdm_sync_domain::cdc::apply::EntityWriter;
-use mdm_sync_domain::crm::apply::EntitySource;
-use mdm_sync_domain::port::{Deadline, PortError};
-pub use mdm_sync_domain::reltio::model::{CrosswalkKey, EntityBody, ItemOutcome};
+use mdm_sync_domain::ports::{Deadline, EntitySource, EntityWriter, PortError};
+use mdm_sync_domain::reltio::model::{CrosswalkKey, EntityBody, ItemOutcome};
 
 /// The shape of the `RELTIO_SECRET_ID` secret.
 #[derive(Deserialize, Clone)]

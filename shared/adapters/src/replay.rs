@@ -3,7 +3,7 @@
 use aws_sdk_dynamodb::types::AttributeValue;
 use futures::future::join_all;
 use futures::future::BoxFuture;
-pub use mdm_sync_domain::webhook::replay::DeliveredIds;
+use mdm_sync_domain::ports::{DeliveredIds, PortError};
 use std::time::Duration;
 
 /// Calls in flight at once (a large array body must not open a connection per event).
@@ -25,7 +25,7 @@ impl DynamoReplayCache {
         }
     }
 
-    async fn seen_one(&self, id: &str) -> Result<bool, String> {
+    async fn seen_one(&self, id: &str) -> Result<bool, PortError> {
         let out = self
             .client
             .get_item()
@@ -34,7 +34,7 @@ impl DynamoReplayCache {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string())?;
+            .map_err(unavailable)?;
         let now = chrono::Utc::now().timestamp();
         // TTL deletion lags: an expired item no longer counts.
         Ok(out.item.is_some_and(|item| {
@@ -45,7 +45,7 @@ impl DynamoReplayCache {
         }))
     }
 
-    async fn remember_one(&self, id: &str) -> Result<(), String> {
+    async fn remember_one(&self, id: &str) -> Result<(), PortError> {
         let at = chrono::Utc::now().timestamp() + self.ttl.as_secs() as i64;
         self.client
             .put_item()
@@ -55,12 +55,21 @@ impl DynamoReplayCache {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string())
+            .map_err(unavailable)
     }
 }
 
+/// The table could not be read or written: transient (the caller counts nothing as seen).
+fn unavailable<E, R>(e: aws_sdk_dynamodb::error::SdkError<E, R>) -> PortError
+where
+    E: std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    PortError::Transient(aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string())
+}
+
 impl DeliveredIds for DynamoReplayCache {
-    fn seen<'a>(&'a self, ids: &'a [&'a str]) -> BoxFuture<'a, Result<Vec<bool>, String>> {
+    fn seen<'a>(&'a self, ids: &'a [&'a str]) -> BoxFuture<'a, Result<Vec<bool>, PortError>> {
         Box::pin(async move {
             let mut seen = Vec::with_capacity(ids.len());
             for chunk in ids.chunks(MAX_IN_FLIGHT) {
@@ -72,7 +81,7 @@ impl DeliveredIds for DynamoReplayCache {
         })
     }
 
-    fn remember<'a>(&'a self, ids: &'a [&'a str]) -> BoxFuture<'a, Result<(), String>> {
+    fn remember<'a>(&'a self, ids: &'a [&'a str]) -> BoxFuture<'a, Result<(), PortError>> {
         Box::pin(async move {
             for chunk in ids.chunks(MAX_IN_FLIGHT) {
                 for r in join_all(chunk.iter().map(|id| self.remember_one(id))).await {

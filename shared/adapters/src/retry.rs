@@ -2,7 +2,6 @@
 //! re-authentication on a refused credential, all bounded by the invocation's deadline. A client says what its
 //! errors mean through [`Retryable`]; [`send_with_retries`] does the rest. A change of retry policy goes here.
 
-pub use mdm_sync_domain::port::remaining;
 use rand::Rng;
 use std::future::Future;
 use std::time::Duration;
@@ -128,6 +127,7 @@ pub fn parse_retry_after(value: Option<&str>) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mdm_sync_domain::ports::remaining;
 
     #[test]
     fn backoff_doubles_and_stays_within_the_cap() {

@@ -7,7 +7,8 @@
 
 use aws_sdk_sns::types::{MessageAttributeValue, PublishBatchRequestEntry};
 use futures::future::BoxFuture;
-use mdm_sync_domain::queue::{oversized_stand_in, MessageSink, OutgoingMessage, SendFailure};
+use mdm_sync_domain::ports::MessageSink;
+use mdm_sync_domain::queue::{oversized_stand_in, OutgoingMessage, SendFailure};
 use std::time::Duration;
 
 /// SNS's largest message (body and attributes): 256 KiB.

@@ -7,8 +7,9 @@ use aws_sdk_sqs::types::{
     MessageSystemAttributeNameForSends, MessageSystemAttributeValue, SendMessageBatchRequestEntry,
 };
 use futures::future::BoxFuture;
-pub use mdm_sync_domain::backoff::{MessageVisibility, VisibilityChange, VisibilityFailure};
-pub use mdm_sync_domain::queue::{MessageSink, OutgoingMessage, SendFailure};
+use mdm_sync_domain::backoff::{VisibilityChange, VisibilityFailure};
+use mdm_sync_domain::ports::{MessageSink, MessageVisibility};
+use mdm_sync_domain::queue::{OutgoingMessage, SendFailure};
 use std::time::Duration;
 
 /// SQS takes at most 10 entries per `SendMessageBatch`.

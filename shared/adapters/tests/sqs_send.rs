@@ -3,7 +3,8 @@
 //! without a header none is set. A wiremock SQS reads the requests (moto stores system attributes from
 //! `SendMessage` only, not from `SendMessageBatch`).
 
-use mdm_sync_adapters::sqs::{send_all_traced, OutgoingMessage};
+use mdm_sync_adapters::sqs::send_all_traced;
+use mdm_sync_domain::queue::OutgoingMessage;
 use serde_json::{json, Value};
 use wiremock::matchers::{header, method};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};

@@ -3,9 +3,9 @@
 //! never an error; the time bound holds.
 
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName, QueueAttributeName};
-use mdm_sync_adapters::sqs::{
-    queue_url_from_arn, MessageVisibility, SqsVisibility, VisibilityChange,
-};
+use mdm_sync_adapters::sqs::{queue_url_from_arn, SqsVisibility};
+use mdm_sync_domain::backoff::VisibilityChange;
+use mdm_sync_domain::ports::MessageVisibility;
 use mdm_sync_testkit::MotoServer;
 use std::time::{Duration, Instant};
 

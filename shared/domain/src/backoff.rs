@@ -6,7 +6,6 @@
 //! locked row, a lease held by a concurrent invocation) usually clears in seconds.
 
 use crate::settle::{Ordering, Settlement};
-use futures::future::BoxFuture;
 
 /// The longest visibility timeout SQS accepts (12 hours).
 pub const MAX_VISIBILITY_SECONDS: u32 = 43_200;
@@ -112,21 +111,11 @@ pub struct VisibilityFailure {
     pub reason: String,
 }
 
-/// Changes messages' visibility timeouts on a queue (implemented over SQS `ChangeMessageVisibilityBatch`;
-/// fakes in tests). A change that fails only leaves its message to the queue's own visibility timeout, so the
-/// port never fails as a whole: it returns the changes not made, by input position.
-pub trait MessageVisibility: Sync {
-    fn change<'a>(
-        &'a self,
-        queue_url: &'a str,
-        changes: &'a [VisibilityChange],
-    ) -> BoxFuture<'a, Vec<VisibilityFailure>>;
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::settle::{settle, Outcome};
+    use crate::outcome::Outcome;
+    use crate::settle::settle;
 
     #[test]
     fn the_timeout_doubles_with_each_receive_up_to_the_cap() {

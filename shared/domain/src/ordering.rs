@@ -1,17 +1,10 @@
 //! Ordering and idempotency verdicts for the crm-updater: what the ledger knows about one Reltio entity, whether
 //! a change may be applied given that, what a commit records (per step of a change, so that a step that
-//! succeeded is never redone), and the `Ledger` port the DynamoDB adapter implements. Pure: no I/O.
+//! succeeded is never redone). Pure: no I/O; the `Ledger` port (crate::ports) is implemented on DynamoDB by the
+//! adapters.
 
-use futures::future::BoxFuture;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
-
-#[derive(Debug, thiserror::Error)]
-pub enum LedgerError {
-    /// DynamoDB could not be reached or failed: always transient.
-    #[error("ledger unavailable: {0}")]
-    Unavailable(String),
-}
 
 /// What orders one change against what was applied before for the same entity.
 ///
@@ -99,34 +92,6 @@ impl<'a> Applied<'a> {
             && self.given_up.is_empty()
             && self.recovered.is_empty()
     }
-}
-
-pub trait Ledger: Send + Sync {
-    /// Takes the entity's lease for `owner` unless the event is a duplicate or stale; with a `fence`, also marks
-    /// the merge's losers, all in one conditional transaction.
-    fn claim<'a>(
-        &'a self,
-        entity: &'a str,
-        order: &'a Order,
-        event_id: &'a str,
-        owner: &'a str,
-        fence: Option<Fence<'a>>,
-    ) -> BoxFuture<'a, Result<Claim, LedgerError>>;
-
-    /// Records what `applied` says (Salesforce confirmed it) and releases the lease.
-    fn commit<'a>(
-        &'a self,
-        entity: &'a str,
-        applied: Applied<'a>,
-        owner: &'a str,
-    ) -> BoxFuture<'a, Result<(), LedgerError>>;
-
-    /// Releases the lease without recording anything.
-    fn release<'a>(
-        &'a self,
-        entity: &'a str,
-        owner: &'a str,
-    ) -> BoxFuture<'a, Result<(), LedgerError>>;
 }
 
 /// Event ids kept per entity (the newest); older duplicates are still caught by the version checks.

@@ -162,7 +162,7 @@ pub fn accepted_is_sendable(mapping: &CrmMapping, data: &[u8]) {
                 ..Delivery::default()
             },
         );
-        if let Some(crate::settle::Outcome::Permanent(reason)) = &item.outcome {
+        if let Some(crate::outcome::Outcome::Permanent(reason)) = &item.outcome {
             assert!(
                 !reason.starts_with("not a Reltio event"),
                 "accepted by the receiver, refused by the crm-updater: {reason}"

@@ -1,8 +1,6 @@
 //! Queue messages as the functions hand them on (the event queue, the dead-letter queues), and the port that
 //! sends them.
 
-use futures::future::BoxFuture;
-
 /// One message to send.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OutgoingMessage {
@@ -48,15 +46,6 @@ pub fn omitted(payload: &[u8], fetch: &str) -> serde_json::Value {
 pub struct SendFailure {
     pub index: usize,
     pub reason: String,
-}
-
-/// A queue the functions send to (implemented over SQS `SendMessageBatch`; fakes in tests).
-pub trait MessageSink: Sync {
-    /// Sends every message (retrying what can be retried) and returns those still not sent, by input position.
-    fn send<'a>(&'a self, messages: &'a [OutgoingMessage]) -> BoxFuture<'a, Vec<SendFailure>>;
-
-    /// The queue is FIFO: messages need group and deduplication ids.
-    fn is_fifo(&self) -> bool;
 }
 
 /// A stand-in for an event too large for a destination of `limit` bytes (an SNS topic takes 256 KiB where the

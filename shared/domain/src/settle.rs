@@ -7,27 +7,10 @@
 //! settles each message on its own. A dead letter that cannot be sent turns its record transient: nothing is
 //! acknowledged before its effect (or its dead letter) is durable.
 
-use crate::queue::{MessageSink, OutgoingMessage};
+use crate::outcome::Outcome;
+use crate::ports::MessageSink;
+use crate::queue::OutgoingMessage;
 use std::collections::BTreeMap;
-
-/// How one record ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// Its effect is durable (written, applied, enqueued).
-    Done,
-    /// Deliberately not applied (counted and logged, never dead-lettered); the reason is a short code.
-    Skipped(&'static str),
-    /// Can never succeed: dead-lettered with the reason, then acknowledged.
-    Permanent(String),
-    /// May succeed later: reported, so that the event source delivers it again.
-    Transient(String),
-}
-
-impl Outcome {
-    pub fn is_transient(&self) -> bool {
-        matches!(self, Outcome::Transient(_))
-    }
-}
 
 /// The event source's ordering rule for one batch.
 #[derive(Debug, Clone, Copy)]
@@ -160,7 +143,7 @@ mod tests {
             .chars()
             .map(|c| match c {
                 'd' => Outcome::Done,
-                's' => Outcome::Skipped("filtered"),
+                's' => Outcome::Skipped(crate::outcome::SkipReason::Filtered),
                 'p' => Outcome::Permanent("bad".into()),
                 't' => Outcome::Transient("down".into()),
                 other => panic!("unknown code {other}"),

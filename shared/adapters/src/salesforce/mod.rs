@@ -6,21 +6,20 @@
 pub mod soap;
 
 use futures::future::BoxFuture;
-use mdm_sync_domain::crm::apply::Crm;
-use mdm_sync_domain::port::{Deadline, PortError};
-
-pub use mdm_sync_domain::crm::salesforce::{
-    is_already_merged_code, is_missing_code, is_transient_code, MergeOutcome, RecordOutcome,
-    RecordUpdate, MAX_COLLECTION,
+use mdm_sync_domain::crm::salesforce::{
+    is_already_merged_code, is_missing_code, is_transient_code, MergeOutcome, MergeRequest,
+    RecordOutcome, RecordQuery, RecordUpdate, MAX_COLLECTION, MAX_REQUESTS_PER_CALL,
 };
+use mdm_sync_domain::ports::{Crm, Deadline, PortError};
 
 use crate::http;
-use crate::retry::{remaining, send_with_retries, RetryPolicy, Retryable};
+use crate::retry::{send_with_retries, RetryPolicy, Retryable};
 use crate::secrets::{SecretCache, SecretError};
+use mdm_sync_domain::ports::remaining;
 use reqwest::{RequestBuilder, Response, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Map, Value};
 use std::time::Duration;
 use std::time::Instant;
 use tokio::sync::Mutex;
@@ -275,11 +274,11 @@ impl SalesforceClient {
     /// request per record, so the live one is still merged.
     pub async fn merge(
         &self,
-        requests: &[soap::MergeRequest],
+        requests: &[MergeRequest],
         deadline: Instant,
     ) -> Result<Vec<MergeOutcome>, SalesforceError> {
         let mut outcomes = self.merge_calls(requests, deadline).await?;
-        let split: Vec<(usize, soap::MergeRequest)> = requests
+        let split: Vec<(usize, MergeRequest)> = requests
             .iter()
             .enumerate()
             .filter(|(i, r)| {
@@ -289,7 +288,7 @@ impl SalesforceClient {
                 r.records.iter().map(move |id| {
                     (
                         i,
-                        soap::MergeRequest {
+                        MergeRequest {
                             records: vec![id.clone()],
                             ..r.clone()
                         },
@@ -300,7 +299,7 @@ impl SalesforceClient {
         if split.is_empty() {
             return Ok(outcomes);
         }
-        let singles: Vec<soap::MergeRequest> = split.iter().map(|(_, r)| r.clone()).collect();
+        let singles: Vec<MergeRequest> = split.iter().map(|(_, r)| r.clone()).collect();
         let results = self.merge_calls(&singles, deadline).await?;
         let mut parts: Vec<Vec<MergeOutcome>> = vec![Vec::new(); requests.len()];
         for ((i, _), outcome) in split.iter().zip(results) {
@@ -316,12 +315,12 @@ impl SalesforceClient {
 
     async fn merge_calls(
         &self,
-        requests: &[soap::MergeRequest],
+        requests: &[MergeRequest],
         deadline: Instant,
     ) -> Result<Vec<MergeOutcome>, SalesforceError> {
         let version = self.api_version.trim_start_matches('v').to_owned();
         let mut outcomes = Vec::with_capacity(requests.len());
-        for chunk in requests.chunks(soap::MAX_REQUESTS_PER_CALL) {
+        for chunk in requests.chunks(MAX_REQUESTS_PER_CALL) {
             let path = format!("/services/Soap/u/{version}");
             let response = self
                 .send(deadline, |http, base, token| {
@@ -616,21 +615,32 @@ impl Crm for SalesforceClient {
         })
     }
 
-    fn query<'a>(
+    fn find<'a>(
         &'a self,
-        soql: &'a str,
+        query: &'a RecordQuery,
         deadline: Deadline,
-    ) -> BoxFuture<'a, Result<Vec<Value>, PortError>> {
+    ) -> BoxFuture<'a, Result<Vec<Map<String, Value>>, PortError>> {
         Box::pin(async move {
-            SalesforceClient::query(self, soql, deadline)
+            let records = SalesforceClient::query(self, &query.soql(), deadline)
                 .await
-                .map_err(PortError::from)
+                .map_err(PortError::from)?;
+            // Each record as its fields: Salesforce's `attributes` (type and URL) is not one of them.
+            Ok(records
+                .into_iter()
+                .filter_map(|r| match r {
+                    Value::Object(mut fields) => {
+                        fields.remove("attributes");
+                        Some(fields)
+                    }
+                    _ => None,
+                })
+                .collect())
         })
     }
 
     fn merge<'a>(
         &'a self,
-        requests: &'a [soap::MergeRequest],
+        requests: &'a [MergeRequest],
         deadline: Deadline,
     ) -> BoxFuture<'a, Result<Vec<MergeOutcome>, PortError>> {
         Box::pin(async move {

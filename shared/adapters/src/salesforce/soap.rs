@@ -1,9 +1,7 @@
 //! Salesforce SOAP API (partner WSDL) pieces the REST API lacks: the `merge()` envelope and the parsing of its
 //! `MergeResult`s and SOAP faults. Pure: no I/O; the client in the parent module sends what this builds.
 
-pub use mdm_sync_domain::crm::salesforce::{
-    MergeRequest, MAX_MERGED_PER_REQUEST, MAX_REQUESTS_PER_CALL,
-};
+use mdm_sync_domain::crm::salesforce::MergeRequest;
 use serde_json::Value;
 
 const SOAPENV_NS: &str = "http://schemas.xmlsoap.org/soap/envelope/";

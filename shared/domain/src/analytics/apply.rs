@@ -5,12 +5,9 @@
 
 use super::mapping::AnalyticsMapping;
 use super::record::{plan_record, with_snapshot, ChangeRecord, RecordPlan};
-use crate::crm::apply::EntitySource;
-use crate::port::{Deadline, PortError};
+use crate::outcome::{Outcome, SkipReason};
+use crate::ports::{Deadline, DeliveredIds, EntitySource, PortError, RecordSink};
 use crate::reltio::event::ReltioEvent;
-use crate::settle::Outcome;
-use crate::webhook::replay::DeliveredIds;
-use futures::future::BoxFuture;
 use futures::stream::{self, StreamExt};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -19,26 +16,6 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 pub const MAX_RECORD_BYTES: usize = 1_000 * 1024;
 /// Entity fetches in flight at once.
 const MAX_FETCHES_IN_FLIGHT: usize = 8;
-
-/// Skip code of an event recorded before (in this batch, or by an earlier invocation).
-pub const SKIP_DUPLICATE: &str = "Duplicate";
-
-/// Where change records go (Firehose `PutRecordBatch` in production).
-pub trait RecordSink: Sync {
-    /// Writes every record (one NDJSON line each), retrying what can be retried within the deadline; one result
-    /// per record, in order. A record the sink reports failed was not written.
-    fn put<'a>(
-        &'a self,
-        records: &'a [Vec<u8>],
-        deadline: Deadline,
-    ) -> BoxFuture<'a, Vec<Result<(), PortError>>>;
-}
-
-/// Tells dashboards that a batch was written (EventBridge in production); best effort.
-pub trait BatchSignal: Sync {
-    /// Signals the batch `report` describes; `Ok(false)` when it wrote nothing (nothing sent).
-    fn batch_written<'a>(&'a self, report: &'a Report) -> BoxFuture<'a, Result<bool, String>>;
-}
 
 /// What the sink works through. Without `reltio`, an oversized event cannot be completed (dead-lettered with
 /// the reason); without `dedup`, duplicates are dropped within a batch only, and the warehouse's views drop the
@@ -153,7 +130,7 @@ pub async fn apply(
     mapping: &AnalyticsMapping,
 ) -> Report {
     let mut report = Report::default();
-    drop_duplicates_in_batch(items, &mut report);
+    drop_duplicates_in_batch(items);
     drop_recorded(ports, items, &mut report).await;
     fetch_snapshots(ports, mapping, items, deadline, &mut report).await;
     write(ports, items, deadline, &mut report).await;
@@ -162,12 +139,11 @@ pub async fn apply(
 }
 
 /// The same event twice in one batch (a duplicate delivery) is written once: the first copy stands for both.
-fn drop_duplicates_in_batch(items: &mut [Item], report: &mut Report) {
+fn drop_duplicates_in_batch(items: &mut [Item]) {
     let mut seen = HashSet::new();
     for item in items.iter_mut().filter(|i| i.is_pending()) {
         if !seen.insert(item.event_id.clone()) {
-            item.outcome = Some(Outcome::Skipped(SKIP_DUPLICATE));
-            report.count("DuplicatesSkipped", 1);
+            item.outcome = Some(Outcome::Skipped(SkipReason::Duplicate));
         }
     }
 }
@@ -194,8 +170,7 @@ async fn drop_recorded(ports: Ports<'_>, items: &mut [Item], report: &mut Report
                 .filter_map(|(&i, seen)| seen.then_some(i))
                 .collect();
             for i in recorded {
-                items[i].outcome = Some(Outcome::Skipped(SKIP_DUPLICATE));
-                report.count("DuplicatesSkipped", 1);
+                items[i].outcome = Some(Outcome::Skipped(SkipReason::Duplicate));
             }
         }
         Err(reason) => {

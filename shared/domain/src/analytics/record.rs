@@ -4,6 +4,7 @@
 //! depend on which events a file happens to hold.
 
 use super::mapping::AnalyticsMapping;
+use crate::outcome::SkipReason;
 use crate::reltio::event::{short_type, EventCategory, ReltioEvent};
 use crate::reltio::golden_value;
 use serde::Serialize;
@@ -86,8 +87,8 @@ pub enum RecordError {
 /// What one event calls for.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RecordPlan {
-    /// Not an entity event the mapping records (the reason is a short skip code).
-    Skip(&'static str),
+    /// Not an entity event the mapping records.
+    Skip(SkipReason),
     /// The record, complete.
     Record(Box<ChangeRecord>),
     /// An oversized event (`exceededQueueSizeLimit`): the entity must be fetched for its snapshot, then
@@ -97,10 +98,6 @@ pub enum RecordPlan {
         record: Box<ChangeRecord>,
     },
 }
-
-/// Skip codes (counted by the handler).
-pub const SKIP_EVENT_TYPE: &str = "EventType";
-pub const SKIP_ENTITY_TYPE: &str = "EntityType";
 
 /// The record `event` becomes (pure). `event_id` is the queue message's `eventId` (the id the receiver derived
 /// from signed material); `tenant` and `version` are the message attributes, used when the body lacks them.
@@ -113,13 +110,13 @@ pub fn plan_record(
     received_at: &str,
 ) -> Result<RecordPlan, RecordError> {
     let Some(change_type) = ChangeType::of(&event.event_type) else {
-        return Ok(RecordPlan::Skip(SKIP_EVENT_TYPE));
+        return Ok(RecordPlan::Skip(SkipReason::EventType));
     };
     if !mapping.event_types.matches(&event.event_type) {
-        return Ok(RecordPlan::Skip(SKIP_EVENT_TYPE));
+        return Ok(RecordPlan::Skip(SkipReason::EventType));
     }
     if !mapping.records_type(event.entity_type()) {
-        return Ok(RecordPlan::Skip(SKIP_ENTITY_TYPE));
+        return Ok(RecordPlan::Skip(SkipReason::EntityType));
     }
     let entity_uri = event.entity_uri().ok_or(RecordError::NoEntity)?.to_owned();
     // The other URIs a merge event names: the losers (MERGE) or the winner (LOST_MERGE).

@@ -3,52 +3,11 @@
 
 use super::schedule::{ScheduledWrite, Wave};
 use super::transform::WriteOp;
-use crate::port::{isolate_rejections, remaining, Deadline, PortError};
+use crate::outcome::Outcome;
+use crate::ports::{isolate_rejections, remaining, Deadline, EntityWriter, PortError};
 use crate::reltio::model::{CrosswalkKey, EntityBody, ItemOutcome};
-use futures::future::BoxFuture;
 use futures::stream::{self, StreamExt};
 use std::collections::{BTreeMap, HashSet};
-
-/// The writes the CDC path needs from Reltio (implemented by the adapters' Reltio client; fakes in tests).
-pub trait EntityWriter: Sync {
-    /// `POST /entities`: one outcome per entity, in request order; `partial_override` sends
-    /// `options=partialOverride`.
-    fn post_entities<'a>(
-        &'a self,
-        entities: &'a [&'a EntityBody],
-        partial_override: bool,
-        deadline: Deadline,
-    ) -> BoxFuture<'a, Result<Vec<ItemOutcome>, PortError>>;
-
-    /// Removes the crosswalk for good (already gone counts as done).
-    fn delete_crosswalk<'a>(
-        &'a self,
-        key: &'a CrosswalkKey,
-        deadline: Deadline,
-    ) -> BoxFuture<'a, Result<(), PortError>>;
-}
-
-/// How one write ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WriteOutcome {
-    Written,
-    /// Will never succeed: dead-letter the record.
-    Permanent(String),
-    /// May succeed later: report the record as a batch item failure.
-    Transient(String),
-}
-
-impl WriteOutcome {
-    /// The outcome of a record with several writes: transient beats permanent beats written.
-    fn worse(self, other: WriteOutcome) -> WriteOutcome {
-        use WriteOutcome::*;
-        match (self, other) {
-            (Transient(r), _) | (_, Transient(r)) => Transient(r),
-            (Permanent(r), _) | (_, Permanent(r)) => Permanent(r),
-            _ => Written,
-        }
-    }
-}
 
 #[derive(Debug, Clone, Copy)]
 pub struct ApplySettings {
@@ -62,7 +21,7 @@ pub struct ApplySettings {
 #[derive(Debug, Default)]
 pub struct ApplyReport {
     /// Per record position: the combined outcome of its writes.
-    pub outcomes: BTreeMap<usize, WriteOutcome>,
+    pub outcomes: BTreeMap<usize, Outcome>,
     /// Requests sent to Reltio (bisected retries included).
     pub requests: usize,
     /// Latency of each request, in milliseconds.
@@ -72,7 +31,7 @@ pub struct ApplyReport {
 }
 
 impl ApplyReport {
-    fn record(&mut self, records: &[usize], outcome: WriteOutcome) {
+    fn record(&mut self, records: &[usize], outcome: Outcome) {
         for &r in records {
             let combined = match self.outcomes.remove(&r) {
                 Some(previous) => previous.worse(outcome.clone()),
@@ -120,7 +79,7 @@ pub async fn apply(
             if let Some(reason) = reason {
                 blocked.insert(scheduled.write.key.clone());
                 failed_records.extend(scheduled.records.iter().copied());
-                report.record(&scheduled.records, WriteOutcome::Transient(reason.into()));
+                report.record(&scheduled.records, Outcome::Transient(reason.into()));
                 continue;
             }
             match &scheduled.write.op {
@@ -152,7 +111,7 @@ pub async fn apply(
                         report.entity_uris.insert(r, uri.clone());
                     }
                 }
-                if matches!(outcome, WriteOutcome::Transient(_)) {
+                if matches!(outcome, Outcome::Transient(_)) {
                     blocked.insert(scheduled.write.key.clone());
                     failed_records.extend(scheduled.records.iter().copied());
                 }
@@ -165,7 +124,7 @@ pub async fn apply(
 
 /// The writes of one task with their outcome and, when Reltio named it, the entity's URI.
 type TaskResult = (
-    Vec<(ScheduledWrite, WriteOutcome, Option<String>)>,
+    Vec<(ScheduledWrite, Outcome, Option<String>)>,
     usize,
     Vec<f64>,
 );
@@ -182,7 +141,7 @@ async fn run_task(writer: &dyn EntityWriter, task: Task, deadline: Deadline) -> 
                 .await;
             let latency = started.elapsed().as_secs_f64() * 1000.0;
             let outcome = match result {
-                Ok(()) => WriteOutcome::Written,
+                Ok(()) => Outcome::Done,
                 Err(e) => from_error(&e),
             };
             (vec![(scheduled, outcome, None)], 1, vec![latency])
@@ -230,16 +189,16 @@ async fn post(
             let outcome = match item {
                 Ok(ItemOutcome::Written { uri: u }) => {
                     uri = u;
-                    WriteOutcome::Written
+                    Outcome::Done
                 }
                 Ok(ItemOutcome::Failed {
                     message,
                     transient: true,
-                }) => WriteOutcome::Transient(format!("Reltio: {message}")),
+                }) => Outcome::Transient(format!("Reltio: {message}")),
                 Ok(ItemOutcome::Failed {
                     message,
                     transient: false,
-                }) => WriteOutcome::Permanent(format!("Reltio rejected the entity: {message}")),
+                }) => Outcome::Permanent(format!("Reltio rejected the entity: {message}")),
                 Err(e) => from_error(&e),
             };
             (w, outcome, uri)
@@ -250,15 +209,15 @@ async fn post(
     (out, requests.min(latencies.len()), latencies)
 }
 
-fn from_error(e: &PortError) -> WriteOutcome {
+fn from_error(e: &PortError) -> Outcome {
     match e {
-        PortError::Transient(m) => WriteOutcome::Transient(m.clone()),
-        PortError::Rejected(m) => WriteOutcome::Permanent(m.clone()),
+        PortError::Transient(m) => Outcome::Transient(m.clone()),
+        PortError::Rejected(m) => Outcome::Permanent(m.clone()),
     }
 }
 
-fn out_of_time() -> WriteOutcome {
-    WriteOutcome::Transient("no time left in this invocation".into())
+fn out_of_time() -> Outcome {
+    Outcome::Transient("no time left in this invocation".into())
 }
 
 #[cfg(test)]
@@ -267,6 +226,7 @@ mod tests {
     use crate::cdc::schedule::schedule;
     use crate::cdc::transform::ReltioWrite;
     use futures::executor::block_on;
+    use futures::future::BoxFuture;
     use serde_json::Map;
     use std::sync::Mutex;
     use std::time::Duration;
@@ -357,10 +317,7 @@ mod tests {
         sizes.sort();
         assert_eq!(sizes, vec![1, 2, 2]);
         assert_eq!(report.requests, 3);
-        assert!(report
-            .outcomes
-            .values()
-            .all(|o| *o == WriteOutcome::Written));
+        assert!(report.outcomes.values().all(|o| *o == Outcome::Done));
     }
 
     #[test]
@@ -374,10 +331,10 @@ mod tests {
         let report = block_on(apply(&fake, schedule(writes), settings(10), soon()));
         assert_eq!(
             report.outcomes[&2],
-            WriteOutcome::Permanent("Reltio rejected the request (HTTP 400): bad body".into())
+            Outcome::Permanent("Reltio rejected the request (HTTP 400): bad body".into())
         );
         for i in [0, 1, 3] {
-            assert_eq!(report.outcomes[&i], WriteOutcome::Written, "record {i}");
+            assert_eq!(report.outcomes[&i], Outcome::Done, "record {i}");
         }
         // [a b bad c] → [a b] + [bad c] → [bad] + [c]
         assert_eq!(report.requests, 5);
@@ -393,11 +350,11 @@ mod tests {
         }
         let writes = vec![(0, upsert("down")), (1, upsert("ok")), (2, second)];
         let report = block_on(apply(&fake, schedule(writes), settings(1), soon()));
-        assert!(matches!(report.outcomes[&0], WriteOutcome::Transient(_)));
-        assert_eq!(report.outcomes[&1], WriteOutcome::Written);
+        assert!(matches!(report.outcomes[&0], Outcome::Transient(_)));
+        assert_eq!(report.outcomes[&1], Outcome::Done);
         assert_eq!(
             report.outcomes[&2],
-            WriteOutcome::Transient("an earlier change to the same key failed".into())
+            Outcome::Transient("an earlier change to the same key failed".into())
         );
         let sent_down = fake
             .calls
@@ -428,7 +385,7 @@ mod tests {
             uris,
             vec![(0, "entities/a"), (1, "entities/b"), (2, "entities/a")]
         );
-        assert!(matches!(report.outcomes[&3], WriteOutcome::Permanent(_)));
+        assert!(matches!(report.outcomes[&3], Outcome::Permanent(_)));
     }
 
     #[test]
@@ -441,7 +398,7 @@ mod tests {
             Deadline::now(),
         ));
         assert!(fake.calls.lock().unwrap().is_empty());
-        assert!(matches!(report.outcomes[&0], WriteOutcome::Transient(_)));
+        assert!(matches!(report.outcomes[&0], Outcome::Transient(_)));
     }
 
     #[test]
@@ -465,9 +422,9 @@ mod tests {
             settings(10),
             soon(),
         ));
-        assert!(matches!(report.outcomes[&0], WriteOutcome::Transient(_)));
-        assert_eq!(report.outcomes[&1], WriteOutcome::Written);
-        assert!(matches!(report.outcomes[&2], WriteOutcome::Transient(_)));
+        assert!(matches!(report.outcomes[&0], Outcome::Transient(_)));
+        assert_eq!(report.outcomes[&1], Outcome::Done);
+        assert!(matches!(report.outcomes[&2], Outcome::Transient(_)));
         let sent: Vec<Vec<String>> = fake.calls.lock().unwrap().clone();
         assert!(
             !sent.iter().flatten().any(|k| k == "new"),

@@ -5,32 +5,12 @@ use super::mapping::{
     Transform,
 };
 use crate::dms::{Cell, DataOperation, DmsRecord, RecordKind, Row};
+use crate::outcome::SkipReason;
 use crate::reltio::model::{Attributes, Crosswalk, CrosswalkKey, EntityBody};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 use std::borrow::Cow;
-
-/// Why a record is deliberately not sent. Counted and logged, never dead-lettered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SkipReason {
-    /// DDL and other control records.
-    Control,
-    /// DMS's own `awsdms_*` tables.
-    DmsInternal,
-    /// A table the mapping file does not list.
-    Unmapped,
-}
-
-impl SkipReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SkipReason::Control => "control",
-            SkipReason::DmsInternal => "dms-internal",
-            SkipReason::Unmapped => "unmapped",
-        }
-    }
-}
 
 /// A record the mapping cannot turn into writes. Permanent: the same record fails the same way again.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -7,9 +7,7 @@
 //! dead-letter redrive can bring back records older than what was applied since.
 
 use crate::dms::{parse_dms_timestamp, DmsRecord};
-use crate::port::PortError;
 use crate::reltio::model::CrosswalkKey;
-use futures::future::BoxFuture;
 use std::collections::HashMap;
 
 /// Where a change stands in its source's history: ordered by commit time (µs), then by the record's offset in
@@ -42,21 +40,6 @@ pub struct Applied {
     pub version: SourceVersion,
     /// The last applied change retired the key (a delete, or the old key of a primary-key change).
     pub retired: bool,
-}
-
-/// The key ledger (DynamoDB in AWS; fakes in tests).
-pub trait KeyLedger: Sync {
-    /// What was last applied to each of `keys` that the ledger knows.
-    fn applied<'a>(
-        &'a self,
-        keys: &'a [&'a CrosswalkKey],
-    ) -> BoxFuture<'a, Result<HashMap<CrosswalkKey, Applied>, PortError>>;
-
-    /// Records each entry unless a newer version is already recorded for its key.
-    fn record<'a>(
-        &'a self,
-        entries: &'a [(CrosswalkKey, Applied)],
-    ) -> BoxFuture<'a, Result<(), PortError>>;
 }
 
 /// Whether a write of `version` to a key is older than what was applied to it: then it is skipped (applying

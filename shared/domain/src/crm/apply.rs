@@ -4,59 +4,23 @@
 
 use super::mapping::CrmMapping;
 use super::plan::{
-    complete, conclude, plan_entity, plan_steps, repoint_writes, rounds, Item, Rounds, StepOutcome,
-    StepResults, Steps, Write, WriteKind, SKIP_DUPLICATE, SKIP_STALE,
+    complete, conclude, merge_outcome, plan_entity, plan_steps, repoint_writes, rounds,
+    write_outcome, Item, Rounds, StepResults, Steps, Write, WriteKind,
 };
 use super::salesforce::{
-    collection_requests, MergeOutcome, MergeRequest, RecordOutcome, RecordUpdate,
-    MAX_REQUESTS_PER_CALL,
+    collection_requests, MergeOutcome, RecordQuery, RecordUpdate, MAX_REQUESTS_PER_CALL,
 };
-use crate::ordering::{Applied, Claim, EntityRecord, Ledger};
-use crate::port::{isolate_rejections, remaining, Deadline, PortError};
-use crate::settle::Outcome;
-use futures::future::BoxFuture;
+use crate::ordering::{Applied, Claim, EntityRecord};
+use crate::outcome::{Outcome, SkipReason};
+use crate::ports::{isolate_rejections, remaining, Crm, Deadline, EntitySource, Ledger, PortError};
 use futures::stream::{self, StreamExt};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Instant;
 
 /// Entity fetches, ledger calls and child queries in flight at once.
 const MAX_IN_FLIGHT: usize = 8;
-
-/// Reads entities from Reltio (a merged loser's URI resolves to the winner).
-pub trait EntitySource: Sync {
-    fn entity<'a>(
-        &'a self,
-        uri: &'a str,
-        deadline: Deadline,
-    ) -> BoxFuture<'a, Result<Value, PortError>>;
-}
-
-/// The Salesforce calls the crm-updater makes.
-pub trait Crm: Sync {
-    /// One sObject Collections update (the executor keeps it within 200 records and 10 type chunks); one
-    /// outcome per record, in order.
-    fn update<'a>(
-        &'a self,
-        records: &'a [&'a RecordUpdate],
-        deadline: Deadline,
-    ) -> BoxFuture<'a, Result<Vec<RecordOutcome>, PortError>>;
-
-    /// A SOQL query's records.
-    fn query<'a>(
-        &'a self,
-        soql: &'a str,
-        deadline: Deadline,
-    ) -> BoxFuture<'a, Result<Vec<Value>, PortError>>;
-
-    /// SOAP `merge()`: one outcome per request, in order.
-    fn merge<'a>(
-        &'a self,
-        requests: &'a [MergeRequest],
-        deadline: Deadline,
-    ) -> BoxFuture<'a, Result<Vec<MergeOutcome>, PortError>>;
-}
 
 /// What the executor works through.
 #[derive(Clone, Copy)]
@@ -229,8 +193,10 @@ async fn apply_round(
                         steps,
                     });
                 }
-                Ok(Claim::Duplicate) => items[i].outcome = Some(Outcome::Skipped(SKIP_DUPLICATE)),
-                Ok(Claim::Stale) => items[i].outcome = Some(Outcome::Skipped(SKIP_STALE)),
+                Ok(Claim::Duplicate) => {
+                    items[i].outcome = Some(Outcome::Skipped(SkipReason::Duplicate))
+                }
+                Ok(Claim::Stale) => items[i].outcome = Some(Outcome::Skipped(SkipReason::Stale)),
                 Ok(Claim::Busy) => {
                     items[i].outcome = Some(Outcome::Transient(
                         "another invocation is applying this entity".into(),
@@ -255,7 +221,7 @@ async fn claim_all(
     items: &[Item],
     group: &[usize],
     owner: &str,
-) -> Vec<(usize, Result<Claim, crate::ordering::LedgerError>)> {
+) -> Vec<(usize, Result<Claim, PortError>)> {
     stream::iter(group.iter().copied())
         .map(|i| {
             let item = &items[i];
@@ -296,7 +262,7 @@ async fn merge(crm: &dyn Crm, claimed: &mut [Claimed], deadline: Deadline, repor
     report
         .salesforce_latencies_ms
         .push(started.elapsed().as_secs_f64() * 1000.0);
-    let outcomes: Vec<StepOutcome> = match result {
+    let outcomes: Vec<Outcome> = match result {
         Ok(outcomes) => {
             let mut outcomes = outcomes.into_iter();
             requests
@@ -313,15 +279,15 @@ async fn merge(crm: &dyn Crm, claimed: &mut [Claimed], deadline: Deadline, repor
                             }
                             MergeOutcome::Failed { .. } => {}
                         }
-                        StepOutcome::of_merge(&o)
+                        merge_outcome(&o)
                     }
-                    None => StepOutcome::Transient("no result for this merge".into()),
+                    None => Outcome::Transient("no result for this merge".into()),
                 })
                 .collect()
         }
         Err(e) => requests
             .iter()
-            .map(|_| StepOutcome::from_port("merging Contacts", e.clone()))
+            .map(|_| Outcome::from_port("merging Contacts", e.clone()))
             .collect(),
     };
     for ((request, c), outcome) in requests.into_iter().zip(owners).zip(outcomes) {
@@ -335,10 +301,10 @@ async fn merge(crm: &dyn Crm, claimed: &mut [Claimed], deadline: Deadline, repor
                 .iter()
                 .all(|id| c.record.given_up_by_other(id, &c.event_id));
             match o {
-                StepOutcome::Transient(_) => Some(StepOutcome::Transient(
+                Outcome::Transient(_) => Some(Outcome::Transient(
                     "not written: a merge of this entity failed".into(),
                 )),
-                StepOutcome::Permanent(_) if !known => Some(StepOutcome::Permanent(
+                Outcome::Permanent(_) if !known => Some(Outcome::Permanent(
                     "not written: a merge of this entity failed".into(),
                 )),
                 _ => None,
@@ -355,7 +321,12 @@ async fn merge(crm: &dyn Crm, claimed: &mut [Claimed], deadline: Deadline, repor
 }
 
 /// `(claimed item, relationship, the children found, milliseconds)`.
-type QueryResult = (usize, usize, Result<Vec<Value>, PortError>, f64);
+type QueryResult = (
+    usize,
+    usize,
+    Result<Vec<Map<String, Value>>, PortError>,
+    f64,
+);
 
 /// Looks up the children each claimed item re-points, and plans their writes.
 async fn query_children(
@@ -366,19 +337,19 @@ async fn query_children(
     deadline: Deadline,
     report: &mut Report,
 ) {
-    let queries: Vec<(usize, usize, String)> = claimed
+    let queries: Vec<(usize, usize, RecordQuery)> = claimed
         .iter_mut()
         .enumerate()
         .flat_map(|(c, item)| {
             std::mem::take(&mut item.steps.queries)
                 .into_iter()
-                .map(move |(rel, soql)| (c, rel, soql))
+                .map(move |(rel, query)| (c, rel, query))
         })
         .collect();
     let found: Vec<QueryResult> = stream::iter(queries)
-        .map(|(c, rel, soql)| async move {
+        .map(|(c, rel, query)| async move {
             let started = Instant::now();
-            let result = crm.query(&soql, deadline).await;
+            let result = crm.find(&query, deadline).await;
             (c, rel, result, started.elapsed().as_secs_f64() * 1000.0)
         })
         .buffer_unordered(MAX_IN_FLIGHT)
@@ -395,10 +366,7 @@ async fn query_children(
             }
             Err(e) => {
                 let context = format!("querying {}", mapping.children[rel].sobject);
-                claim
-                    .results
-                    .queries
-                    .push(StepOutcome::from_port(&context, e));
+                claim.results.queries.push(Outcome::from_port(&context, e));
             }
         }
     }
@@ -440,12 +408,14 @@ async fn write(crm: &dyn Crm, claimed: &mut [Claimed], deadline: Deadline, repor
         })
         .await;
         for (w, result) in results {
-            let outcome = StepOutcome::of_write(w.kind, result);
+            let outcome = write_outcome(w.kind, result);
             match (&outcome, w.kind) {
-                (StepOutcome::Done, WriteKind::Survivor) => report.count("ContactsUpdated", 1),
-                (StepOutcome::Done, WriteKind::Archive) => report.count("ContactsArchived", 1),
-                (StepOutcome::Done, WriteKind::Repoint) => report.count("ChildRecordsRepointed", 1),
-                (StepOutcome::Missing, _) => report.count("SalesforceRecordsMissing", 1),
+                (Outcome::Done, WriteKind::Survivor) => report.count("ContactsUpdated", 1),
+                (Outcome::Done, WriteKind::Archive) => report.count("ContactsArchived", 1),
+                (Outcome::Done, WriteKind::Repoint) => report.count("ChildRecordsRepointed", 1),
+                (Outcome::Skipped(SkipReason::RecordMissing), _) => {
+                    report.count("SalesforceRecordsMissing", 1)
+                }
                 _ => {}
             }
             if let Some(&c) = owner_of.get(&w.item) {

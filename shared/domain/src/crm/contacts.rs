@@ -5,7 +5,7 @@
 use super::mapping::{
     ChildRelationship, CrmMapping, MergeStrategy, SurvivorRule, Transform, SURVIVOR_PLACEHOLDER,
 };
-use super::salesforce::{MergeRequest, MAX_MERGED_PER_REQUEST};
+use super::salesforce::{MergeRequest, RecordQuery, MAX_MERGED_PER_REQUEST};
 use crate::reltio::golden::{EntitySnapshot, GoldenAttributes, LeanCrosswalks};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -162,25 +162,25 @@ pub fn merge_requests(
         .collect()
 }
 
-/// A SOQL query for the child records of `relationship` that point at any of `losers`. Ids are validated
+/// The query for the child records of `relationship` that point at any of `losers`. Ids are validated
 /// as Salesforce Ids (15/18 alphanumerics) so nothing can be injected; invalid ones are left out.
-pub fn child_query(relationship: &ChildRelationship, losers: &[&str]) -> Option<String> {
+pub fn child_query(relationship: &ChildRelationship, losers: &[&str]) -> Option<RecordQuery> {
     let ids: Vec<String> = losers
         .iter()
         .filter(|id| {
             (id.len() == 15 || id.len() == 18) && id.chars().all(|c| c.is_ascii_alphanumeric())
         })
-        .map(|id| format!("'{id}'"))
+        .map(|id| (*id).to_owned())
         .collect();
     if ids.is_empty() {
         return None;
     }
-    Some(format!(
-        "SELECT Id FROM {} WHERE {} IN ({})",
-        relationship.sobject,
-        relationship.field,
-        ids.join(",")
-    ))
+    Some(RecordQuery {
+        sobject: relationship.sobject.clone(),
+        fields: Vec::new(),
+        field: relationship.field.clone(),
+        values: ids,
+    })
 }
 
 /// A number from a version value: integers, or digit strings.
@@ -249,7 +249,7 @@ field = "ContactId"
         assert_eq!(plan.archived.len(), 1);
         assert_eq!(plan.archived[0].1["Merged_Into__c"], "003000000000001AAA");
         assert_eq!(
-            child_query(&m.children[0], &plan.losers()).unwrap(),
+            child_query(&m.children[0], &plan.losers()).unwrap().soql(),
             "SELECT Id FROM Case WHERE ContactId IN ('003000000000002AAA')"
         );
         assert!(

@@ -10,22 +10,15 @@
 use super::contacts::{child_query, merge_requests, parse_version, plan_contacts};
 use super::contacts::{write_hash, ContactPlan};
 use super::mapping::{CrmMapping, MergeStrategy};
-use super::salesforce::{MergeOutcome, MergeRequest, RecordOutcome, RecordUpdate};
+use super::salesforce::{MergeOutcome, MergeRequest, RecordOutcome, RecordQuery, RecordUpdate};
 use crate::ordering::{EntityRecord, Fence, Order};
-use crate::port::PortError;
+use crate::outcome::{Outcome, SkipReason};
+use crate::ports::PortError;
 use crate::reltio::event::{EventCategory, ReltioEvent};
 use crate::reltio::golden::{EntitySnapshot, GoldenAttributes, LeanCrosswalks};
-use crate::settle::Outcome;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-
-/// Skip reasons (counted by the handler).
-pub const SKIP_EVENT_TYPE: &str = "EventType";
-pub const SKIP_ENTITY_TYPE: &str = "EntityType";
-pub const SKIP_NO_CONTACT: &str = "NoContactCrosswalk";
-pub const SKIP_DUPLICATE: &str = "Duplicate";
-pub const SKIP_STALE: &str = "Stale";
 
 /// A Reltio event as crm-updater reads it: of the snapshot's attributes only the golden values (all the mapping
 /// reads), of its crosswalks what names a Contact and whether it is live.
@@ -140,12 +133,12 @@ pub fn decode(mapping: &CrmMapping, delivery: Delivery) -> Item {
         }
     };
     if !mapping.event_types.matches(&event.event_type) {
-        item.outcome = Some(Outcome::Skipped(SKIP_EVENT_TYPE));
+        item.outcome = Some(Outcome::Skipped(SkipReason::EventType));
         return item;
     }
     if let Some(t) = event.entity_type() {
         if !mapping.entity_types.matches(Some(t)) {
-            item.outcome = Some(Outcome::Skipped(SKIP_ENTITY_TYPE));
+            item.outcome = Some(Outcome::Skipped(SkipReason::EntityType));
             return item;
         }
     }
@@ -242,7 +235,7 @@ pub fn plan_entity(mapping: &CrmMapping, item: &mut Item) {
     };
     let entity_type = entity.entity_type.as_deref();
     if entity_type.is_some() && !mapping.entity_types.matches(entity_type) {
-        item.outcome = Some(Outcome::Skipped(SKIP_ENTITY_TYPE));
+        item.outcome = Some(Outcome::Skipped(SkipReason::EntityType));
         return;
     }
     item.entity_uri = entity.uri.clone().or_else(|| item.event_uri.clone());
@@ -251,7 +244,7 @@ pub fn plan_entity(mapping: &CrmMapping, item: &mut Item) {
     }
     match plan_contacts(mapping, entity) {
         Some(plan) => item.plan = Some(plan),
-        None => item.outcome = Some(Outcome::Skipped(SKIP_NO_CONTACT)),
+        None => item.outcome = Some(Outcome::Skipped(SkipReason::NoCrosswalk)),
     }
 }
 
@@ -318,8 +311,8 @@ pub struct Steps {
     pub merges: Vec<MergeRequest>,
     /// Contact writes: the survivor's (unless unchanged or empty), the losers' archives.
     pub writes: Vec<Write>,
-    /// SOQL queries for the children to re-point, by `[[children]]` index.
-    pub queries: Vec<(usize, String)>,
+    /// Queries for the children to re-point, by `[[children]]` index.
+    pub queries: Vec<(usize, RecordQuery)>,
     /// The survivor's values are what was last written: not written again.
     pub survivor_unchanged: bool,
 }
@@ -375,8 +368,8 @@ pub fn plan_steps(
             // Children are looked up even when the Contacts are unchanged: new ones may point at a loser since.
             // A re-delivered merge finds none and writes nothing.
             for (r, rel) in mapping.children.iter().enumerate() {
-                if let Some(soql) = child_query(rel, &plan.losers()) {
-                    steps.queries.push((r, soql));
+                if let Some(query) = child_query(rel, &plan.losers()) {
+                    steps.queries.push((r, query));
                 }
             }
         }
@@ -390,7 +383,7 @@ pub fn repoint_writes(
     items: &[Item],
     index: usize,
     relationship: usize,
-    children: &[Value],
+    children: &[Map<String, Value>],
 ) -> Vec<Write> {
     let (Some(plan), Some(rel)) = (&items[index].plan, mapping.children.get(relationship)) else {
         return Vec::new();
@@ -415,67 +408,50 @@ pub fn repoint_writes(
         .collect()
 }
 
-/// How one step ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StepOutcome {
-    Done,
-    /// The record no longer exists (deleted, merged away): nothing to do.
-    Missing,
-    Permanent(String),
-    Transient(String),
+/// How a record write ended (a record no longer there is skipped: nothing to do).
+pub fn write_outcome(kind: WriteKind, outcome: Result<RecordOutcome, PortError>) -> Outcome {
+    let what = match kind {
+        WriteKind::Survivor | WriteKind::Archive => "a Contact",
+        WriteKind::Repoint => "a child record",
+    };
+    match outcome {
+        Ok(RecordOutcome::Updated) => Outcome::Done,
+        Ok(RecordOutcome::Missing { .. }) => Outcome::Skipped(SkipReason::RecordMissing),
+        Ok(RecordOutcome::Failed {
+            code,
+            message,
+            transient,
+        }) => {
+            let reason = with_detail(
+                format!("Salesforce rejected {what} write: {code}"),
+                &message,
+            );
+            if transient {
+                Outcome::Transient(reason)
+            } else {
+                Outcome::Permanent(reason)
+            }
+        }
+        Err(e) => Outcome::from_port("writing to Salesforce", e),
+    }
 }
 
-impl StepOutcome {
-    pub fn of_write(kind: WriteKind, outcome: Result<RecordOutcome, PortError>) -> StepOutcome {
-        let what = match kind {
-            WriteKind::Survivor | WriteKind::Archive => "a Contact",
-            WriteKind::Repoint => "a child record",
-        };
-        match outcome {
-            Ok(RecordOutcome::Updated) => StepOutcome::Done,
-            Ok(RecordOutcome::Missing { .. }) => StepOutcome::Missing,
-            Ok(RecordOutcome::Failed {
-                code,
-                message,
-                transient,
-            }) => {
-                let reason = with_detail(
-                    format!("Salesforce rejected {what} write: {code}"),
-                    &message,
-                );
-                if transient {
-                    StepOutcome::Transient(reason)
-                } else {
-                    StepOutcome::Permanent(reason)
-                }
+/// How a SOAP merge ended (records already merged away or deleted are skipped: nothing to do).
+pub fn merge_outcome(outcome: &MergeOutcome) -> Outcome {
+    match outcome {
+        MergeOutcome::Merged { .. } => Outcome::Done,
+        MergeOutcome::AlreadyMerged { .. } => Outcome::Skipped(SkipReason::RecordMissing),
+        MergeOutcome::Failed {
+            code,
+            message,
+            transient,
+        } => {
+            let reason = with_detail(format!("Salesforce rejected a merge: {code}"), message);
+            if *transient {
+                Outcome::Transient(reason)
+            } else {
+                Outcome::Permanent(reason)
             }
-            Err(e) => StepOutcome::from_port("writing to Salesforce", e),
-        }
-    }
-
-    pub fn of_merge(outcome: &MergeOutcome) -> StepOutcome {
-        match outcome {
-            MergeOutcome::Merged { .. } => StepOutcome::Done,
-            MergeOutcome::AlreadyMerged { .. } => StepOutcome::Missing,
-            MergeOutcome::Failed {
-                code,
-                message,
-                transient,
-            } => {
-                let reason = with_detail(format!("Salesforce rejected a merge: {code}"), message);
-                if *transient {
-                    StepOutcome::Transient(reason)
-                } else {
-                    StepOutcome::Permanent(reason)
-                }
-            }
-        }
-    }
-
-    pub fn from_port(context: &str, e: PortError) -> StepOutcome {
-        match e {
-            PortError::Transient(m) => StepOutcome::Transient(format!("{context}: {m}")),
-            PortError::Rejected(m) => StepOutcome::Permanent(format!("{context}: {m}")),
         }
     }
 }
@@ -493,11 +469,11 @@ fn with_detail(reason: String, detail: &str) -> String {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StepResults {
     /// Each merge request with how it ended.
-    pub merges: Vec<(MergeRequest, StepOutcome)>,
+    pub merges: Vec<(MergeRequest, Outcome)>,
     /// Each child query that failed, with how.
-    pub queries: Vec<StepOutcome>,
+    pub queries: Vec<Outcome>,
     /// Each write with how it ended (one not attempted because a merge of its item failed carries that failure).
-    pub writes: Vec<(Write, StepOutcome)>,
+    pub writes: Vec<(Write, Outcome)>,
     pub survivor_unchanged: bool,
 }
 
@@ -531,13 +507,13 @@ pub fn conclude<'r>(event_id: &str, results: &'r StepResults, record: &EntityRec
     let mut failures = Failures::default();
     let mut survivor_written = false;
     let mut survivor_planned = false;
-    let mut file = |targets: &[&str], outcome: &'r StepOutcome, c: &mut Conclusion| {
+    let mut file = |targets: &[&str], outcome: &'r Outcome, c: &mut Conclusion| {
         failures.file(targets, outcome, c, record, event_id)
     };
     for (request, outcome) in &results.merges {
         let losers: Vec<&str> = request.records.iter().map(String::as_str).collect();
         file(&losers, outcome, &mut c);
-        if matches!(outcome, StepOutcome::Done | StepOutcome::Missing) {
+        if matches!(outcome, Outcome::Done | Outcome::Skipped(_)) {
             c.merged.extend(request.records.iter().cloned());
         }
     }
@@ -555,13 +531,13 @@ pub fn conclude<'r>(event_id: &str, results: &'r StepResults, record: &EntityRec
         };
         file(targets, outcome, &mut c);
         match outcome {
-            StepOutcome::Done => {
+            Outcome::Done => {
                 survivor_written |= survivor;
                 if let Some(hash) = &write.hash {
                     c.written.push((write.record.id.clone(), hash.clone()));
                 }
             }
-            StepOutcome::Missing => survivor_written |= survivor,
+            Outcome::Skipped(_) => survivor_written |= survivor,
             _ => {}
         }
     }
@@ -587,20 +563,20 @@ impl<'r> Failures<'r> {
     fn file(
         &mut self,
         targets: &[&str],
-        outcome: &'r StepOutcome,
+        outcome: &'r Outcome,
         c: &mut Conclusion,
         record: &EntityRecord,
         event_id: &str,
     ) {
         match outcome {
-            StepOutcome::Done | StepOutcome::Missing => {
+            Outcome::Done | Outcome::Skipped(_) => {
                 for t in targets {
                     if record.given_up.iter().any(|(r, _)| r == t) {
                         c.recovered.push((*t).to_owned());
                     }
                 }
             }
-            StepOutcome::Permanent(reason) => {
+            Outcome::Permanent(reason) => {
                 let known = !targets.is_empty()
                     && targets
                         .iter()
@@ -612,7 +588,7 @@ impl<'r> Failures<'r> {
                     c.given_up.extend(targets.iter().map(|t| (*t).to_owned()));
                 }
             }
-            StepOutcome::Transient(reason) => {
+            Outcome::Transient(reason) => {
                 c.complete = false;
                 self.transient.get_or_insert(reason.as_str());
             }
@@ -711,10 +687,10 @@ mod tests {
 
     #[test]
     fn conclusions_by_step_outcome() {
-        let done = StepOutcome::Done;
-        let bad = StepOutcome::Permanent("bad".into());
-        let down = StepOutcome::Transient("down".into());
-        let results = |steps: Vec<(WriteKind, &str, &StepOutcome)>| StepResults {
+        let done = Outcome::Done;
+        let bad = Outcome::Permanent("bad".into());
+        let down = Outcome::Transient("down".into());
+        let results = |steps: Vec<(WriteKind, &str, &Outcome)>| StepResults {
             writes: steps
                 .into_iter()
                 .map(|(k, id, o)| (write(k, id), o.clone()))

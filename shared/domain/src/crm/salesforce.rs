@@ -45,6 +45,45 @@ pub fn collection_requests<R: Borrow<RecordUpdate>>(records: &[R]) -> Vec<Vec<us
     requests
 }
 
+/// A typed query: the `fields` of the `sobject` records whose `field` is one of `values` (Salesforce ids or
+/// external ids). The adapter turns it into SOQL ([`RecordQuery::soql`]) and follows every page; the domain
+/// never writes SOQL text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordQuery {
+    pub sobject: String,
+    /// The fields to read (`Id` is always read).
+    pub fields: Vec<String>,
+    pub field: String,
+    pub values: Vec<String>,
+}
+
+impl RecordQuery {
+    /// The query's SOQL: `SELECT Id[, fields] FROM sobject WHERE field IN ('v1','v2')`. Values are quoted with
+    /// SOQL's escapes (backslash and quote), so a value can never end the string; names come from the mapping,
+    /// which validated them as API names.
+    pub fn soql(&self) -> String {
+        let mut select = vec!["Id"];
+        select.extend(
+            self.fields
+                .iter()
+                .map(String::as_str)
+                .filter(|f| *f != "Id"),
+        );
+        let values: Vec<String> = self
+            .values
+            .iter()
+            .map(|v| format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'")))
+            .collect();
+        format!(
+            "SELECT {} FROM {} WHERE {} IN ({})",
+            select.join(", "),
+            self.sobject,
+            self.field,
+            values.join(",")
+        )
+    }
+}
+
 /// Records merged into the master per `MergeRequest` (Salesforce: up to three records including the master).
 pub const MAX_MERGED_PER_REQUEST: usize = 2;
 /// `MergeRequest`s per `merge()` call (Salesforce's limit).

@@ -7,10 +7,9 @@
 //! `time.precision.mode=connect`, or with schemas on.
 
 use super::temporal::{self, FieldTypes};
-use super::{
-    dms_time, json, shape, Change, Message, SKIP_KEY_CHANGE_DELETE, SKIP_TOMBSTONE, SKIP_TRUNCATE,
-};
+use super::{dms_time, json, shape, Change, Message};
 use crate::dms::{DataOperation, DmsError, DmsRecord, RecordKind, Row, TableName};
+use crate::outcome::SkipReason;
 use serde_json::{Map, Value};
 use std::borrow::Cow;
 
@@ -21,11 +20,11 @@ pub const OLD_KEY_HEADER: &str = "__debezium.oldkey";
 
 pub fn decode(m: &Message<'_>) -> Result<Change, DmsError> {
     let Some(value) = m.value else {
-        return Ok(Change::Skip(SKIP_TOMBSTONE, None));
+        return Ok(Change::Skip(SkipReason::Tombstone, None));
     };
     let (schema, payload) = unwrap(json(value, "value")?);
     let envelope = match payload {
-        Value::Null => return Ok(Change::Skip(SKIP_TOMBSTONE, None)),
+        Value::Null => return Ok(Change::Skip(SkipReason::Tombstone, None)),
         Value::Object(o) => o,
         _ => {
             return Err(shape(
@@ -47,7 +46,7 @@ pub fn decode(m: &Message<'_>) -> Result<Change, DmsError> {
         "r" => DataOperation::Load,
         "u" => DataOperation::Update,
         "d" => DataOperation::Delete,
-        "t" => return Ok(Change::Skip(SKIP_TRUNCATE, Some(table))),
+        "t" => return Ok(Change::Skip(SkipReason::Truncate, Some(table))),
         "m" => {
             return Err(shape(
                 "Debezium logical-decoding message events carry no row",
@@ -57,7 +56,7 @@ pub fn decode(m: &Message<'_>) -> Result<Change, DmsError> {
     };
     if kind == DataOperation::Delete && (m.header)(NEW_KEY_HEADER).is_some() {
         // The create half, which carries the old key, applies the whole primary-key change.
-        return Ok(Change::Skip(SKIP_KEY_CHANGE_DELETE, Some(table)));
+        return Ok(Change::Skip(SkipReason::KeyChangeDelete, Some(table)));
     }
     let types = schema
         .as_ref()

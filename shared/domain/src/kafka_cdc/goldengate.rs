@@ -5,16 +5,17 @@
 //! the changed columns and the key in `after`, and the full before image when the source logs it
 //! (`GETUPDATEBEFORES`, `LOGALLSUPCOLS`), so the overlay is the whole new row whenever the source sends it.
 
-use super::{dms_time, json, shape, Change, Message, SKIP_TOMBSTONE, SKIP_TRUNCATE};
+use super::{dms_time, json, shape, Change, Message};
 use crate::dms::{
     parse_dms_timestamp, DataOperation, DmsError, DmsRecord, RecordKind, Row, TableName,
 };
+use crate::outcome::SkipReason;
 use serde_json::{Map, Value};
 use std::borrow::Cow;
 
 pub fn decode(m: &Message<'_>) -> Result<Change, DmsError> {
     let Some(value) = m.value else {
-        return Ok(Change::Skip(SKIP_TOMBSTONE, None));
+        return Ok(Change::Skip(SkipReason::Tombstone, None));
     };
     let Value::Object(op) = json(value, "value")? else {
         return Err(shape("value is not a GoldenGate operation (not an object)"));
@@ -27,7 +28,7 @@ pub fn decode(m: &Message<'_>) -> Result<Change, DmsError> {
         Some("I") => DataOperation::Insert,
         Some("U") => DataOperation::Update,
         Some("D") => DataOperation::Delete,
-        Some("T") => return Ok(Change::Skip(SKIP_TRUNCATE, Some(table))),
+        Some("T") => return Ok(Change::Skip(SkipReason::Truncate, Some(table))),
         Some(other) => return Err(shape(format!("unknown GoldenGate op_type \"{other}\""))),
         None => return Err(shape("not a GoldenGate operation: no \"op_type\"")),
     };

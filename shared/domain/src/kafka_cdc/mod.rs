@@ -11,6 +11,7 @@ pub use debezium::decode as decode_debezium;
 pub use goldengate::decode as decode_goldengate;
 
 use crate::dms::{DmsError, DmsRecord, TableName};
+use crate::outcome::SkipReason;
 
 /// The format of a topic's messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -28,13 +29,8 @@ pub enum Change {
     Row(Box<DmsRecord<'static>>),
     /// Deliberately not applied, with a short reason code (a tombstone after a delete, the delete half of a
     /// Debezium primary-key change whose create half carries the change, a truncate).
-    Skip(&'static str, Option<TableName>),
+    Skip(SkipReason, Option<TableName>),
 }
-
-/// Skip codes.
-pub const SKIP_TOMBSTONE: &str = "tombstone";
-pub const SKIP_KEY_CHANGE_DELETE: &str = "key_change_delete";
-pub const SKIP_TRUNCATE: &str = "truncate";
 
 /// A Kafka message as the decoders see it: key and value bytes (value `None` for a tombstone) and a header lookup
 /// (headers are a few bytes: the lookup hands out a copy).

@@ -120,16 +120,16 @@ fn tombstones_and_truncates_are_skipped_not_applied() {
         "before-image",
     )
     .unwrap();
-    assert_eq!(tombstone, Change::Skip(SKIP_TOMBSTONE, None));
+    assert_eq!(tombstone, Change::Skip(SkipReason::Tombstone, None));
     assert_eq!(
         debezium(&json!(null)).unwrap(),
-        Change::Skip(SKIP_TOMBSTONE, None)
+        Change::Skip(SkipReason::Tombstone, None)
     );
     let mut event = postgres_create();
     event["op"] = json!("t");
     event["after"] = json!(null);
     match debezium(&event).unwrap() {
-        Change::Skip(SKIP_TRUNCATE, Some(table)) => {
+        Change::Skip(SkipReason::Truncate, Some(table)) => {
             assert_eq!(table.to_string(), "public.customers")
         }
         other => panic!("{other:?}"),
@@ -153,7 +153,7 @@ fn a_primary_key_change_is_one_update_from_the_old_key() {
         )
         .unwrap(),
         Change::Skip(
-            SKIP_KEY_CHANGE_DELETE,
+            SkipReason::KeyChangeDelete,
             Some(TableName {
                 schema: "public".into(),
                 table: "customers".into()
@@ -328,7 +328,7 @@ fn a_goldengate_insert_update_and_delete() {
     let truncate = json!({"table": "QASOURCE.TCUSTMER", "op_type": "T", "op_ts": "2015-11-05 18:45:41.000000", "pos": "1"});
     assert!(matches!(
         goldengate(&truncate).unwrap(),
-        Change::Skip(SKIP_TRUNCATE, Some(_))
+        Change::Skip(SkipReason::Truncate, Some(_))
     ));
 }
 

@@ -6,7 +6,6 @@
 //! Secrets Manager, SQS and HTTP around it.
 
 pub mod events;
-pub mod replay;
 pub mod signature;
 
 pub use events::{parse_body, BodyError, Subscription, WebhookEvent};

@@ -1,5 +1,6 @@
 use super::*;
 use futures::executor::block_on;
+use futures::future::BoxFuture;
 use serde_json::{json, Value};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -55,20 +56,20 @@ struct Store {
 }
 
 impl DeliveredIds for Store {
-    fn seen<'a>(&'a self, ids: &'a [&'a str]) -> BoxFuture<'a, Result<Vec<bool>, String>> {
+    fn seen<'a>(&'a self, ids: &'a [&'a str]) -> BoxFuture<'a, Result<Vec<bool>, PortError>> {
         Box::pin(async move {
             if self.broken {
-                return Err("unavailable".into());
+                return Err(PortError::Transient("unavailable".into()));
             }
             let known = self.ids.lock().unwrap();
             Ok(ids.iter().map(|id| known.iter().any(|k| k == id)).collect())
         })
     }
 
-    fn remember<'a>(&'a self, ids: &'a [&'a str]) -> BoxFuture<'a, Result<(), String>> {
+    fn remember<'a>(&'a self, ids: &'a [&'a str]) -> BoxFuture<'a, Result<(), PortError>> {
         Box::pin(async move {
             if self.broken {
-                return Err("unavailable".into());
+                return Err(PortError::Transient("unavailable".into()));
             }
             self.ids
                 .lock()
@@ -147,9 +148,9 @@ fn every_distinct_event_is_written_once_and_bad_messages_fail_for_good() {
         [
             &Outcome::Done,
             &Outcome::Done,
-            &Outcome::Skipped(SKIP_DUPLICATE),
+            &Outcome::Skipped(SkipReason::Duplicate),
             &Outcome::Permanent("not a Reltio event: expected ident at line 1 column 2".into()),
-            &Outcome::Skipped(crate::analytics::record::SKIP_EVENT_TYPE),
+            &Outcome::Skipped(SkipReason::EventType),
         ]
     );
     let written = sink.written.lock().unwrap();
@@ -215,7 +216,7 @@ fn a_record_the_sink_failed_is_reported_transient_and_the_others_stand() {
     );
     assert_eq!(
         outcomes(&items),
-        [&Outcome::Skipped(SKIP_DUPLICATE), &Outcome::Done]
+        [&Outcome::Skipped(SkipReason::Duplicate), &Outcome::Done]
     );
     assert_eq!(sink.written.lock().unwrap().len(), 1);
 }

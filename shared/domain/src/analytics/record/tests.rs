@@ -172,19 +172,19 @@ fn events_outside_the_mapping_are_skipped_with_a_reason() {
     };
     assert_eq!(
         plan(json!({"type": "RELATIONSHIP_CREATED", "object": {"uri": "relations/1"}})),
-        RecordPlan::Skip(SKIP_EVENT_TYPE)
+        RecordPlan::Skip(SkipReason::EventType)
     );
     assert_eq!(
         plan(
             json!({"type": "ENTITY_CREATED", "object": {"uri": "entities/1", "type": INDIVIDUAL}})
         ),
-        RecordPlan::Skip(SKIP_EVENT_TYPE),
+        RecordPlan::Skip(SkipReason::EventType),
         "not subscribed"
     );
     assert_eq!(
         plan(json!({"type": "ENTITY_CHANGED",
                     "object": {"uri": "entities/1", "type": "configuration/entityTypes/Location"}})),
-        RecordPlan::Skip(SKIP_ENTITY_TYPE)
+        RecordPlan::Skip(SkipReason::EntityType)
     );
     let nameless: ReltioEvent = serde_json::from_value(json!({"type": "ENTITY_CHANGED"})).unwrap();
     assert_eq!(
