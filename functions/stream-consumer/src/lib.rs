@@ -6,18 +6,24 @@
 //! reason (a poison record: no value, not JSON, not a Reltio event, too large), or reported in Kafka's partial batch
 //! response at the first failed record of its partition, from which Lambda redelivers that partition. Logs carry
 //! topic/partition/offset and event ids, never values.
+//!
+//! The batch runner (`mdm_sync_adapters::runner`) does the rest around the plan and apply below.
 
 use aws_lambda_events::event::kafka::KafkaEvent;
+use futures::future::BoxFuture;
 use mdm_sync_adapters::config::{self, ConfigError, Env, EventDestination};
-use mdm_sync_adapters::event_source::kafka_response;
-use mdm_sync_adapters::kafka::{dead_letter, records, KafkaEventResponse, StreamRecord};
+use mdm_sync_adapters::enqueue::enqueue;
+use mdm_sync_adapters::kafka::{KafkaEventResponse, StreamRecord};
 use mdm_sync_adapters::metrics::{Metrics, DEFAULT_NAMESPACE};
+use mdm_sync_adapters::runner::{self, Function};
 use mdm_sync_adapters::sns::event_sink;
+use mdm_sync_adapters::source::Kafka;
 use mdm_sync_adapters::sqs::SqsQueue;
+use mdm_sync_domain::letter::LetterContext;
 use mdm_sync_domain::outcome::{Outcome, SkipReason};
-use mdm_sync_domain::ports::MessageSink;
-use mdm_sync_domain::queue::{OutgoingMessage, SendFailure};
-use mdm_sync_domain::settle::{settle_batch, Ordering, Settlement};
+use mdm_sync_domain::ports::{Deadline, MessageSink};
+use mdm_sync_domain::queue::OutgoingMessage;
+use mdm_sync_domain::settle::Settlement;
 use mdm_sync_domain::stream::{plan_record, StreamSettings};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -84,100 +90,114 @@ impl Deps {
     }
 }
 
-/// Per-invocation counts (also the metrics): `RecordsReceived`, `EventsEnqueued`, `EventsFiltered`,
-/// `RecordsDeadLettered`, `BatchItemFailures`, …
-#[derive(Debug, Default)]
-struct Tally {
-    enqueued: u64,
-    filtered: u64,
-    empty: u64,
+/// One record once handled: how it ended, and the events it handed on (id, entity, objectVersion), logged once
+/// the record is settled.
+pub struct Handed {
+    outcome: Outcome,
+    events: Vec<(String, Option<String>, Option<String>)>,
+    timestamp_ms: i64,
 }
 
-/// Handles one Kafka event: the partial batch response names, per partition, the first record to redeliver.
+/// Handles one Kafka event and writes its metrics line: the partial batch response names, per partition, the
+/// first record to redeliver.
 pub async fn handle(deps: &Deps, event: KafkaEvent, deadline: Instant) -> KafkaEventResponse {
-    let started = Instant::now();
-    let mut metrics = Metrics::new(&deps.config.metrics_namespace, FUNCTION_NAME);
-    let (records, lanes) = records(event);
-    metrics.count("RecordsReceived", records.len() as u64);
+    let handled = runner::run::<Kafka, _>(deps, event, deadline).await;
+    handled.metrics.emit();
+    handled.response
+}
 
-    // Plan every record, then send every message of the batch at once: one SendMessageBatch per ten events
-    // whatever the partitions, instead of a round trip per record.
-    let fifo = deps.config.fifo();
-    let mut outcomes = Vec::with_capacity(records.len());
-    let mut messages: Vec<OutgoingMessage> = Vec::new();
-    let mut owners: Vec<usize> = Vec::new();
-    // Per message: the event's id, entity URI and objectVersion, logged once the message is handed on.
-    let mut handed: Vec<(String, Option<String>, Option<String>)> = Vec::new();
-    let mut tally = Tally::default();
-    for (i, record) in records.iter().enumerate() {
-        let value = match &record.value {
-            Ok(v) => v.as_deref(),
-            Err(reason) => {
-                outcomes.push(Outcome::Permanent((*reason).to_owned()));
-                continue;
-            }
-        };
-        match plan_record(value, &record.headers, &deps.config.settings, fifo) {
-            Ok((plan, batch)) => {
-                tally.filtered += plan.filtered.len() as u64;
-                for e in &plan.filtered {
-                    tracing::debug!(record = %position(record), event_id = %e.id, event_type = %e.event_type, "filtered out");
-                }
-                outcomes.push(match (batch.is_empty(), plan.filtered.is_empty()) {
-                    (false, _) => Outcome::Done,
-                    (true, false) => Outcome::Skipped(SkipReason::Filtered),
-                    (true, true) => {
-                        tally.empty += 1;
-                        Outcome::Skipped(SkipReason::Empty)
+impl Function<Kafka> for Deps {
+    type Item = Handed;
+    type Summary = ();
+
+    fn name(&self) -> &'static str {
+        FUNCTION_NAME
+    }
+
+    fn metrics_namespace(&self) -> &str {
+        &self.config.metrics_namespace
+    }
+
+    fn dead_letters(&self) -> &dyn MessageSink {
+        self.dlq.as_ref()
+    }
+
+    /// Plans every record, then sends every message of the batch at once: one SendMessageBatch per ten events
+    /// whatever the partitions, instead of a round trip per record.
+    fn apply<'a>(
+        &'a self,
+        records: Vec<&'a StreamRecord>,
+        deadline: Deadline,
+        metrics: &'a mut Metrics,
+    ) -> BoxFuture<'a, (Vec<Handed>, ())> {
+        Box::pin(async move {
+            let fifo = self.config.fifo();
+            let mut handed = Vec::with_capacity(records.len());
+            let mut messages: Vec<OutgoingMessage> = Vec::new();
+            let mut owners: Vec<usize> = Vec::new();
+            let mut filtered = 0;
+            for (i, record) in records.iter().enumerate() {
+                let mut item = Handed {
+                    outcome: Outcome::Done,
+                    events: Vec::new(),
+                    timestamp_ms: record.timestamp_ms,
+                };
+                let value = match &record.value {
+                    Ok(v) => v.as_deref(),
+                    Err(reason) => {
+                        item.outcome = Outcome::Permanent((*reason).to_owned());
+                        handed.push(item);
+                        continue;
                     }
-                });
-                for (e, m) in plan.accepted.into_iter().zip(batch) {
-                    owners.push(i);
-                    messages.push(m);
-                    handed.push((e.id, e.entity_uri, e.object_version));
+                };
+                match plan_record(value, &record.headers, &self.config.settings, fifo) {
+                    Ok((plan, batch)) => {
+                        filtered += plan.filtered.len() as u64;
+                        for e in &plan.filtered {
+                            tracing::debug!(record = %position(record), event_id = %e.id, event_type = %e.event_type, "filtered out");
+                        }
+                        if batch.is_empty() {
+                            item.outcome = Outcome::Skipped(if plan.filtered.is_empty() {
+                                SkipReason::Empty
+                            } else {
+                                SkipReason::Filtered
+                            });
+                        }
+                        for (e, m) in plan.accepted.into_iter().zip(batch) {
+                            owners.push(i);
+                            messages.push(m);
+                            item.events.push((e.id, e.entity_uri, e.object_version));
+                        }
+                    }
+                    Err(e) => item.outcome = Outcome::Permanent(e.to_string()),
                 }
+                handed.push(item);
             }
-            Err(e) => outcomes.push(Outcome::Permanent(e.to_string())),
-        }
+            let failures = enqueue(self.queue.as_ref(), &messages, deadline).await;
+            metrics.count("EventsFiltered", filtered);
+            metrics.count("EventsEnqueued", (messages.len() - failures.len()) as u64);
+            metrics.count("EnqueueFailures", failures.len() as u64);
+            for f in failures {
+                handed[owners[f.index]].outcome =
+                    Outcome::Transient(format!("enqueueing failed: {}", f.reason));
+            }
+            (handed, ())
+        })
     }
 
-    let failures = enqueue(deps.queue.as_ref(), &messages, deadline).await;
-    metrics.count("EnqueueFailures", failures.len() as u64);
-    for f in &failures {
-        let i = owners[f.index];
-        if !outcomes[i].is_transient() {
-            tracing::warn!(record = %position(&records[i]), "not enqueued: {}", f.reason);
-        }
-        outcomes[i] = Outcome::Transient(format!("enqueueing failed: {}", f.reason));
+    fn outcome(&self, item: &Handed) -> Outcome {
+        item.outcome.clone()
     }
-    let failed_messages: std::collections::HashSet<usize> =
-        failures.iter().map(|f| f.index).collect();
 
-    let settled = settle_batch(
-        &mut outcomes,
-        Ordering::Lanes(&lanes),
-        deps.dlq.as_ref(),
-        |i, reason| {
-            tracing::warn!(record = %position(&records[i]), reason = %reason, "dead-lettering record");
-            dlq_message(&records[i], reason)
-        },
-    )
-    .await;
-    for &i in &settled.dead_letter_failures {
-        tracing::error!(record = %position(&records[i]), "could not dead-letter record; it will be redelivered");
+    fn context(&self, _item: &Handed) -> LetterContext {
+        LetterContext::default()
     }
-    let settlement = &settled.settlement;
 
-    // Enqueued and settled: an event of a record that is redelivered anyway is enqueued again then, and
-    // deduplicated downstream by its event id.
-    let now_ms = chrono::Utc::now().timestamp_millis();
-    for (m, &i) in owners.iter().enumerate() {
-        if settlement.is_settled(i) && !failed_messages.contains(&m) {
-            tally.enqueued += 1;
-            // The hand-over: the stream's position and the entity, which crm-updater logs under the same URI.
-            let (event_id, entity, version) = &handed[m];
+    /// The hand-over: the stream's position and each event's entity, which crm-updater logs under the same URI.
+    fn hand_over(&self, item: &Handed, record: &StreamRecord) {
+        for (event_id, entity, version) in &item.events {
             tracing::info!(
-                record = %position(&records[i]),
+                record = %position(record),
                 event_id = %event_id,
                 entity = entity.as_deref(),
                 object_version = version.as_deref(),
@@ -185,53 +205,20 @@ pub async fn handle(deps: &Deps, event: KafkaEvent, deadline: Instant) -> KafkaE
             );
         }
     }
-    for (i, record) in records.iter().enumerate() {
-        if settlement.is_settled(i) && outcomes[i] == Outcome::Done {
-            metrics.time_ms(
-                "EndToEndLatency",
-                (now_ms - record.timestamp_ms).max(0) as f64,
-            );
-        }
-    }
-    for &i in &settlement.checkpoints {
-        if let Outcome::Transient(reason) = &outcomes[i] {
-            tracing::warn!(record = %position(&records[i]), reason = %reason, "transient failure: Lambda redelivers the partition from this record");
-        }
-    }
-    log_partitions(&records, settlement);
-    metrics.count("EventsEnqueued", tally.enqueued);
-    metrics.count("EventsFiltered", tally.filtered);
-    metrics.count("RecordsEmpty", tally.empty);
-    metrics.count("RecordsDeadLettered", settled.dead_lettered as u64);
-    metrics.count(
-        "DeadLetterFailures",
-        settled.dead_letter_failures.len() as u64,
-    );
-    metrics.count("BatchItemFailures", settlement.checkpoints.len() as u64);
-    metrics.count("RecordsRetried", settlement.retry.len() as u64);
-    metrics.time_ms("HandlerLatency", started.elapsed().as_secs_f64() * 1000.0);
-    metrics.emit();
-    kafka_response(settlement, &records)
-}
 
-/// Sends within the deadline; what is still unsent (all of it when the deadline passed first: some may have gone
-/// out, and the redelivery is deduplicated downstream by event id).
-async fn enqueue(
-    queue: &dyn MessageSink,
-    messages: &[OutgoingMessage],
-    deadline: Instant,
-) -> Vec<SendFailure> {
-    if messages.is_empty() {
-        return Vec::new();
+    fn source_time_ms(&self, item: &Handed) -> Option<i64> {
+        Some(item.timestamp_ms)
     }
-    match tokio::time::timeout_at(deadline.into(), queue.send(messages)).await {
-        Ok(failures) => failures,
-        Err(_) => (0..messages.len())
-            .map(|index| SendFailure {
-                index,
-                reason: "timed out".into(),
-            })
-            .collect(),
+
+    fn settled<'a>(
+        &'a self,
+        records: &'a [StreamRecord],
+        _summary: &'a (),
+        settlement: &'a Settlement,
+        _metrics: &'a mut Metrics,
+    ) -> BoxFuture<'a, ()> {
+        log_partitions(records, settlement);
+        Box::pin(async {})
     }
 }
 
@@ -264,9 +251,4 @@ fn log_partitions(records: &[StreamRecord], settlement: &Settlement) {
 /// `<topic>-<partition>@<offset>`: follows a record from the stream to the queue.
 fn position(r: &StreamRecord) -> String {
     format!("{}@{}", r.partition_id, r.offset)
-}
-
-/// The DLQ message: where the record is, its key, the reason and the value (mdm_sync_adapters::kafka).
-fn dlq_message(record: &StreamRecord, reason: &str) -> OutgoingMessage {
-    dead_letter(record, FUNCTION_NAME, reason, serde_json::Map::new())
 }

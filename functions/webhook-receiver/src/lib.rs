@@ -13,6 +13,7 @@ use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
 use mdm_sync_adapters::config::EventDestination;
 use mdm_sync_adapters::config::{self, ConfigError, Env};
+use mdm_sync_adapters::enqueue::enqueue;
 use mdm_sync_adapters::metrics::{Metrics, DEFAULT_NAMESPACE};
 use mdm_sync_adapters::replay::DynamoReplayCache;
 use mdm_sync_adapters::secrets::{SecretCache, SecretError};
@@ -390,7 +391,7 @@ pub async fn respond(deps: &Deps, req: &Request, metrics: &mut Metrics) -> Respo
         tracing::info!(request_id, event_id = %e.id, "replayed delivery: already enqueued");
     }
 
-    let failures = enqueue(deps, &accepted, deadline).await;
+    let failures = enqueue_events(deps, &accepted, deadline).await;
     if !failures.is_empty() {
         metrics.count("EnqueueFailures", failures.len() as u64);
         metrics.count(
@@ -498,24 +499,16 @@ async fn check_signature(
 }
 
 /// Sends the events (batches of 10, failed entries retried) within the deadline; what is still unsent.
-async fn enqueue(deps: &Deps, events: &[WebhookEvent], deadline: Instant) -> Vec<SendFailure> {
-    if events.is_empty() {
-        return Vec::new();
-    }
+async fn enqueue_events(
+    deps: &Deps,
+    events: &[WebhookEvent],
+    deadline: Instant,
+) -> Vec<SendFailure> {
     let messages: Vec<_> = events
         .iter()
         .map(|e| e.to_message(deps.config.fifo))
         .collect();
-    match tokio::time::timeout_at(deadline.into(), deps.queue.send(&messages)).await {
-        Ok(failures) => failures,
-        // Some may have gone out: the sender's retry is deduplicated downstream by event id.
-        Err(_) => (0..events.len())
-            .map(|index| SendFailure {
-                index,
-                reason: "timed out".into(),
-            })
-            .collect(),
-    }
+    enqueue(deps.queue.as_ref(), &messages, deadline).await
 }
 
 fn answer(status: StatusCode, body: serde_json::Value) -> Response<Body> {

@@ -493,7 +493,7 @@ async fn an_array_of_25_events_is_sent_in_3_batches() {
     dedup.sort_unstable();
     dedup.dedup();
     assert_eq!(dedup.len(), 25);
-    assert_eq!(metrics.counter("RecordsReceived"), 25);
+    assert_eq!(metrics.counter("EventsReceived"), 25);
     assert_eq!(metrics.counter("EventsAccepted"), 25);
 }
 

@@ -140,6 +140,37 @@ pub fn bool_or(env: &dyn Env, name: &'static str, default: bool) -> Result<bool,
     }
 }
 
+/// Reltio's default token endpoint.
+pub const DEFAULT_RELTIO_AUTH_URL: &str = "https://auth.reltio.com/oauth/token";
+
+/// Access to a Reltio tenant: `RELTIO_API_URL` (the tenant's base, `https://{env}.reltio.com/reltio/api/{tenant}`),
+/// `RELTIO_AUTH_URL` (default Reltio's) and `RELTIO_SECRET_ID` (`{"client_id", "client_secret"}`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReltioSettings {
+    pub api_url: String,
+    pub auth_url: String,
+    pub secret_id: String,
+}
+
+impl ReltioSettings {
+    /// Required settings.
+    pub fn from_env(env: &dyn Env) -> Result<ReltioSettings, ConfigError> {
+        Ok(ReltioSettings {
+            api_url: url(env, "RELTIO_API_URL")?,
+            auth_url: url_or(env, "RELTIO_AUTH_URL", DEFAULT_RELTIO_AUTH_URL)?,
+            secret_id: required(env, "RELTIO_SECRET_ID")?,
+        })
+    }
+
+    /// `None` when `RELTIO_API_URL` is unset (a function that only sometimes needs Reltio).
+    pub fn optional(env: &dyn Env) -> Result<Option<ReltioSettings>, ConfigError> {
+        match optional(env, "RELTIO_API_URL") {
+            None => Ok(None),
+            Some(_) => ReltioSettings::from_env(env).map(Some),
+        }
+    }
+}
+
 /// Where the functions that hand Reltio's events on (webhook-receiver, stream-consumer) publish them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventDestination {

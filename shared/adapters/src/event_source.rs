@@ -2,10 +2,8 @@
 
 use crate::kafka::{KafkaBatchItemFailure, KafkaEventResponse, KafkaItemIdentifier, StreamRecord};
 use crate::kinesis::KinesisEventRecord;
-use crate::sqs_event::SqsMessage;
-use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse};
 use aws_lambda_events::event::streams::{KinesisBatchItemFailure, KinesisEventResponse};
-use mdm_sync_domain::settle::{Ordering, Settlement};
+use mdm_sync_domain::settle::Settlement;
 
 /// Kinesis: the sequence number of the first record to retry (Lambda checkpoints there and redelivers the rest
 /// of the shard's batch); an empty list when everything was settled.
@@ -36,29 +34,5 @@ pub fn kafka_response(settlement: &Settlement, records: &[StreamRecord]) -> Kafk
                 },
             })
             .collect(),
-    }
-}
-
-/// SQS: the message id of every message to deliver again (on FIFO, the first failed one and all after it).
-pub fn sqs_response(settlement: &Settlement, messages: &[SqsMessage]) -> SqsBatchResponse {
-    let mut response = SqsBatchResponse::default();
-    for &i in &settlement.retry {
-        let mut failure = BatchItemFailure::default();
-        failure.item_identifier = messages[i].message_id.clone().unwrap_or_default();
-        response.batch_item_failures.push(failure);
-    }
-    response
-}
-
-/// The ordering rule of an SQS batch: FIFO (its queue ARN ends in `.fifo`) is a sequence.
-pub fn sqs_ordering(messages: &[SqsMessage]) -> Ordering<'static> {
-    let fifo = messages
-        .first()
-        .and_then(|m| m.event_source_arn.as_deref())
-        .is_some_and(|arn| arn.ends_with(".fifo"));
-    if fifo {
-        Ordering::Sequence
-    } else {
-        Ordering::Independent
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod aws;
 pub mod config;
+pub mod enqueue;
 pub mod event_source;
 pub mod eventbridge;
 pub mod firehose;
@@ -16,8 +17,10 @@ pub mod metrics;
 pub mod reltio;
 pub mod replay;
 pub mod retry;
+pub mod runner;
 pub mod salesforce;
 pub mod secrets;
 pub mod sns;
+pub mod source;
 pub mod sqs;
 pub mod sqs_event;

@@ -7,6 +7,7 @@ pub mod cdc;
 pub mod crm;
 pub mod dms;
 pub mod kafka_cdc;
+pub mod letter;
 pub mod ordering;
 pub mod outcome;
 pub mod ports;

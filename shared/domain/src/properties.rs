@@ -4,9 +4,10 @@
 
 use crate::cdc::mapping::CdcMapping;
 use crate::cdc::transform::plan_record;
-use crate::crm::plan::{decode, plan_entity, CrmEvent, Delivery};
+use crate::crm::plan::{decode, plan_entity, CrmEvent};
 use crate::crm::CrmMapping;
 use crate::dms::{DmsRecord, Row};
+use crate::queue::Delivery;
 use crate::reltio::event::ReltioEvent;
 use crate::reltio::golden_value;
 use crate::webhook::events::{check_readable, parse_body, parse_both_ways, sqs_attribute_ok};

@@ -1,6 +1,24 @@
 //! Queue messages as the functions hand them on (the event queue, the dead-letter queues), and the port that
 //! sends them.
 
+/// One queue message as a consumer of the event queue reads it (crm-updater, analytics-sink, and every consumer to
+/// come): its body and the attributes of the event queue's contract (docs/contract.md), which the SQS source
+/// adapter reads from the message.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Delivery {
+    pub message_id: String,
+    pub body: String,
+    /// The `eventId`, `tenantId`, `sourceObjectUri` and `objectVersion` message attributes, when set.
+    pub event_id: Option<String>,
+    pub tenant_id: Option<String>,
+    pub source_object_uri: Option<String>,
+    pub object_version: Option<String>,
+    /// SQS's `ApproximateReceiveCount` (1 when missing or unreadable).
+    pub receive_count: u32,
+    /// The trace of the invocation that sent the message (SQS's `AWSTraceHeader`), for the hand-over log line.
+    pub trace: Option<String>,
+}
+
 /// One message to send.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OutgoingMessage {
@@ -81,64 +99,6 @@ pub fn oversized_stand_in(message: &OutgoingMessage, limit: usize) -> Option<Out
         ..message.clone()
     };
     (stand_in.size() <= limit).then_some(stand_in)
-}
-
-/// A queued Reltio event that can never be applied, as its consumer (crm-updater, analytics-sink) dead-letters
-/// it.
-pub struct EventLetter<'a> {
-    pub reason: &'a str,
-    /// SQS's receive count of the message.
-    pub attempts: u32,
-    pub message_id: &'a str,
-    pub event_id: &'a str,
-    pub entity_uri: Option<&'a str>,
-    /// The message body (the event as queued).
-    pub body: &'a str,
-}
-
-/// The dead letter of a queued event: `reason`, `attempts`, `messageId`, `eventId`, `entityUri` and the `event`
-/// (its JSON, else the raw body), which a redrive puts back on the event queue as it is. An event too large for a
-/// dead letter keeps Reltio's own large-event form instead (`exceededQueueSizeLimit` and the entity's URI: the
-/// consumer fetches the entity), with `eventOmitted` saying what was left out. On a FIFO queue the group is the
-/// entity and the deduplication id that of this event and message.
-pub fn event_dead_letter(letter: &EventLetter<'_>, fifo: bool) -> OutgoingMessage {
-    use serde_json::{json, Value};
-    use sha2::{Digest, Sha256};
-    let event = serde_json::from_str::<Value>(letter.body)
-        .unwrap_or_else(|_| Value::String(letter.body.to_owned()));
-    let mut body = json!({
-        "reason": letter.reason,
-        "attempts": letter.attempts,
-        "messageId": letter.message_id,
-        "eventId": letter.event_id,
-        "entityUri": letter.entity_uri,
-        "event": event,
-    });
-    let mut message = OutgoingMessage {
-        body: body.to_string(),
-        attributes: vec![("eventId".into(), letter.event_id.to_owned())],
-        group_id: fifo.then(|| letter.entity_uri.unwrap_or("unknown").to_owned()),
-        dedup_id: fifo.then(|| {
-            hex::encode(Sha256::digest(
-                format!("{}|{}", letter.event_id, letter.message_id).as_bytes(),
-            ))
-        }),
-    };
-    if message.size() > DEAD_LETTER_MAX_BYTES {
-        body["eventOmitted"] = omitted(
-            letter.body.as_bytes(),
-            "Reltio: the entity is fetched by its URI when `event` is redriven",
-        );
-        let whole = OutgoingMessage {
-            body: letter.body.to_owned(),
-            ..OutgoingMessage::default()
-        };
-        body["event"] = oversized_stand_in(&whole, DEAD_LETTER_MAX_BYTES)
-            .and_then(|m| serde_json::from_str(&m.body).ok())
-            .unwrap_or(Value::Null);
-        message.body = body.to_string();
-    }
-    message
 }
 
 #[cfg(test)]

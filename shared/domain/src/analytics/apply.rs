@@ -7,6 +7,7 @@ use super::mapping::AnalyticsMapping;
 use super::record::{plan_record, with_snapshot, ChangeRecord, RecordPlan};
 use crate::outcome::{Outcome, SkipReason};
 use crate::ports::{Deadline, DeliveredIds, EntitySource, PortError, RecordSink};
+use crate::queue::Delivery;
 use crate::reltio::event::ReltioEvent;
 use futures::stream::{self, StreamExt};
 use sha2::{Digest, Sha256};
@@ -27,24 +28,13 @@ pub struct Ports<'a> {
     pub dedup: Option<&'a dyn DeliveredIds>,
 }
 
-/// One queue message as the sink needs it.
-#[derive(Debug, Clone, Default)]
-pub struct Delivery {
-    pub message_id: String,
-    pub body: String,
-    /// The `eventId`, `tenantId` and `objectVersion` message attributes, when set.
-    pub event_id: Option<String>,
-    pub tenant_id: Option<String>,
-    pub object_version: Option<String>,
-}
-
 /// One message being worked on.
 #[derive(Debug, Clone)]
 pub struct Item {
     pub message_id: String,
-    /// The message body (kept for the dead letter).
-    pub body: String,
     pub event_id: String,
+    /// The trace of the invocation that enqueued the event (for the hand-over line).
+    pub trace: Option<String>,
     /// The event's entity (for logs and the dead letter).
     pub entity_uri: Option<String>,
     plan: Option<RecordPlan>,
@@ -67,8 +57,8 @@ pub fn decode(mapping: &AnalyticsMapping, delivery: Delivery, received_at: &str)
         .unwrap_or_else(|| hex::encode(Sha256::digest(delivery.body.as_bytes())));
     let mut item = Item {
         message_id: delivery.message_id,
-        body: String::new(),
         event_id,
+        trace: delivery.trace,
         entity_uri: None,
         plan: None,
         outcome: None,
@@ -78,7 +68,6 @@ pub fn decode(mapping: &AnalyticsMapping, delivery: Delivery, received_at: &str)
         Ok(e) => e,
         Err(e) => {
             item.outcome = Some(Outcome::Permanent(format!("not a Reltio event: {e}")));
-            item.body = delivery.body;
             return item;
         }
     };
@@ -96,7 +85,6 @@ pub fn decode(mapping: &AnalyticsMapping, delivery: Delivery, received_at: &str)
         Ok(plan) => item.plan = Some(plan),
         Err(e) => item.outcome = Some(Outcome::Permanent(e.to_string())),
     }
-    item.body = delivery.body;
     item
 }
 

@@ -8,6 +8,6 @@ pub mod apply;
 pub mod mapping;
 pub mod record;
 
-pub use apply::{apply, decode, Delivery, Item, Ports, Report};
+pub use apply::{apply, decode, Item, Ports, Report};
 pub use mapping::{AnalyticsMapping, AnalyticsMappingError};
 pub use record::{ChangeRecord, ChangeType, RecordPlan};

@@ -14,6 +14,7 @@ use super::salesforce::{MergeOutcome, MergeRequest, RecordOutcome, RecordQuery, 
 use crate::ordering::{EntityRecord, Fence, Order};
 use crate::outcome::{Outcome, SkipReason};
 use crate::ports::PortError;
+use crate::queue::Delivery;
 use crate::reltio::event::{EventCategory, ReltioEvent};
 use crate::reltio::golden::{EntitySnapshot, GoldenAttributes, LeanCrosswalks};
 use serde_json::{Map, Value};
@@ -23,19 +24,6 @@ use std::collections::BTreeMap;
 /// A Reltio event as crm-updater reads it: of the snapshot's attributes only the golden values (all the mapping
 /// reads), of its crosswalks what names a Contact and whether it is live.
 pub type CrmEvent = ReltioEvent<GoldenAttributes, LeanCrosswalks>;
-
-/// One queue message as the planner needs it.
-#[derive(Debug, Clone, Default)]
-pub struct Delivery {
-    pub message_id: String,
-    pub body: String,
-    /// The `eventId`, `sourceObjectUri` and `objectVersion` message attributes, when set.
-    pub event_id: Option<String>,
-    pub source_object_uri: Option<String>,
-    pub object_version: Option<String>,
-    /// `ApproximateReceiveCount`.
-    pub receive_count: u32,
-}
 
 /// The entities a merge event merged into the winner, and when.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,9 +47,8 @@ impl LostMerge {
 pub struct Item {
     pub message_id: String,
     pub event_id: String,
-    pub attempts: u32,
-    /// The message body, for the dead letter.
-    pub body: String,
+    /// The trace of the invocation that enqueued the event (for the hand-over line).
+    pub trace: Option<String>,
     /// Decided: `None` while the item is still to be applied.
     pub outcome: Option<Outcome>,
     pub event: Option<CrmEvent>,
@@ -108,12 +95,13 @@ pub fn decode(mapping: &CrmMapping, delivery: Delivery) -> Item {
         event_id,
         source_object_uri,
         object_version,
-        receive_count,
+        trace,
+        ..
     } = delivery;
     let mut item = Item {
         message_id,
         event_id: event_id.unwrap_or_else(|| sha256_hex(body.as_bytes())),
-        attempts: receive_count.max(1),
+        trace,
         outcome: None,
         event: None,
         event_uri: None,
@@ -123,9 +111,8 @@ pub fn decode(mapping: &CrmMapping, delivery: Delivery) -> Item {
         plan: None,
         event_time: None,
         merge: None,
-        body,
     };
-    let mut event: CrmEvent = match serde_json::from_str(&item.body) {
+    let mut event: CrmEvent = match serde_json::from_str(&body) {
         Ok(e) => e,
         Err(e) => {
             item.outcome = Some(Outcome::Permanent(format!("not a Reltio event: {e}")));
