@@ -445,3 +445,59 @@ def test_a_suppression_without_a_reason_or_outside_the_register_is_caught(t):
 def test_a_resource_added_later_must_explain_its_findings(t):
     t["Resources"]["LetterQueue"] = {"Type": "AWS::SQS::Queue", "Properties": {}}
     assert checks.check_scan_suppressions(t) == ["LetterQueue: no suppression of CKV_AWS_27 with its reason"]
+
+
+def test_the_scan_lifts_parameter_suppressions_only_where_the_parameter_is_set(template):
+    import iac_scan
+
+    scans = iac_scan.variants(template, checks.load(DMS))
+    secured, _ = scans["template.data-key-and-access-logs.json"]
+    lifted = checks.lifted_by("render", *iac_scan.LIFTED_BY_PARAMETERS)
+    assert lifted >= {"CKV_AWS_27", "CKV_AWS_158", "CKV_AWS_149", "CKV_AWS_119", "CKV_AWS_18", "CKV_AWS_19"}
+    left = {s["id"] for r in secured["Resources"].values() for s in checks.scan_suppressions(r)}
+    assert left and not left & lifted
+    every, _ = scans["template.every-resource.json"]
+    assert {s["id"] for r in every["Resources"].values() for s in checks.scan_suppressions(r)} >= checks.lifted_by("DataKmsKeyArn")
+    control, expected = scans["template.control.json"]
+    assert {cid for cid, _ in expected} == checks.lifted_by(*iac_scan.LIFTED_BY_PARAMETERS)
+    assert ("CKV_AWS_27", "StreamDeadLetterQueue") in expected
+
+
+def test_the_scan_skips_nothing_on_the_command_line():
+    import iac_scan
+
+    command = iac_scan.checkov_command("checkov", "dir")
+    assert not {"--skip-check", "--check", "--soft-fail", "--soft-fail-on", "--skip-framework", "--baseline"} & set(command)
+    makefile = (ROOT / "Makefile").read_text()
+    assert "iac_scan.py" in makefile and "--skip-check" not in makefile and "--soft-fail" not in makefile
+
+
+def _scan(failed=(), skipped=(), passed=1):
+    return {
+        "passed_checks": [{"check_id": "CKV_AWS_1", "resource": "AWS::X.Y"}] * passed,
+        "failed_checks": [{"check_id": c, "check_name": "name", "resource": f"AWS::SQS::Queue.{r}"} for c, r in failed],
+        "skipped_checks": [{"check_id": c, "resource": f"AWS::SQS::Queue.{r}", "check_result": {"suppress_comment": why}} for c, r, why in skipped],
+    }
+
+
+def test_the_scan_reports_unexplained_failures_and_bare_skips():
+    import iac_scan
+
+    _, problems = iac_scan.judge(
+        {"a.yaml": _scan(failed=[("CKV_AWS_27", "Q")], skipped=[("CKV_AWS_116", "Q", "")])},
+        {"a.yaml": set(), "b.yaml": set()},
+    )
+    assert problems == [
+        "a.yaml: unexplained failure CKV_AWS_27 (name) on AWS::SQS::Queue.Q",
+        "a.yaml: CKV_AWS_116 skipped on AWS::SQS::Queue.Q without a reason",
+        "b.yaml: checkov scanned nothing (not read as CloudFormation?)",
+    ]
+
+
+def test_the_scan_control_must_fail_what_the_parameters_fix():
+    import iac_scan
+
+    _, problems = iac_scan.judge({"c.json": _scan()}, {"c.json": {("CKV_AWS_27", "Q")}})
+    assert problems == ["c.json: expected to fail without the parameters, but passed: [('CKV_AWS_27', 'Q')]"]
+    _, problems = iac_scan.judge({"c.json": _scan(failed=[("CKV_AWS_27", "Q")])}, {"c.json": {("CKV_AWS_27", "Q")}})
+    assert problems == []
