@@ -795,6 +795,59 @@ def lifted_by(*reasons: str) -> set[str]:
     return {cid for cid, (_, why) in ACCEPTED_FINDINGS.items() if why in reasons}
 
 
+def check_security_review(readme: str) -> list[str]:
+    """The README's Security review: a table row per accepted finding (no more, no fewer), the parameters it
+    documents, and the key-policy statements a customer adds to DataKmsKeyArn's policy (the stack cannot edit an
+    external key's policy): CloudWatch for the alarm topic, SNS for delivery to the queues, CloudWatch Logs, and
+    the stack's roles through every keyed service."""
+    import json
+
+    section = re.search(r"^## Security review\n(.*?)(?=^## )", readme, re.S | re.M)
+    if not section:
+        return ["README: no Security review section"]
+    text = section.group(1)
+    problems = []
+    rows = set(re.findall(r"^\| `(CKV2?_AWS_\d+)`", text, re.M))
+    for cid in sorted(set(ACCEPTED_FINDINGS) - rows):
+        problems.append(f"README: accepted finding {cid} is not in the Security review table")
+    for cid in sorted(rows - set(ACCEPTED_FINDINGS)):
+        problems.append(f"README: {cid} is in the Security review table but not an accepted finding")
+    for name in ("DataKmsKeyArn", "AccessLogBucket", "NoncurrentVersionDays"):
+        if f"`{name}" not in text:
+            problems.append(f"README: Security review does not explain {name}")
+    snippet = re.search(r"```json\n(.*?)```", text, re.S)
+    try:
+        policy = json.loads(snippet.group(1)) if snippet else None
+    except json.JSONDecodeError as e:
+        return problems + [f"README: the key-policy statements are not valid JSON ({e})"]
+    if not isinstance(policy, list):
+        return problems + ["README: no key-policy statements (a JSON list) for DataKmsKeyArn"]
+
+    def grants(principal: str, actions: set[str]) -> list[dict]:
+        return [
+            st for st in policy
+            if st.get("Effect") == "Allow"
+            and principal in _as_list(st.get("Principal", {}).get("Service")) + _as_list(st.get("Principal", {}).get("AWS"))
+            and actions <= set(_as_list(st.get("Action")))
+        ]
+
+    for service, why in [
+        ("cloudwatch.amazonaws.com", "CloudWatch publish alarms"),
+        ("sns.amazonaws.com", "SNS deliver to the queues"),
+        ("logs.<region>.amazonaws.com", "CloudWatch Logs encrypt the log groups"),
+    ]:
+        if not grants(service, {"kms:Decrypt*" if service.startswith("logs.") else "kms:Decrypt", "kms:GenerateDataKey*"}):
+            problems.append(f"README: the key policy does not let {why} ({service})")
+    roles = [st for st in grants("arn:aws:iam::<account>:root", {"kms:Decrypt", "kms:GenerateDataKey*"})
+             if "aws:PrincipalArn" in st.get("Condition", {}).get("ArnLike", {})]
+    via = {v.split(".")[0] for st in roles for v in _as_list(st.get("Condition", {}).get("StringEquals", {}).get("kms:ViaService"))}
+    if not roles:
+        problems.append("README: the key policy does not let the stack's roles use the key")
+    elif set(KEYED_SERVICES) - via:
+        problems.append(f"README: the key policy does not let the stack's roles use the key through {sorted(set(KEYED_SERVICES) - via)}")
+    return problems
+
+
 def all_problems(t: dict, contract_md: Path | None = None, layer_root: Path | None = None) -> list[str]:
     return (
         (check_mapping_files(t, layer_root) if layer_root else [])

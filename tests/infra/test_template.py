@@ -501,3 +501,23 @@ def test_the_scan_control_must_fail_what_the_parameters_fix():
     assert problems == ["c.json: expected to fail without the parameters, but passed: [('CKV_AWS_27', 'Q')]"]
     _, problems = iac_scan.judge({"c.json": _scan(failed=[("CKV_AWS_27", "Q")])}, {"c.json": {("CKV_AWS_27", "Q")}})
     assert problems == []
+
+
+README = ROOT / "README.md"
+
+
+def test_the_readme_explains_every_accepted_finding_and_the_key_policy():
+    assert checks.check_security_review(README.read_text()) == []
+
+
+def test_a_readme_missing_a_finding_or_a_key_policy_statement_is_caught():
+    text = README.read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| `CKV_AWS_117`"))
+    mutated = text.replace(row + "\n", "").replace('"Sid": "CloudWatchPublishesAlarms"', '"Sid": "Gone"').replace(
+        '"Principal": {"Service": "cloudwatch.amazonaws.com"}', '"Principal": {"Service": "example.amazonaws.com"}'
+    ).replace('"s3.<region>.amazonaws.com"', '"ec2.<region>.amazonaws.com"')
+    assert checks.check_security_review(mutated) == [
+        "README: accepted finding CKV_AWS_117 is not in the Security review table",
+        "README: the key policy does not let CloudWatch publish alarms (cloudwatch.amazonaws.com)",
+        "README: the key policy does not let the stack's roles use the key through ['s3']",
+    ]
