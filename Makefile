@@ -5,12 +5,15 @@
 VENV    := .venv
 PYTHON  ?= python3
 STAMP   := $(VENV)/.installed-$(shell cksum tools/requirements.txt | cut -d' ' -f1)
+# checkov, the IaC scanner, has a venv of its own: it pins a boto3 that the tools above cannot share.
+SCAN_VENV  := .venv-scan
+SCAN_STAMP := $(SCAN_VENV)/.installed-$(shell cksum tools/requirements-scan.txt | cut -d' ' -f1)
 export MOTO_SERVER := $(CURDIR)/tools/moto-server
 # sam and cargo-lambda (with its zig) come from the venv; no telemetry from test runs.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: test infra-test lint tools demo plan e2e release cli clean-tools bench bench-cdc fuzz
+.PHONY: test infra-test lint tools scan-tools demo plan e2e release cli clean-tools bench bench-cdc fuzz
 
 ## Install the pinned Python tools into .venv (re-run when tools/requirements.txt changes).
 tools: $(STAMP)
@@ -20,19 +23,30 @@ $(STAMP): tools/requirements.txt
 	rm -f $(VENV)/.installed-*
 	touch $@
 
+## Install the pinned IaC scanner (checkov) into .venv-scan (re-run when tools/requirements-scan.txt changes).
+scan-tools: $(SCAN_STAMP)
+$(SCAN_STAMP): tools/requirements-scan.txt
+	$(PYTHON) -m venv $(SCAN_VENV)
+	$(SCAN_VENV)/bin/pip install --disable-pip-version-check -q -r tools/requirements-scan.txt
+	rm -f $(SCAN_VENV)/.installed-*
+	touch $@
+
 ## Every test: unit, adapter (wiremock, moto_server) and handler end-to-end tests, then the template checks.
 test: tools
 	cargo test --workspace --all-targets
 	$(MAKE) e2e
 	$(MAKE) infra-test
 
-## Template checks: cfn-lint and `sam validate --lint` on every template, the operational rules test, and a
-## `sam build` of the whole stack for x86_64 (CI machines cannot fetch the aarch64 target; arm64 stays the
-## deployment default).
-infra-test: tools
+## Template checks: cfn-lint and `sam validate --lint` on every template, the operational rules test, the IaC
+## scan (checkov on every template and on the main one rendered with every optional resource and with the customer
+## key: zero unexplained failures; accepted findings are suppressions in the resources' metadata, each with its
+## reason, none on the command line), and a `sam build` of the whole stack for x86_64 (CI machines cannot fetch
+## the aarch64 target; arm64 stays the deployment default).
+infra-test: tools scan-tools
 	$(VENV)/bin/cfn-lint infra/*.yaml
 	for t in infra/*.yaml; do $(VENV)/bin/sam validate --lint --region us-east-1 -t $$t || exit 1; done
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider tests/infra
+	$(VENV)/bin/python tests/infra/iac_scan.py $(SCAN_VENV)/bin/checkov
 	$(VENV)/bin/sam build --parameter-overrides Architecture=x86_64 --build-dir target/sam-build
 
 ## The whole pipeline on this machine: builds the release binaries, starts moto_server, the Reltio and Salesforce
@@ -77,7 +91,7 @@ lint:
 	cargo clippy --workspace --all-targets -- -D warnings
 
 clean-tools:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(SCAN_VENV)
 
 ## The CDC path on a given Kinesis event and mapping: `make bench-cdc EVENT=event.json MAPPING=mapping.toml`
 ## prints `event bytes -> bodies: <ms> ms` and `bare parse: <ms> ms` (medians after a warm-up).

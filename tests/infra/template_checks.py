@@ -6,6 +6,7 @@ infra/template.yaml that loses a bounded retry, a DLQ, an alarm or least privile
 
 from __future__ import annotations
 
+import copy
 import re
 from pathlib import Path
 
@@ -348,21 +349,37 @@ def check_alarm_topic_key(t: dict) -> list[str]:
     topics = {ref_name(a) for x in alarms(t).values() for a in x.get("AlarmActions", [])}
     for tid in sorted(n for n in topics if n):
         topic = t["Resources"].get(tid, {})
-        key = topic.get("Properties", {}).get("KmsMasterKeyId")
-        if key is None:
-            continue
-        if isinstance(key, str):
-            problems.append(f"{tid}: encrypted with {key}, which CloudWatch cannot use")
-            continue
-        policy = t["Resources"].get(ref_name(key) or "", {}).get("Properties", {}).get("KeyPolicy", {})
-        allowed = set()
-        for st in policy.get("Statement", []):
-            principal = st.get("Principal", {})
-            if st.get("Effect") == "Allow" and principal.get("Service") == "cloudwatch.amazonaws.com":
-                actions = st.get("Action", [])
-                allowed |= set([actions] if isinstance(actions, str) else actions)
-        if not {"kms:Decrypt", "kms:GenerateDataKey*"} <= allowed:
-            problems.append(f"{tid}: its key does not let CloudWatch decrypt and generate data keys")
+        for key in _branches(topic.get("Properties", {}).get("KmsMasterKeyId")):
+            problems += _alarm_key_problems(t, tid, key)
+    return problems
+
+
+def _branches(value) -> list:
+    """Every value an !If can give (a plain value is its only branch)."""
+    if isinstance(value, dict) and "Fn::If" in value:
+        return _branches(value["Fn::If"][1]) + _branches(value["Fn::If"][2])
+    return [value]
+
+
+def _alarm_key_problems(t: dict, tid: str, key) -> list[str]:
+    problems = []
+    if key is None or ref_name(key) == "AWS::NoValue":
+        return problems
+    if isinstance(key, str):
+        return [f"{tid}: encrypted with {key}, which CloudWatch cannot use"]
+    if ref_name(key) in t.get("Parameters", {}):
+        # The customer's key (DataKmsKeyArn): the stack cannot edit its policy; the README gives the statement
+        # (CloudWatchPublishesAlarms) that lets CloudWatch use it, and a README test pins that statement.
+        return problems
+    policy = t["Resources"].get(ref_name(key) or "", {}).get("Properties", {}).get("KeyPolicy", {})
+    allowed = set()
+    for st in policy.get("Statement", []):
+        principal = st.get("Principal", {})
+        if st.get("Effect") == "Allow" and principal.get("Service") == "cloudwatch.amazonaws.com":
+            actions = st.get("Action", [])
+            allowed |= set([actions] if isinstance(actions, str) else actions)
+    if not {"kms:Decrypt", "kms:GenerateDataKey*"} <= allowed:
+        problems.append(f"{tid}: its key does not let CloudWatch decrypt and generate data keys")
     return problems
 
 
@@ -415,6 +432,422 @@ def check_tracing(t: dict) -> list[str]:
             if fn["Properties"].get("Tracing", default) != "Active"]
 
 
+# ---------------------------------------------------------------- the template under given parameter values
+
+_NO_VALUE = object()
+
+
+def parameter_values(t: dict, overrides: dict | None = None) -> dict:
+    """Each parameter's default, overridden by `overrides`."""
+    values = {name: p.get("Default") for name, p in t.get("Parameters", {}).items()}
+    values.update(overrides or {})
+    return values
+
+
+def condition_values(t: dict, params: dict) -> dict[str, bool]:
+    """Every condition of the template evaluated on the given parameter values."""
+    conditions = t.get("Conditions", {})
+    memo: dict[str, bool] = {}
+
+    def operand(x):
+        if isinstance(x, dict) and "Ref" in x:
+            v = params.get(x["Ref"], x["Ref"])
+            return ",".join(map(str, v)) if isinstance(v, list) else ("" if v is None else str(v))
+        return str(x)
+
+    def evaluate(x) -> bool:
+        (fn, args), = x.items()
+        if fn == "Fn::Equals":
+            return operand(args[0]) == operand(args[1])
+        if fn == "Fn::Not":
+            return not evaluate(args[0])
+        if fn == "Fn::And":
+            return all(evaluate(a) for a in args)
+        if fn == "Fn::Or":
+            return any(evaluate(a) for a in args)
+        if fn == "Condition":
+            return named(args)
+        raise ValueError(f"unsupported condition function {fn}")
+
+    def named(name: str) -> bool:
+        if name not in memo:
+            memo[name] = evaluate(conditions[name])
+        return memo[name]
+
+    return {name: named(name) for name in conditions}
+
+
+def render(t: dict, overrides: dict | None = None) -> dict:
+    """The template as CloudFormation would see it with these parameter values: resources and outputs whose
+    condition is false are gone, every !If is its chosen branch, AWS::NoValue is dropped and each !Ref to a
+    parameter with a value is that value (the parameters' defaults are the values, so a scanner reading the result
+    sees them too). Plain dicts and lists: the result can be dumped as JSON."""
+    params = parameter_values(t, overrides)
+    conds = condition_values(t, params)
+    types = {name: p.get("Type") for name, p in t.get("Parameters", {}).items()}
+
+    def walk(x):
+        if isinstance(x, dict):
+            if len(x) == 1:
+                (k, v), = x.items()
+                if k == "Fn::If":
+                    return walk(v[1] if conds[v[0]] else v[2])
+                if k == "Ref" and v == "AWS::NoValue":
+                    return _NO_VALUE
+                if k == "Ref" and params.get(v) is not None:
+                    value = params[v]
+                    if types.get(v) == "CommaDelimitedList" and isinstance(value, str):
+                        return value.split(",")
+                    return value
+            out = {}
+            for k, v in x.items():
+                w = walk(v)
+                if w is not _NO_VALUE:
+                    out[str(k)] = w
+            return out
+        if isinstance(x, list):
+            return [w for w in map(walk, x) if w is not _NO_VALUE]
+        if isinstance(x, str):
+            return str(x)
+        return x
+
+    out = {}
+    for section, body in t.items():
+        if section == "Conditions":
+            continue
+        if section in ("Resources", "Outputs"):
+            kept = {}
+            for name, item in body.items():
+                if isinstance(item, dict) and "Condition" in item:
+                    if not conds[item["Condition"]]:
+                        continue
+                    item = {k: v for k, v in item.items() if k != "Condition"}
+                kept[str(name)] = walk(item)
+            out[section] = kept
+        elif section == "Parameters":
+            out[section] = {
+                str(name): {**walk(p), **({"Default": params[name]} if params.get(name) is not None else {})}
+                for name, p in body.items()
+            }
+        else:
+            out[str(section)] = walk(body)
+    return out
+
+
+def at(value, path):
+    """The value at a path of keys and list indexes, or None."""
+    for step in path:
+        if isinstance(step, int):
+            value = value[step] if isinstance(value, list) and len(value) > step else None
+        else:
+            value = value.get(step) if isinstance(value, dict) else None
+        if value is None:
+            return None
+    return value
+
+
+# Parameter values that create every optional resource (Kafka sources, the CDC key ledger, the alarm e-mail...):
+# the checks below and the IaC scan look at all of them, not only at what the defaults create.
+EVERY_RESOURCE = {
+    "ReltioApiUrl": "https://test.reltio.com/reltio/api/TENANT",
+    "KinesisStreamArn": "",
+    "FanOut": "true",
+    "Analytics": "true",
+    "CdcKeyLedger": "true",
+    "AlarmEmail": "ops@example.com",
+    "KafkaSource": "msk",
+    "MskClusterArn": "arn:aws:kafka:us-east-1:111122223333:cluster/reltio/abcd1234-ab12-cd34-ef56-abcdef123456-1",
+    "KafkaTopic": "reltio.TENANT.entities.changes",
+    "KafkaAuth": "SASL_SCRAM_512_AUTH",
+    "KafkaSecretArn": "arn:aws:secretsmanager:us-east-1:111122223333:secret:AmazonMSK_reltio-AbCdEf",
+    "KafkaRootCaSecretArn": "arn:aws:secretsmanager:us-east-1:111122223333:secret:reltio-ca-AbCdEf",
+    "CdcKafkaSource": "self-managed",
+    "CdcKafkaBootstrapServers": "broker-1.example.com:9096",
+    "CdcKafkaTopic": "cdc.changes",
+    "CdcKafkaSecretArn": "arn:aws:secretsmanager:us-east-1:111122223333:secret:cdc-kafka-AbCdEf",
+}
+# A customer key (never dereferenced: the template is only rendered and scanned with it).
+SAMPLE_DATA_KEY = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+SAMPLE_ACCESS_LOG_BUCKET = "example-org-s3-access-logs"
+WITH_DATA_KEY = {**EVERY_RESOURCE, "DataKmsKeyArn": SAMPLE_DATA_KEY}
+WITH_ACCESS_LOGS = {**EVERY_RESOURCE, "AccessLogBucket": SAMPLE_ACCESS_LOG_BUCKET}
+
+# ---------------------------------------------------------------- one customer key for every store
+
+KEY = object()  # the customer key's ARN
+# Where each type of store names its key, and what else must hold for the key to be used, with DataKmsKeyArn set.
+# Generic over types: a queue, topic, table, secret, log group or bucket added later is covered as it lands.
+DATA_KEY_WIRING: dict[str, list[tuple[tuple, object]]] = {
+    "AWS::SQS::Queue": [(("KmsMasterKeyId",), KEY)],
+    "AWS::SNS::Topic": [(("KmsMasterKeyId",), KEY)],
+    "AWS::DynamoDB::Table": [
+        (("SSESpecification", "SSEEnabled"), True),
+        (("SSESpecification", "SSEType"), "KMS"),
+        (("SSESpecification", "KMSMasterKeyId"), KEY),
+    ],
+    "AWS::SecretsManager::Secret": [(("KmsKeyId",), KEY)],
+    "AWS::Logs::LogGroup": [(("KmsKeyId",), KEY)],
+    "AWS::S3::Bucket": [
+        (("BucketEncryption", "ServerSideEncryptionConfiguration", 0, "ServerSideEncryptionByDefault", "SSEAlgorithm"), "aws:kms"),
+        (("BucketEncryption", "ServerSideEncryptionConfiguration", 0, "ServerSideEncryptionByDefault", "KMSMasterKeyID"), KEY),
+    ],
+    "AWS::Kinesis::Stream": [(("StreamEncryption", "EncryptionType"), "KMS"), (("StreamEncryption", "KeyId"), KEY)],
+    "AWS::KinesisFirehose::DeliveryStream": [
+        (("DeliveryStreamEncryptionConfigurationInput", "KeyType"), "CUSTOMER_MANAGED_CMK"),
+        (("DeliveryStreamEncryptionConfigurationInput", "KeyARN"), KEY),
+        (("ExtendedS3DestinationConfiguration", "EncryptionConfiguration", "KMSEncryptionConfig", "AWSKMSKeyARN"), KEY),
+    ],
+}
+# Without it: encrypted at rest as before, with AWS-managed keys (secrets and log groups always are).
+DEFAULT_ENCRYPTION: dict[str, list[tuple[tuple, tuple]]] = {
+    "AWS::SQS::Queue": [(("SqsManagedSseEnabled",), (True, "true"))],
+    "AWS::DynamoDB::Table": [(("SSESpecification", "SSEEnabled"), (True, "true"))],
+    "AWS::S3::Bucket": [(("BucketEncryption", "ServerSideEncryptionConfiguration", 0, "ServerSideEncryptionByDefault", "SSEAlgorithm"), ("AES256", "aws:kms"))],
+    "AWS::Kinesis::Stream": [(("StreamEncryption", "EncryptionType"), ("KMS",))],
+    "AWS::KinesisFirehose::DeliveryStream": [(("DeliveryStreamEncryptionConfigurationInput", "KeyType"), ("AWS_OWNED_CMK", "CUSTOMER_MANAGED_CMK"))],
+}
+
+
+def _same(value, expected) -> bool:
+    if expected is True:
+        return value in (True, "true")
+    return value == expected
+
+
+def check_data_key(t: dict) -> list[str]:
+    """With DataKmsKeyArn set, every store of a type in DATA_KEY_WIRING uses the customer key; without it, each
+    is encrypted with AWS-managed keys as before and names no key (an empty key ARN would fail the deploy)."""
+    problems = []
+    keyed = render(t, WITH_DATA_KEY)
+    for lid, r in sorted(keyed["Resources"].items()):
+        for path, expected in DATA_KEY_WIRING.get(r.get("Type"), []):
+            want = SAMPLE_DATA_KEY if expected is KEY else expected
+            if not _same(at(r.get("Properties", {}), path), want):
+                what = "the customer key" if expected is KEY else repr(expected)
+                problems.append(f"{lid}: {'.'.join(map(str, path))} is not {what} with DataKmsKeyArn set")
+    plain = render(t, EVERY_RESOURCE)
+    for lid, r in sorted(plain["Resources"].items()):
+        props = r.get("Properties", {})
+        for path, expected in DATA_KEY_WIRING.get(r.get("Type"), []):
+            if expected is KEY and at(props, path) is not None and r["Type"] not in ("AWS::SNS::Topic", "AWS::Kinesis::Stream"):
+                problems.append(f"{lid}: {'.'.join(map(str, path))} is set without DataKmsKeyArn")
+        for path, allowed in DEFAULT_ENCRYPTION.get(r.get("Type"), []):
+            if at(props, path) not in allowed:
+                problems.append(f"{lid}: not encrypted at rest without DataKmsKeyArn ({'.'.join(map(str, path))})")
+        if r.get("Type") in ("AWS::SNS::Topic", "AWS::Kinesis::Stream"):
+            path = DATA_KEY_WIRING[r["Type"]][-1][0]
+            if not at(props, path):
+                problems.append(f"{lid}: not encrypted at rest without DataKmsKeyArn ({'.'.join(map(str, path))})")
+    return problems
+
+
+# Services whose stores take the customer key, and the actions that write to them: a writer needs
+# kms:GenerateDataKey*, and kms:Decrypt too except a Kinesis producer (SQS and SNS senders, S3 multipart uploads
+# and every reader need it). Describe/List actions touch no encrypted data.
+KEYED_SERVICES = ("sqs", "sns", "dynamodb", "secretsmanager", "s3", "kinesis")
+WRITE_ACTIONS = {
+    "sqs:SendMessage", "sns:Publish", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:BatchWriteItem",
+    "dynamodb:DeleteItem", "s3:PutObject", "kinesis:PutRecord", "kinesis:PutRecords",
+}
+PRODUCE_ONLY = {"kinesis:PutRecord", "kinesis:PutRecords"}
+METADATA_VERBS = ("Describe", "List", "GetQueueAttributes", "GetBucketLocation")
+
+
+def _as_list(value) -> list:
+    return value if isinstance(value, list) else [value] if value is not None else []
+
+
+def _principals(t: dict) -> dict[str, list[dict]]:
+    """Allow statements per role (a function's own role, an IAM role), of a rendered template."""
+    out: dict[str, list[dict]] = {}
+    for lid, s in statements(t):
+        if isinstance(s, dict) and s.get("Effect") == "Allow":
+            out.setdefault(lid, []).append(s)
+    return out
+
+
+def _via_services(statement: dict) -> set[str]:
+    """The services named by a statement's kms:ViaService condition ("sqs.${AWS::Region}.amazonaws.com" -> sqs)."""
+    names = set()
+    for op in ("StringEquals", "StringLike", "ForAnyValue:StringEquals"):
+        for v in _as_list(statement.get("Condition", {}).get(op, {}).get("kms:ViaService")):
+            text = v.get("Fn::Sub") if isinstance(v, dict) else v
+            if isinstance(text, str):
+                names.add(text.split(".")[0])
+    return names
+
+
+def check_data_key_grants(t: dict) -> list[str]:
+    """With DataKmsKeyArn set, every role that reads or writes a keyed service may use the customer key, and only
+    it, only through those services: kms:Decrypt, plus kms:GenerateDataKey* where it writes. A role added later (an
+    IAM role Reltio assumes to publish to the topic) is covered as it lands."""
+    problems = []
+    keyed = render(t, WITH_DATA_KEY)
+    for lid, stmts in sorted(_principals(keyed).items()):
+        actions = {
+            a for s in stmts for a in _as_list(s.get("Action"))
+            if isinstance(a, str) and a.split(":")[0] in KEYED_SERVICES and not a.split(":")[-1].startswith(METADATA_VERBS)
+        }
+        used = {a.split(":")[0] for a in actions}
+        if not used:
+            continue
+        grants = [s for s in stmts if any(str(a).startswith("kms:") for a in _as_list(s.get("Action")))]
+        on_key = [s for s in grants if _as_list(s.get("Resource")) == [SAMPLE_DATA_KEY]]
+        if len(on_key) != len(grants):
+            problems.append(f"{lid}: a KMS grant is not on the customer key alone")
+        granted = {a for s in on_key for a in _as_list(s.get("Action"))}
+        if actions - PRODUCE_ONLY and "kms:Decrypt" not in granted:
+            problems.append(f"{lid}: uses {sorted(used)} but may not kms:Decrypt with the customer key")
+        if actions & WRITE_ACTIONS and not granted & {"kms:GenerateDataKey", "kms:GenerateDataKey*"}:
+            problems.append(f"{lid}: writes {sorted(used)} but may not kms:GenerateDataKey with the customer key")
+        if on_key:
+            via = set().union(*(_via_services(s) for s in on_key))
+            if not all(_via_services(s) for s in on_key):
+                problems.append(f"{lid}: its customer-key grant is not limited to use through AWS services (kms:ViaService)")
+            elif used - via:
+                problems.append(f"{lid}: its customer-key grant does not cover {sorted(used - via)} (kms:ViaService)")
+    # Without the key, no statement is left with an empty resource (a grant outside its !If would fail the deploy).
+    for lid, stmts in sorted(_principals(render(t, EVERY_RESOURCE)).items()):
+        if any("" in _as_list(s.get("Resource")) for s in stmts):
+            problems.append(f"{lid}: a statement names an empty resource without DataKmsKeyArn")
+    return problems
+
+
+def check_data_protection(t: dict) -> list[str]:
+    """Every bucket is versioned and expires noncurrent versions, and logs to AccessLogBucket when it is set; every
+    table (ledgers, replay and dedup caches: their loss breaks ordering or deduplication) has point-in-time recovery."""
+    problems = []
+    logged = render(t, WITH_ACCESS_LOGS)
+    for lid, r in sorted(logged["Resources"].items()):
+        props = r.get("Properties", {})
+        if r.get("Type") == "AWS::S3::Bucket":
+            if at(props, ("VersioningConfiguration", "Status")) != "Enabled":
+                problems.append(f"{lid}: bucket is not versioned")
+            rules = at(props, ("LifecycleConfiguration", "Rules")) or []
+            if not any(x.get("Status") == "Enabled" and (x.get("NoncurrentVersionExpiration") or x.get("NoncurrentVersionExpirationInDays")) for x in rules):
+                problems.append(f"{lid}: noncurrent versions never expire")
+            if at(props, ("LoggingConfiguration", "DestinationBucketName")) != SAMPLE_ACCESS_LOG_BUCKET:
+                problems.append(f"{lid}: no server access logs to AccessLogBucket when it is set")
+        if r.get("Type") == "AWS::DynamoDB::Table":
+            if at(props, ("PointInTimeRecoverySpecification", "PointInTimeRecoveryEnabled")) not in (True, "true"):
+                problems.append(f"{lid}: no point-in-time recovery")
+    return problems
+
+
+# ---------------------------------------------------------------- the IaC scan's accepted findings
+
+# Every checkov finding this stack accepts, by check id: the resource types that carry its suppression, and what
+# lifts it. "DataKmsKeyArn" / "AccessLogBucket": setting that parameter makes the check pass, so the scan of the
+# template rendered with it runs without the suppression; "render": a false positive of a check that cannot read
+# an !If, gone once the template is rendered; None: a standing exception. The README's Security review table lists
+# the same ids, each with its reason; each suppression carries its own one-line reason in the resource's metadata.
+ACCEPTED_FINDINGS: dict[str, tuple[frozenset[str], str | None]] = {
+    "CKV_AWS_117": (frozenset({"AWS::Serverless::Function"}), None),  # Lambda in a VPC
+    "CKV_AWS_116": (frozenset({"AWS::Serverless::Function"}), None),  # Lambda DLQ for asynchronous invocations
+    "CKV_AWS_173": (frozenset({"AWS::Serverless::Function"}), None),  # Lambda environment under a customer key
+    "CKV_AWS_115": (frozenset({"AWS::Serverless::Function"}), None),  # Lambda reserved concurrency
+    "CKV_AWS_27": (frozenset({"AWS::SQS::Queue"}), "DataKmsKeyArn"),  # SQS under a KMS key
+    "CKV_AWS_158": (frozenset({"AWS::Logs::LogGroup"}), "DataKmsKeyArn"),  # log group under a KMS key
+    "CKV_AWS_149": (frozenset({"AWS::SecretsManager::Secret"}), "DataKmsKeyArn"),  # secret under a customer key
+    "CKV_AWS_119": (frozenset({"AWS::DynamoDB::Table"}), "DataKmsKeyArn"),  # table under a customer key
+    "CKV_AWS_18": (frozenset({"AWS::S3::Bucket"}), "AccessLogBucket"),  # S3 access logging
+    "CKV_AWS_19": (frozenset({"AWS::S3::Bucket"}), "render"),  # S3 encryption (SSEAlgorithm under an !If)
+}
+
+
+def scan_suppressions(resource: dict) -> list[dict]:
+    skips = resource.get("Metadata", {}).get("checkov", {}).get("skip", []) if isinstance(resource, dict) else []
+    return skips if isinstance(skips, list) else []
+
+
+def check_scan_suppressions(t: dict) -> list[str]:
+    """Every suppression of a scanner finding is one the register accepts, with a one-line reason of its own, and
+    every resource of a type the register names carries it (a queue or function added later must say why too)."""
+    problems = []
+    for lid, r in t["Resources"].items():
+        skips = scan_suppressions(r)
+        ids = set()
+        for skip in skips:
+            cid, comment = skip.get("id"), skip.get("comment")
+            ids.add(cid)
+            if cid not in ACCEPTED_FINDINGS:
+                problems.append(f"{lid}: suppression of {cid} is not an accepted finding (README, Security review)")
+            if not isinstance(comment, str) or len(comment.strip()) < 30 or "\n" in comment.strip():
+                problems.append(f"{lid}: suppression of {cid} has no one-line reason")
+        for cid, (types, _) in ACCEPTED_FINDINGS.items():
+            if r.get("Type") in types and cid not in ids:
+                problems.append(f"{lid}: no suppression of {cid} with its reason")
+    return sorted(problems)
+
+
+def without_suppressions(t: dict, lifted: set[str]) -> dict:
+    """A copy of a (rendered) template with the suppressions of the given check ids removed."""
+    out = copy.deepcopy(t)
+    for r in out["Resources"].values():
+        skips = scan_suppressions(r)
+        kept = [s for s in skips if s.get("id") not in lifted]
+        if skips and len(kept) != len(skips):
+            r["Metadata"]["checkov"]["skip"] = kept
+    return out
+
+
+def lifted_by(*reasons: str) -> set[str]:
+    return {cid for cid, (_, why) in ACCEPTED_FINDINGS.items() if why in reasons}
+
+
+def check_security_review(readme: str) -> list[str]:
+    """The README's Security review: a table row per accepted finding (no more, no fewer), the parameters it
+    documents, and the key-policy statements a customer adds to DataKmsKeyArn's policy (the stack cannot edit an
+    external key's policy): CloudWatch for the alarm topic, SNS for delivery to the queues, CloudWatch Logs, and
+    the stack's roles through every keyed service."""
+    import json
+
+    section = re.search(r"^## Security review\n(.*?)(?=^## )", readme, re.S | re.M)
+    if not section:
+        return ["README: no Security review section"]
+    text = section.group(1)
+    problems = []
+    rows = set(re.findall(r"^\| `(CKV2?_AWS_\d+)`", text, re.M))
+    for cid in sorted(set(ACCEPTED_FINDINGS) - rows):
+        problems.append(f"README: accepted finding {cid} is not in the Security review table")
+    for cid in sorted(rows - set(ACCEPTED_FINDINGS)):
+        problems.append(f"README: {cid} is in the Security review table but not an accepted finding")
+    for name in ("DataKmsKeyArn", "AccessLogBucket", "NoncurrentVersionDays"):
+        if f"`{name}" not in text:
+            problems.append(f"README: Security review does not explain {name}")
+    snippet = re.search(r"```json\n(.*?)```", text, re.S)
+    try:
+        policy = json.loads(snippet.group(1)) if snippet else None
+    except json.JSONDecodeError as e:
+        return problems + [f"README: the key-policy statements are not valid JSON ({e})"]
+    if not isinstance(policy, list):
+        return problems + ["README: no key-policy statements (a JSON list) for DataKmsKeyArn"]
+
+    def grants(principal: str, actions: set[str]) -> list[dict]:
+        return [
+            st for st in policy
+            if st.get("Effect") == "Allow"
+            and principal in _as_list(st.get("Principal", {}).get("Service")) + _as_list(st.get("Principal", {}).get("AWS"))
+            and actions <= set(_as_list(st.get("Action")))
+        ]
+
+    for service, why in [
+        ("cloudwatch.amazonaws.com", "CloudWatch publish alarms"),
+        ("sns.amazonaws.com", "SNS deliver to the queues"),
+        ("logs.<region>.amazonaws.com", "CloudWatch Logs encrypt the log groups"),
+    ]:
+        if not grants(service, {"kms:Decrypt*" if service.startswith("logs.") else "kms:Decrypt", "kms:GenerateDataKey*"}):
+            problems.append(f"README: the key policy does not let {why} ({service})")
+    roles = [st for st in grants("arn:aws:iam::<account>:root", {"kms:Decrypt", "kms:GenerateDataKey*"})
+             if "aws:PrincipalArn" in st.get("Condition", {}).get("ArnLike", {})]
+    via = {v.split(".")[0] for st in roles for v in _as_list(st.get("Condition", {}).get("StringEquals", {}).get("kms:ViaService"))}
+    if not roles:
+        problems.append("README: the key policy does not let the stack's roles use the key")
+    elif set(KEYED_SERVICES) - via:
+        problems.append(f"README: the key policy does not let the stack's roles use the key through {sorted(set(KEYED_SERVICES) - via)}")
+    return problems
+
+
 def all_problems(t: dict, contract_md: Path | None = None, layer_root: Path | None = None) -> list[str]:
     return (
         (check_mapping_files(t, layer_root) if layer_root else [])
@@ -430,4 +863,8 @@ def all_problems(t: dict, contract_md: Path | None = None, layer_root: Path | No
         + check_alarm_topic_key(t)
         + check_tracing(t)
         + check_fanout(t)
+        + check_data_key(t)
+        + check_data_key_grants(t)
+        + check_data_protection(t)
+        + check_scan_suppressions(t)
     )

@@ -236,3 +236,288 @@ def test_every_stack_output_the_cli_reads_is_in_the_template(template):
     read = set(re.findall(r'pub const \w+: &str = "(\w+)";', source))
     assert len(read) >= 10, read
     assert read - set(template["Outputs"]) == set()
+
+
+# ---------------------------------------------------------------- security review: one customer key, data protection
+
+DMS = ROOT / "infra" / "dms.yaml"
+
+
+def test_rendering_follows_the_parameters(template):
+    # The checks below and the IaC scan read the template rendered with parameter values: conditions decide which
+    # resources exist, every !If is its branch, AWS::NoValue is gone.
+    plain = checks.render(template)
+    assert "StreamConsumerFunction" not in plain["Resources"] and "CdcKeyLedgerTable" not in plain["Resources"]
+    assert "AlarmTopicKey" in plain["Resources"]
+    assert plain["Resources"]["EventQueue"]["Properties"]["SqsManagedSseEnabled"] is True
+    assert "KmsMasterKeyId" not in plain["Resources"]["EventQueue"]["Properties"]
+    keyed = checks.render(template, checks.WITH_DATA_KEY)
+    assert "StreamConsumerFunction" in keyed["Resources"] and "AlarmTopicKey" not in keyed["Resources"]
+    assert keyed["Resources"]["EventQueue"]["Properties"]["KmsMasterKeyId"] == checks.SAMPLE_DATA_KEY
+    assert keyed["Parameters"]["DataKmsKeyArn"]["Default"] == checks.SAMPLE_DATA_KEY
+
+
+@pytest.mark.parametrize(
+    "resource, path, other",
+    [
+        ("EventQueue", ["KmsMasterKeyId"], "alias/aws/sqs"),
+        ("EventTopic", ["KmsMasterKeyId"], "alias/aws/sns"),
+        ("AlarmTopic", ["KmsMasterKeyId"], {"Ref": "AlarmTopicKey"}),
+        ("SyncStateTable", ["SSESpecification", "KMSMasterKeyId"], "alias/aws/dynamodb"),
+        ("SalesforceSecret", ["KmsKeyId"], "alias/aws/secretsmanager"),
+        ("CrmUpdaterLogGroup", ["KmsKeyId"], {"Ref": "AWS::NoValue"}),
+        ("StreamConsumerLogGroup", ["KmsKeyId"], {"Ref": "AWS::NoValue"}),
+        ("AnalyticsBucket", ["BucketEncryption", "ServerSideEncryptionConfiguration", 0, "ServerSideEncryptionByDefault", "KMSMasterKeyID"], "alias/aws/s3"),
+        ("CdcStream", ["StreamEncryption", "KeyId"], "alias/aws/kinesis"),
+        ("AnalyticsDeliveryStream", ["DeliveryStreamEncryptionConfigurationInput"], {"KeyType": "AWS_OWNED_CMK"}),
+    ],
+)
+def test_a_store_without_the_customer_key_is_caught(t, resource, path, other):
+    props = t["Resources"][resource]["Properties"]
+    *parents, last = path
+    for step in parents:
+        props = props[step]
+    props[last] = other
+    problems = checks.check_data_key(t)
+    assert any(p.startswith(f"{resource}: ") and "with DataKmsKeyArn set" in p for p in problems), problems
+
+
+def test_a_store_added_later_is_covered_by_its_type(t):
+    # The dead-letter store and Reltio's streaming resources land later: a new queue or bucket must use the key too.
+    t["Resources"]["LetterQueue"] = {"Type": "AWS::SQS::Queue", "Properties": {"SqsManagedSseEnabled": True}}
+    t["Resources"]["LetterBucket"] = {
+        "Type": "AWS::S3::Bucket",
+        "Properties": {"BucketEncryption": {"ServerSideEncryptionConfiguration": [{"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]}},
+    }
+    problems = checks.check_data_key(t)
+    assert "LetterQueue: KmsMasterKeyId is not the customer key with DataKmsKeyArn set" in problems
+    assert any(p.startswith("LetterBucket: ") and "SSEAlgorithm" in p for p in problems), problems
+    assert any(p.startswith("LetterBucket: ") and "KMSMasterKeyID" in p for p in problems), problems
+
+
+def test_a_store_that_loses_its_default_encryption_is_caught(t):
+    # Without the parameter the stack stays encrypted with AWS-managed keys, as before.
+    del t["Resources"]["CrmDeadLetterQueue"]["Properties"]["SqsManagedSseEnabled"]
+    t["Resources"]["WebhookReplayTable"]["Properties"]["SSESpecification"]["SSEEnabled"] = False
+    assert checks.check_data_key(t) == [
+        "WebhookReplayTable: SSESpecification.SSEEnabled is not True with DataKmsKeyArn set",
+        "CrmDeadLetterQueue: not encrypted at rest without DataKmsKeyArn (SqsManagedSseEnabled)",
+        "WebhookReplayTable: not encrypted at rest without DataKmsKeyArn (SSESpecification.SSEEnabled)",
+    ]
+
+
+def test_a_key_named_outside_its_condition_is_caught(t):
+    # An empty DataKmsKeyArn must leave no empty key ARN behind (the deploy would fail).
+    t["Resources"]["EventQueue"]["Properties"]["KmsMasterKeyId"] = {"Ref": "DataKmsKeyArn"}
+    assert checks.check_data_key(t) == ["EventQueue: KmsMasterKeyId is set without DataKmsKeyArn"]
+
+
+def _drop_data_key_statement(t, function):
+    policy = t["Resources"][function]["Properties"]["Policies"][0]["Statement"]
+    policy[:] = [s for s in policy if not ("Fn::If" in s and s["Fn::If"][1].get("Sid") == "DataKey")]
+
+
+def _data_key_statement(t, function):
+    policy = t["Resources"][function]["Properties"]["Policies"][0]["Statement"]
+    return next(s["Fn::If"][1] for s in policy if "Fn::If" in s and s["Fn::If"][1].get("Sid") == "DataKey")
+
+
+def test_a_role_without_a_grant_on_the_customer_key_is_caught(t):
+    _drop_data_key_statement(t, "CrmUpdaterFunction")
+    assert checks.check_data_key_grants(t) == [
+        "CrmUpdaterFunction: uses ['dynamodb', 'secretsmanager', 'sqs'] but may not kms:Decrypt with the customer key",
+        "CrmUpdaterFunction: writes ['dynamodb', 'secretsmanager', 'sqs'] but may not kms:GenerateDataKey with the customer key",
+    ]
+
+
+def test_a_writer_that_may_only_decrypt_is_caught(t):
+    _data_key_statement(t, "WebhookReceiverFunction")["Action"] = ["kms:Decrypt"]
+    assert checks.check_data_key_grants(t) == [
+        # (FanOut, the default: it publishes to the topic rather than sending to the queue)
+        "WebhookReceiverFunction: writes ['dynamodb', 'secretsmanager', 'sns'] but may not kms:GenerateDataKey with the customer key"
+    ]
+
+
+def test_a_grant_beyond_the_services_or_the_key_is_caught(t):
+    statement = _data_key_statement(t, "StreamConsumerFunction")
+    statement["Condition"]["StringEquals"]["kms:ViaService"] = [
+        v for v in statement["Condition"]["StringEquals"]["kms:ViaService"] if "sns" not in v["Fn::Sub"]
+    ]
+    assert checks.check_data_key_grants(t) == ["StreamConsumerFunction: its customer-key grant does not cover ['sns'] (kms:ViaService)"]
+    del statement["Condition"]
+    assert checks.check_data_key_grants(t) == [
+        "StreamConsumerFunction: its customer-key grant is not limited to use through AWS services (kms:ViaService)"
+    ]
+    statement = _data_key_statement(t, "AnalyticsSinkFunction")
+    statement["Resource"] = "*"
+    assert "AnalyticsSinkFunction: a KMS grant is not on the customer key alone" in checks.check_data_key_grants(t)
+
+
+def test_a_role_added_later_needs_the_grant_too(t):
+    # Reltio's streaming role (an IAM role Reltio assumes to publish to the topic) lands later: covered by its actions.
+    t["Resources"]["ReltioStreamingRole"] = {
+        "Type": "AWS::IAM::Role",
+        "Properties": {
+            "AssumeRolePolicyDocument": {"Statement": []},
+            "Policies": [{"PolicyName": "publish", "PolicyDocument": {"Statement": [
+                {"Effect": "Allow", "Action": ["sns:Publish"], "Resource": {"Ref": "EventTopic"}}
+            ]}}],
+        },
+    }
+    assert checks.check_data_key_grants(t) == [
+        "ReltioStreamingRole: uses ['sns'] but may not kms:Decrypt with the customer key",
+        "ReltioStreamingRole: writes ['sns'] but may not kms:GenerateDataKey with the customer key",
+    ]
+
+
+def test_a_grant_outside_its_condition_is_caught(t):
+    policy = t["Resources"]["CdcIngestFunction"]["Properties"]["Policies"][0]["Statement"]
+    policy.append(dict(_data_key_statement(t, "CdcIngestFunction")))
+    assert checks.check_data_key_grants(t) == ["CdcIngestFunction: a statement names an empty resource without DataKmsKeyArn"]
+
+
+def test_the_dms_role_may_write_to_the_stream_under_the_customer_key():
+    dms = checks.load(DMS)
+    assert checks.check_data_key_grants(dms) == []
+    statements = dms["Resources"]["DmsKinesisRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    statements[:] = [s for s in statements if "Fn::If" not in s]
+    assert checks.check_data_key_grants(dms) == [
+        "DmsKinesisRole: writes ['kinesis'] but may not kms:GenerateDataKey with the customer key"
+    ]
+
+
+def test_the_alarm_topic_keeps_a_key_cloudwatch_can_use(t):
+    # Without DataKmsKeyArn its own key (CloudWatch in the policy); with it the customer's key (README statement).
+    t["Resources"]["AlarmTopic"]["Properties"]["KmsMasterKeyId"] = {"Fn::If": ["UseDataKey", {"Ref": "DataKmsKeyArn"}, "alias/aws/sns"]}
+    assert checks.check_alarm_topic_key(t) == ["AlarmTopic: encrypted with alias/aws/sns, which CloudWatch cannot use"]
+
+
+def test_an_unversioned_bucket_is_caught(t):
+    props = t["Resources"]["AnalyticsBucket"]["Properties"]
+    del props["VersioningConfiguration"]
+    props["LifecycleConfiguration"]["Rules"] = [r for r in props["LifecycleConfiguration"]["Rules"] if "NoncurrentVersionExpiration" not in r]
+    del props["LoggingConfiguration"]
+    assert checks.check_data_protection(t) == [
+        "AnalyticsBucket: bucket is not versioned",
+        "AnalyticsBucket: noncurrent versions never expire",
+        "AnalyticsBucket: no server access logs to AccessLogBucket when it is set",
+    ]
+
+
+def test_a_bucket_added_later_is_held_to_the_same_rules(t):
+    t["Resources"]["LetterBucket"] = {"Type": "AWS::S3::Bucket", "Properties": {}}
+    assert checks.check_data_protection(t) == [
+        "LetterBucket: bucket is not versioned",
+        "LetterBucket: noncurrent versions never expire",
+        "LetterBucket: no server access logs to AccessLogBucket when it is set",
+    ]
+
+
+@pytest.mark.parametrize("table", ["SyncStateTable", "CdcKeyLedgerTable", "WebhookReplayTable", "AnalyticsDedupTable"])
+def test_a_table_without_point_in_time_recovery_is_caught(t, table):
+    del t["Resources"][table]["Properties"]["PointInTimeRecoverySpecification"]
+    assert checks.check_data_protection(t) == [f"{table}: no point-in-time recovery"]
+
+
+# ---------------------------------------------------------------- security review: the scanner's accepted findings
+
+
+def test_a_missing_suppression_is_caught(t):
+    skips = t["Resources"]["CrmUpdaterFunction"]["Metadata"]["checkov"]["skip"]
+    skips[:] = [s for s in skips if s["id"] != "CKV_AWS_117"]
+    del t["Resources"]["EventQueue"]["Metadata"]
+    assert checks.check_scan_suppressions(t) == [
+        "CrmUpdaterFunction: no suppression of CKV_AWS_117 with its reason",
+        "EventQueue: no suppression of CKV_AWS_27 with its reason",
+    ]
+
+
+def test_a_suppression_without_a_reason_or_outside_the_register_is_caught(t):
+    skips = t["Resources"]["AnalyticsBucket"]["Metadata"]["checkov"]["skip"]
+    skips[0]["comment"] = ""
+    skips.append({"id": "CKV_AWS_21", "comment": "Versioning is somebody else's problem, we are told by nobody"})
+    assert checks.check_scan_suppressions(t) == [
+        "AnalyticsBucket: suppression of CKV_AWS_18 has no one-line reason",
+        "AnalyticsBucket: suppression of CKV_AWS_21 is not an accepted finding (README, Security review)",
+    ]
+
+
+def test_a_resource_added_later_must_explain_its_findings(t):
+    t["Resources"]["LetterQueue"] = {"Type": "AWS::SQS::Queue", "Properties": {}}
+    assert checks.check_scan_suppressions(t) == ["LetterQueue: no suppression of CKV_AWS_27 with its reason"]
+
+
+def test_the_scan_lifts_parameter_suppressions_only_where_the_parameter_is_set(template):
+    import iac_scan
+
+    scans = iac_scan.variants(template, checks.load(DMS))
+    secured, _ = scans["template.data-key-and-access-logs.json"]
+    lifted = checks.lifted_by("render", *iac_scan.LIFTED_BY_PARAMETERS)
+    assert lifted >= {"CKV_AWS_27", "CKV_AWS_158", "CKV_AWS_149", "CKV_AWS_119", "CKV_AWS_18", "CKV_AWS_19"}
+    left = {s["id"] for r in secured["Resources"].values() for s in checks.scan_suppressions(r)}
+    assert left and not left & lifted
+    every, _ = scans["template.every-resource.json"]
+    assert {s["id"] for r in every["Resources"].values() for s in checks.scan_suppressions(r)} >= checks.lifted_by("DataKmsKeyArn")
+    control, expected = scans["template.control.json"]
+    assert {cid for cid, _ in expected} == checks.lifted_by(*iac_scan.LIFTED_BY_PARAMETERS)
+    assert ("CKV_AWS_27", "StreamDeadLetterQueue") in expected
+
+
+def test_the_scan_skips_nothing_on_the_command_line():
+    import iac_scan
+
+    command = iac_scan.checkov_command("checkov", "dir")
+    assert not {"--skip-check", "--check", "--soft-fail", "--soft-fail-on", "--skip-framework", "--baseline"} & set(command)
+    makefile = (ROOT / "Makefile").read_text()
+    assert "iac_scan.py" in makefile and "--skip-check" not in makefile and "--soft-fail" not in makefile
+
+
+def _scan(failed=(), skipped=(), passed=1):
+    return {
+        "passed_checks": [{"check_id": "CKV_AWS_1", "resource": "AWS::X.Y"}] * passed,
+        "failed_checks": [{"check_id": c, "check_name": "name", "resource": f"AWS::SQS::Queue.{r}"} for c, r in failed],
+        "skipped_checks": [{"check_id": c, "resource": f"AWS::SQS::Queue.{r}", "check_result": {"suppress_comment": why}} for c, r, why in skipped],
+    }
+
+
+def test_the_scan_reports_unexplained_failures_and_bare_skips():
+    import iac_scan
+
+    _, problems = iac_scan.judge(
+        {"a.yaml": _scan(failed=[("CKV_AWS_27", "Q")], skipped=[("CKV_AWS_116", "Q", "")])},
+        {"a.yaml": set(), "b.yaml": set()},
+    )
+    assert problems == [
+        "a.yaml: unexplained failure CKV_AWS_27 (name) on AWS::SQS::Queue.Q",
+        "a.yaml: CKV_AWS_116 skipped on AWS::SQS::Queue.Q without a reason",
+        "b.yaml: checkov scanned nothing (not read as CloudFormation?)",
+    ]
+
+
+def test_the_scan_control_must_fail_what_the_parameters_fix():
+    import iac_scan
+
+    _, problems = iac_scan.judge({"c.json": _scan()}, {"c.json": {("CKV_AWS_27", "Q")}})
+    assert problems == ["c.json: expected to fail without the parameters, but passed: [('CKV_AWS_27', 'Q')]"]
+    _, problems = iac_scan.judge({"c.json": _scan(failed=[("CKV_AWS_27", "Q")])}, {"c.json": {("CKV_AWS_27", "Q")}})
+    assert problems == []
+
+
+README = ROOT / "README.md"
+
+
+def test_the_readme_explains_every_accepted_finding_and_the_key_policy():
+    assert checks.check_security_review(README.read_text()) == []
+
+
+def test_a_readme_missing_a_finding_or_a_key_policy_statement_is_caught():
+    text = README.read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| `CKV_AWS_117`"))
+    mutated = text.replace(row + "\n", "").replace('"Sid": "CloudWatchPublishesAlarms"', '"Sid": "Gone"').replace(
+        '"Principal": {"Service": "cloudwatch.amazonaws.com"}', '"Principal": {"Service": "example.amazonaws.com"}'
+    ).replace('"s3.<region>.amazonaws.com"', '"ec2.<region>.amazonaws.com"')
+    assert checks.check_security_review(mutated) == [
+        "README: accepted finding CKV_AWS_117 is not in the Security review table",
+        "README: the key policy does not let CloudWatch publish alarms (cloudwatch.amazonaws.com)",
+        "README: the key policy does not let the stack's roles use the key through ['s3']",
+    ]
