@@ -2,6 +2,7 @@
 //! SDK configuration pointed at it, builders for Lambda events, and in-memory fakes of the domain's ports.
 
 pub mod fakes;
+pub mod reltio_stream;
 pub mod runtime;
 
 use base64::Engine;

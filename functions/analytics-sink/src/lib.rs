@@ -32,6 +32,7 @@ use mdm_sync_domain::ports::{
     BatchSignal, Deadline, DeliveredIds, EntitySource, MessageSink, RecordSink,
 };
 use mdm_sync_domain::queue::Delivery;
+use mdm_sync_domain::reltio::message::{unpack, MessageItems};
 use mdm_sync_domain::settle::Settlement;
 use std::sync::Arc;
 use std::time::Instant;
@@ -102,6 +103,13 @@ impl Deps {
     }
 }
 
+/// How one event ended (one left undecided was not recorded in this invocation).
+fn event_outcome(item: &Item) -> Outcome {
+    item.outcome
+        .clone()
+        .unwrap_or_else(|| Outcome::Transient("not recorded in this invocation".into()))
+}
+
 /// The handler's answer and the invocation's metrics (the caller emits them).
 pub type Handled = runner::Handled<aws_lambda_events::event::sqs::SqsBatchResponse>;
 
@@ -111,7 +119,8 @@ pub async fn handle(deps: &Deps, event: SqsEvent, deadline: Instant) -> Handled 
 }
 
 impl Function<Sqs> for Deps {
-    type Item = Item;
+    /// A message's events (Reltio may put several in one message).
+    type Item = MessageItems<Item>;
     /// What was written, for the refresh signal.
     type Summary = Report;
 
@@ -132,58 +141,60 @@ impl Function<Sqs> for Deps {
         deliveries: Vec<Delivery>,
         deadline: Deadline,
         metrics: &'a mut Metrics,
-    ) -> BoxFuture<'a, (Vec<Item>, Report)> {
+    ) -> BoxFuture<'a, (Vec<MessageItems<Item>>, Report)> {
         Box::pin(async move {
             let received_at = chrono::Utc::now()
                 .format("%Y-%m-%dT%H:%M:%S%.3fZ")
                 .to_string();
-            let mut items: Vec<Item> = deliveries
-                .into_iter()
-                .map(|d| decode(&self.mapping, d, &received_at))
-                .collect();
+            let mut unpacked = unpack(deliveries, |e| decode(&self.mapping, e, &received_at));
             let ports = Ports {
                 sink: self.sink.as_ref(),
                 reltio: self.reltio.as_deref().map(|r| r as &dyn EntitySource),
                 dedup: self.dedup.as_deref(),
             };
-            let report = apply(ports, &mut items, deadline, &self.mapping).await;
+            let report = apply(ports, &mut unpacked.items, deadline, &self.mapping).await;
             for (name, n) in &report.counts {
                 metrics.count(name, *n);
             }
-            (items, report)
+            (unpacked.regroup(), report)
         })
     }
 
-    fn outcome(&self, item: &Item) -> Outcome {
-        item.outcome
-            .clone()
-            .unwrap_or_else(|| Outcome::Transient("not recorded in this invocation".into()))
+    fn outcome(&self, message: &MessageItems<Item>) -> Outcome {
+        message.outcome(event_outcome)
     }
 
-    fn context(&self, item: &Item) -> LetterContext {
+    fn context(&self, message: &MessageItems<Item>) -> LetterContext {
+        let first = message.events.first();
         LetterContext {
-            entity_uri: item.entity_uri.clone(),
-            event_id: Some(item.event_id.clone()),
+            entity_uri: first.and_then(|e| e.entity_uri.clone()),
+            event_id: first.map(|e| e.event_id.clone()),
             ..LetterContext::default()
         }
     }
 
-    /// The hand-over: the entity and version (the upstream hops' id), and the trace of the invocation that
-    /// enqueued the event.
-    fn hand_over(&self, item: &Item, _message: &SqsMessage) {
-        let record = item.written.as_ref();
-        tracing::info!(
-            entity = item.entity_uri.as_deref(),
-            object_version = record.and_then(|r| r.object_version),
-            change_type = record.map(|r| format!("{:?}", r.change_type)).as_deref(),
-            event_id = %item.event_id,
-            upstream_trace = item.trace.as_deref(),
-            "recorded"
-        );
+    /// The hand-over of each event recorded: the entity and version (the upstream hops' id), and the trace of
+    /// the invocation that enqueued the event.
+    fn hand_over(&self, message: &MessageItems<Item>, _: &SqsMessage) {
+        for item in message.events.iter().filter(|e| e.written.is_some()) {
+            let record = item.written.as_ref();
+            tracing::info!(
+                entity = item.entity_uri.as_deref(),
+                object_version = record.and_then(|r| r.object_version),
+                change_type = record.map(|r| format!("{:?}", r.change_type)).as_deref(),
+                event_id = %item.event_id,
+                upstream_trace = item.trace.as_deref(),
+                "recorded"
+            );
+        }
     }
 
-    fn source_time_ms(&self, item: &Item) -> Option<i64> {
-        item.written.as_ref().and_then(|r| r.updated_time)
+    fn source_time_ms(&self, message: &MessageItems<Item>) -> Option<i64> {
+        message
+            .events
+            .iter()
+            .filter_map(|e| e.written.as_ref().and_then(|r| r.updated_time))
+            .max()
     }
 
     /// The refresh signal, once the records are written (best effort).

@@ -33,6 +33,7 @@ use mdm_sync_domain::letter::LetterContext;
 use mdm_sync_domain::outcome::Outcome;
 use mdm_sync_domain::ports::{Crm, Deadline, EntitySource, Ledger, MessageSink, MessageVisibility};
 use mdm_sync_domain::queue::Delivery;
+use mdm_sync_domain::reltio::message::{unpack, MessageItems};
 use mdm_sync_domain::settle::Settlement;
 use std::sync::Arc;
 use std::time::Instant;
@@ -107,13 +108,21 @@ pub async fn handle(deps: &Deps, event: SqsEvent, deadline: Instant) -> Handled 
     runner::run::<Sqs, _>(deps, event, deadline).await
 }
 
+/// How one event ended (one the planner left undecided was not applied in this invocation).
+fn event_outcome(item: &Item) -> Outcome {
+    item.outcome
+        .clone()
+        .unwrap_or_else(|| Outcome::Transient("not applied in this invocation".into()))
+}
+
 /// A name for this invocation's ledger leases.
 fn owner_id() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
 
 impl Function<Sqs> for Deps {
-    type Item = Item;
+    /// A message's events (Reltio may put several in one message).
+    type Item = MessageItems<Item>;
     type Summary = ();
 
     fn name(&self) -> &'static str {
@@ -133,63 +142,66 @@ impl Function<Sqs> for Deps {
         deliveries: Vec<Delivery>,
         deadline: Deadline,
         metrics: &'a mut Metrics,
-    ) -> BoxFuture<'a, (Vec<Item>, ())> {
+    ) -> BoxFuture<'a, (Vec<MessageItems<Item>>, ())> {
         Box::pin(async move {
-            let mut items: Vec<Item> = deliveries
-                .into_iter()
-                .map(|d| decode(&self.mapping, d))
-                .collect();
+            let mut unpacked = unpack(deliveries, |event| decode(&self.mapping, event));
             let ports = Ports {
                 reltio: self.reltio.as_ref(),
                 crm: self.salesforce.as_ref(),
                 ledger: self.ledger.as_ref(),
             };
-            let report = apply(ports, &self.mapping, &mut items, &owner_id(), deadline).await;
+            let items = &mut unpacked.items;
+            let report = apply(ports, &self.mapping, items, &owner_id(), deadline).await;
             for (name, n) in &report.counts {
                 metrics.count(name, *n);
             }
             for ms in &report.salesforce_latencies_ms {
                 metrics.time_ms("SalesforceLatency", *ms);
             }
-            (items, ())
+            (unpacked.regroup(), ())
         })
     }
 
-    fn outcome(&self, item: &Item) -> Outcome {
-        item.outcome
-            .clone()
-            .unwrap_or_else(|| Outcome::Transient("not applied in this invocation".into()))
+    fn outcome(&self, message: &MessageItems<Item>) -> Outcome {
+        message.outcome(event_outcome)
     }
 
-    fn context(&self, item: &Item) -> LetterContext {
+    fn context(&self, message: &MessageItems<Item>) -> LetterContext {
+        let first = message.events.first();
         LetterContext {
-            entity_uri: item.uri().map(str::to_owned),
-            event_id: Some(item.event_id.clone()),
+            entity_uri: first.and_then(|e| e.uri()).map(str::to_owned),
+            event_id: first.map(|e| e.event_id.clone()),
             ..LetterContext::default()
         }
     }
 
-    /// The hand-over: the entity and version (the upstream hops' id), the Contact written, and the trace of the
-    /// invocation that enqueued the event (its message's `AWSTraceHeader`).
-    fn hand_over(&self, item: &Item, _message: &SqsMessage) {
-        let resolved = item
-            .entity_uri
-            .as_deref()
-            .filter(|u| item.event_uri.as_deref() != Some(*u));
-        tracing::info!(
-            entity = item.event_uri.as_deref().or(item.entity_uri.as_deref()),
-            resolved_entity = resolved,
-            object_version = item.order.version,
-            contact = item.plan.as_ref().map(|p| p.survivor.as_str()),
-            merged_contacts = item.plan.as_ref().map(|p| p.archived.len()).filter(|n| *n > 0),
-            event_id = %item.event_id,
-            upstream_trace = item.trace.as_deref(),
-            "applied"
-        );
+    /// The hand-over of each event applied: the entity and version (the upstream hops' id), the Contact written,
+    /// and the trace of the invocation that enqueued the event (its message's `AWSTraceHeader`).
+    fn hand_over(&self, message: &MessageItems<Item>, _: &SqsMessage) {
+        for item in message
+            .events
+            .iter()
+            .filter(|e| event_outcome(e) == Outcome::Done)
+        {
+            let resolved = item
+                .entity_uri
+                .as_deref()
+                .filter(|u| item.event_uri.as_deref() != Some(*u));
+            tracing::info!(
+                entity = item.event_uri.as_deref().or(item.entity_uri.as_deref()),
+                resolved_entity = resolved,
+                object_version = item.order.version,
+                contact = item.plan.as_ref().map(|p| p.survivor.as_str()),
+                merged_contacts = item.plan.as_ref().map(|p| p.archived.len()).filter(|n| *n > 0),
+                event_id = %item.event_id,
+                upstream_trace = item.trace.as_deref(),
+                "applied"
+            );
+        }
     }
 
-    fn source_time_ms(&self, item: &Item) -> Option<i64> {
-        item.event_time
+    fn source_time_ms(&self, message: &MessageItems<Item>) -> Option<i64> {
+        message.events.iter().filter_map(|e| e.event_time).max()
     }
 
     fn settled<'a>(

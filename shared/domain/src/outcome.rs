@@ -38,14 +38,16 @@ impl Outcome {
         }
     }
 
-    /// The outcome of an input with several effects: transient beats permanent beats skipped beats done.
-    pub fn worse(self, other: Outcome) -> Outcome {
+    /// The outcome of an input with several parts (a record's writes, a message's events): transient beats
+    /// permanent (the input must come again, else be dead-lettered), and one part applied makes the input applied
+    /// even where other parts were skipped.
+    pub fn combine(self, other: Outcome) -> Outcome {
         use Outcome::*;
         match (self, other) {
             (Transient(r), _) | (_, Transient(r)) => Transient(r),
             (Permanent(r), _) | (_, Permanent(r)) => Permanent(r),
-            (Skipped(r), _) | (_, Skipped(r)) => Skipped(r),
-            _ => Done,
+            (Done, _) | (_, Done) => Done,
+            (Skipped(r), Skipped(_)) => Skipped(r),
         }
     }
 }
@@ -70,6 +72,8 @@ pub enum SkipReason {
     NoCrosswalk,
     /// The target record no longer exists (deleted, merged away): nothing to do.
     RecordMissing,
+    /// Reltio says no golden value changed (`ovChanged: false`), and the consumer reads golden values only.
+    NoGoldenChange,
     /// A DMS control record (table definitions and the like).
     Control,
     /// A change to DMS's own tables (`awsdms_*`).
@@ -85,7 +89,7 @@ pub enum SkipReason {
 }
 
 impl SkipReason {
-    pub const ALL: [SkipReason; 14] = [
+    pub const ALL: [SkipReason; 15] = [
         SkipReason::Duplicate,
         SkipReason::Stale,
         SkipReason::EventType,
@@ -94,6 +98,7 @@ impl SkipReason {
         SkipReason::Empty,
         SkipReason::NoCrosswalk,
         SkipReason::RecordMissing,
+        SkipReason::NoGoldenChange,
         SkipReason::Control,
         SkipReason::DmsInternal,
         SkipReason::Unmapped,
@@ -113,6 +118,7 @@ impl SkipReason {
             SkipReason::Empty => "empty",
             SkipReason::NoCrosswalk => "no-crosswalk",
             SkipReason::RecordMissing => "record-missing",
+            SkipReason::NoGoldenChange => "no-golden-change",
             SkipReason::Control => "control",
             SkipReason::DmsInternal => "dms-internal",
             SkipReason::Unmapped => "unmapped",
@@ -134,6 +140,7 @@ impl SkipReason {
             SkipReason::Empty => "SkippedEmpty",
             SkipReason::NoCrosswalk => "SkippedNoCrosswalk",
             SkipReason::RecordMissing => "SkippedRecordMissing",
+            SkipReason::NoGoldenChange => "SkippedNoGoldenChange",
             SkipReason::Control => "SkippedControl",
             SkipReason::DmsInternal => "SkippedDmsInternal",
             SkipReason::Unmapped => "SkippedUnmapped",
@@ -174,16 +181,21 @@ mod tests {
     }
 
     #[test]
-    fn the_worse_outcome_wins() {
+    fn parts_combine_failures_first_then_what_was_applied() {
         let t = || Outcome::Transient("down".into());
         let p = || Outcome::Permanent("bad".into());
         let s = || Outcome::Skipped(SkipReason::Stale);
-        assert_eq!(Outcome::Done.worse(t()), t());
-        assert_eq!(p().worse(t()), t());
-        assert_eq!(p().worse(Outcome::Done), p());
-        assert_eq!(s().worse(p()), p());
-        assert_eq!(Outcome::Done.worse(s()), s());
-        assert_eq!(Outcome::Done.worse(Outcome::Done), Outcome::Done);
+        assert_eq!(Outcome::Done.combine(t()), t());
+        assert_eq!(p().combine(t()), t());
+        assert_eq!(p().combine(Outcome::Done), p());
+        assert_eq!(s().combine(p()), p());
+        assert_eq!(Outcome::Done.combine(s()), Outcome::Done);
+        assert_eq!(s().combine(Outcome::Done), Outcome::Done);
+        assert_eq!(
+            s().combine(Outcome::Skipped(SkipReason::Duplicate)),
+            s(),
+            "the first skip's reason"
+        );
     }
 
     #[test]

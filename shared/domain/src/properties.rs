@@ -10,6 +10,7 @@ use crate::dms::{DmsRecord, Row};
 use crate::queue::Delivery;
 use crate::reltio::event::ReltioEvent;
 use crate::reltio::golden_value;
+use crate::reltio::message::queued_events;
 use crate::webhook::events::{check_readable, parse_body, parse_both_ways, sqs_attribute_ok};
 use crate::webhook::signature::{sign_reltio, sign_standard, verify, RequestHeaders};
 use crate::webhook::{VerifyOptions, WebhookSecrets};
@@ -154,20 +155,20 @@ pub fn accepted_is_sendable(mapping: &CrmMapping, data: &[u8]) {
                 "the body holds characters SQS refuses"
             );
         }
-        let item = decode(
-            mapping,
-            Delivery {
-                message_id: "m".into(),
-                body: event.body.clone(),
-                event_id: Some(event.id.clone()),
-                ..Delivery::default()
-            },
-        );
-        if let Some(crate::outcome::Outcome::Permanent(reason)) = &item.outcome {
-            assert!(
-                !reason.starts_with("not a Reltio event"),
-                "accepted by the receiver, refused by the crm-updater: {reason}"
-            );
+        let delivery = Delivery {
+            message_id: "m".into(),
+            body: event.body.clone(),
+            event_id: Some(event.id.clone()),
+            ..Delivery::default()
+        };
+        let queued = queued_events(delivery).expect("an accepted event is a readable message");
+        for item in queued.into_iter().map(|q| decode(mapping, q)) {
+            if let Some(crate::outcome::Outcome::Permanent(reason)) = &item.outcome {
+                assert!(
+                    !reason.starts_with("not a Reltio event"),
+                    "accepted by the receiver, refused by the crm-updater: {reason}"
+                );
+            }
         }
     }
 }
@@ -192,15 +193,15 @@ pub fn crm_event(mapping: &CrmMapping, data: &[u8]) {
     if let (Ok(full), Ok(lean)) = (full, lean) {
         lean_snapshot_reads_as_the_full_one(mapping, &full, &lean);
     }
-    let mut item = decode(
-        mapping,
-        Delivery {
-            message_id: "m".into(),
-            body,
-            ..Delivery::default()
-        },
-    );
-    plan_entity(mapping, &mut item);
+    let delivery = Delivery {
+        message_id: "m".into(),
+        body,
+        ..Delivery::default()
+    };
+    for queued in queued_events(delivery).unwrap_or_default() {
+        let mut item = decode(mapping, queued);
+        plan_entity(mapping, &mut item);
+    }
 }
 
 /// The golden values the mapping reads and the live Contact crosswalks are the same in the lean snapshot as in

@@ -12,7 +12,6 @@ use clap::Args;
 use futures::future::BoxFuture;
 use mdm_sync_adapters::kinesis::{KinesisEventRecord, KinesisRecord};
 use mdm_sync_domain::analytics::{decode as analytics_decode, AnalyticsMapping};
-use mdm_sync_domain::queue::Delivery;
 use mdm_sync_domain::cdc::apply::{apply, ApplySettings};
 use mdm_sync_domain::cdc::mapping::CdcMapping;
 use mdm_sync_domain::crm::contacts::{contact_fields, contact_ids};
@@ -20,6 +19,7 @@ use mdm_sync_domain::crm::plan::CrmEvent;
 use mdm_sync_domain::crm::CrmMapping;
 use mdm_sync_domain::dms::DEFAULT_BEFORE_IMAGE_FIELD;
 use mdm_sync_domain::ports::{Deadline, EntityWriter, PortError};
+use mdm_sync_domain::reltio::message::QueuedEvent;
 use mdm_sync_domain::reltio::{CrosswalkKey, EntityBody, ItemOutcome};
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -291,11 +291,11 @@ pub async fn check(g: &Global, args: CheckArgs) -> Result<ExitCode, CliError> {
             if let Some((_, Ok(m))) = &analytics {
                 let item = analytics_decode(
                     m,
-                    Delivery {
+                    QueuedEvent {
                         message_id: format!("sample-{i}"),
-                        body: e.to_string(),
-                        event_id: Some(format!("sample-{i}")),
-                        ..Delivery::default()
+                        json: e.to_string(),
+                        event_id: format!("sample-{i}"),
+                        ..QueuedEvent::default()
                     },
                     "now",
                 );

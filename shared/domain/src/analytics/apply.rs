@@ -7,10 +7,9 @@ use super::mapping::AnalyticsMapping;
 use super::record::{plan_record, with_snapshot, ChangeRecord, RecordPlan};
 use crate::outcome::{Outcome, SkipReason};
 use crate::ports::{Deadline, DeliveredIds, EntitySource, PortError, RecordSink};
-use crate::queue::Delivery;
 use crate::reltio::event::ReltioEvent;
+use crate::reltio::message::QueuedEvent;
 use futures::stream::{self, StreamExt};
-use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 /// Firehose's largest record (1,000 KiB): a larger change record can never be written.
@@ -50,34 +49,35 @@ impl Item {
     }
 }
 
-/// Parses a message and plans its record (pure). `received_at` is stamped on the record.
-pub fn decode(mapping: &AnalyticsMapping, delivery: Delivery, received_at: &str) -> Item {
-    let event_id = delivery
-        .event_id
-        .unwrap_or_else(|| hex::encode(Sha256::digest(delivery.body.as_bytes())));
+/// Parses an event and plans its record (pure). `received_at` is stamped on the record.
+pub fn decode(mapping: &AnalyticsMapping, queued: QueuedEvent, received_at: &str) -> Item {
     let mut item = Item {
-        message_id: delivery.message_id,
-        event_id,
-        trace: delivery.trace,
+        message_id: queued.message_id,
+        event_id: queued.event_id,
+        trace: queued.trace,
         entity_uri: None,
         plan: None,
         outcome: None,
         written: None,
     };
-    let event: ReltioEvent = match serde_json::from_str(&delivery.body) {
+    let mut event: ReltioEvent = match serde_json::from_str(&queued.json) {
         Ok(e) => e,
         Err(e) => {
             item.outcome = Some(Outcome::Permanent(format!("not a Reltio event: {e}")));
             return item;
         }
     };
+    // A `skipPayload` event names its entity only in the message's `sourceObjectUri` header.
+    if event.entity_uri().is_none() {
+        event.uri = queued.source_object_uri;
+    }
     item.entity_uri = event.entity_uri().map(str::to_owned);
     let plan = plan_record(
         mapping,
         &event,
         &item.event_id,
-        delivery.tenant_id.as_deref(),
-        delivery.object_version.as_deref(),
+        queued.tenant_id.as_deref(),
+        queued.object_version.as_deref(),
         received_at,
     );
     match plan {
@@ -190,8 +190,8 @@ async fn fetch_snapshots(
     let Some(reltio) = ports.reltio else {
         for (i, _) in wanted {
             items[i].outcome = Some(Outcome::Permanent(
-                "the event carries no snapshot (exceededQueueSizeLimit) and no Reltio access is configured to \
-                 fetch it"
+                "the event carries no snapshot (too large for the stream, or a delta or skipped payload) and no \
+                 Reltio access is configured to fetch it"
                     .into(),
             ));
         }
@@ -207,9 +207,10 @@ async fn fetch_snapshots(
         let item = &mut items[i];
         match (result, item.plan.take()) {
             (Ok(entity), Some(RecordPlan::Fetch { record, .. })) => {
-                item.plan = Some(RecordPlan::Record(Box::new(with_snapshot(
-                    mapping, *record, &entity,
-                ))));
+                match with_snapshot(mapping, *record, &entity) {
+                    Ok(record) => item.plan = Some(RecordPlan::Record(Box::new(record))),
+                    Err(skip) => item.outcome = Some(Outcome::Skipped(skip)),
+                }
             }
             (Err(e), plan) => {
                 item.plan = plan;

@@ -91,8 +91,8 @@ pub enum RecordPlan {
     Skip(SkipReason),
     /// The record, complete.
     Record(Box<ChangeRecord>),
-    /// An oversized event (`exceededQueueSizeLimit`): the entity must be fetched for its snapshot, then
-    /// [`with_snapshot`] completes the record.
+    /// A state change that carries no snapshot (an oversized event, Reltio's `DELTAS` and `skipPayload` payload
+    /// types): the entity must be fetched for its snapshot, then [`with_snapshot`] completes the record.
     Fetch {
         uri: String,
         record: Box<ChangeRecord>,
@@ -167,13 +167,12 @@ pub fn plan_record(
             );
             Ok(RecordPlan::Record(Box::new(record)))
         }
-        // A state change whose snapshot did not fit the stream: fetch the entity. A merge or removal record is
-        // complete without one.
-        None if event.exceeded_queue_size_limit
-            && matches!(
-                change_type,
-                ChangeType::Create | ChangeType::Update | ChangeType::Unmerge
-            ) =>
+        // A state change that carries no snapshot (too large for the stream, or a delta or skipped payload): fetch
+        // the entity. A merge or removal record is complete without one.
+        None if matches!(
+            change_type,
+            ChangeType::Create | ChangeType::Update | ChangeType::Unmerge
+        ) =>
         {
             Ok(RecordPlan::Fetch {
                 uri: record.entity_uri.clone(),
@@ -187,17 +186,19 @@ pub fn plan_record(
     }
 }
 
-/// Completes a record with a fetched entity (`{uri, type, attributes, crosswalks, ...}`).
+/// Completes a record with a fetched entity (`{uri, type, attributes, crosswalks, ...}`); an entity of a type the
+/// mapping does not record is skipped (the event named no type, and the fetched entity tells).
 pub fn with_snapshot(
     mapping: &AnalyticsMapping,
     mut record: ChangeRecord,
     entity: &Value,
-) -> ChangeRecord {
+) -> Result<ChangeRecord, SkipReason> {
+    let fetched_type = entity.get("type").and_then(Value::as_str);
+    if fetched_type.is_some() && !mapping.records_type(fetched_type) {
+        return Err(SkipReason::EntityType);
+    }
     if record.entity_type.is_none() {
-        record.entity_type = entity
-            .get("type")
-            .and_then(Value::as_str)
-            .map(|t| short_type(t).to_owned());
+        record.entity_type = fetched_type.map(|t| short_type(t).to_owned());
     }
     fill(
         mapping,
@@ -205,7 +206,7 @@ pub fn with_snapshot(
         entity.get("attributes"),
         entity.get("crosswalks"),
     );
-    record
+    Ok(record)
 }
 
 fn fill(

@@ -34,7 +34,7 @@ impl ApplyReport {
     fn record(&mut self, records: &[usize], outcome: Outcome) {
         for &r in records {
             let combined = match self.outcomes.remove(&r) {
-                Some(previous) => previous.worse(outcome.clone()),
+                Some(previous) => previous.combine(outcome.clone()),
                 None => outcome.clone(),
             };
             self.outcomes.insert(r, combined);

@@ -84,6 +84,8 @@ struct RawMapping {
     archive_fields: BTreeMap<String, Value>,
     #[serde(default)]
     children: Vec<ChildRelationship>,
+    #[serde(default)]
+    skip_ov_unchanged: bool,
 }
 
 fn default_entity_types() -> Vec<String> {
@@ -110,6 +112,10 @@ pub struct CrmMapping {
     pub fields: Vec<FieldMapping>,
     pub archive_fields: BTreeMap<String, Value>,
     pub children: Vec<ChildRelationship>,
+    /// Skip `ENTITY_CHANGED` events Reltio marks `ovChanged: false` (no golden value changed), counted
+    /// `SkippedNoGoldenChange` (default off: such an event may still carry a new Contact crosswalk, whose Contact
+    /// then waits for the next golden change).
+    pub skip_ov_unchanged: bool,
 }
 
 /// In `archive_fields` values: replaced by the survivor's Id.
@@ -198,6 +204,7 @@ impl CrmMapping {
             fields: raw.fields,
             archive_fields: raw.archive_fields,
             children: raw.children,
+            skip_ov_unchanged: raw.skip_ov_unchanged,
         })
     }
 }

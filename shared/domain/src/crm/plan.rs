@@ -14,11 +14,10 @@ use super::salesforce::{MergeOutcome, MergeRequest, RecordOutcome, RecordQuery, 
 use crate::ordering::{EntityRecord, Fence, Order};
 use crate::outcome::{Outcome, SkipReason};
 use crate::ports::PortError;
-use crate::queue::Delivery;
 use crate::reltio::event::{EventCategory, ReltioEvent};
 use crate::reltio::golden::{EntitySnapshot, GoldenAttributes, LeanCrosswalks};
+use crate::reltio::message::QueuedEvent;
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
 /// A Reltio event as crm-updater reads it: of the snapshot's attributes only the golden values (all the mapping
@@ -83,24 +82,20 @@ impl Item {
     }
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
 /// Parses a message and applies the mapping's event filters; what is left needs an entity snapshot.
-pub fn decode(mapping: &CrmMapping, delivery: Delivery) -> Item {
-    let Delivery {
+pub fn decode(mapping: &CrmMapping, queued: QueuedEvent) -> Item {
+    let QueuedEvent {
         message_id,
-        body,
+        json: body,
         event_id,
         source_object_uri,
         object_version,
         trace,
         ..
-    } = delivery;
+    } = queued;
     let mut item = Item {
         message_id,
-        event_id: event_id.unwrap_or_else(|| sha256_hex(body.as_bytes())),
+        event_id,
         trace,
         outcome: None,
         event: None,
@@ -129,7 +124,18 @@ pub fn decode(mapping: &CrmMapping, delivery: Delivery) -> Item {
             return item;
         }
     }
-    item.event_uri = event.entity_uri().map(str::to_owned);
+    if mapping.skip_ov_unchanged
+        && event.event_type == "ENTITY_CHANGED"
+        && event.golden_values_unchanged()
+    {
+        item.outcome = Some(Outcome::Skipped(SkipReason::NoGoldenChange));
+        return item;
+    }
+    // A `skipPayload` event names its entity only in the message's `sourceObjectUri` header.
+    item.event_uri = event
+        .entity_uri()
+        .map(str::to_owned)
+        .or_else(|| source_object_uri.clone());
     if item.event_uri.is_none() {
         item.outcome = Some(Outcome::Permanent("the event names no entity".into()));
         return item;
@@ -634,7 +640,7 @@ mod tests {
             "crosswalk_type = \"configuration/sources/SFDC\"\n[[fields]]\nattribute = \"A\"\nfield = \"A\"\n",
         )
         .unwrap();
-        let mut item = decode(&mapping, Delivery::default());
+        let mut item = decode(&mapping, QueuedEvent::default());
         item.outcome = None;
         item.entity_uri = Some(entity.into());
         item.merge = merge.then(|| LostMerge {

@@ -148,9 +148,26 @@ pub struct ReltioEvent<A = Value, C = A> {
     /// Present when the stream is configured to include it (an increasing number per object).
     #[serde(default)]
     pub object_version: Option<Value>,
-    /// Some relays put the URI at the top level; oversized events may carry only this.
+    /// Some relays put the URI at the top level; oversized events may carry only this, and so do the `DELTAS`
+    /// and `SNAPSHOT_WITH_DELTA` payload types.
     #[serde(default)]
     pub uri: Option<String>,
+    /// Whether an operational (golden) value changed (`ENTITY_CHANGED`, `RELATIONSHIP_CHANGED`; absent when the
+    /// tenant's `analyzeOvChanges` is off).
+    #[serde(default)]
+    pub ov_changed: Option<bool>,
+    /// The `DELTAS` / `SNAPSHOT_WITH_DELTA` payload's deltas: only its `ovChanged` is read (consumers apply
+    /// snapshots, fetched when the event carries none).
+    #[serde(default)]
+    pub deltas: Option<Deltas>,
+}
+
+/// A delta payload's summary.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Deltas {
+    #[serde(default)]
+    pub ov_changed: Option<bool>,
 }
 
 /// The entity snapshot a CRUD event carries.
@@ -181,6 +198,13 @@ impl<A, C> ReltioEvent<A, C> {
 
     pub fn entity_type(&self) -> Option<&str> {
         self.object.as_ref().and_then(|o| o.entity_type.as_deref())
+    }
+
+    /// Reltio says no operational value changed (`ovChanged: false`, at the top or in the deltas).
+    pub fn golden_values_unchanged(&self) -> bool {
+        self.ov_changed
+            .or(self.deltas.as_ref().and_then(|d| d.ov_changed))
+            == Some(false)
     }
 
     /// `objectVersion` as text, when the event carries it.
@@ -259,5 +283,34 @@ mod tests {
         .unwrap();
         assert!(big.exceeded_queue_size_limit);
         assert_eq!(big.entity_uri(), Some("entities/9"));
+    }
+
+    #[test]
+    fn delta_payloads_name_their_entity_and_say_whether_golden_values_changed() {
+        // DELTAS: no object, the entity's URI and the deltas (docs/reference.md, payload types).
+        let deltas: ReltioEvent = serde_json::from_value(json!({
+            "type": "ENTITY_CHANGED", "uri": "entities/1",
+            "deltas": {"ovChanged": false, "delta": [{"type": "ATTRIBUTE_CHANGED", "attributeType":
+                "configuration/entityTypes/Individual/attributes/FirstName",
+                "newValue": {"value": "Ann", "ov": false}, "oldValue": {"value": "Anne", "ov": false}}]}
+        }))
+        .unwrap();
+        assert_eq!(deltas.entity_uri(), Some("entities/1"));
+        assert!(deltas.object.is_none() && deltas.golden_values_unchanged());
+        let changed: ReltioEvent = serde_json::from_value(
+            json!({"type": "ENTITY_CHANGED", "object": {"uri": "entities/1"}, "ovChanged": true}),
+        )
+        .unwrap();
+        assert!(!changed.golden_values_unchanged());
+        // skipPayload: the type and ovChanged only; the entity comes from the message's sourceObjectUri.
+        let skipped: ReltioEvent =
+            serde_json::from_value(json!({"type": "ENTITY_CHANGED", "ovChanged": true})).unwrap();
+        assert_eq!(skipped.entity_uri(), None);
+        let unknown: ReltioEvent =
+            serde_json::from_value(json!({"type": "ENTITY_CREATED", "uri": "entities/2"})).unwrap();
+        assert!(
+            !unknown.golden_values_unchanged(),
+            "absent is not unchanged"
+        );
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod event;
 pub mod golden;
+pub mod message;
 pub mod model;
 
 pub use model::{golden_value, Attributes, Crosswalk, CrosswalkKey, EntityBody, ItemOutcome};

@@ -1,4 +1,6 @@
 use super::*;
+use crate::queue::Delivery;
+use crate::reltio::message::queued_events;
 use futures::executor::block_on;
 use futures::future::BoxFuture;
 use serde_json::{json, Value};
@@ -107,7 +109,8 @@ fn run(ports: Ports<'_>, deliveries: Vec<Delivery>) -> (Vec<Item>, Report) {
     let m = mapping();
     let mut items: Vec<Item> = deliveries
         .into_iter()
-        .map(|d| decode(&m, d, "now"))
+        .flat_map(|d| queued_events(d).unwrap())
+        .map(|e| decode(&m, e, "now"))
         .collect();
     let report = block_on(apply(ports, &mut items, deadline(), &m));
     (items, report)

@@ -152,12 +152,41 @@ fn an_oversized_change_is_fetched_and_completed_from_the_entity() {
     assert!(!record.has_snapshot);
     let entity = json!({"uri": "entities/E3", "type": INDIVIDUAL,
                         "attributes": {"FirstName": [attr(json!("Ann"), true)]}, "crosswalks": []});
-    let done = with_snapshot(&mapping(), *record, &entity);
+    let done = with_snapshot(&mapping(), (*record).clone(), &entity).unwrap();
     assert!(done.has_snapshot);
     assert_eq!(done.entity_type.as_deref(), Some("Individual"));
     assert_eq!(done.columns["first_name"], "Ann");
     assert_eq!(done.object_version, Some(3));
     assert_eq!(done.crosswalks, Some(vec![]));
+    // The event named no type: a fetched entity of a type the mapping does not record is skipped.
+    let location = json!({"uri": "entities/E3", "type": "configuration/entityTypes/Location", "attributes": {}});
+    assert_eq!(
+        with_snapshot(&mapping(), *record, &location),
+        Err(SkipReason::EntityType)
+    );
+}
+
+#[test]
+fn delta_and_skipped_payloads_are_fetched_like_oversized_ones() {
+    // DELTAS: the URI and the deltas, no object.
+    let deltas: ReltioEvent = serde_json::from_value(json!({
+        "type": "ENTITY_CHANGED", "uri": "entities/E4",
+        "deltas": {"ovChanged": true, "delta": [{"type": "ATTRIBUTE_CHANGED",
+            "attributeType": "configuration/entityTypes/Individual/attributes/FirstName",
+            "newValue": {"value": "Ann", "ov": true}, "oldValue": {"value": "Anne", "ov": true}}]}
+    }))
+    .unwrap();
+    assert!(matches!(
+        plan_record(&mapping(), &deltas, "ev", None, None, "now").unwrap(),
+        RecordPlan::Fetch { ref uri, .. } if uri == "entities/E4"
+    ));
+    // A removal needs no snapshot.
+    let removed: ReltioEvent =
+        serde_json::from_value(json!({"type": "ENTITY_REMOVED", "uri": "entities/E4"})).unwrap();
+    assert!(matches!(
+        plan_record(&mapping(), &removed, "ev", None, None, "now").unwrap(),
+        RecordPlan::Record(_)
+    ));
 }
 
 #[test]
