@@ -31,7 +31,6 @@ use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 use std::time::Instant;
-use tokio::sync::Mutex;
 
 pub const FUNCTION_NAME: &str = "webhook-receiver";
 /// `WEBHOOK_MAX_BODY_BYTES` default: 1 MiB.
@@ -125,111 +124,36 @@ fn replay_settings(env: &dyn Env) -> Result<Option<(String, Duration)>, ConfigEr
     Ok(Some((table, Duration::from_secs(ttl))))
 }
 
-/// SDK timeouts that keep one request well under 5 s even when AWS is slow: each call attempt is cut at 1 s,
-/// each call (with its one retry) at 2 s; the handler's own budget bounds the total.
-pub fn sdk_timeouts() -> aws_config::timeout::TimeoutConfig {
-    aws_config::timeout::TimeoutConfig::builder()
-        .connect_timeout(Duration::from_millis(500))
-        .read_timeout(Duration::from_secs(1))
-        .operation_attempt_timeout(Duration::from_secs(1))
-        .operation_timeout(Duration::from_secs(2))
-        .build()
-}
-
-/// Two attempts per SDK call; `send_all` retries failed entries on top.
-pub fn sdk_retries() -> aws_config::retry::RetryConfig {
-    aws_config::retry::RetryConfig::standard().with_max_attempts(2)
-}
-
-/// The SDK configuration `main` uses: the environment's (honours `AWS_ENDPOINT_URL`) plus the timeouts above.
-pub async fn sdk_config() -> aws_config::SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .timeout_config(sdk_timeouts())
-        .retry_config(sdk_retries())
-        .load()
-        .await
-}
-
 /// Where the webhook secrets come from.
 pub enum SecretSource {
-    /// Secrets Manager, read on first use and cached (see [`SECRET_MAX_AGE`], [`SECRET_MIN_REFRESH`]).
-    Manager(ManagedSecrets),
+    /// Secrets Manager, read on first use and cached (with [`SECRET_MAX_AGE`] and [`SECRET_MIN_REFRESH`] in
+    /// [`Deps::new`]).
+    Manager(SecretCache),
     /// Fixed secrets (tests, tools).
     Fixed(WebhookSecrets),
 }
 
-/// The Secrets Manager secret, parsed and cached with the time it was read.
-pub struct ManagedSecrets {
-    cache: SecretCache,
-    state: Mutex<Option<(WebhookSecrets, Instant)>>,
-    max_age: Duration,
-    min_refresh: Duration,
-}
-
-impl ManagedSecrets {
-    /// With [`SECRET_MAX_AGE`] and [`SECRET_MIN_REFRESH`].
-    pub fn new(cache: SecretCache) -> ManagedSecrets {
-        ManagedSecrets::with_ages(cache, SECRET_MAX_AGE, SECRET_MIN_REFRESH)
-    }
-
-    /// Cached secrets are re-read after `max_age`; after a mismatch, when older than `min_refresh`.
-    pub fn with_ages(
-        cache: SecretCache,
-        max_age: Duration,
-        min_refresh: Duration,
-    ) -> ManagedSecrets {
-        ManagedSecrets {
-            cache,
-            state: Mutex::new(None),
-            max_age,
-            min_refresh,
-        }
-    }
-}
-
 impl SecretSource {
-    /// The secrets to verify with, read when not cached or older than the maximum age.
+    /// The secrets to verify with, read when not cached or older than the cache's maximum age.
     pub async fn current(&self) -> Result<WebhookSecrets, SecretError> {
         match self {
             SecretSource::Fixed(s) => Ok(s.clone()),
-            SecretSource::Manager(m) => {
-                let mut state = m.state.lock().await;
-                if let Some((secrets, at)) = state.as_ref() {
-                    if at.elapsed() < m.max_age {
-                        return Ok(secrets.clone());
-                    }
-                }
-                m.cache.invalidate().await;
-                let secrets = read(&m.cache).await?;
-                *state = Some((secrets.clone(), Instant::now()));
-                Ok(secrets)
-            }
+            SecretSource::Manager(cache) => secrets_of(cache, &cache.get_json().await?),
         }
     }
 
-    /// After a mismatch: re-read the secret if the cached copy is older than the minimum refresh age (a new
-    /// secret may have been added since). `None` when nothing was re-read.
+    /// After a mismatch: the secret read anew if the cached copy is older than the cache's minimum refresh age (a
+    /// new secret may have been added since). `None` when nothing was re-read.
     async fn refreshed(&self) -> Option<WebhookSecrets> {
-        let SecretSource::Manager(m) = self else {
+        let SecretSource::Manager(cache) = self else {
             return None;
         };
-        let mut state = m.state.lock().await;
-        if state
-            .as_ref()
-            .is_some_and(|(_, at)| at.elapsed() < m.min_refresh)
-        {
-            return None;
-        }
-        m.cache.invalidate().await;
-        let secrets = read(&m.cache).await.ok()?;
-        *state = Some((secrets.clone(), Instant::now()));
-        Some(secrets)
+        secrets_of(cache, &cache.refreshed_json().await?).ok()
     }
 }
 
-async fn read(cache: &SecretCache) -> Result<WebhookSecrets, SecretError> {
-    let doc: SecretDocument = cache.get_json().await?;
-    WebhookSecrets::from_document(&doc).ok_or_else(|| SecretError::Malformed {
+fn secrets_of(cache: &SecretCache, doc: &SecretDocument) -> Result<WebhookSecrets, SecretError> {
+    WebhookSecrets::from_document(doc).ok_or_else(|| SecretError::Malformed {
         id: cache.secret_id().to_owned(),
         reason: "\"secrets\" lists no non-blank secret".into(),
     })
@@ -256,7 +180,8 @@ pub struct Deps {
 
 impl Deps {
     pub fn new(config: Config, sdk: &aws_config::SdkConfig) -> Deps {
-        let cache = SecretCache::new(aws_sdk_secretsmanager::Client::new(sdk), &config.secret_id);
+        let cache = SecretCache::new(aws_sdk_secretsmanager::Client::new(sdk), &config.secret_id)
+            .with_ages(SECRET_MAX_AGE, SECRET_MIN_REFRESH);
         let queue = event_sink(&config.destination, sdk);
         let replay = config.replay.as_ref().map(|(table, ttl)| {
             Box::new(DynamoReplayCache::new(
@@ -269,7 +194,7 @@ impl Deps {
             replay,
             config,
             queue,
-            secrets: SecretSource::Manager(ManagedSecrets::new(cache)),
+            secrets: SecretSource::Manager(cache),
             clock: system_clock(),
         }
     }

@@ -3,13 +3,13 @@
 use lambda_http::{service_fn, Adapter, Error, Request};
 use mdm_sync_adapters::config::ProcessEnv;
 use webhook_receiver::guard::SafeConversion;
-use webhook_receiver::{handle, sdk_config, Config, Deps};
+use webhook_receiver::{handle, Config, Deps};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_http::tracing::init_default_subscriber();
     let config = Config::from_env(&ProcessEnv).inspect_err(|e| tracing::error!("{e}"))?;
-    let sdk = sdk_config().await;
+    let sdk = mdm_sync_adapters::aws::request_sdk_config().await;
     let deps = Deps::new(config, &sdk);
     let deps = &deps;
     let handler = service_fn(move |req: Request| async move {

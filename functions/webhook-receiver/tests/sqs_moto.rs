@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use webhook_receiver::{handle, Config, Deps, ManagedSecrets, SecretSource};
+use webhook_receiver::{handle, Config, Deps, SecretSource};
 
 struct World {
     moto: MotoServer,
@@ -345,12 +345,9 @@ async fn a_secret_added_during_rotation_is_picked_up_on_the_next_mismatch() {
     let world = World::start().await;
     let queue = world.moto.create_queue("mdm-events").await;
     let mut deps = world.deps(world.config(&queue, &[])).await;
-    let cache = SecretCache::new(world.moto.secrets().await, &world.secret_arn);
-    deps.secrets = SecretSource::Manager(ManagedSecrets::with_ages(
-        cache,
-        Duration::from_secs(300),
-        Duration::ZERO,
-    ));
+    let cache = SecretCache::new(world.moto.secrets().await, &world.secret_arn)
+        .with_ages(Duration::from_secs(300), Duration::ZERO);
+    deps.secrets = SecretSource::Manager(cache);
     // Fill the cache.
     let r = handle(
         &deps,

@@ -1,18 +1,25 @@
 //! Amazon Data Firehose as the analytics sink's [`RecordSink`]: `PutRecordBatch` in calls of at most 500 records
 //! and 4 MiB; a record Firehose reports failed (`FailedPutCount`, an `ErrorCode` in its `RequestResponses` entry)
-//! is sent again with a short backoff while the deadline allows, then reported transient: never dropped.
+//! is sent again with `retry::batch`'s backoff while the deadline allows, then reported transient: never dropped.
 
 use aws_sdk_firehose::primitives::Blob;
 use aws_sdk_firehose::types::Record;
 use futures::future::BoxFuture;
-use mdm_sync_domain::ports::{remaining, Deadline, PortError, RecordSink};
+use mdm_sync_domain::ports::{Deadline, PortError, RecordSink};
 use std::time::Duration;
+
+use crate::retry::batch::{failed_in_order, send_batch, Resend};
+use crate::retry::RetryPolicy;
 
 /// `PutRecordBatch` limits: 500 records and 4 MiB a call (docs/reference.md, Firehose).
 pub const MAX_RECORDS_PER_CALL: usize = 500;
 pub const MAX_BYTES_PER_CALL: usize = 4 * 1024 * 1024;
-/// Attempts per record (the first one included) before it is reported failed.
-const ATTEMPTS: u32 = 4;
+/// A failed record is sent again after about 100, 200, then 400 ms while the deadline allows: four attempts in all.
+const PUT_RETRY: RetryPolicy = RetryPolicy {
+    base: Duration::from_millis(100),
+    cap: Duration::from_millis(400),
+    max_attempts: 4,
+};
 
 pub struct FirehoseSink {
     client: aws_sdk_firehose::Client,
@@ -72,18 +79,10 @@ impl FirehoseSink {
     async fn put_call(
         &self,
         records: &[Vec<u8>],
-        mut pending: Vec<usize>,
+        indexes: Vec<usize>,
         deadline: Deadline,
     ) -> Vec<(usize, String)> {
-        let mut failed: Vec<(usize, String)> = Vec::new();
-        for attempt in 1..=ATTEMPTS {
-            if attempt > 1 {
-                let pause = Duration::from_millis(100 * 2u64.pow(attempt - 2));
-                if remaining(deadline) <= pause {
-                    break;
-                }
-                tokio::time::sleep(pause).await;
-            }
+        let unsent = send_batch(&PUT_RETRY, deadline, Resend::Failed, indexes, |pending| {
             let batch: Vec<Record> = pending
                 .iter()
                 .map(|&i| {
@@ -93,39 +92,30 @@ impl FirehoseSink {
                         .expect("data is set")
                 })
                 .collect();
-            failed = match self
+            let call = self
                 .client
                 .put_record_batch()
                 .delivery_stream_name(&self.stream)
-                .set_records(Some(batch))
-                .send()
-                .await
-            {
-                // Entries answer in request order; one with an error code was not written.
-                Ok(out) if out.failed_put_count() == 0 => Vec::new(),
-                Ok(out) => pending
-                    .iter()
-                    .zip(out.request_responses())
-                    .filter_map(|(&i, r)| {
-                        r.error_code().map(|code| {
-                            (
-                                i,
-                                format!("{code}: {}", r.error_message().unwrap_or("no message")),
-                            )
-                        })
-                    })
-                    .collect(),
-                Err(e) => {
-                    let reason = aws_sdk_firehose::error::DisplayErrorContext(&e).to_string();
-                    pending.iter().map(|&i| (i, reason.clone())).collect()
+                .set_records(Some(batch));
+            async move {
+                let out = call
+                    .send()
+                    .await
+                    .map_err(|e| aws_sdk_firehose::error::DisplayErrorContext(&e).to_string())?;
+                if out.failed_put_count() == 0 {
+                    return Ok(Vec::new());
                 }
-            };
-            pending = failed.iter().map(|(i, _)| *i).collect();
-            if pending.is_empty() {
-                break;
+                // Entries answer in request order; one with an error code was not written.
+                let errors = out.request_responses().iter().map(|r| {
+                    r.error_code().map(|code| {
+                        format!("{code}: {}", r.error_message().unwrap_or("no message"))
+                    })
+                });
+                Ok(failed_in_order(&pending, errors))
             }
-        }
-        failed
+        })
+        .await;
+        unsent.into_iter().map(|f| (f.index, f.reason)).collect()
     }
 }
 

@@ -1,6 +1,6 @@
-//! mdm-sync's adapters: everything that does I/O for the functions — the Reltio and Salesforce clients (one send
-//! loop), the DynamoDB ledger, SQS, Secrets Manager, EMF metrics, typed settings and the event-source responses.
-//! Each implements a port of `mdm_sync_domain`.
+//! mdm-sync's adapters: everything that does I/O for the functions — the Reltio and Salesforce clients (one OAuth
+//! session, one send loop), the DynamoDB ledger, SQS, SNS and Firehose (one partial-failure retry), Secrets Manager,
+//! EMF metrics, typed settings and the event-source responses. Each implements a port of `mdm_sync_domain`.
 
 pub mod aws;
 pub mod config;
@@ -14,6 +14,7 @@ pub mod key_ledger;
 pub mod kinesis;
 pub mod ledger;
 pub mod metrics;
+pub mod oauth;
 pub mod reltio;
 pub mod replay;
 pub mod retry;

@@ -1,20 +1,20 @@
-//! HTTP client for Reltio's data API: OAuth client-credentials token cached across invocations, retries of
-//! throttling and unavailability with backoff bounded by the invocation's deadline, per-item results.
+//! HTTP client for Reltio's data API over the shared OAuth session (`oauth.rs`: client-credentials token cached
+//! across invocations, retries of throttling and unavailability with backoff bounded by the invocation's deadline),
+//! per-item results.
 //!
 //! Retry rules from Reltio's guidance (docs/reference.md): 401 → new token; 429 → back off, honouring
 //! `Retry-After`; 502/503/504 → exponential backoff; 403/404/500 → not retried here.
 
 use crate::http;
-use crate::retry::{send_with_retries, RetryPolicy, Retryable};
-use crate::secrets::{SecretCache, SecretError};
-use mdm_sync_domain::ports::remaining;
-use reqwest::{RequestBuilder, Response, StatusCode, Url};
+use crate::oauth::{self, Api, Session, Token, TokenAnswer};
+use crate::retry::{RetryPolicy, Retryable};
+use crate::secrets::SecretError;
+use reqwest::{StatusCode, Url};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::Value;
 use std::time::Duration;
 use std::time::Instant;
-use tokio::sync::Mutex;
 
 use futures::future::BoxFuture;
 use mdm_sync_domain::ports::{Deadline, EntitySource, EntityWriter, PortError};
@@ -27,13 +27,8 @@ pub struct ClientCredentials {
     pub client_secret: SecretString,
 }
 
-/// Where the client's OAuth credentials come from.
-pub enum CredentialSource {
-    /// Fixed credentials (tests, tools).
-    Static(ClientCredentials),
-    /// A Secrets Manager secret, read on first use and re-read after the token endpoint refuses it.
-    Secret(SecretCache),
-}
+/// Where the client's OAuth credentials come from: fixed, or the `RELTIO_SECRET_ID` secret.
+pub type CredentialSource = oauth::CredentialSource<ClientCredentials>;
 
 /// A failed call. `is_transient` tells the handler whether to retry the record (batch item failure) or
 /// dead-letter it.
@@ -97,22 +92,77 @@ impl Retryable for ReltioError {
     }
 }
 
-struct CachedToken {
-    access_token: SecretString,
-    /// When to stop using the token: a little before Reltio's expiry.
-    refresh_at: Instant,
-}
-
 /// Refresh this long before the token expires, so that no request carries a token about to lapse.
 const TOKEN_REFRESH_MARGIN: Duration = Duration::from_secs(60);
 
-pub struct ReltioClient {
-    http: reqwest::Client,
-    api_url: String,
+/// Reltio's token endpoint (`RELTIO_AUTH_URL`): HTTP Basic client credentials, a token that lives `expires_in`.
+pub struct ReltioAuth {
     auth_url: String,
-    credentials: CredentialSource,
-    token: Mutex<Option<CachedToken>>,
-    retry: RetryPolicy,
+}
+
+impl Api for ReltioAuth {
+    type Credentials = ClientCredentials;
+    type Error = ReltioError;
+    const NAME: &'static str = "Reltio";
+
+    fn token_request(
+        &self,
+        http: &reqwest::Client,
+        credentials: &ClientCredentials,
+    ) -> Result<reqwest::RequestBuilder, String> {
+        Ok(http
+            .post(&self.auth_url)
+            .basic_auth(
+                &credentials.client_id,
+                Some(credentials.client_secret.expose_secret()),
+            )
+            .form(&[("grant_type", "client_credentials")]))
+    }
+
+    fn token(&self, answer: TokenAnswer) -> Result<Token, ReltioError> {
+        let lifetime = Duration::from_secs(answer.expires_in.unwrap_or(3600));
+        // Short-lived tokens (tests, simulators) are refreshed at 90 % of their life instead.
+        let margin = TOKEN_REFRESH_MARGIN.min(lifetime / 10);
+        Ok(Token {
+            access_token: answer.access_token,
+            instance_url: None,
+            refresh_at: Some(Instant::now() + lifetime - margin),
+        })
+    }
+
+    fn error(status: StatusCode, retry_after: Option<Duration>, body: &str) -> ReltioError {
+        let message = error_text(body);
+        match status {
+            StatusCode::UNAUTHORIZED => ReltioError::Unauthorized(message),
+            StatusCode::TOO_MANY_REQUESTS => ReltioError::Throttled(retry_after),
+            StatusCode::BAD_GATEWAY
+            | StatusCode::SERVICE_UNAVAILABLE
+            | StatusCode::GATEWAY_TIMEOUT => ReltioError::Unavailable(status.as_u16()),
+            StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => ReltioError::Rejected {
+                status: status.as_u16(),
+                message,
+            },
+            _ => ReltioError::Failed {
+                status: status.as_u16(),
+                message,
+            },
+        }
+    }
+
+    fn refused(error: ReltioError) -> ReltioError {
+        let message = match error {
+            ReltioError::Unauthorized(m)
+            | ReltioError::Rejected { message: m, .. }
+            | ReltioError::Failed { message: m, .. } => m,
+            other => other.to_string(),
+        };
+        ReltioError::Unauthorized(format!("token endpoint refused the client: {message}"))
+    }
+}
+
+pub struct ReltioClient {
+    session: Session<ReltioAuth>,
+    api_url: String,
 }
 
 impl ReltioClient {
@@ -124,13 +174,12 @@ impl ReltioClient {
         credentials: CredentialSource,
         retry: RetryPolicy,
     ) -> Self {
-        ReltioClient {
-            http,
-            api_url: api_url.into().trim_end_matches('/').to_owned(),
+        let auth = ReltioAuth {
             auth_url: auth_url.into(),
-            credentials,
-            token: Mutex::new(None),
-            retry,
+        };
+        ReltioClient {
+            session: Session::new(http, auth, credentials, retry),
+            api_url: api_url.into().trim_end_matches('/').to_owned(),
         }
     }
 
@@ -147,7 +196,8 @@ impl ReltioClient {
         );
         let url = format!("{}{}", self.api_url, entities_path(partial_override));
         let response = self
-            .send(deadline, |http| {
+            .session
+            .send(deadline, |http, _| {
                 http.post(&url)
                     .header(reqwest::header::CONTENT_TYPE, "application/json")
                     .body(body.clone())
@@ -173,7 +223,11 @@ impl ReltioClient {
         if let Some(table) = &key.source_table {
             url.query_pairs_mut().append_pair("sourceTable", table);
         }
-        match self.send(deadline, |http| http.delete(url.clone())).await {
+        match self
+            .session
+            .send(deadline, |http, _| http.delete(url.clone()))
+            .await
+        {
             Ok(_) | Err(ReltioError::Failed { status: 404, .. }) => Ok(()),
             Err(e) => Err(e),
         }
@@ -182,100 +236,11 @@ impl ReltioClient {
     /// `GET /{uri}` for an entity URI such as `entities/0Abc` (a merged loser's URI resolves to the winner).
     pub async fn get_entity(&self, uri: &str, deadline: Instant) -> Result<Value, ReltioError> {
         let url = format!("{}/{}", self.api_url, uri.trim_start_matches('/'));
-        let response = self.send(deadline, |http| http.get(&url)).await?;
-        Ok(http::read_json(response).await?)
-    }
-
-    /// Sends the request built by `build`, with a bearer token, through the shared send loop: retried while
-    /// worth it and time allows; a 401 gets one fresh token.
-    async fn send(
-        &self,
-        deadline: Instant,
-        build: impl Fn(&reqwest::Client) -> RequestBuilder,
-    ) -> Result<Response, ReltioError> {
-        send_with_retries(
-            &self.retry,
-            deadline,
-            "Reltio",
-            || self.try_once(deadline, &build),
-            || async { *self.token.lock().await = None },
-        )
-        .await
-    }
-
-    async fn try_once(
-        &self,
-        deadline: Instant,
-        build: &impl Fn(&reqwest::Client) -> RequestBuilder,
-    ) -> Result<Response, ReltioError> {
-        let token = self.token(deadline).await?;
-        let response = http::send_bearer(build(&self.http), &token, deadline).await?;
-        check_status(response).await
-    }
-
-    /// The cached token, or a new one. The lock is held while fetching so that concurrent requests wait for
-    /// one token call instead of each making one (the token endpoint allows 10 requests/s).
-    async fn token(&self, deadline: Instant) -> Result<SecretString, ReltioError> {
-        let mut cached = self.token.lock().await;
-        if let Some(t) = cached.as_ref().filter(|t| Instant::now() < t.refresh_at) {
-            return Ok(t.access_token.clone());
-        }
-        let fresh = self.fetch_token(deadline).await?;
-        let token = fresh.access_token.clone();
-        *cached = Some(fresh);
-        Ok(token)
-    }
-
-    async fn fetch_token(&self, deadline: Instant) -> Result<CachedToken, ReltioError> {
-        let credentials = match &self.credentials {
-            CredentialSource::Static(c) => c.clone(),
-            CredentialSource::Secret(cache) => cache.get_json::<ClientCredentials>().await?,
-        };
-        let left = remaining(deadline);
-        if left.is_zero() {
-            return Err(ReltioError::Timeout);
-        }
         let response = self
-            .http
-            .post(&self.auth_url)
-            .basic_auth(
-                &credentials.client_id,
-                Some(credentials.client_secret.expose_secret()),
-            )
-            .form(&[("grant_type", "client_credentials")])
-            .timeout(left.min(http::REQUEST_TIMEOUT))
-            .send()
-            .await
-            .map_err(http::transport)?;
-        let response = match check_status(response).await {
-            Ok(r) => r,
-            // The token endpoint refusing the client means the secret is wrong or was rotated: re-read it
-            // next time rather than keep presenting the old one.
-            Err(ReltioError::Unauthorized(m))
-            | Err(ReltioError::Rejected { message: m, .. })
-            | Err(ReltioError::Failed { message: m, .. }) => {
-                if let CredentialSource::Secret(cache) = &self.credentials {
-                    cache.invalidate().await;
-                }
-                return Err(ReltioError::Unauthorized(format!(
-                    "token endpoint refused the client: {m}"
-                )));
-            }
-            Err(e) => return Err(e),
-        };
-        #[derive(Deserialize)]
-        struct TokenResponse {
-            access_token: SecretString,
-            expires_in: Option<u64>,
-        }
-        let token: TokenResponse = http::read_json(response).await?;
-        let lifetime = Duration::from_secs(token.expires_in.unwrap_or(3600));
-        // Short-lived tokens (tests, simulators) are refreshed at 90 % of their life instead.
-        let margin = TOKEN_REFRESH_MARGIN.min(lifetime / 10);
-        Ok(CachedToken {
-            access_token: token.access_token,
-            refresh_at: Instant::now() + lifetime - margin,
-        })
+            .session
+            .send(deadline, |http, _| http.get(&url))
+            .await?;
+        Ok(http::read_json(response).await?)
     }
 }
 
@@ -339,35 +304,10 @@ impl EntityWriter for ReltioClient {
     }
 }
 
-async fn check_status(response: Response) -> Result<Response, ReltioError> {
-    let status = response.status();
-    if status.is_success() {
-        return Ok(response);
-    }
-    let retry_after = http::retry_after(&response);
-    let message = error_text(response).await;
-    Err(match status {
-        StatusCode::UNAUTHORIZED => ReltioError::Unauthorized(message),
-        StatusCode::TOO_MANY_REQUESTS => ReltioError::Throttled(retry_after),
-        StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT => {
-            ReltioError::Unavailable(status.as_u16())
-        }
-        StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => ReltioError::Rejected {
-            status: status.as_u16(),
-            message,
-        },
-        _ => ReltioError::Failed {
-            status: status.as_u16(),
-            message,
-        },
-    })
-}
-
 /// What a failed response says, as codes only: Reltio's `errorCode`, or OAuth's `error`. Never its message text,
 /// which can echo the values sent (personal data) and ends up in logs.
-async fn error_text(response: Response) -> String {
-    let body = response.text().await.unwrap_or_default();
-    serde_json::from_str::<Value>(&body)
+fn error_text(body: &str) -> String {
+    serde_json::from_str::<Value>(body)
         .ok()
         .and_then(|v| error_code(&v))
         .map(|code| format!("error {code}"))

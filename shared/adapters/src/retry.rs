@@ -1,6 +1,9 @@
 //! The one retry discipline of every HTTP API client: exponential backoff with jitter, `Retry-After`, one
 //! re-authentication on a refused credential, all bounded by the invocation's deadline. A client says what its
-//! errors mean through [`Retryable`]; [`send_with_retries`] does the rest. A change of retry policy goes here.
+//! errors mean through [`Retryable`]; [`send_with_retries`] does the rest. The AWS batch calls, which answer per
+//! entry, resend what failed through [`batch::send_batch`] on the same policy. A change of retry policy goes here.
+
+pub mod batch;
 
 use rand::Rng;
 use std::future::Future;

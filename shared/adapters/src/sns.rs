@@ -1,22 +1,24 @@
 //! SNS for the functions that hand Reltio's events on (webhook-receiver, stream-consumer): the event topic as a
 //! [`MessageSink`], so that each event is published once and every consumer (crm-updater, analytics-sink, an ERP
-//! sync) reads its own subscription queue. `PublishBatch` in batches of 10 within 256 KiB, failed entries retried,
-//! the queue contract's attributes as SNS message attributes (raw message delivery turns them back into SQS
-//! message attributes), FIFO group and deduplication ids on a FIFO topic. An event over SNS's 256 KiB is published
-//! as Reltio publishes its own oversized events ([`oversized_stand_in`]): the consumers fetch the entity.
+//! sync) reads its own subscription queue. `PublishBatch` in batches of 10 within 256 KiB, failed entries retried
+//! as the queue's are, the queue contract's attributes as SNS message attributes (raw message delivery turns them
+//! back into SQS message attributes), FIFO group and deduplication ids on a FIFO topic. An event over SNS's 256 KiB
+//! is published as Reltio publishes its own oversized events ([`oversized_stand_in`]): the consumers fetch the
+//! entity.
 
 use aws_sdk_sns::types::{MessageAttributeValue, PublishBatchRequestEntry};
 use futures::future::BoxFuture;
 use mdm_sync_domain::ports::MessageSink;
 use mdm_sync_domain::queue::{oversized_stand_in, OutgoingMessage, SendFailure};
-use std::time::Duration;
+use std::time::Instant;
+
+use crate::retry::batch::{send_batch, EntryFailure, Resend};
+use crate::sqs::{SEND_RETRY, SEND_TIME_LIMIT};
 
 /// SNS's largest message (body and attributes): 256 KiB.
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 /// `PublishBatch` calls in flight at once.
 const MAX_BATCHES_IN_FLIGHT: usize = 4;
-/// Attempts per entry (the first one included) before it is reported as not sent.
-const ATTEMPTS: u32 = 3;
 
 /// One SNS topic as a [`MessageSink`] (FIFO when its ARN ends in `.fifo`).
 #[derive(Clone)]
@@ -65,8 +67,9 @@ pub fn event_sink(
     }
 }
 
-/// Publishes every message, in batches, retrying entries SNS reports as failed and batches whose call failed.
-/// Returns the messages still not published (empty when all were).
+/// Publishes every message, in batches, retrying entries SNS reports as failed (sender faults aside) and batches
+/// whose call failed, as the queue does (`sqs::SEND_RETRY` within `sqs::SEND_TIME_LIMIT`). Returns the messages
+/// still not published (empty when all were).
 pub async fn publish_all(
     sns: &aws_sdk_sns::Client,
     topic_arn: &str,
@@ -95,8 +98,9 @@ pub async fn publish_all(
             });
         }
     }
+    let deadline = Instant::now() + SEND_TIME_LIMIT;
     let results: Vec<Vec<SendFailure>> = stream::iter(crate::sqs::chunk(&fitted))
-        .map(|indexes| publish_chunk(sns, topic_arn, &fitted, indexes))
+        .map(|indexes| publish_chunk(sns, topic_arn, &fitted, indexes, deadline))
         .buffer_unordered(MAX_BATCHES_IN_FLIGHT)
         .collect()
         .await;
@@ -112,52 +116,33 @@ async fn publish_chunk(
     sns: &aws_sdk_sns::Client,
     topic_arn: &str,
     messages: &[OutgoingMessage],
-    mut pending: Vec<usize>,
+    indexes: Vec<usize>,
+    deadline: Instant,
 ) -> Vec<SendFailure> {
-    let mut reasons: Vec<(usize, String)> = Vec::new();
-    for attempt in 1..=ATTEMPTS {
-        if attempt > 1 {
-            tokio::time::sleep(Duration::from_millis(50 * 2u64.pow(attempt - 2))).await;
-        }
+    let unsent = send_batch(&SEND_RETRY, deadline, Resend::Failed, indexes, |pending| {
         let entries: Vec<PublishBatchRequestEntry> =
             pending.iter().map(|&i| entry(i, &messages[i])).collect();
-        match sns
+        let call = sns
             .publish_batch()
             .topic_arn(topic_arn)
-            .set_publish_batch_request_entries(Some(entries))
-            .send()
-            .await
-        {
-            Ok(out) => {
-                reasons = out
-                    .failed()
-                    .iter()
-                    .filter_map(|f| {
-                        let index = f.id().parse::<usize>().ok()?;
-                        let reason =
-                            format!("{}: {}", f.code(), f.message().unwrap_or("no message"));
-                        Some((index, reason))
-                    })
-                    .collect();
-                // Sender faults (an invalid attribute, say) fail the same way every time.
-                if out.failed().iter().all(|f| f.sender_fault()) {
-                    break;
-                }
-            }
-            Err(e) => {
-                let reason = aws_sdk_sns::error::DisplayErrorContext(&e).to_string();
-                reasons = pending.iter().map(|&i| (i, reason.clone())).collect();
-            }
+            .set_publish_batch_request_entries(Some(entries));
+        async move {
+            let out = call
+                .send()
+                .await
+                .map_err(|e| aws_sdk_sns::error::DisplayErrorContext(&e).to_string())?;
+            // Sender faults (an invalid attribute, say) fail the same way every time: not retried.
+            Ok(out
+                .failed()
+                .iter()
+                .filter_map(|f| {
+                    EntryFailure::of_entry(f.id(), f.code(), f.message(), f.sender_fault())
+                })
+                .collect())
         }
-        pending = reasons.iter().map(|(i, _)| *i).collect();
-        if pending.is_empty() {
-            break;
-        }
-    }
-    reasons
-        .into_iter()
-        .map(|(index, reason)| SendFailure { index, reason })
-        .collect()
+    })
+    .await;
+    unsent.into_iter().map(SendFailure::from).collect()
 }
 
 fn entry(index: usize, m: &OutgoingMessage) -> PublishBatchRequestEntry {

@@ -1,4 +1,5 @@
-//! SQS for the functions: sending (`SendMessageBatch` in batches of 10, failed entries retried; the
+//! SQS for the functions: sending (`SendMessageBatch` in batches of 10, failed entries retried by
+//! `retry::batch` within [`SEND_TIME_LIMIT`]; the
 //! [`MessageSink`] port over one queue) and retry backoff on a consumed queue (`ChangeMessageVisibilityBatch`;
 //! the [`MessageVisibility`] port).
 
@@ -10,7 +11,10 @@ use futures::future::BoxFuture;
 use mdm_sync_domain::backoff::{VisibilityChange, VisibilityFailure};
 use mdm_sync_domain::ports::{MessageSink, MessageVisibility};
 use mdm_sync_domain::queue::{OutgoingMessage, SendFailure};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use crate::retry::batch::{send_batch, EntryFailure, Resend};
+use crate::retry::RetryPolicy;
 
 /// SQS takes at most 10 entries per `SendMessageBatch`.
 const MAX_ENTRIES: usize = 10;
@@ -18,11 +22,21 @@ const MAX_ENTRIES: usize = 10;
 const MAX_BATCH_BYTES: usize = 256 * 1024;
 /// `SendMessageBatch` calls in flight at once (a large array body must not open a connection per batch).
 const MAX_BATCHES_IN_FLIGHT: usize = 4;
-/// Attempts per entry (the first one included) before it is reported as not sent.
-const ATTEMPTS: u32 = 3;
+/// A failed entry is sent again after about 50, then 100 ms: three attempts in all.
+pub(crate) const SEND_RETRY: RetryPolicy = RetryPolicy {
+    base: Duration::from_millis(50),
+    cap: Duration::from_millis(200),
+    max_attempts: 3,
+};
+/// How long the retries of one send may go on. The [`MessageSink`] port takes no deadline: its callers send
+/// events within the handler's budget and dead letters in the margin kept before Lambda's deadline (at most 2 s,
+/// `retry::work_deadline`), so no retry starts later than this after the send began. What is still unsent comes
+/// back to the caller, which retries the record or answers 5xx; the SDK's timeouts bound each call.
+pub const SEND_TIME_LIMIT: Duration = Duration::from_secs(2);
 
-/// Sends every message, in batches, retrying entries SQS reports as failed and batches whose call failed.
-/// Returns the messages still not sent (empty when all were).
+/// Sends every message, in batches, retrying entries SQS reports as failed (sender faults aside) and batches whose
+/// call failed, with [`SEND_RETRY`]'s backoff within [`SEND_TIME_LIMIT`]. Returns the messages still not sent
+/// (empty when all were).
 pub async fn send_all(
     sqs: &aws_sdk_sqs::Client,
     queue_url: &str,
@@ -54,8 +68,9 @@ pub async fn send_all_traced(
     trace: Option<&str>,
 ) -> Vec<SendFailure> {
     use futures::stream::{self, StreamExt};
+    let deadline = Instant::now() + SEND_TIME_LIMIT;
     let results: Vec<Vec<SendFailure>> = stream::iter(chunk(messages))
-        .map(|indexes| send_chunk(sqs, queue_url, messages, indexes, trace))
+        .map(|indexes| send_chunk(sqs, queue_url, messages, indexes, trace, deadline))
         .buffer_unordered(MAX_BATCHES_IN_FLIGHT)
         .collect()
         .await;
@@ -122,58 +137,36 @@ async fn send_chunk(
     sqs: &aws_sdk_sqs::Client,
     queue_url: &str,
     messages: &[OutgoingMessage],
-    mut pending: Vec<usize>,
+    indexes: Vec<usize>,
     trace: Option<&str>,
+    deadline: Instant,
 ) -> Vec<SendFailure> {
-    let mut reasons: Vec<(usize, String)> = Vec::new();
-    for attempt in 1..=ATTEMPTS {
-        if attempt > 1 {
-            tokio::time::sleep(Duration::from_millis(50 * 2u64.pow(attempt - 2))).await;
-        }
+    let unsent = send_batch(&SEND_RETRY, deadline, Resend::Failed, indexes, |pending| {
         let entries: Vec<SendMessageBatchRequestEntry> = pending
             .iter()
             .map(|&i| entry(i, &messages[i], trace))
             .collect();
-        match sqs
+        let call = sqs
             .send_message_batch()
             .queue_url(queue_url)
-            .set_entries(Some(entries))
-            .send()
-            .await
-        {
-            Ok(out) => {
-                reasons = out
-                    .failed
-                    .iter()
-                    .filter_map(|f| {
-                        let index = f.id.parse::<usize>().ok()?;
-                        let reason = format!(
-                            "{}: {}",
-                            f.code,
-                            f.message.as_deref().unwrap_or("no message")
-                        );
-                        Some((index, reason))
-                    })
-                    .collect();
-                // Sender faults (invalid attribute, too large) fail the same way every time.
-                if out.failed.iter().all(|f| f.sender_fault) {
-                    break;
-                }
-            }
-            Err(e) => {
-                let reason = aws_sdk_sqs::error::DisplayErrorContext(&e).to_string();
-                reasons = pending.iter().map(|&i| (i, reason.clone())).collect();
-            }
+            .set_entries(Some(entries));
+        async move {
+            let out = call
+                .send()
+                .await
+                .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(&e).to_string())?;
+            // Sender faults (an invalid attribute, too large) fail the same way every time: not retried.
+            Ok(out
+                .failed
+                .iter()
+                .filter_map(|f| {
+                    EntryFailure::of_entry(&f.id, &f.code, f.message.as_deref(), f.sender_fault)
+                })
+                .collect())
         }
-        pending = reasons.iter().map(|(i, _)| *i).collect();
-        if pending.is_empty() {
-            break;
-        }
-    }
-    reasons
-        .into_iter()
-        .map(|(index, reason)| SendFailure { index, reason })
-        .collect()
+    })
+    .await;
+    unsent.into_iter().map(SendFailure::from).collect()
 }
 
 fn entry(index: usize, m: &OutgoingMessage, trace: Option<&str>) -> SendMessageBatchRequestEntry {

@@ -4,8 +4,10 @@
 use crate::error::CliError;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardIteratorType};
+use mdm_sync_adapters::retry::batch::{failed_in_order, send_batch, Resend};
+use mdm_sync_adapters::retry::RetryPolicy;
 use std::cmp::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A record as the stream holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,6 +121,19 @@ pub async fn read_one(
         })
 }
 
+/// PutRecords takes at most 500 records a call.
+const MAX_RECORDS_PER_CALL: usize = 500;
+/// A call's failed records are put again after about 0.4, 0.8, 1.6, then 3.2 s: five attempts of the record
+/// that holds the rest back.
+const PUT_RETRY: RetryPolicy = RetryPolicy {
+    base: Duration::from_millis(400),
+    cap: Duration::from_millis(3200),
+    max_attempts: 5,
+};
+/// How long the retries of one call's records may go on (the CLI has no invocation deadline; the waits above
+/// come to about 6 s, the SDK's timeouts bound each call).
+const PUT_TIME_LIMIT: Duration = Duration::from_secs(60);
+
 /// Puts `records` (partition key, data) on the stream in their order, 500 a call; returns how many were put.
 /// PutRecords goes on past a failed entry, so a record of the same key after it would land first: the call is
 /// repeated from the first failed entry on (what had landed after it lands again, after it), so that each key's
@@ -129,61 +144,140 @@ pub async fn put_records(
     records: &[(String, Vec<u8>)],
 ) -> Result<usize, CliError> {
     let (arn, name) = stream_ref(stream);
-    let mut next = 0;
-    let mut attempt = 0;
-    let mut reason = String::new();
-    while next < records.len() {
-        let chunk = &records[next..(next + 500).min(records.len())];
-        let entries: Vec<PutRecordsRequestEntry> = chunk
-            .iter()
-            .map(|(key, data)| {
-                PutRecordsRequestEntry::builder()
-                    .partition_key(key)
-                    .data(Blob::new(data.clone()))
-                    .build()
-                    .expect("key and data are set")
-            })
-            .collect();
-        let out = kinesis
-            .put_records()
-            .set_stream_arn(arn.clone())
-            .set_stream_name(name.clone())
-            .set_records(Some(entries))
-            .send()
-            .await;
-        let landed = match out {
-            Ok(out) => match out.records().iter().position(|r| r.error_code().is_some()) {
-                Some(i) => {
-                    reason = out.records()[i].error_code().unwrap_or_default().to_owned();
-                    i
+    for (n, chunk) in records.chunks(MAX_RECORDS_PER_CALL).enumerate() {
+        let deadline = Instant::now() + PUT_TIME_LIMIT;
+        let positions = (0..chunk.len()).collect();
+        let unsent = send_batch(
+            &PUT_RETRY,
+            deadline,
+            Resend::FromFirstFailure,
+            positions,
+            |pending| {
+                let entries: Vec<PutRecordsRequestEntry> = pending
+                    .iter()
+                    .map(|&i| {
+                        let (key, data) = &chunk[i];
+                        PutRecordsRequestEntry::builder()
+                            .partition_key(key)
+                            .data(Blob::new(data.clone()))
+                            .build()
+                            .expect("key and data are set")
+                    })
+                    .collect();
+                let call = kinesis
+                    .put_records()
+                    .set_stream_arn(arn.clone())
+                    .set_stream_name(name.clone())
+                    .set_records(Some(entries));
+                async move {
+                    let out = call
+                        .send()
+                        .await
+                        .map_err(|e| mdm_sync_adapters::http::error_chain(&e))?;
+                    let errors = out
+                        .records()
+                        .iter()
+                        .map(|r| r.error_code().map(str::to_owned));
+                    Ok(failed_in_order(&pending, errors))
                 }
-                None => chunk.len(),
             },
-            Err(e) => {
-                reason = mdm_sync_adapters::http::error_chain(&e);
-                0
-            }
-        };
-        next += landed;
-        if landed == chunk.len() {
-            attempt = 0;
-            continue;
-        }
-        attempt = if landed > 0 { 1 } else { attempt + 1 };
-        if attempt > 4 {
+        )
+        .await;
+        if let Some(first) = unsent.first() {
+            let put = n * MAX_RECORDS_PER_CALL + first.index;
             return Err(CliError::Failed(format!(
-                "{} records could not be put on {stream}: {reason} ({next} were, in order)",
-                records.len() - next
+                "{} records could not be put on {stream}: {} ({put} were, in order)",
+                records.len() - put,
+                first.reason
             )));
         }
-        tokio::time::sleep(Duration::from_millis(200 * (1 << attempt))).await;
     }
-    Ok(next)
+    Ok(records.len())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A wiremock Kinesis whose `PutRecords` fails the entry of key `bad` (throughput exceeded) the first time
+    /// it is sent, and takes the rest.
+    async fn kinesis(bad: &'static str) -> wiremock::MockServer {
+        use wiremock::matchers::{header, method};
+        use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+        let server = MockServer::start().await;
+        let failed_once = std::sync::atomic::AtomicBool::new(false);
+        let respond = move |request: &Request| {
+            let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
+            let mut failed = 0;
+            let answers: Vec<serde_json::Value> = body["Records"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    if r["PartitionKey"] == bad
+                        && !failed_once.swap(true, std::sync::atomic::Ordering::SeqCst)
+                    {
+                        failed += 1;
+                        serde_json::json!({"ErrorCode": "ProvisionedThroughputExceededException",
+                                           "ErrorMessage": "Rate exceeded for shard shardId-000000000000"})
+                    } else {
+                        serde_json::json!({"SequenceNumber": "1", "ShardId": "shardId-000000000000"})
+                    }
+                })
+                .collect();
+            ResponseTemplate::new(200)
+                .insert_header("content-type", "application/x-amz-json-1.1")
+                .set_body_json(serde_json::json!({"FailedRecordCount": failed, "Records": answers}))
+        };
+        Mock::given(method("POST"))
+            .and(header("x-amz-target", "Kinesis_20131202.PutRecords"))
+            .respond_with(respond)
+            .mount(&server)
+            .await;
+        server
+    }
+
+    #[tokio::test]
+    async fn a_put_is_repeated_from_its_first_failed_record_on_so_each_key_keeps_its_order() {
+        let server = kinesis("k2").await;
+        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url(server.uri())
+            .credentials_provider(aws_sdk_kinesis::config::Credentials::new(
+                "testing", "testing", None, None, "test",
+            ))
+            .load()
+            .await;
+        let records: Vec<(String, Vec<u8>)> = ["k1", "k2", "k1", "k3"]
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (k.to_string(), vec![b'0' + i as u8]))
+            .collect();
+        let put = put_records(&aws_sdk_kinesis::Client::new(&config), "dms-cdc", &records)
+            .await
+            .unwrap();
+        assert_eq!(put, 4);
+        let keys: Vec<Vec<String>> = server
+            .received_requests()
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+                body["Records"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|e| e["PartitionKey"].as_str().unwrap().to_owned())
+                    .collect()
+            })
+            .collect();
+        // The second k1 landed before the failed k2: it is put again after it.
+        assert_eq!(
+            keys,
+            vec![vec!["k1", "k2", "k1", "k3"], vec!["k2", "k1", "k3"]]
+        );
+    }
 
     #[test]
     fn a_stream_arn_is_called_by_its_name() {

@@ -247,8 +247,8 @@ impl FakeSqs {
             .credentials_provider(aws_sdk_sqs::config::Credentials::new(
                 "testing", "testing", None, None, "test",
             ))
-            .timeout_config(webhook_receiver::sdk_timeouts())
-            .retry_config(webhook_receiver::sdk_retries())
+            .timeout_config(mdm_sync_adapters::aws::request_timeouts())
+            .retry_config(mdm_sync_adapters::aws::request_retries())
             .load()
             .await
     }

@@ -415,3 +415,41 @@ async fn a_crosswalk_delete_names_the_value_in_the_path_and_treats_404_as_done()
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_token_is_refreshed_before_it_expires() {
+    let server = MockServer::start().await;
+    // A token that lives 1 s is used for 90 % of its life (the margin is a tenth of a short lifetime).
+    Mock::given(method("POST"))
+        .and(path("/oauth/token"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"access_token": "short", "expires_in": 1})),
+        )
+        .up_to_n_times(1)
+        .expect(1)
+        .mount(&server)
+        .await;
+    token_endpoint(&server, "next", 1).await;
+    for (token, calls) in [("short", 2), ("next", 1)] {
+        Mock::given(method("POST"))
+            .and(path(ENTITIES))
+            .and(header("authorization", format!("Bearer {token}").as_str()))
+            .respond_with(ok_items(1))
+            .expect(calls)
+            .mount(&server)
+            .await;
+    }
+    let reltio = client(&server);
+    for _ in 0..2 {
+        reltio
+            .post_entities(&[&jane()], false, soon())
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(950)).await;
+    reltio
+        .post_entities(&[&jane()], false, soon())
+        .await
+        .unwrap();
+}

@@ -1,7 +1,7 @@
-//! Salesforce client: OAuth client-credentials token and `instance_url` cached across invocations, one
-//! re-authentication on `INVALID_SESSION_ID` (REST 401 or SOAP fault), sObject Collections updates (≤ 200
-//! records a call) with per-item results, SOQL queries, and SOAP `merge()`. Retries 5xx and timeouts within the
-//! invocation's deadline.
+//! Salesforce client over the shared OAuth session (`oauth.rs`): client-credentials token and `instance_url` cached
+//! across invocations, one re-authentication on `INVALID_SESSION_ID` (REST 401 or SOAP fault), sObject Collections
+//! updates (≤ 200 records a call) with per-item results, SOQL queries, and SOAP `merge()`. Retries 5xx and timeouts
+//! within the invocation's deadline.
 
 pub mod soap;
 
@@ -13,16 +13,15 @@ use mdm_sync_domain::crm::salesforce::{
 use mdm_sync_domain::ports::{Crm, Deadline, PortError};
 
 use crate::http;
-use crate::retry::{send_with_retries, RetryPolicy, Retryable};
-use crate::secrets::{SecretCache, SecretError};
-use mdm_sync_domain::ports::remaining;
-use reqwest::{RequestBuilder, Response, StatusCode};
+use crate::oauth::{self, Api, Session, Token, TokenAnswer};
+use crate::retry::{RetryPolicy, Retryable};
+use crate::secrets::SecretError;
+use reqwest::{RequestBuilder, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::time::Duration;
 use std::time::Instant;
-use tokio::sync::Mutex;
 
 /// The shape of the `SALESFORCE_SECRET_ID` secret.
 #[derive(Deserialize, Clone)]
@@ -32,10 +31,8 @@ pub struct SalesforceCredentials {
     pub client_secret: SecretString,
 }
 
-pub enum SalesforceCredentialSource {
-    Static(SalesforceCredentials),
-    Secret(SecretCache),
-}
+/// Where the client's OAuth credentials come from: fixed, or the `SALESFORCE_SECRET_ID` secret.
+pub type SalesforceCredentialSource = oauth::CredentialSource<SalesforceCredentials>;
 
 /// A failed call as a whole. `is_transient` decides between retry (batch item failure) and dead-letter.
 #[derive(Debug, thiserror::Error)]
@@ -170,17 +167,59 @@ fn merge_outcome(result: Option<&soap::MergeResult>) -> MergeOutcome {
     }
 }
 
-struct Session {
-    access_token: SecretString,
-    instance_url: String,
+/// Salesforce's token endpoint (the secret's `token_url`): client credentials in the form; the answer names the
+/// org's instance URL, and the session lasts until Salesforce refuses it.
+pub struct SalesforceAuth;
+
+impl Api for SalesforceAuth {
+    type Credentials = SalesforceCredentials;
+    type Error = SalesforceError;
+    const NAME: &'static str = "Salesforce";
+
+    fn token_request(
+        &self,
+        http: &reqwest::Client,
+        credentials: &SalesforceCredentials,
+    ) -> Result<RequestBuilder, String> {
+        if !crate::config::is_secure_url(&credentials.token_url) {
+            return Err("token_url must be an https:// URL".into());
+        }
+        Ok(http.post(&credentials.token_url).form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", credentials.client_id.as_str()),
+            ("client_secret", credentials.client_secret.expose_secret()),
+        ]))
+    }
+
+    fn token(&self, answer: TokenAnswer) -> Result<Token, SalesforceError> {
+        let instance_url = answer
+            .instance_url
+            .map(|url| url.trim_end_matches('/').to_owned())
+            .filter(|url| crate::config::is_secure_url(url))
+            .ok_or_else(|| {
+                SalesforceError::Decode(
+                    "the token response's instance_url is not an https:// URL".into(),
+                )
+            })?;
+        Ok(Token {
+            access_token: answer.access_token,
+            instance_url: Some(instance_url),
+            refresh_at: None,
+        })
+    }
+
+    fn error(status: StatusCode, retry_after: Option<Duration>, body: &str) -> SalesforceError {
+        response_error(status, retry_after, body)
+    }
+
+    fn refused(error: SalesforceError) -> SalesforceError {
+        SalesforceError::Unauthorized(format!("token endpoint refused the client: {error}"))
+    }
 }
 
 pub struct SalesforceClient {
-    http: reqwest::Client,
+    session: Session<SalesforceAuth>,
     api_version: String,
-    credentials: SalesforceCredentialSource,
-    session: Mutex<Option<Session>>,
-    retry: RetryPolicy,
 }
 
 impl SalesforceClient {
@@ -192,11 +231,8 @@ impl SalesforceClient {
         retry: RetryPolicy,
     ) -> Self {
         SalesforceClient {
-            http,
+            session: Session::new(http, SalesforceAuth, credentials, retry),
             api_version: api_version.into(),
-            credentials,
-            session: Mutex::new(None),
-            retry,
         }
     }
 
@@ -219,8 +255,9 @@ impl SalesforceClient {
             );
             let path = format!("/services/data/{}/composite/sobjects", self.api_version);
             let response = self
-                .send(deadline, |http, base, _| {
-                    http.patch(format!("{base}{path}"))
+                .session
+                .send(deadline, |http, t| {
+                    http.patch(format!("{}{path}", t.instance_url()))
                         .header(reqwest::header::CONTENT_TYPE, "application/json")
                         .body(body.clone())
                 })
@@ -245,8 +282,9 @@ impl SalesforceClient {
         loop {
             let p = path.clone();
             let response = self
-                .send(deadline, |http, base, _| {
-                    let req = http.get(format!("{base}{p}"));
+                .session
+                .send(deadline, |http, t| {
+                    let req = http.get(format!("{}{p}", t.instance_url()));
                     if first {
                         req.query(&[("q", soql)])
                     } else {
@@ -323,11 +361,12 @@ impl SalesforceClient {
         for chunk in requests.chunks(MAX_REQUESTS_PER_CALL) {
             let path = format!("/services/Soap/u/{version}");
             let response = self
-                .send(deadline, |http, base, token| {
-                    http.post(format!("{base}{path}"))
+                .session
+                .send(deadline, |http, t| {
+                    http.post(format!("{}{path}", t.instance_url()))
                         .header(reqwest::header::CONTENT_TYPE, "text/xml; charset=UTF-8")
                         .header("SOAPAction", "merge")
-                        .body(soap::merge_envelope(token.expose_secret(), chunk))
+                        .body(soap::merge_envelope(t.access_token.expose_secret(), chunk))
                 })
                 .await?;
             let bytes = response.bytes().await.map_err(http::transport)?;
@@ -338,105 +377,6 @@ impl SalesforceClient {
             }
         }
         Ok(outcomes)
-    }
-
-    /// Sends the request built by `build` (given the instance URL and the access token) through the shared
-    /// send loop: retried while worth it and time allows; an expired session gets one re-authentication.
-    async fn send(
-        &self,
-        deadline: Instant,
-        build: impl Fn(&reqwest::Client, &str, &SecretString) -> RequestBuilder,
-    ) -> Result<Response, SalesforceError> {
-        send_with_retries(
-            &self.retry,
-            deadline,
-            "Salesforce",
-            || self.try_once(deadline, &build),
-            || async { *self.session.lock().await = None },
-        )
-        .await
-    }
-
-    async fn try_once(
-        &self,
-        deadline: Instant,
-        build: &impl Fn(&reqwest::Client, &str, &SecretString) -> RequestBuilder,
-    ) -> Result<Response, SalesforceError> {
-        let (token, base) = self.session(deadline).await?;
-        let response =
-            http::send_bearer(build(&self.http, &base, &token), &token, deadline).await?;
-        check_status(response).await
-    }
-
-    fn secret_id(&self) -> &str {
-        match &self.credentials {
-            SalesforceCredentialSource::Static(_) => "(static credentials)",
-            SalesforceCredentialSource::Secret(cache) => cache.secret_id(),
-        }
-    }
-
-    async fn session(&self, deadline: Instant) -> Result<(SecretString, String), SalesforceError> {
-        let mut cached = self.session.lock().await;
-        if let Some(s) = cached.as_ref() {
-            return Ok((s.access_token.clone(), s.instance_url.clone()));
-        }
-        let credentials = match &self.credentials {
-            SalesforceCredentialSource::Static(c) => c.clone(),
-            SalesforceCredentialSource::Secret(cache) => {
-                cache.get_json::<SalesforceCredentials>().await?
-            }
-        };
-        if !crate::config::is_secure_url(&credentials.token_url) {
-            return Err(SalesforceError::Credentials(SecretError::Malformed {
-                id: self.secret_id().to_owned(),
-                reason: "token_url must be an https:// URL".into(),
-            }));
-        }
-        let left = remaining(deadline);
-        if left.is_zero() {
-            return Err(SalesforceError::Timeout);
-        }
-        let response = self
-            .http
-            .post(&credentials.token_url)
-            .form(&[
-                ("grant_type", "client_credentials"),
-                ("client_id", credentials.client_id.as_str()),
-                ("client_secret", credentials.client_secret.expose_secret()),
-            ])
-            .timeout(left.min(http::REQUEST_TIMEOUT))
-            .send()
-            .await
-            .map_err(http::transport)?;
-        let response = match check_status(response).await {
-            Ok(r) => r,
-            Err(e) if e.retry_now() => return Err(e),
-            Err(e) => {
-                if let SalesforceCredentialSource::Secret(cache) = &self.credentials {
-                    cache.invalidate().await;
-                }
-                return Err(SalesforceError::Unauthorized(format!(
-                    "token endpoint refused the client: {e}"
-                )));
-            }
-        };
-        #[derive(Deserialize)]
-        struct TokenResponse {
-            access_token: SecretString,
-            instance_url: String,
-        }
-        let t: TokenResponse = http::read_json(response).await?;
-        let instance_url = t.instance_url.trim_end_matches('/').to_owned();
-        if !crate::config::is_secure_url(&instance_url) {
-            return Err(SalesforceError::Decode(
-                "the token response's instance_url is not an https:// URL".into(),
-            ));
-        }
-        *cached = Some(Session {
-            access_token: t.access_token.clone(),
-            instance_url: instance_url.clone(),
-        });
-        Ok((t.access_token, instance_url))
     }
 }
 
@@ -486,28 +426,28 @@ fn fields_of(error: &Value) -> String {
     }
 }
 
-async fn check_status(response: Response) -> Result<Response, SalesforceError> {
-    let status = response.status();
-    if status.is_success() {
-        return Ok(response);
-    }
-    let retry_after = http::retry_after(&response);
-    let body = response.text().await.unwrap_or_default();
+/// The error of a response that did not succeed: a SOAP fault by its code, a REST error by its status and
+/// `errorCode`.
+fn response_error(
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    body: &str,
+) -> SalesforceError {
     // SOAP answers every fault with HTTP 500 and an XML body naming the exception.
     if body.trim_start().starts_with('<') {
-        if let Some(fault) = soap::parse_fault(&body) {
+        if let Some(fault) = soap::parse_fault(body) {
             // The fault's code only: its text can echo the values sent.
-            return Err(match fault.code.as_str() {
+            return match fault.code.as_str() {
                 "INVALID_SESSION_ID" => SalesforceError::Unauthorized(fault.code),
                 "REQUEST_LIMIT_EXCEEDED" => SalesforceError::LimitExceeded,
                 _ => SalesforceError::SoapFault {
                     code: fault.code,
                     message: String::new(),
                 },
-            });
+            };
         }
     }
-    let parsed: Option<Value> = serde_json::from_str(&body).ok();
+    let parsed: Option<Value> = serde_json::from_str(body).ok();
     let first = parsed.as_ref().map(|v| match v {
         Value::Array(a) => a.first().cloned().unwrap_or(Value::Null),
         other => other.clone(),
@@ -520,7 +460,7 @@ async fn check_status(response: Response) -> Result<Response, SalesforceError> {
         .to_owned();
     // Codes and field names only, never the message text: validation messages echo field values.
     let message = first.as_ref().map(fields_of).unwrap_or_default();
-    Err(match status {
+    match status {
         StatusCode::UNAUTHORIZED => SalesforceError::Unauthorized(if code.is_empty() {
             "HTTP 401".into()
         } else {
@@ -538,7 +478,7 @@ async fn check_status(response: Response) -> Result<Response, SalesforceError> {
             code,
             message,
         },
-    })
+    }
 }
 
 impl From<http::Transport> for SalesforceError {
@@ -666,11 +606,16 @@ mod tests {
             ))
             .mount(server)
             .await;
+        static_client(&format!("{}/services/oauth2/token", server.uri()))
+    }
+
+    /// A client with fixed credentials whose token endpoint is `token_url` (loopback test servers count as https).
+    fn static_client(token_url: &str) -> SalesforceClient {
         SalesforceClient::new(
             reqwest::Client::new(),
             "v66.0",
             SalesforceCredentialSource::Static(SalesforceCredentials {
-                token_url: format!("{}/services/oauth2/token", server.uri()),
+                token_url: token_url.into(),
                 client_id: "id".into(),
                 client_secret: "secret".into(),
             }),
@@ -755,16 +700,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_token_url_in_clear_text_is_refused_before_any_call() {
-        let sf = SalesforceClient::new(
-            reqwest::Client::new(),
-            "v66.0",
-            SalesforceCredentialSource::Static(SalesforceCredentials {
-                token_url: "http://login.example.com/services/oauth2/token".into(),
-                client_id: "id".into(),
-                client_secret: "secret".into(),
-            }),
-            RetryPolicy::default(),
-        );
+        let sf = static_client("http://login.example.com/services/oauth2/token");
         let err = sf
             .query(
                 "SELECT Id FROM Case",
@@ -796,6 +732,104 @@ mod tests {
         assert!(matches!(err, SalesforceError::BudgetExhausted(_)), "{err}");
         assert!(err.is_transient());
         assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    #[tokio::test]
+    async fn the_session_is_kept_until_salesforce_refuses_it_then_renewed_once() {
+        let server = MockServer::start().await;
+        for token in ["first", "second"] {
+            Mock::given(method("POST"))
+                .and(path("/services/oauth2/token"))
+                .and(wiremock::matchers::body_string_contains(
+                    "client_secret=secret",
+                ))
+                .respond_with(ResponseTemplate::new(200).set_body_json(
+                    json!({"access_token": token, "instance_url": format!("{}/", server.uri())}),
+                ))
+                .up_to_n_times(1)
+                .expect(1)
+                .mount(&server)
+                .await;
+        }
+        let query = || Mock::given(method("GET")).and(path("/services/data/v66.0/query"));
+        let records = json!({"done": true, "records": [{"Id": "500A"}]});
+        query()
+            .and(wiremock::matchers::header("authorization", "Bearer first"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(&records))
+            .up_to_n_times(2)
+            .expect(2)
+            .mount(&server)
+            .await;
+        query()
+            .and(wiremock::matchers::header("authorization", "Bearer first"))
+            .respond_with(ResponseTemplate::new(401).set_body_json(
+                json!([{"message": "Session expired", "errorCode": "INVALID_SESSION_ID"}]),
+            ))
+            .expect(1)
+            .mount(&server)
+            .await;
+        query()
+            .and(wiremock::matchers::header("authorization", "Bearer second"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(&records))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let sf = static_client(&format!("{}/services/oauth2/token", server.uri()));
+        for _ in 0..3 {
+            let found = sf
+                .query(
+                    "SELECT Id FROM Case",
+                    Instant::now() + Duration::from_secs(5),
+                )
+                .await
+                .unwrap();
+            assert_eq!(found.len(), 1);
+        }
+    }
+
+    /// A query whose token endpoint answers `answer` (expected `calls` times): its error, and the server.
+    async fn query_after_token(
+        answer: ResponseTemplate,
+        calls: u64,
+    ) -> (SalesforceError, MockServer) {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/services/oauth2/token"))
+            .respond_with(answer)
+            .expect(calls)
+            .mount(&server)
+            .await;
+        let sf = static_client(&format!("{}/services/oauth2/token", server.uri()));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let err = sf.query("SELECT Id FROM Case", deadline).await.unwrap_err();
+        (err, server)
+    }
+
+    #[tokio::test]
+    async fn an_instance_url_in_clear_text_is_refused_before_any_call() {
+        let answer = ResponseTemplate::new(200)
+            .set_body_json(json!({"access_token": "t", "instance_url": "http://na1.example.com"}));
+        let (err, server) = query_after_token(answer, 1).await;
+        assert!(err.to_string().contains("instance_url"), "{err}");
+        assert!(err.is_transient());
+        let calls = server.received_requests().await.unwrap();
+        assert!(calls
+            .iter()
+            .all(|r| r.url.path() == "/services/oauth2/token"));
+    }
+
+    #[tokio::test]
+    async fn a_refused_client_is_reported_by_its_code_without_the_description() {
+        let answer = ResponseTemplate::new(400).set_body_json(
+            json!({"error": "invalid_client", "error_description": "client secret 'secret' is wrong"}),
+        );
+        // Refused, then asked once more: the call's one re-authentication.
+        let (err, _) = query_after_token(answer, 2).await;
+        assert!(matches!(err, SalesforceError::Unauthorized(_)), "{err}");
+        assert!(err.is_transient());
+        let text = err.to_string();
+        assert!(text.contains("invalid_client"), "{text}");
+        assert!(!text.contains("secret'"), "{text}");
     }
 
     #[test]
