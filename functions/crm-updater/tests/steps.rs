@@ -1,8 +1,12 @@
 //! crm-updater's handler over in-memory fakes of its ports (Reltio, Salesforce, the ledger, the DLQ, the event
 //! queue's visibility): how a batch's steps are packed, isolated, tracked and settled, and how its retries back
-//! off. The adapters are tested on wiremock and moto in `handler.rs`.
+//! off. The adapters are tested on wiremock and moto in `updates.rs`, `archive_merge.rs`, `soap_merge.rs` and
+//! `ordering.rs`.
+
+mod events;
 
 use crm_updater::{handle, Config, Deps, Handled};
+use events::{changed, failures, FIFO_ARN, QUEUE_ARN, SFDC};
 use futures::future::BoxFuture;
 use mdm_sync_adapters::sqs_event::SqsEvent;
 use mdm_sync_domain::backoff::{Backoff, VisibilityChange, VisibilityFailure};
@@ -15,10 +19,6 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-const SFDC: &str = "configuration/sources/SFDC_CONTACT";
-const QUEUE_ARN: &str = "arn:aws:sqs:us-east-1:000000000000:events";
-const FIFO_ARN: &str = "arn:aws:sqs:us-east-1:000000000000:events.fifo";
 
 struct World {
     deps: Deps,
@@ -139,11 +139,6 @@ fn entity(id: &str, contacts: &[String], first_name: &str, updated: i64) -> Valu
     })
 }
 
-fn changed(entity: &Value) -> String {
-    json!({"type": "ENTITY_CHANGED", "object": entity, "updatedTime": entity["updatedTime"]})
-        .to_string()
-}
-
 fn merged(winner: &str, loser: &str, at: i64) -> String {
     json!({"type": "ENTITIES_MERGED", "updatedTime": at, "uris": [format!("entities/{winner}"), format!("entities/{loser}")]})
         .to_string()
@@ -170,14 +165,6 @@ async fn run(world: &World, messages: &[Msg<'_>]) -> Handled {
         .collect();
     let event: SqsEvent = serde_json::from_value(sqs_event(QUEUE_ARN, &records)).unwrap();
     handle(&world.deps, event, Instant::now() + Duration::from_secs(10)).await
-}
-
-fn failures(h: &Handled) -> Vec<String> {
-    h.response
-        .batch_item_failures
-        .iter()
-        .map(|f| f.item_identifier.clone())
-        .collect()
 }
 
 #[tokio::test]
