@@ -67,13 +67,6 @@ pub async fn run(g: &Global, command: DlqCommand) -> Result<ExitCode, CliError> 
     }
 }
 
-pub(crate) fn role(name: &str) -> Result<Role, CliError> {
-    Role::parse(name).ok_or_else(|| {
-        let names: Vec<&str> = Role::ALL.iter().map(|r| r.name()).collect();
-        CliError::Usage(format!("unknown queue {name}: one of {}", names.join(", ")))
-    })
-}
-
 /// Messages now on the queue, up to `max`, each received once and released at once (visible again).
 async fn peek(sqs: &aws_sdk_sqs::Client, url: &str, max: usize) -> Result<Vec<Message>, CliError> {
     let mut seen = HashSet::new();
@@ -281,7 +274,7 @@ async fn show(
     fetch: bool,
     max: usize,
 ) -> Result<ExitCode, CliError> {
-    let role = role(queue)?;
+    let role = Role::named(queue)?;
     let url = stack.require(role.output())?;
     let peeked = peek(sqs, url, max).await?;
     let Some(m) = peeked
@@ -305,13 +298,7 @@ async fn show(
         let kinesis = aws_sdk_kinesis::Client::new(sdk);
         // What a redrive would put back, read as the redrive reads it; a letter that holds its payload has
         // nothing on the stream to read.
-        let holds_payload = matches!(
-            &letter,
-            Letter::CdcRecord {
-                record: Some(_),
-                ..
-            }
-        );
+        let holds_payload = letter.named_record().is_some_and(|r| r.data.is_some());
         let named = if holds_payload {
             None
         } else {

@@ -8,7 +8,7 @@
 //! read from the shard up to its tip (`stream_order`), so that no key is left at an older state than the one it had
 //! reached. `--range-only` puts only the named records.
 
-use crate::dlq::{attribute, depth, letter_of, receive, release, role, stream_of, system};
+use crate::dlq::{attribute, depth, letter_of, receive, release, stream_of, system};
 use crate::error::CliError;
 use crate::kinesis_io::{self, StreamRecord};
 use crate::letters::{Filter, Letter, Role};
@@ -19,6 +19,7 @@ use crate::Global;
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
 use clap::Args;
 use mdm_sync_adapters::sqs::SqsQueue;
+use mdm_sync_domain::letter::Origin;
 use mdm_sync_domain::ports::MessageSink;
 use mdm_sync_domain::queue::OutgoingMessage;
 use serde_json::{json, Value};
@@ -74,7 +75,7 @@ pub async fn run(
     sqs: &aws_sdk_sqs::Client,
     args: RedriveArgs,
 ) -> Result<ExitCode, CliError> {
-    let role = role(&args.queue)?;
+    let role = Role::named(&args.queue)?;
     let url = stack.require(role.output())?.to_owned();
     let filters: Vec<Filter> = args
         .filter
@@ -358,56 +359,50 @@ async fn fail_group(
 }
 
 /// The records a CDC letter names, with the stream and shard they are on; `None` for what this CLI cannot put
-/// back (Kafka, unreadable).
+/// back (Kafka, events, unreadable). A dead letter's record is the bytes the letter holds, exactly, else read back
+/// from its position.
 pub(crate) async fn named_records(
     letter: &Letter,
     stack: &Stack,
     kinesis: &aws_sdk_kinesis::Client,
     stream_arg: Option<&str>,
 ) -> Result<Option<(String, String, Vec<StreamRecord>)>, CliError> {
-    match letter {
-        Letter::CdcRecord {
-            partition_key,
-            record,
-            position,
-            stream_arn,
-            ..
-        } => {
-            let stream = stream_of(stream_arn.as_deref(), stream_arg, stack)?;
-            let (shard, sequence_number) = position.clone().unwrap_or_default();
-            let data = match (record, position) {
-                (Some(r), _) => r.clone(),
-                (None, Some((shard, seq))) => {
-                    kinesis_io::read_one(kinesis, &stream, shard, seq)
-                        .await?
-                        .data
-                }
-                (None, None) => {
-                    return Err(CliError::Failed(
-                        "the letter holds neither its record nor where to read it".into(),
-                    ))
-                }
-            };
-            let record = StreamRecord {
-                partition_key: partition_key.clone(),
-                data,
-                sequence_number,
-            };
-            Ok(Some((stream, shard, vec![record])))
-        }
-        Letter::KinesisBatch {
-            stream_arn,
-            shard_id,
-            start,
-            end,
-            ..
-        } => {
-            let stream = stream_of(stream_arn.as_deref(), stream_arg, stack)?;
-            let records = kinesis_io::read_range(kinesis, &stream, shard_id, start, end).await?;
-            Ok(Some((stream, shard_id.clone(), records)))
-        }
-        _ => Ok(None),
+    if let Letter::KinesisBatch {
+        stream_arn,
+        shard_id,
+        start,
+        end,
+        ..
+    } = letter
+    {
+        let stream = stream_of(stream_arn.as_deref(), stream_arg, stack)?;
+        let records = kinesis_io::read_range(kinesis, &stream, shard_id, start, end).await?;
+        return Ok(Some((stream, shard_id.clone(), records)));
     }
+    let Some(named) = letter.named_record() else {
+        return Ok(None);
+    };
+    let stream = stream_of(named.stream_arn, stream_arg, stack)?;
+    let (shard, sequence_number) = named.position.unwrap_or_default();
+    let data = match (named.data, named.position) {
+        (Some(data), _) => data,
+        (None, Some((shard, seq))) => {
+            kinesis_io::read_one(kinesis, &stream, shard, seq)
+                .await?
+                .data
+        }
+        (None, None) => {
+            return Err(CliError::Failed(
+                "the letter holds neither its record nor where to read it".into(),
+            ))
+        }
+    };
+    let record = StreamRecord {
+        partition_key: named.partition_key.to_owned(),
+        data,
+        sequence_number: sequence_number.to_owned(),
+    };
+    Ok(Some((stream, shard.to_owned(), vec![record])))
 }
 
 fn report(g: &Global, role: Role, args: &RedriveArgs, tally: &Tally) {
@@ -458,20 +453,30 @@ fn report(g: &Global, role: Role, args: &RedriveArgs, tally: &Tally) {
 }
 
 fn describe(letter: &Letter, id: Option<&str>) -> Value {
-    let what = match letter {
-        Letter::Event { event_id, .. } => format!("event {event_id} onto its queue"),
-        Letter::Message { .. } => "the message onto its source queue".into(),
-        other => unsupported_hint(other),
+    let what = if let Some(event) = letter.queued_event() {
+        format!("event {} onto its queue", event.id)
+    } else if let Letter::Message { .. } = letter {
+        "the message onto its source queue".into()
+    } else {
+        unsupported_hint(letter)
     };
     json!({"messageId": id, "reason": letter.reason(), "what": what})
 }
 
 fn unsupported_hint(letter: &Letter) -> String {
     match letter {
-        Letter::KafkaRecord { topic, partition, offset, .. } => format!(
-            "a Kafka record ({topic}-{partition}@{offset}): produce its value back to the topic with its key \
-             (kafka-console-producer), then delete the message"
-        ),
+        Letter::Dead(d) => match &d.origin {
+            Origin::Kafka {
+                topic,
+                partition,
+                offset,
+                ..
+            } => format!(
+                "a Kafka record ({topic}-{partition}@{offset}): produce its value back to the topic with its \
+                 key (kafka-console-producer), then delete the message"
+            ),
+            _ => "not redriven".into(),
+        },
         Letter::KafkaBatch { ranges, .. } => format!(
             "Kafka offsets {}: re-read them from the topic while it retains them and produce them again",
             ranges.iter().map(|(tp, a, b)| format!("{tp} {a}..{b}")).collect::<Vec<_>>().join(", ")
@@ -488,50 +493,12 @@ async fn reput_message(
     sqs: &aws_sdk_sqs::Client,
     target: Option<&str>,
 ) -> Result<bool, CliError> {
-    let queue =
-        || target.ok_or_else(|| CliError::Config("no source queue for these messages".into()));
-    let message = match letter {
-        Letter::Event {
-            event_id, event, ..
-        } => {
-            let fifo = queue()?.ends_with(".fifo");
-            match mdm_sync_domain::webhook::parse_body(event.as_bytes(), Some(event_id)) {
-                Ok(events) if events.len() == 1 => events[0].to_message(fifo),
-                // Not an event (it was dead-lettered for that): the same text, with its id.
-                _ => OutgoingMessage {
-                    body: event.clone(),
-                    attributes: vec![("eventId".into(), event_id.clone())],
-                    group_id: fifo.then(|| event_id.clone()),
-                    dedup_id: fifo.then(|| event_id.clone()),
-                },
-            }
-        }
-        Letter::Message { .. } => {
-            let fifo = queue()?.ends_with(".fifo");
-            let attributes: Vec<(String, String)> = m
-                .message_attributes()
-                .into_iter()
-                .flatten()
-                .filter_map(|(k, v)| Some((k.clone(), v.string_value()?.to_owned())))
-                .collect();
-            OutgoingMessage {
-                body: m.body().unwrap_or_default().to_owned(),
-                group_id: fifo.then(|| {
-                    system(m, MessageSystemAttributeName::MessageGroupId)
-                        .or_else(|| attribute(m, "sourceObjectUri"))
-                        .unwrap_or_else(|| "redrive".into())
-                }),
-                dedup_id: fifo.then(|| {
-                    system(m, MessageSystemAttributeName::MessageDeduplicationId)
-                        .or_else(|| attribute(m, "eventId"))
-                        .unwrap_or_else(|| id(m).to_owned())
-                }),
-                attributes,
-            }
-        }
-        _ => return Ok(false),
+    let fifo = target.is_some_and(|q| q.ends_with(".fifo"));
+    let Some(message) = queue_message(letter, m, fifo) else {
+        return Ok(false);
     };
-    let queue = queue()?;
+    let queue =
+        target.ok_or_else(|| CliError::Config("no source queue for these messages".into()))?;
     let failures = SqsQueue::new(sqs.clone(), queue).send(&[message]).await;
     match failures.first() {
         None => Ok(true),
@@ -541,3 +508,48 @@ async fn reput_message(
         ))),
     }
 }
+
+/// What a queue redrive sends for letter `letter` of message `m`: a dead-lettered event exactly as written, with
+/// the attributes and FIFO ids the webhook receiver gives it (text that is no event, with its id); a redrive DLQ's
+/// message as it is, with its attributes and FIFO ids. `None` for a letter that is neither.
+fn queue_message(letter: &Letter, m: &Message, fifo: bool) -> Option<OutgoingMessage> {
+    if let Some(event) = letter.queued_event() {
+        let message =
+            match mdm_sync_domain::webhook::parse_body(event.text.as_bytes(), Some(event.id)) {
+                Ok(events) if events.len() == 1 => events[0].to_message(fifo),
+                // Not an event (it was dead-lettered for that): the same text, with its id.
+                _ => OutgoingMessage {
+                    body: event.text.to_owned(),
+                    attributes: vec![("eventId".into(), event.id.to_owned())],
+                    group_id: fifo.then(|| event.id.to_owned()),
+                    dedup_id: fifo.then(|| event.id.to_owned()),
+                },
+            };
+        return Some(message);
+    }
+    let Letter::Message { .. } = letter else {
+        return None;
+    };
+    Some(OutgoingMessage {
+        body: m.body().unwrap_or_default().to_owned(),
+        group_id: fifo.then(|| {
+            system(m, MessageSystemAttributeName::MessageGroupId)
+                .or_else(|| attribute(m, "sourceObjectUri"))
+                .unwrap_or_else(|| "redrive".into())
+        }),
+        dedup_id: fifo.then(|| {
+            system(m, MessageSystemAttributeName::MessageDeduplicationId)
+                .or_else(|| attribute(m, "eventId"))
+                .unwrap_or_else(|| id(m).to_owned())
+        }),
+        attributes: m
+            .message_attributes()
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, v)| Some((k.clone(), v.string_value()?.to_owned())))
+            .collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests;
