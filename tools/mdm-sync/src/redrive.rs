@@ -8,19 +8,17 @@
 //! read from the shard up to its tip (`stream_order`), so that no key is left at an older state than the one it had
 //! reached. `--range-only` puts only the named records.
 
-use crate::dlq::{attribute, depth, letter_of, receive, release, stream_of, system};
 use crate::error::CliError;
 use crate::kinesis_io::{self, StreamRecord};
 use crate::letters::{Filter, Letter, Role};
 use crate::output;
-use crate::stack::Stack;
+use crate::sqs_io::{self, attribute, id, receive, release, system};
+use crate::stack::{self, Stack};
 use crate::stream_order::ordered_replay;
 use crate::Global;
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
 use clap::Args;
-use mdm_sync_adapters::sqs::SqsQueue;
 use mdm_sync_domain::letter::Origin;
-use mdm_sync_domain::ports::MessageSink;
 use mdm_sync_domain::queue::OutgoingMessage;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashSet};
@@ -68,13 +66,11 @@ struct Tally {
     planned: Vec<Value>,
 }
 
-pub async fn run(
-    g: &Global,
-    stack: &Stack,
-    sdk: &aws_config::SdkConfig,
-    sqs: &aws_sdk_sqs::Client,
-    args: RedriveArgs,
-) -> Result<ExitCode, CliError> {
+/// Redrives the queue `args` names (exit 1 when a letter failed or is not redriven).
+pub async fn run(g: &Global, args: RedriveArgs) -> Result<ExitCode, CliError> {
+    let sdk = stack::sdk().await;
+    let stack = &Stack::load(g, &sdk).await?;
+    let sqs = &aws_sdk_sqs::Client::new(&sdk);
     let role = Role::named(&args.queue)?;
     let url = stack.require(role.output())?.to_owned();
     let filters: Vec<Filter> = args
@@ -83,7 +79,7 @@ pub async fn run(
         .map(|f| Filter::parse(f).map_err(CliError::Usage))
         .collect::<Result<_, _>>()?;
     let limit = args.max.unwrap_or(usize::MAX);
-    let total = depth(sqs, &url).await?;
+    let total = sqs_io::depth(sqs, &url).await?;
     let bar = output::progress(
         total.min(limit as u64),
         if args.dry_run { "dry run" } else { "redriving" },
@@ -92,7 +88,7 @@ pub async fn run(
     let taken = take(sqs, &url, role, &filters, limit, &mut tally).await?;
     bar.set_length(taken.len() as u64);
     if matches!(role, Role::Cdc | Role::CdcFailures) {
-        let kinesis = aws_sdk_kinesis::Client::new(sdk);
+        let kinesis = aws_sdk_kinesis::Client::new(&sdk);
         redrive_to_stream(stack, sqs, &kinesis, &url, &args, taken, &bar, &mut tally).await;
     } else {
         redrive_to_queue(stack, sqs, &url, role, &args, taken, &bar, &mut tally).await?;
@@ -134,7 +130,7 @@ async fn take(
             break;
         }
         for m in fresh {
-            let letter = letter_of(role, &m);
+            let letter = sqs_io::letter(role, &m);
             if taken.len() >= limit || !filters.iter().all(|f| f.matches(&letter)) {
                 tally.filtered += u64::from(taken.len() < limit);
                 left.push(m);
@@ -147,10 +143,6 @@ async fn take(
         release(sqs, url, m).await;
     }
     Ok(taken)
-}
-
-fn id(m: &Message) -> &str {
-    m.message_id().unwrap_or_default()
 }
 
 /// A letter not redriven this time: listed with why, and made visible again at once for another try.
@@ -166,20 +158,12 @@ async fn set_aside(
 }
 
 async fn delete(sqs: &aws_sdk_sqs::Client, url: &str, m: &Message, tally: &mut Tally) {
-    let deleted = sqs
-        .delete_message()
-        .queue_url(url)
-        .receipt_handle(m.receipt_handle().unwrap_or_default())
-        .send()
-        .await;
-    match deleted {
-        Ok(_) => tally.redriven += 1,
+    match sqs_io::delete(sqs, url, m).await {
+        Ok(()) => tally.redriven += 1,
         // Re-put but not deleted: a second redrive puts it again, which the ledgers absorb.
-        Err(e) => tally.failed.push(format!(
-            "{}: re-put, but not deleted: {}",
-            id(m),
-            mdm_sync_adapters::http::error_chain(&e)
-        )),
+        Err(why) => tally
+            .failed
+            .push(format!("{}: re-put, but not deleted: {why}", id(m))),
     }
 }
 
@@ -265,7 +249,7 @@ async fn redrive_to_stream(
     // (stream, shard): a record whose letter names no position forms a group of its own shard "".
     let mut groups: BTreeMap<(String, String), ShardGroup> = BTreeMap::new();
     for (m, letter) in taken {
-        match named_records(&letter, stack, kinesis, args.stream.as_deref()).await {
+        match kinesis_io::named_records(&letter, stack, kinesis, args.stream.as_deref()).await {
             Ok(Some((stream, shard, records))) => {
                 let g = groups.entry((stream, shard)).or_default();
                 g.messages.push(m);
@@ -356,53 +340,6 @@ async fn fail_group(
         tally.failed.push(format!("{}: {why}", id(m)));
         release(sqs, url, m).await;
     }
-}
-
-/// The records a CDC letter names, with the stream and shard they are on; `None` for what this CLI cannot put
-/// back (Kafka, events, unreadable). A dead letter's record is the bytes the letter holds, exactly, else read back
-/// from its position.
-pub(crate) async fn named_records(
-    letter: &Letter,
-    stack: &Stack,
-    kinesis: &aws_sdk_kinesis::Client,
-    stream_arg: Option<&str>,
-) -> Result<Option<(String, String, Vec<StreamRecord>)>, CliError> {
-    if let Letter::KinesisBatch {
-        stream_arn,
-        shard_id,
-        start,
-        end,
-        ..
-    } = letter
-    {
-        let stream = stream_of(stream_arn.as_deref(), stream_arg, stack)?;
-        let records = kinesis_io::read_range(kinesis, &stream, shard_id, start, end).await?;
-        return Ok(Some((stream, shard_id.clone(), records)));
-    }
-    let Some(named) = letter.named_record() else {
-        return Ok(None);
-    };
-    let stream = stream_of(named.stream_arn, stream_arg, stack)?;
-    let (shard, sequence_number) = named.position.unwrap_or_default();
-    let data = match (named.data, named.position) {
-        (Some(data), _) => data,
-        (None, Some((shard, seq))) => {
-            kinesis_io::read_one(kinesis, &stream, shard, seq)
-                .await?
-                .data
-        }
-        (None, None) => {
-            return Err(CliError::Failed(
-                "the letter holds neither its record nor where to read it".into(),
-            ))
-        }
-    };
-    let record = StreamRecord {
-        partition_key: named.partition_key.to_owned(),
-        data,
-        sequence_number: sequence_number.to_owned(),
-    };
-    Ok(Some((stream, shard.to_owned(), vec![record])))
 }
 
 fn report(g: &Global, role: Role, args: &RedriveArgs, tally: &Tally) {
@@ -499,14 +436,8 @@ async fn reput_message(
     };
     let queue =
         target.ok_or_else(|| CliError::Config("no source queue for these messages".into()))?;
-    let failures = SqsQueue::new(sqs.clone(), queue).send(&[message]).await;
-    match failures.first() {
-        None => Ok(true),
-        Some(f) => Err(CliError::Failed(format!(
-            "sending to {queue}: {}",
-            f.reason
-        ))),
-    }
+    sqs_io::send(sqs, queue, message).await?;
+    Ok(true)
 }
 
 /// What a queue redrive sends for letter `letter` of message `m`: a dead-lettered event exactly as written, with
@@ -542,12 +473,7 @@ fn queue_message(letter: &Letter, m: &Message, fifo: bool) -> Option<OutgoingMes
                 .or_else(|| attribute(m, "eventId"))
                 .unwrap_or_else(|| id(m).to_owned())
         }),
-        attributes: m
-            .message_attributes()
-            .into_iter()
-            .flatten()
-            .filter_map(|(k, v)| Some((k.clone(), v.string_value()?.to_owned())))
-            .collect(),
+        attributes: sqs_io::attributes(m).into_iter().collect(),
     })
 }
 

@@ -7,7 +7,7 @@ fn message(body: &str) -> Message {
 }
 
 fn letter(role: Role, m: &Message) -> Letter {
-    crate::dlq::letter_of(role, m)
+    sqs_io::letter(role, m)
 }
 
 #[test]
