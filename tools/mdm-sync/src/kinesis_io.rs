@@ -1,7 +1,10 @@
 //! The CDC stream for redrives and replays: records read back by shard and sequence number (while within the
-//! stream's retention), and records put with their partition keys in order, failed entries retried.
+//! stream's retention), the records a letter names, and records put with their partition keys in order, failed
+//! entries retried.
 
 use crate::error::CliError;
+use crate::letters::Letter;
+use crate::stack::{self, Stack};
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardIteratorType};
 use mdm_sync_adapters::retry::batch::{failed_in_order, send_batch, Resend};
@@ -133,6 +136,67 @@ const PUT_RETRY: RetryPolicy = RetryPolicy {
 /// How long the retries of one call's records may go on (the CLI has no invocation deadline; the waits above
 /// come to about 6 s, the SDK's timeouts bound each call).
 const PUT_TIME_LIMIT: Duration = Duration::from_secs(60);
+
+/// The stream a letter's records are on: `--stream`, else the letter's, else the stack's.
+fn stream_of(
+    letter_stream: Option<&str>,
+    args_stream: Option<&str>,
+    stack: &Stack,
+) -> Result<String, CliError> {
+    args_stream
+        .or(letter_stream)
+        .or(stack.get(stack::CDC_STREAM))
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            CliError::Config(
+                "no CDC stream: give --stream, --stack or --set CdcStreamArn=ARN".into(),
+            )
+        })
+}
+
+/// The records a letter names, with the stream and shard they are on (`""` for a record whose letter names no
+/// position); `None` for what this CLI cannot put back on the stream (Kafka, events, unreadable). A dead letter's
+/// record is the bytes the letter holds, exactly, else read back from its position; an on-failure record's are
+/// read from its shard range.
+pub async fn named_records(
+    letter: &Letter,
+    stack: &Stack,
+    kinesis: &aws_sdk_kinesis::Client,
+    stream_arg: Option<&str>,
+) -> Result<Option<(String, String, Vec<StreamRecord>)>, CliError> {
+    if let Letter::KinesisBatch {
+        stream_arn,
+        shard_id,
+        start,
+        end,
+        ..
+    } = letter
+    {
+        let stream = stream_of(stream_arn.as_deref(), stream_arg, stack)?;
+        let records = read_range(kinesis, &stream, shard_id, start, end).await?;
+        return Ok(Some((stream, shard_id.clone(), records)));
+    }
+    let Some(named) = letter.named_record() else {
+        return Ok(None);
+    };
+    let stream = stream_of(named.stream_arn, stream_arg, stack)?;
+    let (shard, sequence_number) = named.position.unwrap_or_default();
+    let data = match (named.data, named.position) {
+        (Some(data), _) => data,
+        (None, Some((shard, seq))) => read_one(kinesis, &stream, shard, seq).await?.data,
+        (None, None) => {
+            return Err(CliError::Failed(
+                "the letter holds neither its record nor where to read it".into(),
+            ))
+        }
+    };
+    let record = StreamRecord {
+        partition_key: named.partition_key.to_owned(),
+        data,
+        sequence_number: sequence_number.to_owned(),
+    };
+    Ok(Some((stream, shard.to_owned(), vec![record])))
+}
 
 /// Puts `records` (partition key, data) on the stream in their order, 500 a call; returns how many were put.
 /// PutRecords goes on past a failed entry, so a record of the same key after it would land first: the call is

@@ -1,9 +1,12 @@
-//! What a dead-letter or on-failure message holds, read from its queue's role and its body (pure): the record to
-//! put back on the stream, the event to put back on a queue, the shard range or Kafka offsets Lambda gave up on,
-//! or (a queue's own redrive DLQ) the original message itself.
+//! What a dead-letter or on-failure message holds, read from its queue's role and its body (pure). The functions'
+//! dead letters are read through their one typed format (`mdm_sync_domain::letter::DeadLetter`): the record to put
+//! back on the stream or the event to put back on a queue, byte for byte as the letter holds it. Lambda's
+//! on-failure records give the shard range or Kafka offsets it gave up on, and a queue's own redrive DLQ the
+//! original message itself.
 
+use crate::error::CliError;
 use crate::stack;
-use base64::Engine;
+use mdm_sync_domain::letter::{DeadLetter, Origin, Payload};
 use serde_json::Value;
 
 /// The dead-letter and failure queues of a stack, by what their messages are.
@@ -79,39 +82,24 @@ impl Role {
     pub fn parse(name: &str) -> Option<Role> {
         Role::ALL.into_iter().find(|r| r.name() == name)
     }
+
+    /// The role a command line names, or a usage error listing them.
+    pub fn named(name: &str) -> Result<Role, CliError> {
+        Role::parse(name).ok_or_else(|| {
+            let names: Vec<&str> = Role::ALL.iter().map(|r| r.name()).collect();
+            CliError::Usage(format!("unknown queue {name}: one of {}", names.join(", ")))
+        })
+    }
 }
 
 /// One message, read.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Letter {
-    /// A Kinesis record cdc-ingest could not apply: back on the stream with its partition key. `position` (shard,
-    /// sequence number) is where the stream holds it: `record` is read again from there when it was too large for
-    /// the letter, and a redrive re-puts the later records of its key after it.
-    CdcRecord {
-        reason: String,
-        table: Option<String>,
-        partition_key: String,
-        record: Option<Vec<u8>>,
-        position: Option<(String, String)>,
-        stream_arn: Option<String>,
-    },
-    /// A Kafka record (cdc-ingest's or stream-consumer's): back on its topic, with its key.
-    KafkaRecord {
-        reason: String,
-        table: Option<String>,
-        topic: String,
-        partition: i64,
-        offset: i64,
-    },
-    /// A queued Reltio event a consumer dead-lettered: back on its queue, with its event id.
-    Event {
-        reason: String,
-        event_id: String,
-        entity_uri: Option<String>,
-        entity_type: Option<String>,
-        /// The event's JSON text.
-        event: String,
-    },
+    /// A function's dead letter, in the one letter format: a Kinesis record (cdc-ingest: back on the stream with
+    /// its partition key), a Kafka record (cdc-ingest, stream-consumer: back on its topic, by hand) or a queued
+    /// Reltio event (crm-updater, analytics-sink: back on its queue with its event id). [`read`] has checked that
+    /// it holds what its queue's redrive needs.
+    Dead(Box<DeadLetter>),
     /// Lambda's on-failure record of a Kinesis mapping: the shard's records from `start` to `end`.
     KinesisBatch {
         condition: String,
@@ -131,13 +119,32 @@ pub enum Letter {
     Unreadable(String),
 }
 
+/// The record a Kinesis dead letter names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedRecord<'a> {
+    pub stream_arn: Option<&'a str>,
+    pub partition_key: &'a str,
+    /// Where the stream holds it (shard, sequence number): the record is read back from there when the letter
+    /// left it out, and a redrive re-puts the later records of its key after it.
+    pub position: Option<(&'a str, &'a str)>,
+    /// The record's bytes exactly as the letter holds them; `None` when the letter left them out.
+    pub data: Option<Vec<u8>>,
+}
+
+/// The event a consumer's dead letter puts back on its queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueuedEvent<'a> {
+    pub id: &'a str,
+    /// The event's text as written (for an event too large for its letter, Reltio's own large-event form, whose
+    /// entity the consumer fetches).
+    pub text: &'a str,
+}
+
 impl Letter {
     /// The reason, for grouping (`dlq list`) and `--filter reason=`.
     pub fn reason(&self) -> &str {
         match self {
-            Letter::CdcRecord { reason, .. }
-            | Letter::KafkaRecord { reason, .. }
-            | Letter::Event { reason, .. } => reason,
+            Letter::Dead(d) => &d.reason,
             Letter::KinesisBatch { condition, .. } | Letter::KafkaBatch { condition, .. } => {
                 condition
             }
@@ -148,19 +155,75 @@ impl Letter {
 
     pub fn table(&self) -> Option<&str> {
         match self {
-            Letter::CdcRecord { table, .. } | Letter::KafkaRecord { table, .. } => table.as_deref(),
+            Letter::Dead(d) => d.context.table.as_deref(),
             _ => None,
         }
     }
 
-    pub fn entity_type(&self) -> Option<&str> {
+    /// The entity type of the event a letter holds (read from the event, or the queue contract's attribute).
+    pub fn entity_type(&self) -> Option<String> {
         match self {
-            Letter::Event { entity_type, .. } | Letter::Message { entity_type } => {
-                entity_type.as_deref()
-            }
+            Letter::Dead(_) => self.queued_event().and_then(|e| entity_type_of(e.text)),
+            Letter::Message { entity_type } => entity_type.clone(),
             _ => None,
         }
     }
+
+    /// The record of a Kinesis dead letter.
+    pub fn named_record(&self) -> Option<NamedRecord<'_>> {
+        match self {
+            Letter::Dead(d) => named_record(d),
+            _ => None,
+        }
+    }
+
+    /// The event of a consumer's dead letter.
+    pub fn queued_event(&self) -> Option<QueuedEvent<'_>> {
+        match self {
+            Letter::Dead(d) => queued_event(d),
+            _ => None,
+        }
+    }
+}
+
+fn named_record(d: &DeadLetter) -> Option<NamedRecord<'_>> {
+    let Origin::Kinesis {
+        stream_arn,
+        shard_id,
+        sequence_number,
+        partition_key,
+    } = &d.origin
+    else {
+        return None;
+    };
+    Some(NamedRecord {
+        stream_arn: stream_arn.as_deref(),
+        partition_key,
+        position: shard_id
+            .as_deref()
+            .zip(Some(sequence_number.as_str()).filter(|s| !s.is_empty())),
+        data: d.payload.bytes(),
+    })
+}
+
+fn queued_event(d: &DeadLetter) -> Option<QueuedEvent<'_>> {
+    if !matches!(d.origin, Origin::Queue { .. }) {
+        return None;
+    }
+    let text = match &d.payload {
+        Payload::Json(raw) => raw.get(),
+        // A body that was no JSON: the same text.
+        Payload::Text(text) => text,
+        Payload::Omitted {
+            stand_in: Some(stand_in),
+            ..
+        } => stand_in.get(),
+        _ => return None,
+    };
+    Some(QueuedEvent {
+        id: d.context.event_id.as_deref()?,
+        text,
+    })
 }
 
 /// `--filter KEY=VALUE`: `reason` (a case-insensitive part of it), `table` (`schema.table`), `entity-type`
@@ -192,13 +255,22 @@ impl Filter {
         match self {
             Filter::Reason(part) => letter.reason().to_lowercase().contains(part),
             Filter::Table(t) => letter.table() == Some(t.as_str()),
-            Filter::EntityType(t) => letter.entity_type().map(short) == Some(t.as_str()),
+            Filter::EntityType(t) => letter.entity_type().as_deref().map(short) == Some(t.as_str()),
         }
     }
 }
 
 fn short(t: &str) -> &str {
     t.rsplit('/').next().unwrap_or(t)
+}
+
+/// An event's `object.type`.
+fn entity_type_of(event: &str) -> Option<String> {
+    serde_json::from_str::<Value>(event)
+        .ok()?
+        .pointer("/object/type")?
+        .as_str()
+        .map(str::to_owned)
 }
 
 fn text(v: &Value, key: &str) -> Option<String> {
@@ -212,252 +284,91 @@ fn text(v: &Value, key: &str) -> Option<String> {
 /// Reads a message of a queue of `role`. `attribute` gives its message attributes (a redrive DLQ's message keeps
 /// the event queue's `entityType`).
 pub fn read(role: Role, body: &str, attribute: impl Fn(&str) -> Option<String>) -> Letter {
-    if matches!(role, Role::Events | Role::AnalyticsQueue) {
-        let entity_type = attribute("entityType").or_else(|| {
-            serde_json::from_str::<Value>(body).ok().and_then(|v| {
-                v.pointer("/object/type")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
-            })
-        });
-        return Letter::Message { entity_type };
+    match role {
+        Role::Events | Role::AnalyticsQueue => Letter::Message {
+            entity_type: attribute("entityType").or_else(|| entity_type_of(body)),
+        },
+        Role::CdcFailures | Role::StreamFailures => on_failure(body),
+        Role::Cdc | Role::Stream | Role::Crm | Role::Analytics => dead(role, body),
     }
+}
+
+/// A function's dead letter, checked for what its queue's redrive needs.
+fn dead(role: Role, body: &str) -> Letter {
+    let d = match DeadLetter::parse(body) {
+        Ok(d) => d,
+        Err(e) => return Letter::Unreadable(e.to_string()),
+    };
+    let of_events = matches!(role, Role::Crm | Role::Analytics);
+    let problem = match &d.origin {
+        Origin::Queue { .. } if !of_events => Some("a dead letter without partitionKey or topic"),
+        Origin::Kinesis { .. } | Origin::Kafka { .. } if of_events => {
+            Some("a stream record's dead letter, not an event's")
+        }
+        Origin::Queue { .. } if d.context.event_id.is_none() => {
+            Some("a dead letter without eventId")
+        }
+        Origin::Queue { .. } if queued_event(&d).is_none() => {
+            Some("a dead letter without its event")
+        }
+        Origin::Kinesis { .. }
+            if named_record(&d).is_some_and(|r| r.data.is_none() && r.position.is_none()) =>
+        {
+            Some("a dead letter with neither the record nor where to fetch it")
+        }
+        _ => None,
+    };
+    match problem {
+        Some(why) => Letter::Unreadable(why.into()),
+        None => Letter::Dead(Box::new(d)),
+    }
+}
+
+/// Lambda's on-failure record of a Kinesis or Kafka mapping.
+fn on_failure(body: &str) -> Letter {
     let Ok(v) = serde_json::from_str::<Value>(body) else {
         return Letter::Unreadable("the message is not JSON".into());
     };
-    let reason = text(&v, "reason").unwrap_or_default();
-    match role {
-        Role::Cdc | Role::Stream => {
-            if let Some(topic) = text(&v, "topic") {
-                return match (
-                    v.get("partition").and_then(Value::as_i64),
-                    v.get("offset").and_then(Value::as_i64),
-                ) {
-                    (Some(partition), Some(offset)) => Letter::KafkaRecord {
-                        reason,
-                        table: text(&v, "table"),
-                        topic,
-                        partition,
-                        offset,
-                    },
-                    _ => Letter::Unreadable(
-                        "a Kafka dead letter without partition and offset".into(),
-                    ),
-                };
-            }
-            let Some(partition_key) = text(&v, "partitionKey") else {
-                return Letter::Unreadable("a dead letter without partitionKey".into());
-            };
-            let record = match (v.get("record"), text(&v, "recordBase64")) {
-                (Some(r), _) => Some(r.to_string().into_bytes()),
-                (None, Some(b64)) => base64::engine::general_purpose::STANDARD.decode(b64).ok(),
-                (None, None) => None,
-            };
-            // cdc-ingest names the shard when it leaves the record out; Lambda's event id is `shardId-...:seq`.
-            let shard = text(&v, "shardId").or_else(|| {
-                text(&v, "eventId").and_then(|id| id.split_once(':').map(|(s, _)| s.to_owned()))
-            });
-            let position = shard.zip(text(&v, "sequenceNumber"));
-            if record.is_none() && position.is_none() {
-                return Letter::Unreadable(
-                    "a dead letter with neither the record nor where to fetch it".into(),
-                );
-            }
-            Letter::CdcRecord {
-                reason,
-                table: text(&v, "table"),
-                partition_key,
-                record,
-                position,
-                stream_arn: text(&v, "eventSourceArn"),
-            }
-        }
-        Role::CdcFailures | Role::StreamFailures => {
-            let condition = v
-                .pointer("/requestContext/condition")
-                .and_then(Value::as_str)
-                .unwrap_or("on-failure")
-                .to_owned();
-            if let Some(info) = v.get("KinesisBatchInfo") {
-                return match (
-                    text(info, "shardId"),
-                    text(info, "startSequenceNumber"),
-                    text(info, "endSequenceNumber"),
-                ) {
-                    (Some(shard_id), Some(start), Some(end)) => Letter::KinesisBatch {
-                        condition,
-                        stream_arn: text(info, "streamArn"),
-                        shard_id,
-                        start,
-                        end,
-                    },
-                    _ => Letter::Unreadable(
-                        "a KinesisBatchInfo without shard and sequence numbers".into(),
-                    ),
-                };
-            }
-            if let Some(info) = v
-                .pointer("/KafkaBatchInfo/recordsInfo")
-                .and_then(Value::as_object)
-            {
-                let offset = |r: &Value, k: &str| text(r, k).and_then(|o| o.parse::<i64>().ok());
-                let ranges: Vec<(String, i64, i64)> = info
-                    .iter()
-                    .filter_map(|(tp, r)| {
-                        Some((
-                            tp.clone(),
-                            offset(r, "firstRecordOffset")?,
-                            offset(r, "lastRecordOffset")?,
-                        ))
-                    })
-                    .collect();
-                return Letter::KafkaBatch { condition, ranges };
-            }
-            Letter::Unreadable(
-                "an on-failure record without KinesisBatchInfo or KafkaBatchInfo".into(),
-            )
-        }
-        Role::Crm | Role::Analytics => {
-            let Some(event_id) = text(&v, "eventId") else {
-                return Letter::Unreadable("a dead letter without eventId".into());
-            };
-            let event = match v.get("event") {
-                Some(Value::String(s)) => s.clone(),
-                Some(Value::Null) | None => {
-                    return Letter::Unreadable("a dead letter without its event".into());
-                }
-                Some(e) => e.to_string(),
-            };
-            let entity_type = serde_json::from_str::<Value>(&event).ok().and_then(|e| {
-                e.pointer("/object/type")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
-            });
-            Letter::Event {
-                reason,
-                event_id,
-                entity_uri: text(&v, "entityUri"),
-                entity_type,
-                event,
-            }
-        }
-        Role::Events | Role::AnalyticsQueue => unreachable!("handled above"),
+    let condition = v
+        .pointer("/requestContext/condition")
+        .and_then(Value::as_str)
+        .unwrap_or("on-failure")
+        .to_owned();
+    if let Some(info) = v.get("KinesisBatchInfo") {
+        return match (
+            text(info, "shardId"),
+            text(info, "startSequenceNumber"),
+            text(info, "endSequenceNumber"),
+        ) {
+            (Some(shard_id), Some(start), Some(end)) => Letter::KinesisBatch {
+                condition,
+                stream_arn: text(info, "streamArn"),
+                shard_id,
+                start,
+                end,
+            },
+            _ => Letter::Unreadable("a KinesisBatchInfo without shard and sequence numbers".into()),
+        };
     }
+    if let Some(info) = v
+        .pointer("/KafkaBatchInfo/recordsInfo")
+        .and_then(Value::as_object)
+    {
+        let offset = |r: &Value, k: &str| text(r, k).and_then(|o| o.parse::<i64>().ok());
+        let ranges: Vec<(String, i64, i64)> = info
+            .iter()
+            .filter_map(|(tp, r)| {
+                Some((
+                    tp.clone(),
+                    offset(r, "firstRecordOffset")?,
+                    offset(r, "lastRecordOffset")?,
+                ))
+            })
+            .collect();
+        return Letter::KafkaBatch { condition, ranges };
+    }
+    Letter::Unreadable("an on-failure record without KinesisBatchInfo or KafkaBatchInfo".into())
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn none(_: &str) -> Option<String> {
-        None
-    }
-
-    #[test]
-    fn a_cdc_dead_letter_gives_its_record_and_partition_key() {
-        let body = json!({"function": "cdc-ingest", "reason": "table public.customer: key column id is missing",
-            "table": "public.customer", "partitionKey": "public.customer.46", "sequenceNumber": "495",
-            "eventSourceArn": "arn:aws:kinesis:us-east-1:1:stream/s", "eventId": "shardId-000000000001:495",
-            "record": {"data": {"id": 46}}});
-        let letter = read(Role::Cdc, &body.to_string(), none);
-        assert_eq!(
-            letter,
-            Letter::CdcRecord {
-                reason: "table public.customer: key column id is missing".into(),
-                table: Some("public.customer".into()),
-                partition_key: "public.customer.46".into(),
-                record: Some(br#"{"data":{"id":46}}"#.to_vec()),
-                position: Some(("shardId-000000000001".into(), "495".into())),
-                stream_arn: Some("arn:aws:kinesis:us-east-1:1:stream/s".into()),
-            }
-        );
-        let raw =
-            json!({"reason": "not JSON", "partitionKey": "k", "recordBase64": "bm90IGpzb24="});
-        assert!(matches!(read(Role::Cdc, &raw.to_string(), none),
-            Letter::CdcRecord { record: Some(r), position: None, .. } if r == b"not json"));
-        let omitted = json!({"reason": "r", "partitionKey": "k", "shardId": "shardId-0", "sequenceNumber": "77",
-                             "recordOmitted": {"bytes": 1}});
-        assert!(matches!(read(Role::Cdc, &omitted.to_string(), none),
-            Letter::CdcRecord { record: None, position: Some((s, n)), .. } if s == "shardId-0" && n == "77"));
-        assert!(matches!(
-            read(Role::Cdc, "{\"reason\": \"r\"}", none),
-            Letter::Unreadable(_)
-        ));
-    }
-
-    #[test]
-    fn kafka_dead_letters_and_on_failure_records_name_their_offsets() {
-        let poison = json!({"function": "stream-consumer", "reason": "not JSON", "topic": "t", "partition": 2, "offset": 41});
-        assert!(matches!(
-            read(Role::Stream, &poison.to_string(), none),
-            Letter::KafkaRecord {
-                partition: 2,
-                offset: 41,
-                ..
-            }
-        ));
-        let batch = json!({"requestContext": {"condition": "RetryAttemptsExhausted"},
-            "KafkaBatchInfo": {"recordsInfo": {"t-0": {"firstRecordOffset": "5", "lastRecordOffset": "9"}}}});
-        assert_eq!(
-            read(Role::StreamFailures, &batch.to_string(), none),
-            Letter::KafkaBatch {
-                condition: "RetryAttemptsExhausted".into(),
-                ranges: vec![("t-0".into(), 5, 9)]
-            }
-        );
-        let kinesis = json!({"requestContext": {"condition": "RecordAgeExceeded"},
-            "KinesisBatchInfo": {"shardId": "shardId-1", "startSequenceNumber": "10", "endSequenceNumber": "20",
-                                 "streamArn": "arn:s"}});
-        assert!(
-            matches!(read(Role::CdcFailures, &kinesis.to_string(), none),
-            Letter::KinesisBatch { ref shard_id, ref start, ref end, .. } if shard_id == "shardId-1" && start == "10" && end == "20")
-        );
-    }
-
-    #[test]
-    fn consumer_dead_letters_give_the_event_and_filters_select_them() {
-        let letter = json!({"reason": "FIELD_CUSTOM_VALIDATION_EXCEPTION on FirstName", "eventId": "e1",
-            "entityUri": "entities/A", "attempts": 1,
-            "event": {"type": "ENTITY_CHANGED", "object": {"uri": "entities/A", "type": "configuration/entityTypes/Individual"}}});
-        let read_letter = read(Role::Crm, &letter.to_string(), none);
-        let Letter::Event {
-            ref event_id,
-            ref event,
-            ..
-        } = read_letter
-        else {
-            panic!("{read_letter:?}")
-        };
-        assert_eq!(event_id, "e1");
-        assert_eq!(
-            serde_json::from_str::<Value>(event).unwrap()["object"]["uri"],
-            "entities/A"
-        );
-        assert!(Filter::parse("reason=field_custom")
-            .unwrap()
-            .matches(&read_letter));
-        assert!(
-            Filter::parse("entity-type=configuration/entityTypes/Individual")
-                .unwrap()
-                .matches(&read_letter)
-        );
-        assert!(!Filter::parse("entity-type=Organization")
-            .unwrap()
-            .matches(&read_letter));
-        assert!(!Filter::parse("table=public.customer")
-            .unwrap()
-            .matches(&read_letter));
-        assert!(Filter::parse("colour=red").is_err() && Filter::parse("reason").is_err());
-        // A raw body that was no JSON is redriven as the same text.
-        let raw = json!({"reason": "not a Reltio event", "eventId": "bad-1", "event": "not json"});
-        assert!(
-            matches!(read(Role::Analytics, &raw.to_string(), none), Letter::Event { ref event, .. } if event == "not json")
-        );
-        // A redrive DLQ's message is the original: its type from the queue contract's attribute.
-        let m = read(Role::Events, "whatever", |n| {
-            (n == "entityType").then(|| "Individual".to_owned())
-        });
-        assert!(Filter::parse("entity-type=Individual").unwrap().matches(&m));
-    }
-}
+mod tests;

@@ -13,6 +13,7 @@ mod redrive;
 mod reltio;
 mod replay;
 mod signing;
+mod sqs_io;
 mod stack;
 mod stream_order;
 mod transform;
@@ -54,7 +55,7 @@ enum Command {
     /// Dead-letter queues: list, show, redrive.
     Dlq {
         #[command(subcommand)]
-        command: dlq::DlqCommand,
+        command: DlqCommand,
     },
     /// Puts DMS records (NDJSON, one record per line, or a saved Kinesis event) on the CDC stream.
     Replay(replay::ReplayArgs),
@@ -74,6 +75,16 @@ enum Command {
         #[command(subcommand)]
         command: reltio::ReltioCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// Every dead-letter and failure queue of the stack: depth, the oldest message's age, reasons counted.
+    List(dlq::ListArgs),
+    /// One message in full: the first one, or `--message-id`.
+    Show(dlq::ShowArgs),
+    /// Puts dead letters back where they came from, each deleted only once its re-put succeeded.
+    Redrive(redrive::RedriveArgs),
 }
 
 #[derive(Subcommand)]
@@ -106,7 +117,11 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     let g = cli.global;
     match cli.command {
-        Command::Dlq { command } => dlq::run(&g, command).await,
+        Command::Dlq { command } => match command {
+            DlqCommand::List(args) => dlq::list(&g, args).await,
+            DlqCommand::Show(args) => dlq::show(&g, args).await,
+            DlqCommand::Redrive(args) => redrive::run(&g, args).await,
+        },
         Command::Replay(args) => replay::run(&g, args).await,
         Command::Transform(args) => transform::transform(&g, args).await,
         Command::Mapping {

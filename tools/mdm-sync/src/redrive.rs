@@ -8,18 +8,17 @@
 //! read from the shard up to its tip (`stream_order`), so that no key is left at an older state than the one it had
 //! reached. `--range-only` puts only the named records.
 
-use crate::dlq::{attribute, depth, letter_of, receive, release, role, stream_of, system};
 use crate::error::CliError;
 use crate::kinesis_io::{self, StreamRecord};
 use crate::letters::{Filter, Letter, Role};
 use crate::output;
-use crate::stack::Stack;
+use crate::sqs_io::{self, attribute, id, receive, release, system};
+use crate::stack::{self, Stack};
 use crate::stream_order::ordered_replay;
 use crate::Global;
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
 use clap::Args;
-use mdm_sync_adapters::sqs::SqsQueue;
-use mdm_sync_domain::ports::MessageSink;
+use mdm_sync_domain::letter::Origin;
 use mdm_sync_domain::queue::OutgoingMessage;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashSet};
@@ -67,14 +66,12 @@ struct Tally {
     planned: Vec<Value>,
 }
 
-pub async fn run(
-    g: &Global,
-    stack: &Stack,
-    sdk: &aws_config::SdkConfig,
-    sqs: &aws_sdk_sqs::Client,
-    args: RedriveArgs,
-) -> Result<ExitCode, CliError> {
-    let role = role(&args.queue)?;
+/// Redrives the queue `args` names (exit 1 when a letter failed or is not redriven).
+pub async fn run(g: &Global, args: RedriveArgs) -> Result<ExitCode, CliError> {
+    let sdk = stack::sdk().await;
+    let stack = &Stack::load(g, &sdk).await?;
+    let sqs = &aws_sdk_sqs::Client::new(&sdk);
+    let role = Role::named(&args.queue)?;
     let url = stack.require(role.output())?.to_owned();
     let filters: Vec<Filter> = args
         .filter
@@ -82,7 +79,7 @@ pub async fn run(
         .map(|f| Filter::parse(f).map_err(CliError::Usage))
         .collect::<Result<_, _>>()?;
     let limit = args.max.unwrap_or(usize::MAX);
-    let total = depth(sqs, &url).await?;
+    let total = sqs_io::depth(sqs, &url).await?;
     let bar = output::progress(
         total.min(limit as u64),
         if args.dry_run { "dry run" } else { "redriving" },
@@ -91,7 +88,7 @@ pub async fn run(
     let taken = take(sqs, &url, role, &filters, limit, &mut tally).await?;
     bar.set_length(taken.len() as u64);
     if matches!(role, Role::Cdc | Role::CdcFailures) {
-        let kinesis = aws_sdk_kinesis::Client::new(sdk);
+        let kinesis = aws_sdk_kinesis::Client::new(&sdk);
         redrive_to_stream(stack, sqs, &kinesis, &url, &args, taken, &bar, &mut tally).await;
     } else {
         redrive_to_queue(stack, sqs, &url, role, &args, taken, &bar, &mut tally).await?;
@@ -133,7 +130,7 @@ async fn take(
             break;
         }
         for m in fresh {
-            let letter = letter_of(role, &m);
+            let letter = sqs_io::letter(role, &m);
             if taken.len() >= limit || !filters.iter().all(|f| f.matches(&letter)) {
                 tally.filtered += u64::from(taken.len() < limit);
                 left.push(m);
@@ -146,10 +143,6 @@ async fn take(
         release(sqs, url, m).await;
     }
     Ok(taken)
-}
-
-fn id(m: &Message) -> &str {
-    m.message_id().unwrap_or_default()
 }
 
 /// A letter not redriven this time: listed with why, and made visible again at once for another try.
@@ -165,20 +158,12 @@ async fn set_aside(
 }
 
 async fn delete(sqs: &aws_sdk_sqs::Client, url: &str, m: &Message, tally: &mut Tally) {
-    let deleted = sqs
-        .delete_message()
-        .queue_url(url)
-        .receipt_handle(m.receipt_handle().unwrap_or_default())
-        .send()
-        .await;
-    match deleted {
-        Ok(_) => tally.redriven += 1,
+    match sqs_io::delete(sqs, url, m).await {
+        Ok(()) => tally.redriven += 1,
         // Re-put but not deleted: a second redrive puts it again, which the ledgers absorb.
-        Err(e) => tally.failed.push(format!(
-            "{}: re-put, but not deleted: {}",
-            id(m),
-            mdm_sync_adapters::http::error_chain(&e)
-        )),
+        Err(why) => tally
+            .failed
+            .push(format!("{}: re-put, but not deleted: {why}", id(m))),
     }
 }
 
@@ -264,7 +249,7 @@ async fn redrive_to_stream(
     // (stream, shard): a record whose letter names no position forms a group of its own shard "".
     let mut groups: BTreeMap<(String, String), ShardGroup> = BTreeMap::new();
     for (m, letter) in taken {
-        match named_records(&letter, stack, kinesis, args.stream.as_deref()).await {
+        match kinesis_io::named_records(&letter, stack, kinesis, args.stream.as_deref()).await {
             Ok(Some((stream, shard, records))) => {
                 let g = groups.entry((stream, shard)).or_default();
                 g.messages.push(m);
@@ -357,59 +342,6 @@ async fn fail_group(
     }
 }
 
-/// The records a CDC letter names, with the stream and shard they are on; `None` for what this CLI cannot put
-/// back (Kafka, unreadable).
-pub(crate) async fn named_records(
-    letter: &Letter,
-    stack: &Stack,
-    kinesis: &aws_sdk_kinesis::Client,
-    stream_arg: Option<&str>,
-) -> Result<Option<(String, String, Vec<StreamRecord>)>, CliError> {
-    match letter {
-        Letter::CdcRecord {
-            partition_key,
-            record,
-            position,
-            stream_arn,
-            ..
-        } => {
-            let stream = stream_of(stream_arn.as_deref(), stream_arg, stack)?;
-            let (shard, sequence_number) = position.clone().unwrap_or_default();
-            let data = match (record, position) {
-                (Some(r), _) => r.clone(),
-                (None, Some((shard, seq))) => {
-                    kinesis_io::read_one(kinesis, &stream, shard, seq)
-                        .await?
-                        .data
-                }
-                (None, None) => {
-                    return Err(CliError::Failed(
-                        "the letter holds neither its record nor where to read it".into(),
-                    ))
-                }
-            };
-            let record = StreamRecord {
-                partition_key: partition_key.clone(),
-                data,
-                sequence_number,
-            };
-            Ok(Some((stream, shard, vec![record])))
-        }
-        Letter::KinesisBatch {
-            stream_arn,
-            shard_id,
-            start,
-            end,
-            ..
-        } => {
-            let stream = stream_of(stream_arn.as_deref(), stream_arg, stack)?;
-            let records = kinesis_io::read_range(kinesis, &stream, shard_id, start, end).await?;
-            Ok(Some((stream, shard_id.clone(), records)))
-        }
-        _ => Ok(None),
-    }
-}
-
 fn report(g: &Global, role: Role, args: &RedriveArgs, tally: &Tally) {
     let summary = json!({"queue": role.name(), "dryRun": args.dry_run, "redriven": tally.redriven,
                          "recordsPut": tally.records_put, "laterRecordsPut": tally.later_records_put,
@@ -458,20 +390,30 @@ fn report(g: &Global, role: Role, args: &RedriveArgs, tally: &Tally) {
 }
 
 fn describe(letter: &Letter, id: Option<&str>) -> Value {
-    let what = match letter {
-        Letter::Event { event_id, .. } => format!("event {event_id} onto its queue"),
-        Letter::Message { .. } => "the message onto its source queue".into(),
-        other => unsupported_hint(other),
+    let what = if let Some(event) = letter.queued_event() {
+        format!("event {} onto its queue", event.id)
+    } else if let Letter::Message { .. } = letter {
+        "the message onto its source queue".into()
+    } else {
+        unsupported_hint(letter)
     };
     json!({"messageId": id, "reason": letter.reason(), "what": what})
 }
 
 fn unsupported_hint(letter: &Letter) -> String {
     match letter {
-        Letter::KafkaRecord { topic, partition, offset, .. } => format!(
-            "a Kafka record ({topic}-{partition}@{offset}): produce its value back to the topic with its key \
-             (kafka-console-producer), then delete the message"
-        ),
+        Letter::Dead(d) => match &d.origin {
+            Origin::Kafka {
+                topic,
+                partition,
+                offset,
+                ..
+            } => format!(
+                "a Kafka record ({topic}-{partition}@{offset}): produce its value back to the topic with its \
+                 key (kafka-console-producer), then delete the message"
+            ),
+            _ => "not redriven".into(),
+        },
         Letter::KafkaBatch { ranges, .. } => format!(
             "Kafka offsets {}: re-read them from the topic while it retains them and produce them again",
             ranges.iter().map(|(tp, a, b)| format!("{tp} {a}..{b}")).collect::<Vec<_>>().join(", ")
@@ -488,56 +430,52 @@ async fn reput_message(
     sqs: &aws_sdk_sqs::Client,
     target: Option<&str>,
 ) -> Result<bool, CliError> {
+    let fifo = target.is_some_and(|q| q.ends_with(".fifo"));
+    let Some(message) = queue_message(letter, m, fifo) else {
+        return Ok(false);
+    };
     let queue =
-        || target.ok_or_else(|| CliError::Config("no source queue for these messages".into()));
-    let message = match letter {
-        Letter::Event {
-            event_id, event, ..
-        } => {
-            let fifo = queue()?.ends_with(".fifo");
-            match mdm_sync_domain::webhook::parse_body(event.as_bytes(), Some(event_id)) {
+        target.ok_or_else(|| CliError::Config("no source queue for these messages".into()))?;
+    sqs_io::send(sqs, queue, message).await?;
+    Ok(true)
+}
+
+/// What a queue redrive sends for letter `letter` of message `m`: a dead-lettered event exactly as written, with
+/// the attributes and FIFO ids the webhook receiver gives it (text that is no event, with its id); a redrive DLQ's
+/// message as it is, with its attributes and FIFO ids. `None` for a letter that is neither.
+fn queue_message(letter: &Letter, m: &Message, fifo: bool) -> Option<OutgoingMessage> {
+    if let Some(event) = letter.queued_event() {
+        let message =
+            match mdm_sync_domain::webhook::parse_body(event.text.as_bytes(), Some(event.id)) {
                 Ok(events) if events.len() == 1 => events[0].to_message(fifo),
                 // Not an event (it was dead-lettered for that): the same text, with its id.
                 _ => OutgoingMessage {
-                    body: event.clone(),
-                    attributes: vec![("eventId".into(), event_id.clone())],
-                    group_id: fifo.then(|| event_id.clone()),
-                    dedup_id: fifo.then(|| event_id.clone()),
+                    body: event.text.to_owned(),
+                    attributes: vec![("eventId".into(), event.id.to_owned())],
+                    group_id: fifo.then(|| event.id.to_owned()),
+                    dedup_id: fifo.then(|| event.id.to_owned()),
                 },
-            }
-        }
-        Letter::Message { .. } => {
-            let fifo = queue()?.ends_with(".fifo");
-            let attributes: Vec<(String, String)> = m
-                .message_attributes()
-                .into_iter()
-                .flatten()
-                .filter_map(|(k, v)| Some((k.clone(), v.string_value()?.to_owned())))
-                .collect();
-            OutgoingMessage {
-                body: m.body().unwrap_or_default().to_owned(),
-                group_id: fifo.then(|| {
-                    system(m, MessageSystemAttributeName::MessageGroupId)
-                        .or_else(|| attribute(m, "sourceObjectUri"))
-                        .unwrap_or_else(|| "redrive".into())
-                }),
-                dedup_id: fifo.then(|| {
-                    system(m, MessageSystemAttributeName::MessageDeduplicationId)
-                        .or_else(|| attribute(m, "eventId"))
-                        .unwrap_or_else(|| id(m).to_owned())
-                }),
-                attributes,
-            }
-        }
-        _ => return Ok(false),
-    };
-    let queue = queue()?;
-    let failures = SqsQueue::new(sqs.clone(), queue).send(&[message]).await;
-    match failures.first() {
-        None => Ok(true),
-        Some(f) => Err(CliError::Failed(format!(
-            "sending to {queue}: {}",
-            f.reason
-        ))),
+            };
+        return Some(message);
     }
+    let Letter::Message { .. } = letter else {
+        return None;
+    };
+    Some(OutgoingMessage {
+        body: m.body().unwrap_or_default().to_owned(),
+        group_id: fifo.then(|| {
+            system(m, MessageSystemAttributeName::MessageGroupId)
+                .or_else(|| attribute(m, "sourceObjectUri"))
+                .unwrap_or_else(|| "redrive".into())
+        }),
+        dedup_id: fifo.then(|| {
+            system(m, MessageSystemAttributeName::MessageDeduplicationId)
+                .or_else(|| attribute(m, "eventId"))
+                .unwrap_or_else(|| id(m).to_owned())
+        }),
+        attributes: sqs_io::attributes(m).into_iter().collect(),
+    })
 }
+
+#[cfg(test)]
+mod tests;
