@@ -200,6 +200,12 @@ pub fn with_snapshot(
     if record.entity_type.is_none() {
         record.entity_type = fetched_type.map(|t| short_type(t).to_owned());
     }
+    // An event without a snapshot may carry no time either (a DELTAS or skipPayload event): the snapshot's is the
+    // change's.
+    if record.updated_time.is_none() {
+        record.updated_time = entity.get("updatedTime").and_then(Value::as_i64);
+        record.updated_at = record.updated_time.and_then(iso_millis);
+    }
     fill(
         mapping,
         &mut record,
