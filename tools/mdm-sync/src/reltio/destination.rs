@@ -134,8 +134,8 @@ impl Arn {
 }
 
 /// `https://sqs.<region>.amazonaws.com[.cn]/<account>/<name>` (or the legacy `<region>.queue.amazonaws.com`) → the
-/// queue's ARN.
-pub fn queue_arn(url: &str) -> Option<String> {
+/// queue's ARN; an emulator's URL (`http://127.0.0.1:<port>/<account>/<name>`) takes `region`, the SDK's.
+pub fn queue_arn(url: &str, region: Option<&str>) -> Option<String> {
     let u = reqwest::Url::parse(url).ok()?;
     let host = u.host_str()?;
     let region = host
@@ -144,7 +144,8 @@ pub fn queue_arn(url: &str) -> Option<String> {
         .or_else(|| {
             host.split_once(".queue.amazonaws.com")
                 .map(|(region, _)| region)
-        })?;
+        })
+        .or(region)?;
     let mut path = u.path_segments()?;
     let (account, name) = (path.next()?, path.next()?);
     let partition = if host.ends_with(".amazonaws.com.cn") {
@@ -168,8 +169,8 @@ pub struct Target {
 }
 
 /// The stack's streaming destination and role: `ReltioStreamingDestinationArn` (or, when only given by hand, the
-/// event topic or queue), `ReltioStreamingRoleArn`.
-pub fn target(stack: &Stack, kind: Kind) -> Result<Target, CliError> {
+/// event topic or queue; `region` for a queue URL that names none), `ReltioStreamingRoleArn`.
+pub fn target(stack: &Stack, kind: Kind, region: Option<&str>) -> Result<Target, CliError> {
     let role_arn = stack.get(ROLE_OUTPUT).ok_or_else(|| {
         CliError::Config(format!(
             "the stack has no {ROLE_OUTPUT} output: deploy it with ReltioStreamingPrincipalArns and \
@@ -189,9 +190,9 @@ pub fn target(stack: &Stack, kind: Kind) -> Result<Target, CliError> {
         (None, Kind::Sns) => stack.require(stack::EVENT_TOPIC)?.to_owned(),
         (None, Kind::Sqs) => {
             let url = stack.require(stack::EVENT_QUEUE)?;
-            queue_arn(url).ok_or_else(|| {
+            queue_arn(url, region).ok_or_else(|| {
                 CliError::Config(format!(
-                    "{} {url} names no region and account: give --set {DESTINATION_OUTPUT}=ARN",
+                    "{} {url} names no region (AWS_REGION) or account: give --set {DESTINATION_OUTPUT}=ARN",
                     stack::EVENT_QUEUE
                 ))
             })?
@@ -374,7 +375,12 @@ pub async fn configure(
             .build()
     };
     let stack = Stack::load(g, &sdk).await?;
-    let target = target(&stack, kind)?;
+    let region = sdk.region().map(|r| r.to_string()).or_else(|| {
+        std::env::var("AWS_REGION")
+            .or_else(|_| std::env::var("AWS_DEFAULT_REGION"))
+            .ok()
+    });
+    let target = target(&stack, kind, region.as_deref())?;
     let dest = destination(sub, &target, args.format, args.payload, &args.provider);
     for warning in warnings(&target) {
         eprintln!("warning: {warning}");

@@ -18,6 +18,7 @@ fn topic_target() -> Target {
     target(
         &stack(&[(ROLE_OUTPUT, ROLE), (DESTINATION_OUTPUT, TOPIC)]),
         Kind::Sns,
+        None,
     )
     .unwrap()
 }
@@ -164,6 +165,7 @@ fn the_target_comes_from_the_stack_outputs() {
     let q = target(
         &stack(&[(ROLE_OUTPUT, ROLE), (DESTINATION_OUTPUT, QUEUE)]),
         Kind::Sqs,
+        None,
     )
     .unwrap();
     assert_eq!(
@@ -174,6 +176,7 @@ fn the_target_comes_from_the_stack_outputs() {
     let t = target(
         &stack(&[(ROLE_OUTPUT, ROLE), (stack::EVENT_TOPIC, TOPIC)]),
         Kind::Sns,
+        None,
     )
     .unwrap();
     assert_eq!(t.arn_text, TOPIC);
@@ -186,6 +189,7 @@ fn the_target_comes_from_the_stack_outputs() {
             ),
         ]),
         Kind::Sqs,
+        None,
     )
     .unwrap();
     assert_eq!(
@@ -196,7 +200,7 @@ fn the_target_comes_from_the_stack_outputs() {
 
 #[test]
 fn a_stack_without_the_role_or_with_the_other_destination_is_a_configuration_error() {
-    let e = target(&stack(&[(DESTINATION_OUTPUT, TOPIC)]), Kind::Sns).unwrap_err();
+    let e = target(&stack(&[(DESTINATION_OUTPUT, TOPIC)]), Kind::Sns, None).unwrap_err();
     assert_eq!(e.exit_code(), 2);
     assert!(
         e.to_string().contains("ReltioStreamingPrincipalArns"),
@@ -205,6 +209,7 @@ fn a_stack_without_the_role_or_with_the_other_destination_is_a_configuration_err
     let e = target(
         &stack(&[(ROLE_OUTPUT, ROLE), (DESTINATION_OUTPUT, QUEUE)]),
         Kind::Sns,
+        None,
     )
     .unwrap_err();
     assert!(e.to_string().contains("--destination sqs"), "{e}");
@@ -217,6 +222,7 @@ fn a_stack_without_the_role_or_with_the_other_destination_is_a_configuration_err
             (DESTINATION_OUTPUT, TOPIC),
         ]),
         Kind::Sns,
+        None,
     )
     .unwrap_err();
     assert!(e.to_string().contains("has a path"), "{e}");
@@ -226,6 +232,7 @@ fn a_stack_without_the_role_or_with_the_other_destination_is_a_configuration_err
             (DESTINATION_OUTPUT, "arn:aws:s3:::bucket"),
         ]),
         Kind::Sns,
+        None,
     )
     .unwrap_err();
     assert_eq!(e.exit_code(), 2);
@@ -234,19 +241,47 @@ fn a_stack_without_the_role_or_with_the_other_destination_is_a_configuration_err
 #[test]
 fn queue_urls_become_arns_in_their_partition() {
     assert_eq!(
-        queue_arn("https://sqs.us-gov-west-1.amazonaws.com/111122223333/q").as_deref(),
+        queue_arn(
+            "https://sqs.us-gov-west-1.amazonaws.com/111122223333/q",
+            None
+        )
+        .as_deref(),
         Some("arn:aws-us-gov:sqs:us-gov-west-1:111122223333:q")
     );
     assert_eq!(
-        queue_arn("https://sqs.cn-north-1.amazonaws.com.cn/111122223333/q").as_deref(),
+        queue_arn(
+            "https://sqs.cn-north-1.amazonaws.com.cn/111122223333/q",
+            None
+        )
+        .as_deref(),
         Some("arn:aws-cn:sqs:cn-north-1:111122223333:q")
     );
     assert_eq!(
-        queue_arn("https://us-east-2.queue.amazonaws.com/111122223333/q.fifo").as_deref(),
+        queue_arn(
+            "https://us-east-2.queue.amazonaws.com/111122223333/q.fifo",
+            None
+        )
+        .as_deref(),
         Some("arn:aws:sqs:us-east-2:111122223333:q.fifo")
     );
-    // A local emulator's URL names no region.
-    assert_eq!(queue_arn("http://127.0.0.1:5000/123456789012/q"), None);
+    // A local emulator's URL names no region: the SDK's.
+    assert_eq!(
+        queue_arn("http://127.0.0.1:5000/123456789012/q", None),
+        None
+    );
+    assert_eq!(
+        queue_arn("http://127.0.0.1:5000/123456789012/q", Some("eu-west-1")).as_deref(),
+        Some("arn:aws:sqs:eu-west-1:123456789012:q")
+    );
+    // A region in the URL wins.
+    assert_eq!(
+        queue_arn(
+            "https://sqs.us-east-2.amazonaws.com/111122223333/q",
+            Some("eu-west-1")
+        )
+        .as_deref(),
+        Some("arn:aws:sqs:us-east-2:111122223333:q")
+    );
 }
 
 #[test]
@@ -260,6 +295,7 @@ fn a_fifo_destination_is_warned_about() {
             ),
         ]),
         Kind::Sqs,
+        None,
     )
     .unwrap();
     let w = warnings(&t);
