@@ -453,6 +453,11 @@ def condition_values(t: dict, params: dict) -> dict[str, bool]:
         if isinstance(x, dict) and "Ref" in x:
             v = params.get(x["Ref"], x["Ref"])
             return ",".join(map(str, v)) if isinstance(v, list) else ("" if v is None else str(v))
+        if isinstance(x, dict) and "Fn::Join" in x:
+            # !Join ["", !Ref SomeList]: a CommaDelimitedList is empty when its items join to "".
+            separator, items = x["Fn::Join"]
+            values = operand(items).split(",") if isinstance(items, dict) else [operand(i) for i in items]
+            return separator.join(values)
         return str(x)
 
     def evaluate(x) -> bool:
@@ -565,6 +570,9 @@ EVERY_RESOURCE = {
     "CdcKafkaBootstrapServers": "broker-1.example.com:9096",
     "CdcKafkaTopic": "cdc.changes",
     "CdcKafkaSecretArn": "arn:aws:secretsmanager:us-east-1:111122223333:secret:cdc-kafka-AbCdEf",
+    # Reltio's streaming role (into the event topic): its principals and external id come from Reltio Support.
+    "ReltioStreamingPrincipalArns": "arn:aws:iam::222233334444:user/reltio.api,arn:aws:iam::222233334444:user/reltio.dataload",
+    "ReltioStreamingExternalId": "0190a5e2-7b3c-7d4e-8f00-1234567890ab",
 }
 # A customer key (never dereferenced: the template is only rendered and scanned with it).
 SAMPLE_DATA_KEY = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
@@ -867,4 +875,13 @@ def all_problems(t: dict, contract_md: Path | None = None, layer_root: Path | No
         + check_data_key_grants(t)
         + check_data_protection(t)
         + check_scan_suppressions(t)
+        + _streaming_role_problems(t)
     )
+
+
+def _streaming_role_problems(t: dict) -> list[str]:
+    # Its own module (it renders the template under many parameter sets); imported here, late, because it builds
+    # on this one.
+    from streaming_role_checks import check_assumable_roles, check_streaming_role
+
+    return check_streaming_role(t) + check_assumable_roles(t)

@@ -19,6 +19,10 @@ pub const ANALYTICS_DLQ: &str = "AnalyticsDeadLetterQueueUrl";
 pub const ANALYTICS_QUEUE_DLQ: &str = "AnalyticsQueueDeadLetterQueueUrl";
 pub const CDC_STREAM: &str = "CdcStreamArn";
 pub const WEBHOOK_URL: &str = "WebhookUrl";
+pub const EVENT_TOPIC: &str = "EventTopicArn";
+/// Reltio's streaming role and the topic or queue it may write to (with ReltioStreamingPrincipalArns).
+pub const RELTIO_STREAMING_ROLE: &str = "ReltioStreamingRoleArn";
+pub const RELTIO_STREAMING_DESTINATION: &str = "ReltioStreamingDestinationArn";
 
 #[derive(Debug, Clone, Default)]
 pub struct Stack {
