@@ -100,8 +100,11 @@ fn snapshot(uri: &str, contact: &str, first_name: &str) -> Value {
     json!({"type": "ENTITY_CHANGED", "object": entity(uri, contact, first_name), "ovChanged": true})
 }
 
+/// `(message id, body, attributes)`.
+type Message<'a> = (String, String, Vec<(&'a str, &'a str)>);
+
 async fn run(world: &World, messages: &[(String, Vec<(String, String)>)]) -> Handled {
-    let owned: Vec<(String, String, Vec<(&str, &str)>)> = messages
+    let owned: Vec<Message> = messages
         .iter()
         .enumerate()
         .map(|(i, (body, headers))| {
