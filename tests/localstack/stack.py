@@ -1,85 +1,26 @@
-"""The local stack: starts every piece, runs a workload through it, checks the invariants, reports, and stops
-everything it started (also on Ctrl-C or failure)."""
+"""The local stack: starts every piece (processes.py), feeds the functions as AWS and Reltio do (sources.py), runs
+a workload through it, checks the invariants, reports, and stops everything it started (also on Ctrl-C or
+failure)."""
 from __future__ import annotations
 
 import json
 import os
-import random
 import resource
-import shutil
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from . import trace
 from . import workload as wlmod
-from .aws import Moto, Resources, endpoints_env
-from .faults import Faults
-from .pollers import KinesisPoller, SqsPoller
-from .reltio_sim import ReltioSim, simple
-from .runtime import FunctionPool
-from .salesforce_sim import SalesforceSim
-from .util import close_all, drain, now_ms, percentiles
-from .webhook import ApiGateway, NativeStream, WebhookDeliverer
+from .processes import Processes
+from .scenario import ROOT, Scenario, event_sources  # noqa: F401 (the stack's settings, for its callers)
+from .sources import EventSources
+from .util import drain, now_ms, percentiles
+from .webhook import WebhookDeliverer
 
-ROOT = Path(__file__).resolve().parents[2]
-HERE = Path(__file__).resolve().parent
-WEBHOOK_SECRET = "local-stack-webhook-secret"
-API_VERSION = "v66.0"
 # Reltio attribute → Contact field, as tests/localstack/crm-mapping.toml maps them.
 CONTACT_FIELDS = {"FirstName": "FirstName", "LastName": "LastName", "Email": "Email", "Phone": "Phone"}
-
-
-@dataclass
-class Scenario:
-    persons: int = 20
-    seed: int = 42
-    bad_inputs: bool = False
-    fault_rate: float = 0.0          # share of transient errors at Reltio and Salesforce
-    drop_rate: float = 0.0           # share of dropped connections at Reltio and Salesforce
-    latency_ms: tuple = (0, 0)
-    duplicate_rate: float = 0.0      # pollers and the webhook sender deliver some batches twice
-    reorder: bool = False            # SQS batches shuffled; several webhook senders in parallel
-    kill: tuple = ()                 # functions killed mid-batch once (at the start of phase 2)
-    kinesis_max_retries: int = -1    # MaximumRetryAttempts of the Kinesis event source (-1: bounded by age only)
-    kinesis_max_age_s: float = 600.0 # MaximumRecordAgeInSeconds (scaled down from the template's day)
-    reltio_outage_s: float = 0.0     # Reltio answers every call with `reltio_outage_status` for this long (phase 1)
-    reltio_outage_status: int = 503
-    late_merge: bool = False         # workload: merges whose loser is objectVersions ahead of the winner
-    fail_500: int = 0                # Reltio answers 500 to this many POSTs carrying customer 1000's crosswalk
-    path: str = "webhook"            # "webhook" (signed webhooks → receiver), "native" (straight to SQS) or
-                                     # "kafka" (Reltio's Kafka stream on Tansu → stream-consumer → SQS)
-    fifo: bool = False
-    restart_broker: bool = False     # kafka path: the broker keeps its log in S3 (moto) and is restarted in phase 2
-    cdc_key_ledger: bool = False     # the template's CdcKeyLedger: cdc-ingest skips changes older than those applied
-    fanout: bool = True              # the template's event topic: the receivers publish once, each consumer has a queue
-    analytics: bool = True           # analytics-sink on its own subscription queue, Firehose into S3, DuckDB checks
-    firehose_fault_rate: float | None = None  # share of records Firehose fails in a PutRecordBatch (None: fault_rate)
-    # Event sources and concurrency; the defaults are infra/template.yaml's event source mappings.
-    cdc_batch_size: int = 500          # CdcBatchSize
-    cdc_window_s: float = 1.0          # CdcBatchWindowSeconds
-    cdc_parallelization: int = 1       # CdcParallelizationFactor (1-10): concurrent batches per shard
-    crm_batch_size: int | None = None  # CrmBatchSize 100 (FIFO: 10)
-    crm_window_s: float | None = None  # MaximumBatchingWindowInSeconds 5 (FIFO: none)
-    crm_concurrency: int = 5           # ScalingConfig.MaximumConcurrency (CrmMaximumConcurrency)
-    analytics_batch_size: int = 500    # AnalyticsBatchSize (FIFO: 10)
-    analytics_window_s: float = 10.0   # the analytics event source's batching window
-    analytics_concurrency: int = 2     # AnalyticsMaximumConcurrency
-    webhook_concurrency: int = 10      # webhook-receiver environments (the template reserves none)
-    webhook_senders: int | None = None # Reltio's concurrent webhook deliveries (None: webhook_concurrency)
-    one_instance: bool = False         # one execution environment per function, one webhook sender
-    rate: float | None = None          # records per second the workload puts (None: each phase at once)
-    # crm-updater's timeout, ledger lease and the event queue's visibility timeout keep the template's order
-    # (timeout 60 s <= lease 300 s < visibility 370 s), scaled down so that a killed batch comes back soon.
-    crm_timeout_s: int = 15            # a batch of 100 takes 4-6 s, at times over 10 s, on 2 loaded cores
-    visibility_timeout_s: int | None = None  # None: the crm timeout + the batching window + 1 s
-    token_ttl_s: int = 20
-    settle_timeout_s: float = 150.0
-    target_dir: str = str(ROOT / "target" / "release")
-    log_dir: str | None = None
-    progress: bool = True
 
 
 @dataclass
@@ -94,242 +35,38 @@ class Report:
         return not self.failures
 
 
-SHARDS = 2
-
-
 def _own_cpu() -> float:
     """CPU seconds this Python process (the pollers, simulators, senders, Runtime APIs) has used."""
     return sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
 
 
-def event_sources(s: Scenario) -> dict:
-    """The event source and concurrency settings a scenario runs with (Scenario's defaults: the template's)."""
-    one = s.one_instance
-    pf = 1 if one else max(1, min(10, s.cdc_parallelization))
-    senders = s.webhook_senders or (1 if one else s.webhook_concurrency)
-    if s.reorder:
-        senders = max(senders, 3)  # parallel senders reorder one entity's events
-    window = s.crm_window_s if s.crm_window_s is not None else (0.0 if s.fifo else 5.0)
-    return {
-        "kinesis": {"shards": SHARDS, "batch_size": s.cdc_batch_size, "window_s": s.cdc_window_s,
-                    "parallelization_factor": pf},
-        "sqs": {"fifo": s.fifo,
-                "batch_size": min(10, s.crm_batch_size or 10) if s.fifo else (s.crm_batch_size or 100),
-                "window_s": window, "max_concurrency": 1 if one else max(1, s.crm_concurrency),
-                # A batch's messages stay invisible while it is gathered and invoked, and until the leases of an
-                # invocation that died have expired (lease = timeout locally).
-                "visibility_timeout_s": s.visibility_timeout_s or s.crm_timeout_s + round(window) + 1,
-                "crm_timeout_s": s.crm_timeout_s, "crm_lease_s": s.crm_timeout_s},
-        "webhook": {"concurrency": 1 if one else max(1, s.webhook_concurrency), "senders": senders},
-        "analytics": {"batch_size": min(10, s.analytics_batch_size) if s.fifo else s.analytics_batch_size,
-                      "window_s": 0.0 if s.fifo else s.analytics_window_s,
-                      "max_concurrency": 1 if one else max(1, s.analytics_concurrency)},
-        "instances": {"cdc-ingest": 1 if one else SHARDS * pf,
-                      "crm-updater": 1 if one else max(1, s.crm_concurrency),
-                      "webhook-receiver": 1 if one else max(1, s.webhook_concurrency),
-                      # One batch per partition at a time (3 partitions); the harness's poller runs one at a time.
-                      "stream-consumer": 1,
-                      "analytics-sink": 1 if one else max(1, s.analytics_concurrency)},
-    }
-
-
-def binary(s: Scenario, name: str) -> str | None:
-    p = Path(s.target_dir) / name
-    return str(p) if p.exists() else None
-
-
 class Stack:
     def __init__(self, s: Scenario):
         self.s = s
-        self.closers = []   # closed together at the end
-        self.stoppers = []  # stopped first, one after the other: what feeds the functions
         self.log_dir = s.log_dir or tempfile.mkdtemp(prefix="mdm-localstack-")
         os.makedirs(self.log_dir, exist_ok=True)
-
-    def _log(self, name):
-        return os.path.join(self.log_dir, f"{name}.log")
+        self.es = event_sources(s)
+        self.procs = Processes(s, self.es, self.log_dir)
+        self.sources = EventSources(s, self.es, self.procs)
 
     def start(self):
-        s = self.s
         self._cpu0 = _own_cpu()
-        self.es = es = event_sources(s)
-        # Two moto_servers, one for the queues and one for Kinesis, DynamoDB and Secrets Manager: one Python
-        # process for all of them was the local stack's bottleneck under load.
-        self.moto = Moto(self._log("moto"), wait=False)
-        self.closers.append(self.moto.close)
-        self.moto_sqs = Moto(self._log("moto-sqs"), wait=False)
-        self.closers.append(self.moto_sqs.close)
-        self.moto.wait_ready()
-        self.moto_sqs.wait_ready()
-        self.res = Resources(self.moto, sqs_moto=self.moto_sqs, shards=SHARDS, fifo=s.fifo,
-                             visibility_timeout=es["sqs"]["visibility_timeout_s"])
-        if s.fanout:
-            self.res.fan_out(analytics=s.analytics, visibility_timeout=es["sqs"]["visibility_timeout_s"])
-        faults_r = Faults(error_rate=s.fault_rate, drop_rate=s.drop_rate, latency_ms=s.latency_ms, seed=s.seed)
-        faults_s = Faults(error_rate=s.fault_rate, drop_rate=s.drop_rate, latency_ms=s.latency_ms, seed=s.seed + 1)
-        self.reltio = ReltioSim(faults_r, token_ttl_s=s.token_ttl_s)
-        if s.fail_500:
-            self.reltio.fail_500["1000"] = s.fail_500
-        self.closers.append(self.reltio.close)
-        self.sf = SalesforceSim(faults_s, token_ttl_s=s.token_ttl_s)
-        self.closers.append(self.sf.close)
-        res = self.res
-        reltio_secret = res.secret("reltio", {"client_id": self.reltio.client[0], "client_secret": self.reltio.client[1]})
-        webhook_secret = res.secret("webhook", {"secrets": [WEBHOOK_SECRET, "previous-secret"]})
-        sf_client = {"client_id": self.sf.client[0], "client_secret": self.sf.client[1]}
-        # JSON logs, as Lambda's advanced logging controls give them: the report follows a change through them.
-        common = {**endpoints_env(res), "RUST_LOG": "info", "AWS_LAMBDA_LOG_FORMAT": "JSON",
-                  "METRICS_NAMESPACE": "MdmSync/local",
-                  "RELTIO_SECRET_ID": reltio_secret}
-
-        # Each execution environment talks to the simulators on listeners of its own, so that a kill waits for
-        # that environment's own first downstream request (and the report can tell the environments apart).
-        def reltio_env(tag):
-            api, auth = self.reltio.listener(tag)
-            return {"RELTIO_API_URL": api, "RELTIO_AUTH_URL": auth}
-
-        def crm_env(i):
-            tag = f"crm-updater#{i}"
-            secret = res.secret(f"salesforce-{i}", {"token_url": self.sf.listener(tag), **sf_client})
-            return {**reltio_env(tag), "SALESFORCE_SECRET_ID": secret}
-
-        self.hosts = {}
-        n = es["instances"]
-        cdc = binary(s, "cdc-ingest")
-        if not cdc:
-            raise RuntimeError(f"{s.target_dir}/cdc-ingest missing: run `cargo build --release -p cdc-ingest`")
-        self.hosts["cdc-ingest"] = FunctionPool("cdc-ingest", cdc, {
-            **common, "CDC_MAPPING_FILE": str(HERE / "cdc-mapping.toml"), "CDC_DLQ_URL": res.cdc_dlq,
-            "RELTIO_BATCH_SIZE": "10", **({"CDC_KEY_LEDGER_TABLE": res.key_ledger()} if s.cdc_key_ledger else {})},
-            timeout_s=30, size=n["cdc-ingest"], log_path=self._log("cdc-ingest"),
-            env_for=lambda i: reltio_env(f"cdc-ingest#{i}"),
-            probe_for=lambda i: lambda: self.reltio.calls_of(f"cdc-ingest#{i}", "POST /entities"))
-        crm = binary(s, "crm-updater")
-        if crm:
-            self.hosts["crm-updater"] = FunctionPool("crm-updater", crm, {
-                **common, "SALESFORCE_API_VERSION": API_VERSION,
-                "CRM_MAPPING_FILE": str(HERE / "crm-mapping.toml"), "SYNC_STATE_TABLE": res.table,
-                "CRM_DLQ_URL": res.crm_dlq,
-                # The ledger lease outlives an invocation; locally it is scaled down with the timeout (300 s
-                # would hold a killed invocation's entities for 5 minutes, past maxReceiveCount).
-                "CRM_LEASE_SECONDS": str(es["sqs"]["crm_lease_s"])}, timeout_s=s.crm_timeout_s,
-                size=n["crm-updater"],
-                log_path=self._log("crm-updater"),
-                env_for=crm_env, probe_for=lambda i: lambda: self.sf.calls_of(f"crm-updater#{i}"))
-        self.deliverer = None
-        wh = binary(s, "webhook-receiver")
-        if s.path == "webhook" and wh:
-            self.hosts["webhook-receiver"] = FunctionPool("webhook-receiver", wh, {
-                **common, "WEBHOOK_SECRET_ID": webhook_secret, "EVENT_QUEUE_URL": res.event_queue,
-                **self._topic_env(), "WEBHOOK_REQUIRE_TIMESTAMP": "true"}, timeout_s=10, size=n["webhook-receiver"],
-                log_path=self._log("webhook-receiver"))
-            self.apigw = ApiGateway(self.hosts["webhook-receiver"])
-            self.closers.append(self.apigw.close)
-            self.deliverer = WebhookDeliverer(self.apigw.url, WEBHOOK_SECRET, workers=es["webhook"]["senders"],
-                                              duplicate_rate=s.duplicate_rate, seed=s.seed,
-                                              policy=self.reltio.retry_policy)
-        elif s.path == "kafka":
-            self._start_kafka_path(common, n)
-        else:
-            self.deliverer = NativeStream(res, topic=getattr(res, "topic", None))
-        self.stoppers.append(self.deliverer.close)
-        self.reltio.sink = self.deliverer.submit
-        for h in self.hosts.values():
-            self.closers.append(h.close)
-        rng = random.Random(s.seed)
-        k = es["kinesis"]
-        self.kinesis = KinesisPoller(res, self.hosts["cdc-ingest"], batch_size=k["batch_size"],
-                                     window_s=k["window_s"], parallelization=k["parallelization_factor"],
-                                     duplicate_rate=s.duplicate_rate, rng=rng,
-                                     max_retry_attempts=s.kinesis_max_retries,
-                                     max_record_age_s=s.kinesis_max_age_s)
-        self.stoppers.append(self.kinesis.close)
-        self.sqs_poller = None
-        if "crm-updater" in self.hosts:
-            q = es["sqs"]
-            self.sqs_poller = SqsPoller(res, self.hosts["crm-updater"], batch_size=q["batch_size"],
-                                        window_s=q["window_s"], max_concurrency=q["max_concurrency"],
-                                        duplicate_rate=s.duplicate_rate, reorder=s.reorder,
-                                        rng=random.Random(s.seed + 5))
-            self.stoppers.append(self.sqs_poller.close)
-        self.analytics_poller = None
-        sink = binary(s, "analytics-sink")
-        if getattr(res, "analytics", False) and sink:
-            a = es["analytics"]
-            rate = s.fault_rate if s.firehose_fault_rate is None else s.firehose_fault_rate
-            gate = {}
-            self.firehose_gate = None
-            if rate > 0:  # moto never fails a record: the gate fails a share of each batch as Firehose can
-                from .firehose_gate import FirehoseGate
-                self.firehose_gate = FirehoseGate(self.moto.port, rate, seed=s.seed + 3)
-                self.closers.append(self.firehose_gate.close)
-                gate = {"AWS_ENDPOINT_URL_FIREHOSE": self.firehose_gate.url}
-            self.hosts["analytics-sink"] = FunctionPool("analytics-sink", sink, {
-                **common, **gate, "FIREHOSE_STREAM_NAME": res.delivery_stream,
-                "ANALYTICS_MAPPING_FILE": str(HERE / "analytics-mapping.toml"),
-                "ANALYTICS_DLQ_URL": res.analytics_dlq, "ANALYTICS_DEDUP_TABLE": res.analytics_table,
-                "ANALYTICS_EVENT_BUS": "default", **reltio_env("analytics-sink")},
-                timeout_s=s.crm_timeout_s, size=n["analytics-sink"], log_path=self._log("analytics-sink"))
-            self.closers.append(self.hosts["analytics-sink"].close)
-            self.analytics_poller = SqsPoller(res, self.hosts["analytics-sink"], batch_size=a["batch_size"],
-                                              window_s=a["window_s"], max_concurrency=a["max_concurrency"],
-                                              duplicate_rate=s.duplicate_rate, reorder=s.reorder,
-                                              rng=random.Random(s.seed + 7), queue=res.analytics_queue,
-                                              queue_arn=res.analytics_queue_arn)
-            self.stoppers.append(self.analytics_poller.close)
-
-    def _topic_env(self) -> dict:
-        """EVENT_TOPIC_ARN when the stack fans out (the receivers publish there instead of the event queue)."""
-        topic = getattr(self.res, "topic", None)
-        return {"EVENT_TOPIC_ARN": topic} if topic else {}
-
-    def _start_kafka_path(self, common: dict, n: dict):
-        """Reltio's Kafka stream: a Tansu topic (3 partitions, keyed by entity URI), stream-consumer fed by a
-        Lambda-style Kafka event source (one instance per partition at most, as Lambda runs them), into the event
-        queue."""
-        from .kafka import KafkaBroker, KafkaPoller, KafkaStream
-
-        sc = binary(self.s, "stream-consumer")
-        if not sc:
-            raise RuntimeError(f"{self.s.target_dir}/stream-consumer missing: run `make release`")
-        res = self.res
-        s3 = None
-        if self.s.restart_broker:  # a broker that can restart with its log: kept in moto's S3
-            bucket = f"{res.stream_name}-tansu".lower()
-            self.moto.client("s3").create_bucket(Bucket=bucket)
-            s3 = (self.moto.endpoint, bucket)
-        self.broker = KafkaBroker(self._log("tansu"), s3=s3)
-        self.closers.append(self.broker.close)
-        self.stream_dlq = res.sqs.create_queue(QueueName=f"{res.stream_name}-stream-dlq")["QueueUrl"]
-        # The template's StreamFailureQueue: the on-failure destination of the Kafka event source.
-        self.stream_failures = res.sqs.create_queue(QueueName=f"{res.stream_name}-stream-failures")["QueueUrl"]
-        self.hosts["stream-consumer"] = FunctionPool("stream-consumer", sc, {
-            **common, "EVENT_QUEUE_URL": res.event_queue, **self._topic_env(), "STREAM_DLQ_URL": self.stream_dlq},
-            timeout_s=10, size=n["stream-consumer"], log_path=self._log("stream-consumer"))
-        topic = "reltio.LOCAL1.entities.changes"
-        self.deliverer = KafkaStream(self.broker, topic, partitions=3, duplicate_rate=self.s.duplicate_rate,
-                                     rng=random.Random(self.s.seed + 11))
-        # The template's mapping: unbounded retries bounded by record age, bisect on a function error, failures to
-        # the stream failure queue.
-        self.kafka_poller = KafkaPoller(
-            self.broker, topic, self.hosts["stream-consumer"], group_id="mdm-sync-stream-consumer", batch_size=100,
-            window_s=0.5, bisect=True, max_record_age_s=self.s.kinesis_max_age_s,
-            on_failure=lambda rec: res.sqs.send_message(QueueUrl=self.stream_failures, MessageBody=json.dumps(rec)),
-            function_arn="arn:aws:lambda:us-east-1:000000000000:function:stream-consumer")
-        self.deliverer.poller = self.kafka_poller
-        self.stoppers.append(self.kafka_poller.close)
+        self.procs.start()
+        self.sources.start()
+        # The pieces the run and the checks (and the tests) use.
+        p, src = self.procs, self.sources
+        self.moto, self.moto_sqs, self.res, self.reltio, self.sf = p.moto, p.moto_sqs, p.res, p.reltio, p.sf
+        self.hosts, self.firehose_gate, self.stream_dlq, self.stream_failures = \
+            p.hosts, p.firehose_gate, p.stream_dlq, p.stream_failures
+        if p.broker:
+            self.broker = p.broker
+        self.deliverer, self.kinesis, self.kafka_poller = src.deliverer, src.kinesis, src.kafka_poller
+        self.sqs_poller, self.analytics_poller = src.sqs_poller, src.analytics_poller
 
     def close(self):
-        def quietly(c):
-            try:
-                c()
-            except Exception:
-                pass
-
-        for c in reversed(self.stoppers):
-            quietly(c)
-        close_all([lambda c=c: quietly(c) for c in self.closers])
-        self.stoppers, self.closers = [], []
+        """What feeds the functions first, one after the other; then every process and server at once."""
+        self.sources.stop()
+        self.procs.close()
 
     # ------------------------------------------------------------------ running
     def _progress(self, label, done, total):
@@ -348,23 +85,12 @@ class Stack:
                          f"  events {len(self.reltio.events):4d}/{acc:4d} queued  contact writes {sfw:4d} " + ("" if tty else "\n"))
         sys.stderr.flush()
 
-    def _quiet(self) -> bool:
-        if not self.kinesis.idle() or not self.deliverer.idle():
-            return False
-        if self.sqs_poller is not None:
-            if self.sqs_poller.busy or self.res.depth(self.res.event_queue) > 0:
-                return False
-        if self.analytics_poller is not None:
-            if self.analytics_poller.busy or self.res.depth(self.res.analytics_queue) > 0:
-                return False
-        return True
-
     def settle(self, label, done, total, timeout):
         end = time.time() + timeout
         stable = 0
         while time.time() < end:
             self._progress(label, done, total)
-            if self._quiet():
+            if self.sources.quiet():
                 stable += 1
                 if stable >= 4:
                     return True
