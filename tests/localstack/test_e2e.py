@@ -111,7 +111,7 @@ def test_bad_inputs_end_where_the_contract_says_and_nothing_else_is_lost(tmp_pat
     assert all(d["function"] == "cdc-ingest" and d["sequenceNumber"] for d in dead)
     # The unmapped table was skipped, not dead-lettered: cdc-ingest counted it.
     log = (tmp_path / "logs" / "cdc-ingest.log").read_text(errors="replace")
-    assert "unmapped" in log
+    assert "SkippedUnmapped" in log
     # The forged webhook was refused (401) and never enqueued (the queue checks find no unknown event id).
     assert rep.figures["webhook"]["forged"] == [401]
     if "crm-updater" in FUNCTIONS:
