@@ -9,12 +9,14 @@
 //!
 //! The batch runner (`mdm_sync_adapters::runner`) does the rest around the plan and apply below.
 
+mod config;
+pub use config::*;
+
 use aws_lambda_events::event::kafka::KafkaEvent;
 use futures::future::BoxFuture;
-use mdm_sync_adapters::config::{self, ConfigError, Env, EventDestination};
 use mdm_sync_adapters::enqueue::enqueue;
 use mdm_sync_adapters::kafka::{KafkaEventResponse, StreamRecord};
-use mdm_sync_adapters::metrics::{Metrics, DEFAULT_NAMESPACE};
+use mdm_sync_adapters::metrics::Metrics;
 use mdm_sync_adapters::runner::{self, Function};
 use mdm_sync_adapters::sns::event_sink;
 use mdm_sync_adapters::source::Kafka;
@@ -24,52 +26,12 @@ use mdm_sync_domain::outcome::{Outcome, SkipReason};
 use mdm_sync_domain::ports::{Deadline, MessageSink};
 use mdm_sync_domain::queue::OutgoingMessage;
 use mdm_sync_domain::settle::Settlement;
-use mdm_sync_domain::stream::{plan_record, StreamSettings};
+use mdm_sync_domain::stream::plan_record;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 pub const FUNCTION_NAME: &str = "stream-consumer";
-/// `STREAM_MAX_EVENT_BYTES` default: the event queue's `MaximumMessageSize` in the template (1 MiB, SQS's largest).
-pub const DEFAULT_MAX_EVENT_BYTES: usize = 1024 * 1024;
-
-/// Settings, read once at start-up (docs/contract.md, "stream-consumer").
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// `EVENT_TOPIC_ARN` (the fan-out topic) when set, else `EVENT_QUEUE_URL` (FIFO when it ends in `.fifo`).
-    pub destination: EventDestination,
-    /// `STREAM_DLQ_URL`.
-    pub dlq_url: String,
-    /// `EVENT_TYPES`, `ENTITY_TYPES`; `STREAM_MAX_EVENT_BYTES` (default 1 MiB, at most 1 MiB).
-    pub settings: StreamSettings,
-    /// `METRICS_NAMESPACE` (default `MdmSync`).
-    pub metrics_namespace: String,
-}
-
-impl Config {
-    pub fn from_env(env: &dyn Env) -> Result<Config, ConfigError> {
-        Ok(Config {
-            destination: config::event_destination(env)?,
-            dlq_url: config::url(env, "STREAM_DLQ_URL")?,
-            settings: StreamSettings {
-                subscription: config::subscription(env)?,
-                max_event_bytes: config::positive_or(
-                    env,
-                    "STREAM_MAX_EVENT_BYTES",
-                    DEFAULT_MAX_EVENT_BYTES,
-                    DEFAULT_MAX_EVENT_BYTES,
-                )?,
-            },
-            metrics_namespace: config::optional(env, "METRICS_NAMESPACE")
-                .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned()),
-        })
-    }
-
-    fn fifo(&self) -> bool {
-        self.destination.is_fifo()
-    }
-}
-
 /// What the handler works with; built once per container. No network I/O here.
 pub struct Deps {
     pub config: Config,
