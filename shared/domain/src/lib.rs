@@ -10,6 +10,7 @@ pub mod kafka_cdc;
 pub mod ordering;
 pub mod outcome;
 pub mod ports;
+#[cfg(any(test, feature = "properties"))]
 pub mod properties;
 pub mod queue;
 pub mod reltio;
