@@ -5,7 +5,9 @@
 //! `cargo run -p cdc-ingest --example plan -- [EVENT_JSON] [MAPPING_TOML]`
 //! (defaults: events/cdc-ingest.json and functions/cdc-ingest/mapping.example.toml)
 
-use cdc_ingest::{plan_kafka_records, plan_records, CdcEvent};
+use cdc_ingest::CdcEvent;
+use mdm_sync_adapters::{kafka, kinesis};
+use mdm_sync_domain::cdc::batch::plan_batch;
 use mdm_sync_domain::cdc::mapping::CdcMapping;
 use mdm_sync_domain::cdc::transform::WriteOp;
 use mdm_sync_domain::dms::DEFAULT_BEFORE_IMAGE_FIELD;
@@ -36,29 +38,21 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let now = chrono::Utc::now();
-    // Each record's position in its stream, and the batch planned as the function plans it.
-    let (positions, plan): (Vec<String>, _) = match event {
-        CdcEvent::Kinesis(event) => (
-            event
-                .records
-                .iter()
-                .map(|r| r.kinesis.sequence_number.clone())
-                .collect(),
-            plan_records(&mapping, DEFAULT_BEFORE_IMAGE_FIELD, &event.records, now).into_batch(),
-        ),
-        CdcEvent::Kafka(event) => {
-            let (records, _) = mdm_sync_adapters::kafka::records(event);
-            (
-                records
-                    .iter()
-                    .map(|r| format!("{}@{}", r.partition_id, r.offset))
-                    .collect(),
-                plan_kafka_records(&mapping, DEFAULT_BEFORE_IMAGE_FIELD, &records, now)
-                    .into_batch(),
-            )
-        }
+    // The records as the function hands them to the planner (the event is one source: the other is empty).
+    let (kinesis_records, (kafka_records, lanes)) = match event {
+        CdcEvent::Kinesis(event) => (event.records, Default::default()),
+        CdcEvent::Kafka(event) => (Vec::new(), kafka::records(event)),
     };
+    let mut inputs = kinesis::cdc_inputs(&kinesis_records);
+    inputs.extend(kafka::cdc_inputs(&kafka_records, &lanes));
+    // Each record's position in its stream, and the batch planned as the function plans it.
+    let positions: Vec<String> = inputs.iter().map(|i| i.position.to_string()).collect();
+    let plan = plan_batch(
+        &mapping,
+        DEFAULT_BEFORE_IMAGE_FIELD,
+        &inputs,
+        chrono::Utc::now(),
+    );
     println!(
         "{} records from {event_path}, mapping {mapping_path}\n",
         positions.len()

@@ -15,13 +15,14 @@ use mdm_sync_adapters::config::{self, ConfigError, Env};
 use mdm_sync_adapters::event_source::{kafka_response, kinesis_response};
 use mdm_sync_adapters::kafka::{self, KafkaEventResponse};
 use mdm_sync_adapters::key_ledger::DynamoKeyLedger;
-use mdm_sync_adapters::kinesis::{KinesisEvent, KinesisEventRecord};
+use mdm_sync_adapters::kinesis::{self, KinesisEvent, KinesisEventRecord};
 use mdm_sync_adapters::metrics::{Metrics, DEFAULT_NAMESPACE};
 use mdm_sync_adapters::reltio::{CredentialSource, ReltioClient};
 use mdm_sync_adapters::retry::RetryPolicy;
 use mdm_sync_adapters::secrets::SecretCache;
 use mdm_sync_adapters::sqs::SqsQueue;
 use mdm_sync_domain::cdc::apply::{apply, ApplySettings};
+use mdm_sync_domain::cdc::batch::{plan_records, BatchPlan, Planned, RecordInfo};
 use mdm_sync_domain::cdc::mapping::{CdcMapping, MappingError};
 use mdm_sync_domain::dms::DEFAULT_BEFORE_IMAGE_FIELD;
 use mdm_sync_domain::outcome::{Outcome, SkipReason};
@@ -31,10 +32,7 @@ use mdm_sync_domain::settle::{settle_batch, Ordering, Settlement};
 use serde_json::{json, Value};
 use std::time::Instant;
 
-mod batch;
 mod event;
-use batch::RecordInfo;
-pub use batch::{plan_batch, plan_kafka_records, plan_records, BatchPlan, Planned};
 pub use event::{CdcEvent, CdcResponse};
 
 pub const FUNCTION_NAME: &str = "cdc-ingest";
@@ -189,15 +187,16 @@ pub async fn handle_event(deps: &Deps, event: CdcEvent, deadline: Instant) -> Cd
 /// record on.
 pub async fn handle(deps: &Deps, event: KinesisEvent, deadline: Instant) -> KinesisEventResponse {
     let records = event.records;
+    let inputs = kinesis::cdc_inputs(&records);
     let planner = || {
         plan_records(
             &deps.mapping,
             &deps.config.before_image_field,
-            &records,
+            &inputs,
             chrono::Utc::now(),
         )
     };
-    let locate = |i: usize| records[i].kinesis.sequence_number.clone();
+    let locate = |i: usize| inputs[i].position.to_string();
     let dead_letter =
         |i: usize, info: &RecordInfo, reason: &str| dlq_message(&records[i], info, reason);
     let source = Source {
@@ -219,15 +218,16 @@ pub async fn handle_kafka(
     deadline: Instant,
 ) -> KafkaEventResponse {
     let (records, lanes) = kafka::records(event);
+    let inputs = kafka::cdc_inputs(&records, &lanes);
     let planner = || {
-        plan_kafka_records(
+        plan_records(
             &deps.mapping,
             &deps.config.before_image_field,
-            &records,
+            &inputs,
             chrono::Utc::now(),
         )
     };
-    let locate = |i: usize| format!("{}@{}", records[i].partition_id, records[i].offset);
+    let locate = |i: usize| inputs[i].position.to_string();
     let dead_letter = |i: usize, info: &RecordInfo, reason: &str| {
         let mut context = serde_json::Map::new();
         context.insert("table".into(), json!(info.table));

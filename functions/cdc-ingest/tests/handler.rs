@@ -320,7 +320,12 @@ fn the_sample_event_plans_every_record_without_dead_letters() {
     let mapping =
         mdm_sync_domain::cdc::mapping::CdcMapping::parse(include_str!("../mapping.example.toml"))
             .unwrap();
-    let plan = cdc_ingest::plan_batch(&mapping, "before-image", &event.records, chrono::Utc::now());
+    let plan = mdm_sync_domain::cdc::batch::plan_batch(
+        &mapping,
+        "before-image",
+        &mdm_sync_adapters::kinesis::cdc_inputs(&event.records),
+        chrono::Utc::now(),
+    );
     let decisions = plan.decisions();
     assert_eq!(decisions.len(), 5);
     assert!(decisions[0].ends_with("skip: control"), "{decisions:?}");

@@ -298,10 +298,14 @@ fn the_sample_kafka_event_plans_every_record_without_dead_letters() {
     let mapping =
         mdm_sync_domain::cdc::mapping::CdcMapping::parse(include_str!("../mapping.example.toml"))
             .unwrap();
-    let (records, _) = mdm_sync_adapters::kafka::records(event);
-    let plan =
-        cdc_ingest::plan_kafka_records(&mapping, "before-image", &records, chrono::Utc::now())
-            .into_batch();
+    let (records, lanes) = mdm_sync_adapters::kafka::records(event);
+    let inputs = mdm_sync_adapters::kafka::cdc_inputs(&records, &lanes);
+    let plan = mdm_sync_domain::cdc::batch::plan_batch(
+        &mapping,
+        "before-image",
+        &inputs,
+        chrono::Utc::now(),
+    );
     let decisions = plan.decisions();
     let ends: Vec<&str> = decisions
         .iter()

@@ -1,8 +1,10 @@
 //! The Lambda Kafka event (self-managed Apache Kafka and MSK, `aws_lambda_events::kafka`) as the functions read
-//! it: records in partition order, each with its key and value base64-decoded and its headers as bytes, and the
-//! partial batch response that `aws_lambda_events` does not model yet.
+//! it: records in partition order, each with its key and value base64-decoded and its headers as bytes (handed to
+//! the CDC planner as [`CdcInput`]s borrowing them), and the partial batch response that `aws_lambda_events` does
+//! not model yet.
 
 use aws_lambda_events::event::kafka::{KafkaEvent, KafkaRecord};
+use mdm_sync_domain::cdc::input::{CdcInput, KafkaChange, Position, SourceChange};
 use mdm_sync_domain::queue::OutgoingMessage;
 use mdm_sync_domain::queue::{omitted, DEAD_LETTER_MAX_BYTES};
 use mdm_sync_domain::stream::RecordHeaders;
@@ -51,6 +53,34 @@ pub fn records(event: KafkaEvent) -> (Vec<StreamRecord>, Vec<usize>) {
         }
     }
     (records, lanes)
+}
+
+impl StreamRecord {
+    /// The record as the CDC planner takes it, on settlement lane `lane` (its partition's index in the batch).
+    pub fn cdc_input(&self, lane: usize) -> CdcInput<'_> {
+        CdcInput {
+            change: SourceChange::Kafka(KafkaChange {
+                topic: &self.topic,
+                key: self.key.as_deref(),
+                value: self.value.as_ref().map(Option::as_deref).map_err(|e| *e),
+                headers: &self.headers.0,
+            }),
+            lane,
+            position: Position::Offset {
+                partition: &self.partition_id,
+                offset: self.offset,
+            },
+        }
+    }
+}
+
+/// The batch's records (with their lanes, from [`records`]) as the CDC planner takes them, in order.
+pub fn cdc_inputs<'a>(records: &'a [StreamRecord], lanes: &[usize]) -> Vec<CdcInput<'a>> {
+    records
+        .iter()
+        .zip(lanes)
+        .map(|(record, lane)| record.cdc_input(*lane))
+        .collect()
 }
 
 fn decode(map_key: &str, r: KafkaRecord) -> StreamRecord {
@@ -241,6 +271,52 @@ mod tests {
         let (records, _) = records(event(json!({"records": {"a-b-2": [r]}})));
         assert_eq!(records[0].topic, "a-b");
         assert_eq!(records[0].partition_id, "a-b-2");
+    }
+
+    #[test]
+    fn records_are_cdc_inputs_on_their_partitions_lanes_at_their_offsets() {
+        let (records, lanes) = records(event(json!({
+            "records": {
+                "my-topic-1": [record("my-topic", 1, 7, Some("e30="))],
+                "my-topic-0": [record("my-topic", 0, 3, None), record("my-topic", 0, 4, Some("%%%"))]
+            }
+        })));
+        let inputs = cdc_inputs(&records, &lanes);
+        let changes: Vec<_> = inputs
+            .iter()
+            .map(|i| {
+                let SourceChange::Kafka(change) = i.change else {
+                    panic!("a Kafka record is a Kafka change")
+                };
+                (i.lane, i.position.to_string(), change.value)
+            })
+            .collect();
+        assert_eq!(
+            changes,
+            [
+                (0, "my-topic-0@3".to_owned(), Ok(None)),
+                (
+                    0,
+                    "my-topic-0@4".to_owned(),
+                    Err("the event's record value is not base64")
+                ),
+                (1, "my-topic-1@7".to_owned(), Ok(Some(&b"{}"[..]))),
+            ]
+        );
+        let SourceChange::Kafka(change) = inputs[2].change else {
+            unreachable!()
+        };
+        assert_eq!(change.topic, "my-topic");
+        assert_eq!(change.key, Some(&b"entities/1"[..]));
+        assert_eq!(change.header("objectVersion"), Some(b"42".to_vec()));
+        assert_eq!(change.header("bin"), Some(vec![0xff, 0]));
+        assert_eq!(
+            inputs[2].position,
+            Position::Offset {
+                partition: "my-topic-1",
+                offset: 7
+            }
+        );
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! The Kinesis event as Lambda delivers it to cdc-ingest, reading only the fields the function uses: the
 //! record's data is base64-decoded straight from the event's bytes (no copy of the text first), and the
 //! per-record fields nothing reads (region, event name, schema version, ...) are skipped, not allocated.
-//! Field names are those of `aws_lambda_events`' `KinesisEvent`, which this replaces on the hot path.
+//! Field names are those of `aws_lambda_events`' `KinesisEvent`, which this replaces on the hot path. Each record
+//! is handed to the CDC planner as a [`CdcInput`] borrowing its data.
 
+use mdm_sync_domain::cdc::input::{CdcInput, Position, SourceChange};
 use serde::de::{Deserializer, Visitor};
 use serde::Deserialize;
 use std::fmt;
@@ -34,6 +36,23 @@ pub struct KinesisRecord {
     /// the record is dead-lettered rather than the batch failing.
     #[serde(default, deserialize_with = "base64_bytes")]
     pub data: Vec<u8>,
+}
+
+impl KinesisEventRecord {
+    /// The record as the CDC planner takes it: its data is a DMS record, its position its sequence number; a
+    /// batch is one shard, so one lane.
+    pub fn cdc_input(&self) -> CdcInput<'_> {
+        CdcInput {
+            change: SourceChange::Dms(&self.kinesis.data),
+            lane: 0,
+            position: Position::Sequence(&self.kinesis.sequence_number),
+        }
+    }
+}
+
+/// The batch's records as the CDC planner takes them, in order.
+pub fn cdc_inputs(records: &[KinesisEventRecord]) -> Vec<CdcInput<'_>> {
+    records.iter().map(KinesisEventRecord::cdc_input).collect()
 }
 
 fn base64_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
@@ -115,5 +134,25 @@ mod tests {
         let none = br#"{"Records":[{"kinesis":{"sequenceNumber":"1"}}]}"#;
         let event: KinesisEvent = serde_json::from_slice(none).unwrap();
         assert!(event.records[0].kinesis.data.is_empty());
+    }
+
+    #[test]
+    fn a_record_is_a_dms_change_on_one_lane_at_its_sequence_number() {
+        let event: KinesisEvent = serde_json::from_value(event()).unwrap();
+        let inputs = cdc_inputs(&event.records);
+        assert_eq!(
+            inputs,
+            [CdcInput {
+                change: SourceChange::Dms(br#"{"a":1}"#),
+                lane: 0,
+                position: Position::Sequence("4959"),
+            }]
+        );
+        // Borrowed, not copied: the planner reads the event's own bytes.
+        let SourceChange::Dms(data) = inputs[0].change else {
+            unreachable!()
+        };
+        assert!(std::ptr::eq(data, event.records[0].kinesis.data.as_slice()));
+        assert_eq!(inputs[0].position.to_string(), "4959");
     }
 }

@@ -11,6 +11,7 @@ pub mod letter;
 pub mod ordering;
 pub mod outcome;
 pub mod ports;
+#[cfg(any(test, feature = "properties"))]
 pub mod properties;
 pub mod queue;
 pub mod reltio;

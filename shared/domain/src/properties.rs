@@ -1,6 +1,7 @@
 //! Properties that must hold for any input, checked by the fuzz targets (`fuzz/`, `make fuzz`) and replayed over
 //! their committed corpora by `cargo test`: each function panics when its property does not hold, and never
-//! panics otherwise. Inputs are raw bytes, as a fuzzer gives them.
+//! panics otherwise. Inputs are raw bytes, as a fuzzer gives them. Built only for this crate's tests and with the
+//! `properties` feature (which fuzz/ enables): not part of the production crate.
 
 use crate::cdc::mapping::CdcMapping;
 use crate::cdc::transform::plan_record;
@@ -16,19 +17,26 @@ use crate::webhook::signature::{sign_reltio, sign_standard, verify, RequestHeade
 use crate::webhook::{VerifyOptions, WebhookSecrets};
 use serde_json::Value;
 
-/// The mappings the properties run against: the documented examples.
+/// The mappings the properties run against: the documented examples, read from the checkout when asked for (the
+/// fuzz targets and the tests run in one; nothing of functions/ is compiled in).
 pub fn example_cdc_mapping() -> CdcMapping {
-    CdcMapping::parse(include_str!(
-        "../../../functions/cdc-ingest/mapping.example.toml"
-    ))
-    .expect("the example CDC mapping is valid")
+    CdcMapping::parse(&workspace_file("functions/cdc-ingest/mapping.example.toml"))
+        .expect("the example CDC mapping is valid")
 }
 
 pub fn example_crm_mapping() -> CrmMapping {
-    CrmMapping::parse(include_str!(
-        "../../../functions/crm-updater/mapping.example.toml"
+    CrmMapping::parse(&workspace_file(
+        "functions/crm-updater/mapping.example.toml",
     ))
     .expect("the example CRM mapping is valid")
+}
+
+/// A file of the workspace this crate was built in, by its path from the workspace root.
+fn workspace_file(path: &str) -> String {
+    let full = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(path);
+    std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{}: {e}", full.display()))
 }
 
 /// The DMS decoder and the transform accept or refuse any bytes, never panic; a record the one-pass decoder

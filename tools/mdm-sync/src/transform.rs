@@ -1,18 +1,19 @@
 //! `mdm-sync transform` and `mdm-sync mapping check`: the mappings offline, no network. `transform` runs DMS
-//! records through cdc-ingest's own decoder, mapping, scheduler and executor (over a writer that records instead of
-//! sending), so its output is exactly the Reltio requests the function would send, in order. `mapping check`
+//! records through cdc-ingest's own Kinesis input, planner and executor (the adapters' and the domain's, over a
+//! writer that records instead of sending), so its output is exactly the Reltio requests the function would send,
+//! in order. `mapping check`
 //! validates the cdc-ingest, crm-updater and analytics-sink mappings and shows what sample records and events
 //! would produce.
 
 use crate::error::CliError;
 use crate::output;
 use crate::Global;
-use cdc_ingest::plan_batch;
 use clap::Args;
 use futures::future::BoxFuture;
-use mdm_sync_adapters::kinesis::{KinesisEventRecord, KinesisRecord};
+use mdm_sync_adapters::kinesis::{cdc_inputs, KinesisEventRecord, KinesisRecord};
 use mdm_sync_domain::analytics::{decode as analytics_decode, AnalyticsMapping};
 use mdm_sync_domain::cdc::apply::{apply, ApplySettings};
+use mdm_sync_domain::cdc::batch::plan_batch;
 use mdm_sync_domain::cdc::mapping::CdcMapping;
 use mdm_sync_domain::crm::contacts::{contact_fields, contact_ids};
 use mdm_sync_domain::crm::plan::CrmEvent;
@@ -129,7 +130,12 @@ pub async fn requests(
     before_image_field: &str,
     batch_size: usize,
 ) -> (Vec<Value>, Vec<String>) {
-    let plan = plan_batch(mapping, before_image_field, records, chrono::Utc::now());
+    let plan = plan_batch(
+        mapping,
+        before_image_field,
+        &cdc_inputs(records),
+        chrono::Utc::now(),
+    );
     let decisions = plan.decisions();
     let writer = RecordingWriter::default();
     // One request at a time: the order is the function's (within a wave its requests may run concurrently).

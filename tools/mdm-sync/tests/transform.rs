@@ -1,5 +1,6 @@
 //! `mdm-sync transform` against cdc-ingest itself: the same Kinesis event through the function's handler (to a
-//! wiremock Reltio) and through the CLI (offline) gives the same requests in the same order.
+//! wiremock Reltio) and through the CLI (offline), both planning with the domain's CDC planner over the adapters'
+//! Kinesis input, gives the same requests in the same order.
 
 #[path = "../../../functions/cdc-ingest/tests/common/mod.rs"]
 mod common;

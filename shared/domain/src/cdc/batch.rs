@@ -1,41 +1,33 @@
-//! A Kinesis or Kafka batch decoded and planned, before anything is sent: each record's outcome when already decided,
-//! its writes, and (with the CDC key ledger) the writes older than what was applied to their keys left out.
+//! A CDC batch decoded and planned, before anything is sent: each record's outcome when already decided, its
+//! writes, and (with the CDC key ledger) the writes older than what was applied to their keys left out. It plans
+//! the sources' records as [`CdcInput`]s (DMS records from Kinesis, Kafka messages), so that cdc-ingest and the
+//! operator CLI plan alike.
 
-use mdm_sync_adapters::kafka::StreamRecord;
-use mdm_sync_adapters::kinesis::KinesisEventRecord;
-use mdm_sync_domain::cdc::mapping::CdcMapping;
-use mdm_sync_domain::cdc::schedule::{schedule, Wave};
-use mdm_sync_domain::cdc::transform::{plan_record, RecordPlan, ReltioWrite};
-use mdm_sync_domain::cdc::versions::{self, is_stale, Applied, SourceVersion};
-use mdm_sync_domain::dms::DmsRecord;
-use mdm_sync_domain::kafka_cdc::{self, Change, Message};
-use mdm_sync_domain::outcome::{Outcome, SkipReason};
-use mdm_sync_domain::reltio::model::CrosswalkKey;
+use crate::cdc::input::{CdcInput, KafkaChange, SourceChange};
+use crate::cdc::mapping::CdcMapping;
+use crate::cdc::schedule::{schedule, Wave};
+use crate::cdc::transform::{plan_record, RecordPlan, ReltioWrite};
+use crate::cdc::versions::{self, is_stale, Applied, SourceVersion};
+use crate::dms::DmsRecord;
+use crate::kafka_cdc::{self, Change, Message};
+use crate::outcome::{Outcome, SkipReason};
+use crate::reltio::model::CrosswalkKey;
 use std::collections::HashMap;
 
-/// What the handler knows of a record for logs and the DLQ.
-pub(crate) struct RecordInfo {
+/// What is known of a record for logs and dead letters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecordInfo {
     pub table: Option<String>,
     pub key: Option<CrosswalkKey>,
+    /// The change's own position: its commit time, else its stream position (DMS metadata).
     pub position: Option<String>,
     pub source_time: Option<chrono::DateTime<chrono::Utc>>,
 }
 
-impl RecordInfo {
-    fn unknown() -> RecordInfo {
-        RecordInfo {
-            table: None,
-            key: None,
-            position: None,
-            source_time: None,
-        }
-    }
-}
-
 /// Every record decoded and planned; writes not yet scheduled.
 pub struct Planned {
-    pub(crate) outcomes: Vec<Option<Outcome>>,
-    pub(crate) infos: Vec<RecordInfo>,
+    outcomes: Vec<Option<Outcome>>,
+    infos: Vec<RecordInfo>,
     writes: Vec<(usize, ReltioWrite)>,
     versions: Vec<Option<SourceVersion>>,
 }
@@ -43,94 +35,39 @@ pub struct Planned {
 /// A batch planned and scheduled.
 pub struct BatchPlan {
     /// Per record, its outcome when it is already decided (`None`: it has writes to apply).
-    pub(crate) outcomes: Vec<Option<Outcome>>,
-    pub(crate) infos: Vec<RecordInfo>,
+    pub outcomes: Vec<Option<Outcome>>,
+    pub infos: Vec<RecordInfo>,
     /// The Reltio writes, in waves (see `mdm_sync_domain::cdc::schedule`).
     pub waves: Vec<Wave>,
     /// `(record, key, version, retires)` of each versioned write, for the key ledger once they are done.
-    pub(crate) tracked: Vec<(usize, CrosswalkKey, SourceVersion, bool)>,
+    pub tracked: Vec<(usize, CrosswalkKey, SourceVersion, bool)>,
 }
 
-/// Decodes every record and plans its writes: pure, no I/O.
+/// Decodes every record and plans its writes: pure, no I/O. The writes of a batch of several lanes (Kafka
+/// partitions) are merged in source order (`merge_lanes_by_version`); one lane is in its stream's order already.
 pub fn plan_records(
     mapping: &CdcMapping,
     before_image_field: &str,
-    records: &[KinesisEventRecord],
+    inputs: &[CdcInput<'_>],
     now: chrono::DateTime<chrono::Utc>,
 ) -> Planned {
-    let mut planned = Planned::with_capacity(records.len());
-    for record in records {
-        match DmsRecord::parse(&record.kinesis.data, before_image_field) {
-            Err(e) => planned.decided(RecordInfo::unknown(), Outcome::Permanent(e.to_string())),
-            Ok(dms) => planned.push_change(mapping, dms, now),
+    let mut planned = Planned::with_capacity(inputs.len());
+    for input in inputs {
+        match &input.change {
+            SourceChange::Dms(data) => match DmsRecord::parse(data, before_image_field) {
+                Err(e) => planned.decided(RecordInfo::default(), Outcome::Permanent(e.to_string())),
+                Ok(dms) => planned.push_change(mapping, dms, now),
+            },
+            SourceChange::Kafka(message) => {
+                planned.push_kafka(mapping, message, before_image_field, now)
+            }
         }
     }
-    planned
-}
-
-/// The Kafka counterpart of [`plan_records`]: each message decoded in its topic's format (the mapping's
-/// `[topics]`, else told from the message), then planned exactly as a DMS record.
-pub fn plan_kafka_records(
-    mapping: &CdcMapping,
-    before_image_field: &str,
-    records: &[StreamRecord],
-    now: chrono::DateTime<chrono::Utc>,
-) -> Planned {
-    let mut planned = Planned::with_capacity(records.len());
-    for record in records {
-        let value = match &record.value {
-            Ok(v) => v.as_deref(),
-            Err(reason) => {
-                planned.decided(
-                    RecordInfo::unknown(),
-                    Outcome::Permanent((*reason).to_owned()),
-                );
-                continue;
-            }
-        };
-        let Some(format) = mapping
-            .topic_format(&record.topic)
-            .or_else(|| kafka_cdc::detect(value))
-        else {
-            planned.decided(
-                RecordInfo::unknown(),
-                Outcome::Permanent(format!(
-                    "topic \"{}\" is not in the mapping's [topics] and the message is not DMS, Debezium or \
-                     GoldenGate JSON",
-                    record.topic
-                )),
-            );
-            continue;
-        };
-        let header = |name: &str| {
-            record
-                .headers
-                .0
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| v.clone())
-        };
-        let message = Message {
-            key: record.key.as_deref(),
-            value,
-            header: &header,
-        };
-        match kafka_cdc::decode(format, &message, before_image_field) {
-            Err(e) => planned.decided(RecordInfo::unknown(), Outcome::Permanent(e.to_string())),
-            Ok(Change::Skip(reason, table)) => {
-                let mut info = RecordInfo::unknown();
-                info.table = table.map(|t| t.to_string());
-                planned.decided(info, Outcome::Skipped(reason));
-            }
-            Ok(Change::Row(dms)) => planned.push_change(mapping, *dms, now),
-        }
+    // Within one lane the merge would keep every write where it is: a Kinesis batch skips it.
+    if inputs.windows(2).any(|w| w[0].lane != w[1].lane) {
+        let lanes: Vec<usize> = inputs.iter().map(|i| i.lane).collect();
+        planned.merge_lanes_by_version(&lanes);
     }
-    let mut lanes = Vec::with_capacity(records.len());
-    for (i, record) in records.iter().enumerate() {
-        let same = i > 0 && records[i - 1].partition_id == record.partition_id;
-        lanes.push(lanes.last().map_or(0, |l| l + usize::from(!same)));
-    }
-    planned.merge_lanes_by_version(&lanes);
     planned
 }
 
@@ -138,10 +75,10 @@ pub fn plan_kafka_records(
 pub fn plan_batch(
     mapping: &CdcMapping,
     before_image_field: &str,
-    records: &[KinesisEventRecord],
+    inputs: &[CdcInput<'_>],
     now: chrono::DateTime<chrono::Utc>,
 ) -> BatchPlan {
-    plan_records(mapping, before_image_field, records, now).into_batch()
+    plan_records(mapping, before_image_field, inputs, now).into_batch()
 }
 
 impl Planned {
@@ -190,6 +127,53 @@ impl Planned {
         });
         self.outcomes.push(outcome);
         self.versions.push(version);
+    }
+
+    /// A Kafka message, decoded in its topic's format (the mapping's `[topics]`, else told from the message),
+    /// then planned exactly as a DMS record.
+    fn push_kafka(
+        &mut self,
+        mapping: &CdcMapping,
+        message: &KafkaChange<'_>,
+        before_image_field: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) {
+        let value = match message.value {
+            Ok(v) => v,
+            Err(reason) => {
+                return self.decided(RecordInfo::default(), Outcome::Permanent(reason.to_owned()))
+            }
+        };
+        let Some(format) = mapping
+            .topic_format(message.topic)
+            .or_else(|| kafka_cdc::detect(value))
+        else {
+            return self.decided(
+                RecordInfo::default(),
+                Outcome::Permanent(format!(
+                    "topic \"{}\" is not in the mapping's [topics] and the message is not DMS, Debezium or \
+                     GoldenGate JSON",
+                    message.topic
+                )),
+            );
+        };
+        let header = |name: &str| message.header(name);
+        let decoded = Message {
+            key: message.key,
+            value,
+            header: &header,
+        };
+        match kafka_cdc::decode(format, &decoded, before_image_field) {
+            Err(e) => self.decided(RecordInfo::default(), Outcome::Permanent(e.to_string())),
+            Ok(Change::Skip(reason, table)) => {
+                let info = RecordInfo {
+                    table: table.map(|t| t.to_string()),
+                    ..RecordInfo::default()
+                };
+                self.decided(info, Outcome::Skipped(reason));
+            }
+            Ok(Change::Row(dms)) => self.push_change(mapping, *dms, now),
+        }
     }
 
     /// Merges the partitions' writes in source order. A batch of several Kafka partitions comes partition by
@@ -293,10 +277,7 @@ impl BatchPlan {
     }
 
     /// What the key ledger records for the records that ended `done`: per key the newest version written.
-    pub(crate) fn ledger_entries(
-        &self,
-        done: impl Fn(usize) -> bool,
-    ) -> Vec<(CrosswalkKey, Applied)> {
+    pub fn ledger_entries(&self, done: impl Fn(usize) -> bool) -> Vec<(CrosswalkKey, Applied)> {
         versions::entries(
             self.tracked
                 .iter()
@@ -305,3 +286,6 @@ impl BatchPlan {
         )
     }
 }
+
+#[cfg(test)]
+mod tests;
