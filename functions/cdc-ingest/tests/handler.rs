@@ -300,11 +300,11 @@ fn defaults_are_documented_values() {
     .collect();
     let config = Config::from_env(&|k: &str| env.get(k).map(|v| v.to_string())).unwrap();
     assert_eq!(
-        config.reltio_api_url,
+        config.reltio.api_url,
         "https://test.reltio.com/reltio/api/T1"
     );
     assert_eq!(
-        config.reltio_auth_url,
+        config.reltio.auth_url,
         "https://auth.reltio.com/oauth/token"
     );
     assert_eq!(config.batch_size, 100);

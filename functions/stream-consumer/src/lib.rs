@@ -19,7 +19,7 @@ use mdm_sync_adapters::kafka::{KafkaEventResponse, StreamRecord};
 use mdm_sync_adapters::metrics::Metrics;
 use mdm_sync_adapters::runner::{self, Function};
 use mdm_sync_adapters::sns::event_sink;
-use mdm_sync_adapters::source::Kafka;
+use mdm_sync_adapters::source::{Kafka, KafkaInput};
 use mdm_sync_adapters::sqs::SqsQueue;
 use mdm_sync_domain::letter::LetterContext;
 use mdm_sync_domain::outcome::{Outcome, SkipReason};
@@ -88,17 +88,17 @@ impl Function<Kafka> for Deps {
     /// whatever the partitions, instead of a round trip per record.
     fn apply<'a>(
         &'a self,
-        records: Vec<&'a StreamRecord>,
+        inputs: Vec<KafkaInput<'a>>,
         deadline: Deadline,
         metrics: &'a mut Metrics,
     ) -> BoxFuture<'a, (Vec<Handed>, ())> {
         Box::pin(async move {
             let fifo = self.config.fifo();
-            let mut handed = Vec::with_capacity(records.len());
+            let mut handed = Vec::with_capacity(inputs.len());
             let mut messages: Vec<OutgoingMessage> = Vec::new();
             let mut owners: Vec<usize> = Vec::new();
             let mut filtered = 0;
-            for (i, record) in records.iter().enumerate() {
+            for (i, record) in inputs.iter().map(|input| input.record).enumerate() {
                 let mut item = Handed {
                     outcome: Outcome::Done,
                     events: Vec::new(),

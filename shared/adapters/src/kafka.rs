@@ -5,11 +5,8 @@
 
 use aws_lambda_events::event::kafka::{KafkaEvent, KafkaRecord};
 use mdm_sync_domain::cdc::input::{CdcInput, KafkaChange, Position, SourceChange};
-use mdm_sync_domain::queue::OutgoingMessage;
-use mdm_sync_domain::queue::{omitted, DEAD_LETTER_MAX_BYTES};
 use mdm_sync_domain::stream::RecordHeaders;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 
 /// One record of the event, decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,73 +136,6 @@ pub struct KafkaItemIdentifier {
     /// `<topic>-<partition>`.
     pub partition: String,
     pub offset: i64,
-}
-
-/// The DLQ message of a Kafka record: the function, the reason, where the record is (topic, partition, offset), its
-/// key (text, else `keyBase64`), timestamp, the function's `context` fields, and the value (as JSON when it is JSON,
-/// else `valueBase64`), or `valueOmitted` pointing back to the topic when it would not fit.
-pub fn dead_letter(
-    record: &StreamRecord,
-    function: &str,
-    reason: &str,
-    context: serde_json::Map<String, Value>,
-) -> OutgoingMessage {
-    use base64::Engine;
-    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
-    let mut fields = serde_json::Map::new();
-    fields.insert("function".into(), json!(function));
-    fields.insert("reason".into(), json!(reason));
-    fields.insert("topic".into(), json!(record.topic));
-    fields.insert("partition".into(), json!(record.partition));
-    fields.insert("offset".into(), json!(record.offset));
-    match record.key.as_deref().map(std::str::from_utf8) {
-        None => {
-            fields.insert("key".into(), Value::Null);
-        }
-        Some(Ok(key)) => {
-            fields.insert("key".into(), json!(key));
-        }
-        Some(Err(_)) => {
-            fields.insert(
-                "keyBase64".into(),
-                json!(b64(record.key.as_deref().unwrap_or_default())),
-            );
-        }
-    }
-    fields.insert("timestamp".into(), json!(record.timestamp_ms));
-    fields.extend(context);
-    fields.insert("failedAt".into(), json!(chrono::Utc::now().to_rfc3339()));
-    let value: &[u8] = match &record.value {
-        Ok(Some(v)) => v,
-        _ => &[],
-    };
-    let attributes = vec![
-        ("function".to_owned(), function.to_owned()),
-        ("topic".to_owned(), record.topic.clone()),
-    ];
-    let mut full = fields.clone();
-    if let Ok(Some(v)) = &record.value {
-        match serde_json::from_slice::<Value>(v) {
-            Ok(json) => full.insert("value".into(), json),
-            Err(_) => full.insert("valueBase64".into(), json!(b64(v))),
-        };
-    }
-    let mut message = OutgoingMessage {
-        body: Value::Object(full).to_string(),
-        attributes,
-        ..Default::default()
-    };
-    if message.size() > DEAD_LETTER_MAX_BYTES {
-        fields.insert(
-            "valueOmitted".into(),
-            omitted(
-                value,
-                "the topic: this partition at this offset, while within the topic's retention",
-            ),
-        );
-        message.body = Value::Object(fields).to_string();
-    }
-    message
 }
 
 #[cfg(test)]

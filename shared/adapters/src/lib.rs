@@ -5,7 +5,6 @@
 pub mod aws;
 pub mod config;
 pub mod enqueue;
-pub mod event_source;
 pub mod eventbridge;
 pub mod firehose;
 pub mod http;

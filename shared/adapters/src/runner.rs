@@ -61,8 +61,8 @@ pub trait Source {
 
     /// The batch's records, in the source's order, and its ordering rule.
     fn split(event: Self::Event) -> (Vec<Self::Record>, Sequencing);
-    /// The domain's input of a record.
-    fn input(record: &Self::Record) -> Self::Input<'_>;
+    /// The domain's input of each record, in order (`sequencing` is the batch's, from [`Source::split`]).
+    fn inputs<'r>(records: &'r [Self::Record], sequencing: &Sequencing) -> Vec<Self::Input<'r>>;
     /// Where the record sits in its source, for logs (`topic-2@41`, a sequence number, a message id).
     fn position(record: &Self::Record) -> String;
     /// The record's coordinates, payload as received and receive count, for its dead letter.
@@ -137,7 +137,7 @@ pub async fn run<S: Source, F: Function<S>>(
     let mut metrics = Metrics::new(function.metrics_namespace(), function.name());
     let (records, sequencing) = S::split(event);
     metrics.count("RecordsReceived", records.len() as u64);
-    let inputs: Vec<S::Input<'_>> = records.iter().map(S::input).collect();
+    let inputs = S::inputs(&records, &sequencing);
     let (items, summary) = function.apply(inputs, deadline, &mut metrics).await;
     let mut outcomes: Vec<Outcome> = (0..records.len())
         .map(|i| match items.get(i) {

@@ -2,14 +2,19 @@
 //! into records and in what order they settle, what the domain reads of a record, where a record is for its
 //! dead letter, and the partial batch response.
 
-use crate::kafka::{self, KafkaEventResponse, StreamRecord};
+use crate::kafka::{
+    self, KafkaBatchItemFailure, KafkaEventResponse, KafkaItemIdentifier, StreamRecord,
+};
+use crate::kinesis::{KinesisEvent, KinesisEventRecord};
 use crate::metrics::Metrics;
 use crate::runner::{Sequencing, Source};
 use crate::sqs::queue_url_from_arn;
 use crate::sqs_event::{SqsEvent, SqsMessage};
 use aws_lambda_events::event::kafka::KafkaEvent;
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse};
+use aws_lambda_events::event::streams::{KinesisBatchItemFailure, KinesisEventResponse};
 use mdm_sync_domain::backoff::{retry_delays, Backoff, VisibilityChange};
+use mdm_sync_domain::cdc::input::CdcInput;
 use mdm_sync_domain::letter::{Origin, Payload};
 use mdm_sync_domain::ports::MessageVisibility;
 use mdm_sync_domain::queue::Delivery;
@@ -31,23 +36,8 @@ impl Source for Sqs {
         (event.records, sequencing)
     }
 
-    fn input(m: &SqsMessage) -> Delivery {
-        let attribute = |name: &str| {
-            m.message_attributes
-                .get(name)
-                .filter(|v| !v.is_empty())
-                .map(str::to_owned)
-        };
-        Delivery {
-            message_id: m.message_id.clone().unwrap_or_default(),
-            body: m.body.clone().unwrap_or_default(),
-            event_id: attribute("eventId"),
-            tenant_id: attribute("tenantId"),
-            source_object_uri: attribute("sourceObjectUri"),
-            object_version: attribute("objectVersion"),
-            receive_count: receive_count(m),
-            trace: m.attributes.aws_trace_header.clone(),
-        }
+    fn inputs(messages: &[SqsMessage], _: &Sequencing) -> Vec<Delivery> {
+        messages.iter().map(delivery).collect()
     }
 
     fn position(m: &SqsMessage) -> String {
@@ -71,6 +61,26 @@ impl Source for Sqs {
             response.batch_item_failures.push(failure);
         }
         response
+    }
+}
+
+/// A message as a [`Delivery`]: its body and the event queue contract's attributes.
+pub fn delivery(m: &SqsMessage) -> Delivery {
+    let attribute = |name: &str| {
+        m.message_attributes
+            .get(name)
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+    };
+    Delivery {
+        message_id: m.message_id.clone().unwrap_or_default(),
+        body: m.body.clone().unwrap_or_default(),
+        event_id: attribute("eventId"),
+        tenant_id: attribute("tenantId"),
+        source_object_uri: attribute("sourceObjectUri"),
+        object_version: attribute("objectVersion"),
+        receive_count: receive_count(m),
+        trace: m.attributes.aws_trace_header.clone(),
     }
 }
 
@@ -173,13 +183,27 @@ pub fn receive_count(m: &SqsMessage) -> u32 {
 }
 
 /// A Kafka event source (self-managed or MSK): records in partition order, each partition its own sequence. The
-/// domain reads each record as it is.
+/// domain reads each record as it is, with its partition's lane.
 pub struct Kafka;
+
+/// A Kafka record and its settlement lane (its partition's index in the batch).
+#[derive(Debug, Clone, Copy)]
+pub struct KafkaInput<'r> {
+    pub record: &'r StreamRecord,
+    pub lane: usize,
+}
+
+impl<'r> KafkaInput<'r> {
+    /// The record as the CDC planner takes it.
+    pub fn cdc_input(&self) -> CdcInput<'r> {
+        self.record.cdc_input(self.lane)
+    }
+}
 
 impl Source for Kafka {
     type Event = KafkaEvent;
     type Record = StreamRecord;
-    type Input<'r> = &'r StreamRecord;
+    type Input<'r> = KafkaInput<'r>;
     type Response = KafkaEventResponse;
 
     fn split(event: KafkaEvent) -> (Vec<StreamRecord>, Sequencing) {
@@ -187,8 +211,19 @@ impl Source for Kafka {
         (records, Sequencing::Lanes(lanes))
     }
 
-    fn input(record: &StreamRecord) -> &StreamRecord {
-        record
+    fn inputs<'r>(records: &'r [StreamRecord], sequencing: &Sequencing) -> Vec<KafkaInput<'r>> {
+        let lane = |i: usize| match sequencing {
+            Sequencing::Lanes(lanes) => lanes.get(i).copied().unwrap_or(0),
+            _ => 0,
+        };
+        records
+            .iter()
+            .enumerate()
+            .map(|(i, record)| KafkaInput {
+                record,
+                lane: lane(i),
+            })
+            .collect()
     }
 
     fn position(r: &StreamRecord) -> String {
@@ -210,8 +245,72 @@ impl Source for Kafka {
         (origin, payload, None)
     }
 
+    /// Per partition, the first record to deliver again (Lambda commits the offsets before it); an empty list
+    /// when everything was settled.
     fn response(settlement: &Settlement, records: &[StreamRecord]) -> KafkaEventResponse {
-        crate::event_source::kafka_response(settlement, records)
+        KafkaEventResponse {
+            batch_item_failures: settlement
+                .checkpoints
+                .iter()
+                .map(|&i| KafkaBatchItemFailure {
+                    item_identifier: KafkaItemIdentifier {
+                        partition: records[i].partition_id.clone(),
+                        offset: records[i].offset,
+                    },
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A Kinesis stream (DMS records): one shard per batch, one ordered sequence; Lambda retries from the first
+/// reported record on. The domain reads each record as a CDC input borrowing its data.
+pub struct Kinesis;
+
+impl Source for Kinesis {
+    type Event = KinesisEvent;
+    type Record = KinesisEventRecord;
+    type Input<'r> = CdcInput<'r>;
+    type Response = KinesisEventResponse;
+
+    fn split(event: KinesisEvent) -> (Vec<KinesisEventRecord>, Sequencing) {
+        (event.records, Sequencing::Sequence)
+    }
+
+    fn inputs<'r>(records: &'r [KinesisEventRecord], _: &Sequencing) -> Vec<CdcInput<'r>> {
+        records.iter().map(KinesisEventRecord::cdc_input).collect()
+    }
+
+    fn position(r: &KinesisEventRecord) -> String {
+        r.kinesis.sequence_number.clone()
+    }
+
+    fn letter(r: &KinesisEventRecord) -> (Origin, Payload, Option<u32>) {
+        let origin = Origin::Kinesis {
+            stream_arn: r.event_source_arn.clone(),
+            // Lambda's event id is `<shardId>:<sequenceNumber>`.
+            shard_id: r
+                .event_id
+                .as_deref()
+                .and_then(|id| id.split_once(':'))
+                .map(|(shard, _)| shard.to_owned()),
+            sequence_number: r.kinesis.sequence_number.clone(),
+            partition_key: r.kinesis.partition_key.clone(),
+        };
+        // Kinesis does not say how often a record was delivered.
+        (origin, Payload::of(&r.kinesis.data), None)
+    }
+
+    /// The sequence number of the first record to retry (Lambda checkpoints there and redelivers the rest of
+    /// the shard's batch); an empty list when everything was settled.
+    fn response(settlement: &Settlement, records: &[KinesisEventRecord]) -> KinesisEventResponse {
+        let mut response = KinesisEventResponse::default();
+        if let Some(&i) = settlement.checkpoints.first() {
+            let mut failure = KinesisBatchItemFailure::default();
+            failure.item_identifier = Some(records[i].kinesis.sequence_number.clone());
+            response.batch_item_failures.push(failure);
+        }
+        response
     }
 }
 
@@ -238,14 +337,14 @@ mod tests {
     fn an_sqs_message_is_read_as_a_delivery_with_the_contracts_attributes() {
         let (messages, sequencing) = Sqs::split(sqs("arn:aws:sqs:us-east-1:1:events"));
         assert_eq!(sequencing, Sequencing::Independent);
-        let d = Sqs::input(&messages[0]);
+        let d = delivery(&messages[0]);
         assert_eq!(d.message_id, "m1");
         assert_eq!(d.event_id.as_deref(), Some("e1"));
         assert_eq!(d.object_version.as_deref(), Some("7"));
         assert_eq!(d.tenant_id, None, "an empty attribute is absent");
         assert_eq!(d.receive_count, 3);
         assert_eq!(d.trace.as_deref(), Some("Root=1-abc"));
-        assert_eq!(Sqs::input(&messages[1]).receive_count, 1);
+        assert_eq!(delivery(&messages[1]).receive_count, 1);
         let (origin, payload, attempts) = Sqs::letter(&messages[1]);
         assert_eq!(
             origin,
@@ -299,5 +398,42 @@ mod tests {
         assert_eq!((topic.as_str(), partition, offset), ("t", 0, 5));
         assert_eq!(key.as_deref(), Some(&b"k1"[..]));
         assert_eq!(payload.bytes().unwrap(), b"{}");
+    }
+
+    #[test]
+    fn a_kinesis_batch_is_one_sequence_whose_letters_name_shard_and_sequence() {
+        let event: KinesisEvent = serde_json::from_value(json!({"Records": [
+            {"eventID": "shardId-000000000001:49590", "eventSourceARN": "arn:aws:kinesis:us-east-1:1:stream/s",
+             "kinesis": {"sequenceNumber": "49590", "partitionKey": "public.customer.46", "data": "eyJhIjoxfQ=="}},
+            {"eventID": "shardId-000000000001:49591",
+             "kinesis": {"sequenceNumber": "49591", "partitionKey": "public.customer.47", "data": "eyJhIjoyfQ=="}}
+        ]}))
+        .unwrap();
+        let (records, sequencing) = Kinesis::split(event);
+        assert_eq!(sequencing, Sequencing::Sequence);
+        let inputs = Kinesis::inputs(&records, &sequencing);
+        assert_eq!(inputs[1].position.to_string(), "49591");
+        let (origin, payload, attempts) = Kinesis::letter(&records[0]);
+        assert_eq!(
+            origin,
+            Origin::Kinesis {
+                stream_arn: Some("arn:aws:kinesis:us-east-1:1:stream/s".into()),
+                shard_id: Some("shardId-000000000001".into()),
+                sequence_number: "49590".into(),
+                partition_key: "public.customer.46".into(),
+            }
+        );
+        assert_eq!(payload.bytes().unwrap(), br#"{"a":1}"#);
+        assert_eq!(attempts, None, "Kinesis does not count deliveries");
+        // Lambda checkpoints at the first record reported.
+        let outcomes = [Outcome::Done, Outcome::Transient("down".into())];
+        let s = settle(&outcomes, sequencing.ordering());
+        let response = Kinesis::response(&s, &records);
+        let ids: Vec<_> = response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.clone())
+            .collect();
+        assert_eq!(ids, vec![Some("49591".to_owned())]);
     }
 }

@@ -48,17 +48,6 @@ impl OutgoingMessage {
     }
 }
 
-/// What stands in a dead letter for a payload too large to keep: its size, its SHA-256 and where to fetch it.
-pub fn omitted(payload: &[u8], fetch: &str) -> serde_json::Value {
-    use sha2::{Digest, Sha256};
-    serde_json::json!({
-        "bytes": payload.len(),
-        "sha256": hex::encode(Sha256::digest(payload)),
-        "reason": format!("too large for a dead letter ({} bytes at most)", DEAD_LETTER_MAX_BYTES),
-        "fetch": fetch,
-    })
-}
-
 /// A message that could not be sent after retries: `index` is its position in the input.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SendFailure {
