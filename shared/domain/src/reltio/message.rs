@@ -71,9 +71,20 @@ pub fn queued_events(delivery: Delivery) -> Result<Vec<QueuedEvent>, MessageErro
         .trim_start()
         .starts_with('[')
     {
-        // One event: the attributes are its own. A plain body keeps the id it always had (the hash of the body as
-        // received); a zipped one is hashed unzipped, so the same event streamed in both formats has one id.
-        let event_id = event_id.unwrap_or_else(|| hash(&json));
+        // One event: the attributes are its own. Without an eventId attribute the id is the hash of the event's JSON
+        // (unzipped, so the same event streamed in both formats has one id) and of Reltio's headers naming its
+        // object and version: a skipPayload body (`type` and `ovChanged` only) or a DELTAS body reverting an earlier
+        // change would otherwise look like another event of the same text.
+        let event_id = event_id.unwrap_or_else(|| {
+            match (&source_object_uri, &object_version) {
+                (None, None) => hash(&json),
+                (uri, version) => hash(&format!(
+                    "{json}\n{}\n{}",
+                    uri.as_deref().unwrap_or(""),
+                    version.as_deref().unwrap_or("")
+                )),
+            }
+        });
         return Ok(vec![QueuedEvent {
             message_id,
             json,

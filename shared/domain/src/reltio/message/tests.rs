@@ -47,6 +47,21 @@ fn a_plain_event_moves_on_as_it_is_with_the_messages_attributes() {
 }
 
 #[test]
+fn events_of_the_same_text_are_told_apart_by_reltios_headers() {
+    // skipPayload: every change of every entity is `{"type":"ENTITY_CHANGED","ovChanged":true}`.
+    let body = r#"{"type":"ENTITY_CHANGED","ovChanged":true}"#;
+    let with = |uri: &str, version: &str| {
+        let mut d = delivery(body);
+        d.source_object_uri = Some(uri.into());
+        d.object_version = Some(version.into());
+        queued_events(d).unwrap().remove(0).event_id
+    };
+    assert_ne!(with("entities/A", "7"), with("entities/B", "7"), "other entity");
+    assert_ne!(with("entities/A", "7"), with("entities/A", "8"), "other version");
+    assert_eq!(with("entities/A", "7"), with("entities/A", "7"), "a redelivery");
+}
+
+#[test]
 fn a_zipped_event_reads_as_the_same_event_with_the_same_id() {
     let json = changed("entities/A");
     let plain = queued_events(delivery(&json)).unwrap();
