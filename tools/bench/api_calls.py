@@ -25,7 +25,7 @@ from common import table, verdict  # noqa: E402
 
 from tests.localstack.pollers import KinesisPoller, SqsPoller  # noqa: E402
 from tests.localstack.util import install_signal_handlers  # noqa: E402
-from tests.localstack.webhook import NativeStream  # noqa: E402
+from tests.localstack.native import NativeStream  # noqa: E402
 
 RECORDS = 1000
 RELTIO_BATCH_SIZE = 100  # cdc-ingest's DEFAULT_BATCH_SIZE (docs/contract.md: documented default; template: 100)
