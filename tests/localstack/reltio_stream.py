@@ -48,8 +48,12 @@ def deltas(before: dict | None, after: dict, ov_changed: bool) -> dict:
     old, new = _values(before), _values(after)
     delta = []
     for name in sorted(set(old) | set(new)):
-        gone = [v for v in old.get(name, []) if v not in new.get(name, [])]
-        came = [v for v in new.get(name, []) if v not in old.get(name, [])]
+        came, gone = list(new.get(name, [])), []  # the values' multisets: what is left of each after the other
+        for v in old.get(name, []):
+            if v in came:
+                came.remove(v)
+            else:
+                gone.append(v)
         attribute = f"{etype}/attributes/{name}"
         for i in range(max(len(gone), len(came))):
             item = {"type": "ATTRIBUTE_CHANGED", "attributeType": attribute}

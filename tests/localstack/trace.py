@@ -59,9 +59,11 @@ def _published(published: dict[str, list[dict]]) -> dict[str, list[dict]]:
 
 def follow(log_dir: str, enqueuer: str = "webhook-receiver", published: dict | None = None) -> dict:
     """Joins the hops. Returns `applied` (crm-updater's applied events), `joined` (those whose upstream trace and
-    event id match an enqueued line of the same entity, and whose entity was written by cdc-ingest), the events
-    whose join failed, and one complete path (the first entity in URI order that has one). With `published` (the
-    native path's events by event id) those stand for the enqueued lines and `enqueuer` only names the hop."""
+    event id match an enqueued line of the same entity, and whose entity was written by cdc-ingest), `sourced`
+    (those that match an enqueued line, whether or not cdc-ingest logged their entity: it does not when Reltio
+    applied a write whose answer was lost and the entity was merged away before the retry), the events whose join
+    failed, and one complete path (the first entity in URI order that has one). With `published` (the native path's
+    events by event id) those stand for the enqueued lines and `enqueuer` only names the hop."""
     written: dict[str, list[dict]] = {}
     for f, span in _lines(os.path.join(log_dir, "cdc-ingest.log"), "written to Reltio"):
         if f.get("entity"):
@@ -82,9 +84,10 @@ def follow(log_dir: str, enqueuer: str = "webhook-receiver", published: dict | N
         return None
 
     applied = list(_lines(os.path.join(log_dir, "crm-updater.log"), "applied"))
-    joined, unjoined, paths = 0, [], {}
+    joined, sourced, unjoined, paths = 0, 0, [], {}
     for f, _span in applied:
         e = source(f)
+        sourced += e is not None
         if e is None or f.get("entity") not in written:
             unjoined.append({k: f.get(k) for k in ("entity", "event_id", "upstream_trace")})
             continue
@@ -96,7 +99,7 @@ def follow(log_dir: str, enqueuer: str = "webhook-receiver", published: dict | N
     recorded = list(_lines(os.path.join(log_dir, "analytics-sink.log"), "recorded"))
     recorded_joined = sum(1 for f, _ in recorded if source(f) is not None)
     one = paths[min(paths)] if paths else None
-    return {"applied": len(applied), "joined": joined, "unjoined": unjoined, "path": one,
+    return {"applied": len(applied), "joined": joined, "sourced": sourced, "unjoined": unjoined, "path": one,
             "entity": min(paths) if paths else None, "recorded": len(recorded), "recorded_joined": recorded_joined}
 
 
