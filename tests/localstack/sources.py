@@ -1,13 +1,14 @@
 """What feeds the functions, as AWS and Reltio feed them: Reltio's delivery of its events (signed webhooks through
-the API Gateway stand-in, its own stream into the fan-out topic or onto the queue, or its Kafka stream) and Lambda's event source mappings
-(the Kinesis, SQS and Kafka pollers of pollers.py and kafka.py) with the scenario's settings (`event_sources`)."""
+the API Gateway stand-in, its own stream into the fan-out topic or onto the queue, or its Kafka stream) and Lambda's
+event source mappings (the Kinesis, SQS and Kafka pollers of pollers.py and kafka.py) with the scenario's settings
+(`event_sources`)."""
 from __future__ import annotations
 
 import json
 import random
 
-from .pollers import KinesisPoller, SqsPoller
 from .native import NativeStream
+from .pollers import KinesisPoller, SqsPoller
 from .processes import WEBHOOK_SECRET, Processes
 from .scenario import Scenario
 from .webhook import ApiGateway, WebhookDeliverer
