@@ -159,10 +159,10 @@ def _sim_events():
     sim.sink = lambda body, eid: events.append((body, eid))
     ind = "configuration/entityTypes/Individual"
     try:
-        sim.post_entity({"type": ind, "attributes": {"Email": [{"value": "jo@x.org"}], "FirstName": [{"value": "Jo"}]},
-                         "crosswalks": [{"type": "configuration/sources/A", "value": "1"}]}, partial=False)
-        sim.post_entity({"type": ind, "attributes": {"Email": [{"value": "jo@x.org"}], "FirstName": [{"value": "Joe"}]},
-                         "crosswalks": [{"type": "configuration/sources/A", "value": "1"}]}, partial=False)
+        for first_name in ("Jo", "Joe"):
+            sim.post_entity({"type": ind, "attributes": {"Email": [{"value": "jo@x.org"}],
+                                                         "FirstName": [{"value": first_name}]},
+                             "crosswalks": [{"type": "configuration/sources/A", "value": "1"}]}, partial=False)
         sim.post_entity({"type": ind, "attributes": {"Email": [{"value": "JO@x.org"}]},
                          "crosswalks": [{"type": "configuration/sources/B", "value": "2"}]}, partial=False)
     finally:

@@ -6,8 +6,8 @@
 2. Salesforce: 1,000 Contacts, each the SFDC_CONTACT crosswalk of its own Reltio entity (no merges), change
    once; Reltio's own SQS stream (zipped snapshots, its headers) puts the 1,000 ENTITY_CHANGED events on a
    standard moto queue and the local stack's SQS poller feeds crm-updater with the template's standard-queue
-   settings (BatchSize 100, MaximumBatchingWindowInSeconds 5); no faults. The Salesforce simulator counts REST API calls (what
-   `Sforce-Limit-Info` counts) and, apart, OAuth token requests. Target: ≤ 10 API calls.
+   settings (BatchSize 100, MaximumBatchingWindowInSeconds 5); no faults. The Salesforce simulator counts REST
+   API calls (what `Sforce-Limit-Info` counts) and, apart, OAuth token requests. Target: ≤ 10 API calls.
 
     .venv/bin/python tools/bench/api_calls.py
 """
