@@ -4,6 +4,7 @@ import argparse
 import json
 import sys
 
+from .reltio_stream import FORMATS, PAYLOADS
 from .stack import Scenario, format_report, run
 from .util import install_signal_handlers
 
@@ -23,7 +24,15 @@ def main(argv=None):
                    "(exercises Kinesis checkpointing at the failed sequence number)")
     p.add_argument("--late-merge", action="store_true", help="merges whose loser is objectVersions ahead of the "
                    "winner, followed by a change of the winner (see README: known crm-updater issue)")
-    p.add_argument("--path", choices=["webhook", "native", "kafka"], default="webhook")
+    p.add_argument("--path", choices=["webhook", "native", "kafka"], default="webhook",
+                   help="how Reltio delivers its events: signed webhooks to webhook-receiver, its own stream "
+                   "(SNS) into the fan-out topic (with --no-fanout: SQS, onto the event queue), or its Kafka "
+                   "stream to stream-consumer")
+    p.add_argument("--reltio-format", choices=FORMATS, default="zip", help="native path: the "
+                   "destination's format, JSON or JSON_ZIP_BASE64 (gzip, then base64; the default)")
+    p.add_argument("--payload", choices=PAYLOADS, default="snapshot",
+                   help="native path: the destination's payload type (SNAPSHOT, SNAPSHOT_WITH_DELTA, DELTAS, or "
+                   "skipPayload); without a snapshot the consumers fetch the entity from Reltio")
     p.add_argument("--fifo", action="store_true")
     p.add_argument("--no-fanout", action="store_true", help="the receivers send straight to the event queue (no "
                    "topic; no analytics)")
@@ -53,20 +62,24 @@ def main(argv=None):
                    help="crm-updater timeout and ledger lease (template: 60 s and 300 s)")
     g.add_argument("--rate", type=float, metavar="R", help="records per second the workload puts (default: each "
                    "phase at once)")
+    p.add_argument("--target-dir", default=d.target_dir, help="where the functions' release binaries are "
+                   "(default: $LOCALSTACK_TARGET_DIR, else target/release)")
     p.add_argument("--log-dir")
     p.add_argument("--json", action="store_true", help="print the figures as JSON too")
     a = p.parse_args(argv)
     install_signal_handlers()
     s = Scenario(persons=a.persons, seed=a.seed, bad_inputs=a.bad_inputs, fault_rate=a.faults, drop_rate=a.drops,
                  duplicate_rate=a.duplicates, reorder=a.reorder, kill=tuple(a.kill), fail_500=a.fail_500,
-                 late_merge=a.late_merge, path=a.path, fifo=a.fifo, restart_broker=a.restart_broker,
+                 late_merge=a.late_merge, path=a.path, reltio_format=a.reltio_format, payload=a.payload,
+                 fifo=a.fifo, restart_broker=a.restart_broker,
                  cdc_key_ledger=a.key_ledger,
                  fanout=not a.no_fanout, analytics=not (a.no_analytics or a.no_fanout), log_dir=a.log_dir,
                  cdc_parallelization=a.parallelization_factor, cdc_batch_size=a.cdc_batch_size,
                  cdc_window_s=a.cdc_window, crm_concurrency=a.crm_concurrency, crm_batch_size=a.crm_batch_size,
                  crm_window_s=a.crm_window, webhook_concurrency=a.webhook_concurrency,
                  webhook_senders=a.webhook_senders, one_instance=a.one_instance, rate=a.rate,
-                 visibility_timeout_s=a.visibility_timeout, crm_timeout_s=a.crm_timeout)
+                 visibility_timeout_s=a.visibility_timeout, crm_timeout_s=a.crm_timeout,
+                 target_dir=a.target_dir)
     rep = run(s)
     print(format_report(rep))
     if a.json:

@@ -17,6 +17,10 @@ from .util import cpu_seconds, free_port, spawn, stop, drain
 
 REGION = "us-east-1"
 STACK = "mdm-sync-local"
+# infra/template.yaml's FilterPolicy of both fan-out subscriptions: entity events, and messages without the attribute
+# (Reltio's own SNS stream may not carry its headers as message attributes: unverified); the consumers skip what they
+# do not take. moto honours `prefix` and `exists: false` together (test_simulators.py checks it).
+ENTITY_EVENTS_FILTER = {"eventType": [{"prefix": "ENTIT"}, {"exists": False}]}
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -146,7 +150,7 @@ class Resources:
 
     def fan_out(self, *, analytics: bool, visibility_timeout: int, max_receive_count: int = 5):
         """The template's fan-out: the event topic (FIFO with the queues) with the event queue subscribed (raw
-        message delivery, entity events only); with `analytics`, the analytics queue (+ redrive DLQ) subscribed
+        message delivery, `ENTITY_EVENTS_FILTER`); with `analytics`, the analytics queue (+ redrive DLQ) subscribed
         too, the analytics DLQ, the dedup table, Firehose into an S3 bucket (moto: one object per PutRecordBatch,
         no dynamic partitioning, no compression) and the refresh signal's EventBridge rule with a queue target."""
         sns = self.sqs_moto.client("sns")
@@ -154,7 +158,7 @@ class Resources:
         attrs = {"FifoTopic": "true", "ContentBasedDeduplication": "false"} if self.fifo else {}
         self.topic = sns.create_topic(Name=f"{STACK}-events" + (".fifo" if self.fifo else ""),
                                       Attributes=attrs)["TopicArn"]
-        entity_events = json.dumps({"eventType": [{"prefix": "ENTIT"}]})
+        entity_events = json.dumps(ENTITY_EVENTS_FILTER)
 
         def subscribe(queue_arn: str):
             sns.subscribe(TopicArn=self.topic, Protocol="sqs", Endpoint=queue_arn,

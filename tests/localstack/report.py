@@ -3,12 +3,18 @@ throughput, latencies; `add_figures`), the failed invariants, and the printed su
 from __future__ import annotations
 
 import resource
+from collections import Counter
 from dataclasses import dataclass, field
 
 from . import trace
+from .native import NativeStream
 from .observed import Outcome
 from .util import percentiles
 from .webhook import WebhookDeliverer
+
+
+# The hop that put an event on the queues on the native path, in the trace's path.
+NATIVE_HOP = "reltio-stream"
 
 
 @dataclass
@@ -39,6 +45,7 @@ def add_figures(o: Outcome, rep: Report):
     f["entities_created"] = len(reltio.entities)
     f["merges"] = reltio.merges
     f["events_emitted"] = len(reltio.events)
+    f["events_by_type"] = dict(Counter(e["type"] for e in reltio.events))
     f["events_enqueued"] = len(o.deliverer.accepted)
     f["api_calls"] = {"reltio": dict(reltio.calls), "salesforce": dict(sf.calls)}
     f["faults_injected"] = {"reltio": dict(reltio.faults.injected), "salesforce": dict(sf.faults.injected)}
@@ -64,6 +71,11 @@ def add_figures(o: Outcome, rep: Report):
         d = o.deliverer
         f["webhook"] = {"attempts": d.attempts, "statuses": dict(d.statuses), "gave_up": len(d.given_up),
                         "forged": d.forged}
+    if isinstance(o.deliverer, NativeStream):
+        d = o.deliverer
+        f["native"] = {"destination": "topic" if d.topic else "queue", "format": d.fmt, "payload": d.payload,
+                       "published": sum(len(v) for v in d.published.values()) + d.duplicates,
+                       "duplicates": d.duplicates, "gave_up": len(d.given_up)}
     rep.dlq = {k: [m["Body"] for m in v] for k, v in o.dlq.items()}
     f["dlq_depth"] = {k: len(v) for k, v in o.dlq.items()}
     f["cdc_dlq_reasons"] = o.cdc_dlq_reasons
@@ -83,10 +95,18 @@ def add_figures(o: Outcome, rep: Report):
 
 def add_trace(o: Outcome, rep: Report, enqueuer: str | None):
     """One change followed through the functions' logs (complete: the functions are idle once settled, and Rust
-    flushes stdout at every line), when an enqueuer and crm-updater ran."""
-    if enqueuer and o.crm:
+    flushes stdout at every line), when crm-updater ran and an enqueuer did, or Reltio's own stream published the
+    events (`NATIVE_HOP`: the events it published stand for the enqueuer's lines)."""
+    if not o.crm:
+        return
+    if enqueuer:
         rep.figures["trace"] = trace.follow(o.log_dir, enqueuer)
-        rep.figures["trace_enqueuer"] = enqueuer
+    elif isinstance(o.deliverer, NativeStream):
+        enqueuer = NATIVE_HOP
+        rep.figures["trace"] = trace.follow(o.log_dir, enqueuer, o.deliverer.published)
+    else:
+        return
+    rep.figures["trace_enqueuer"] = enqueuer
 
 
 def _contact_figures(o: Outcome, f: dict):
@@ -238,6 +258,8 @@ def format_report(rep: Report) -> str:
         lines.append(f"  reltio writes out of order   {f['reltio_writes_out_of_source_order']}")
     if "webhook" in f:
         lines.append(f"  webhook deliveries           {f['webhook']}")
+    if "native" in f:
+        lines.append(f"  reltio's own stream          {f['native']}")
     if "kafka" in f:
         k = f["kafka"]
         lines.append(f"  kafka stream                 {k['records_produced']} records ({k['duplicates_produced']} duplicates),"

@@ -2,6 +2,7 @@
 (`event_sources`; the defaults are infra/template.yaml's event source mappings)."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,8 +27,12 @@ class Scenario:
     reltio_outage_status: int = 503
     late_merge: bool = False         # workload: merges whose loser is objectVersions ahead of the winner
     fail_500: int = 0                # Reltio answers 500 to this many POSTs carrying customer 1000's crosswalk
-    path: str = "webhook"            # "webhook" (signed webhooks → receiver), "native" (straight to SQS) or
-                                     # "kafka" (Reltio's Kafka stream on Tansu → stream-consumer → SQS)
+    path: str = "webhook"            # "webhook" (signed webhooks → receiver), "native" (Reltio's own stream into
+                                     # the fan-out topic; without it, onto the event queue) or "kafka" (Reltio's
+                                     # Kafka stream on Tansu → stream-consumer → SQS)
+    reltio_format: str = "zip"       # native path: the destination's format, "json" or "zip" (JSON_ZIP_BASE64)
+    payload: str = "snapshot"        # native path: payload type, "snapshot", "snapshot-with-delta", "deltas" or
+                                     # "skip" (skipPayload)
     fifo: bool = False
     restart_broker: bool = False     # kafka path: the broker keeps its log in S3 (moto) and is restarted in phase 2
     cdc_key_ledger: bool = False     # the template's CdcKeyLedger: cdc-ingest skips changes older than those applied
@@ -54,7 +59,7 @@ class Scenario:
     visibility_timeout_s: int | None = None  # None: the crm timeout + the batching window + 1 s
     token_ttl_s: int = 20
     settle_timeout_s: float = 150.0
-    target_dir: str = str(ROOT / "target" / "release")
+    target_dir: str = os.environ.get("LOCALSTACK_TARGET_DIR", str(ROOT / "target" / "release"))
     log_dir: str | None = None
     progress: bool = True
 

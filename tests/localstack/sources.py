@@ -1,15 +1,17 @@
 """What feeds the functions, as AWS and Reltio feed them: Reltio's delivery of its events (signed webhooks through
-the API Gateway stand-in, its native stream onto the queue, or its Kafka stream) and Lambda's event source mappings
-(the Kinesis, SQS and Kafka pollers of pollers.py and kafka.py) with the scenario's settings (`event_sources`)."""
+the API Gateway stand-in, its own stream into the fan-out topic or onto the queue, or its Kafka stream) and Lambda's
+event source mappings (the Kinesis, SQS and Kafka pollers of pollers.py and kafka.py) with the scenario's settings
+(`event_sources`)."""
 from __future__ import annotations
 
 import json
 import random
 
+from .native import NativeStream
 from .pollers import KinesisPoller, SqsPoller
 from .processes import WEBHOOK_SECRET, Processes
 from .scenario import Scenario
-from .webhook import ApiGateway, NativeStream, WebhookDeliverer
+from .webhook import ApiGateway, WebhookDeliverer
 
 KAFKA_TOPIC = "reltio.LOCAL1.entities.changes"
 
@@ -31,7 +33,9 @@ class EventSources:
 
     def _start_delivery(self):
         """Reltio's side: the simulator hands every event it emits to the deliverer of the scenario's path (the
-        signed webhook when the receiver is built, else the native stream)."""
+        signed webhook when the receiver is built, else Reltio's own stream: into the fan-out topic, or the event
+        queue without one, in the scenario's format and payload type; with `reorder` from three threads, so that
+        one entity's events can arrive out of order, except into a FIFO destination)."""
         s, es, procs = self.s, self.es, self.procs
         hosts = procs.hosts
         if "webhook-receiver" in hosts:
@@ -43,7 +47,9 @@ class EventSources:
         elif s.path == "kafka":
             self._start_kafka()
         else:
-            self.deliverer = NativeStream(procs.res, topic=getattr(procs.res, "topic", None))
+            self.deliverer = NativeStream(procs.res, topic=getattr(procs.res, "topic", None), fmt=s.reltio_format,
+                                          payload=s.payload, workers=3 if s.reorder and not s.fifo else 0,
+                                          duplicate_rate=s.duplicate_rate, seed=s.seed + 13)
         self.stoppers.append(self.deliverer.close)
         procs.reltio.sink = self.deliverer.submit
 

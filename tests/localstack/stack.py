@@ -165,7 +165,8 @@ class Stack:
                 **({"MessageGroupId": "bad", "MessageDeduplicationId": "bad-2"} if s.fifo else {}))
 
     def enqueuer(self) -> str | None:
-        """The function that puts Reltio's events on the event queue (none on the native SQS path)."""
+        """The function that puts Reltio's events on the event queue (none on the native path: Reltio's own stream
+        publishes them)."""
         return {"webhook": "webhook-receiver", "kafka": "stream-consumer"}.get(self.s.path)
 
     def check(self, wl, rep: Report) -> Outcome:

@@ -1,16 +1,26 @@
-"""The simulators behave like the documented APIs (docs/reference.md) — fast checks without the binaries."""
+"""The simulators behave like the documented APIs (docs/reference.md), Reltio's own stream has its documented forms,
+and the fan-out filter is the template's — fast checks without the binaries."""
 from __future__ import annotations
 
 import base64
+import gzip
+import hashlib
 import json
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from types import SimpleNamespace
 
+import yaml
+
+from . import reltio_stream
+from .aws import ENTITY_EVENTS_FILTER, ROOT, Moto
 from .faults import Faults
+from .native import NativeStream
 from .reltio_sim import ReltioSim
 from .salesforce_sim import SalesforceSim
+from .util import drain
 
 
 def call(method, url, body=None, headers=None, form=None):
@@ -140,3 +150,96 @@ def test_fault_injection_answers_the_configured_share_with_errors():
     errors = sum(1 for o in outcomes if o and o[0] == "status")
     drops = sum(1 for o in outcomes if o and o[0].startswith("drop"))
     assert 330 < errors < 470 and 60 < drops < 150
+
+
+def _sim_events():
+    """The simulator's events of a creation, a change and a merge (webhook form), with their ids."""
+    sim = ReltioSim()
+    events = []
+    sim.sink = lambda body, eid: events.append((body, eid))
+    ind = "configuration/entityTypes/Individual"
+    try:
+        for first_name in ("Jo", "Joe"):
+            sim.post_entity({"type": ind, "attributes": {"Email": [{"value": "jo@x.org"}],
+                                                         "FirstName": [{"value": first_name}]},
+                             "crosswalks": [{"type": "configuration/sources/A", "value": "1"}]}, partial=False)
+        sim.post_entity({"type": ind, "attributes": {"Email": [{"value": "JO@x.org"}]},
+                         "crosswalks": [{"type": "configuration/sources/B", "value": "2"}]}, partial=False)
+    finally:
+        sim.close()
+    return events
+
+
+def test_reltios_stream_forms_follow_the_documented_payload_types_formats_and_headers():
+    events = _sim_events()
+    assert [b["type"] for b, _ in events] == ["ENTITY_CREATED", "ENTITY_CHANGED", "ENTITY_CREATED", "ENTITY_CHANGED",
+                                              "ENTITIES_MERGED", "ENTITY_LOST_MERGE"]
+    (created, _), (changed, _) = events[0], events[1]
+    uri = created["object"]["uri"]
+    first_name = "configuration/entityTypes/Individual/attributes/FirstName"
+    # SNAPSHOT: type, object, ovChanged; the tenant and the version only as headers.
+    snap = json.loads(reltio_stream.event_json(changed, "snapshot", created["object"]))
+    assert set(snap) == {"type", "object", "ovChanged"} and snap["object"] == changed["object"]
+    # SNAPSHOT_WITH_DELTA adds uri and deltas; DELTAS has no object; the deltas name each value that changed.
+    with_delta = json.loads(reltio_stream.event_json(changed, "snapshot-with-delta", created["object"]))
+    assert set(with_delta) == {"type", "object", "ovChanged", "uri", "deltas"} and with_delta["uri"] == uri
+    deltas = json.loads(reltio_stream.event_json(changed, "deltas", created["object"]))
+    assert set(deltas) == {"type", "uri", "deltas"} and deltas["deltas"]["ovChanged"] is True
+    assert deltas["deltas"]["delta"] == [{"type": "ATTRIBUTE_CHANGED", "attributeType": first_name,
+                                          "newValue": {"value": "Joe", "ov": True},
+                                          "oldValue": {"value": "Jo", "ov": True}}]
+    born = json.loads(reltio_stream.event_json(created, "deltas", None))["deltas"]["delta"]
+    assert sorted(d["type"] for d in born) == ["ATTRIBUTE_ADDED", "ATTRIBUTE_ADDED"]
+    # skipPayload: type and ovChanged only; merge events: type and uris, in every payload type.
+    assert json.loads(reltio_stream.event_json(changed, "skip")) == {"type": "ENTITY_CHANGED", "ovChanged": True}
+    merged, lost = events[4][0], events[5][0]
+    for payload in reltio_stream.PAYLOADS:
+        assert json.loads(reltio_stream.event_json(merged, payload)) == {"type": "ENTITIES_MERGED",
+                                                                        "uris": merged["uris"]}
+        assert json.loads(reltio_stream.event_json(lost, payload)) == {"type": "ENTITY_LOST_MERGE",
+                                                                      "uris": lost["uris"]}
+    # JSON_ZIP_BASE64: `base64 --decode | gunzip` gives the JSON back.
+    text = reltio_stream.event_json(changed, "snapshot")
+    zipped = reltio_stream.body(text, "zip")
+    assert gzip.decompress(base64.b64decode(zipped)).decode() == text == reltio_stream.body(text, "json")
+    assert reltio_stream.decode(zipped) == reltio_stream.decode(text) == json.loads(text)
+    # Reltio's headers, nothing else; the loser's headers name the loser.
+    assert reltio_stream.headers(changed) == {"tenantId": "LOCAL1", "eventType": "ENTITY_CHANGED",
+                                              "sourceObjectUri": uri, "objectVersion": "2"}
+    assert reltio_stream.headers(lost)["sourceObjectUri"] == lost["uris"][0] != uri
+    assert reltio_stream.event_id(text) == hashlib.sha256(text.encode()).hexdigest()
+
+
+def test_the_fan_out_filter_is_the_templates_and_lets_reltios_stream_through_with_its_headers_only():
+    template = (ROOT / "infra" / "template.yaml").read_text()
+    policies = [yaml.safe_load(line.split("FilterPolicy:", 1)[1]) for line in template.splitlines()
+                if line.strip().startswith("FilterPolicy:")]
+    assert policies and all(p == ENTITY_EVENTS_FILTER for p in policies), policies
+    moto = Moto()
+    try:
+        sns, sqs = moto.client("sns"), moto.client("sqs")
+        topic = sns.create_topic(Name="events")["TopicArn"]
+        queue = sqs.create_queue(QueueName="events")["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn, Attributes={
+            "RawMessageDelivery": "true", "FilterPolicy": json.dumps(ENTITY_EVENTS_FILTER)})
+        res = SimpleNamespace(fifo=False, sns=sns, sqs=sqs, event_queue=queue)
+        stream = NativeStream(res, topic=topic)  # Reltio's default: zipped snapshots
+        body, eid = _sim_events()[1]
+        stream.submit(body, eid)
+        sns.publish(TopicArn=topic, Message="no attributes")  # passes: the consumer decides
+        sns.publish(TopicArn=topic, Message="a relationship", MessageAttributes={
+            "eventType": {"DataType": "String", "StringValue": "RELATIONSHIP_CHANGED"}})  # filtered out
+        got = drain(sqs, queue)
+        assert stream.accepted.keys() == {eid} and stream.idle()
+        assert sorted(m["Body"] for m in got if m["Body"] == "no attributes") == ["no attributes"]
+        [native] = [m for m in got if m["Body"] != "no attributes"]
+        assert len(got) == 2
+        attrs = {k: v["StringValue"] for k, v in native["MessageAttributes"].items()}
+        assert attrs == reltio_stream.headers(body) and "eventId" not in attrs and "entityType" not in attrs
+        event = reltio_stream.decode(native["Body"])
+        assert event == {"type": body["type"], "object": body["object"], "ovChanged": True}
+        text = gzip.decompress(base64.b64decode(native["Body"])).decode()
+        assert list(stream.published) == [reltio_stream.event_id(text)]
+    finally:
+        moto.close()

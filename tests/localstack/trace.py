@@ -11,6 +11,10 @@ The entity URI joins the CDC hop to the event; the event id joins the event to t
 change record. The trace joins them too where the queue message carries it: on a queue the receiver sends to
 directly (`AWSTraceHeader`); through the fan-out topic AWS carries it when the topic traces actively, which moto
 does not, so locally the trace is matched only when present.
+
+On Reltio's own stream (`--path native`) no function of ours enqueues: the events Reltio published take the
+enqueued lines' place (`published`: by the event id the consumers derive from the message body, the SHA-256 of its
+JSON), and a consumer's line joins one when its event id, entity and objectVersion are the published event's.
 """
 from __future__ import annotations
 
@@ -35,34 +39,55 @@ def _lines(path: str, message: str):
                 yield fields, d.get("span", {})
 
 
-def follow(log_dir: str, enqueuer: str = "webhook-receiver") -> dict:
+def _enqueued(log_dir: str, enqueuer: str) -> dict[str, list[dict]]:
+    """Event id -> the enqueuer's enqueued lines of it (one per delivery)."""
+    enqueued: dict[str, list[dict]] = {}
+    for f, span in _lines(os.path.join(log_dir, f"{enqueuer}.log"), "enqueued"):
+        enqueued.setdefault(f.get("event_id"), []).append({
+            "entity": f.get("entity"), "object_version": f.get("object_version"), "event_id": f.get("event_id"),
+            "trace": span.get("xrayTraceId"), "record": f.get("record")})
+    return enqueued
+
+
+def _published(published: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    """Event id -> the events Reltio's own stream published under it, as enqueued lines (no trace: Reltio sends
+    none) that also require the consumer's objectVersion to be the event's."""
+    return {eid: [{"entity": e["entity"], "object_version": e["object_version"], "event_id": eid, "trace": None,
+                   "record": None, "version_must_match": True} for e in events]
+            for eid, events in published.items()}
+
+
+def follow(log_dir: str, enqueuer: str = "webhook-receiver", published: dict | None = None) -> dict:
     """Joins the hops. Returns `applied` (crm-updater's applied events), `joined` (those whose upstream trace and
-    event id match an enqueued line of the same entity, and whose entity was written by cdc-ingest), the events
-    whose join failed, and one complete path (the first entity in URI order that has one)."""
+    event id match an enqueued line of the same entity, and whose entity was written by cdc-ingest), `sourced`
+    (those that match an enqueued line, whether or not cdc-ingest logged their entity: it does not when Reltio
+    applied a write whose answer was lost and the entity was merged away before the retry), the events whose join
+    failed, and one complete path (the first entity in URI order that has one). With `published` (the native path's
+    events by event id) those stand for the enqueued lines and `enqueuer` only names the hop."""
     written: dict[str, list[dict]] = {}
     for f, span in _lines(os.path.join(log_dir, "cdc-ingest.log"), "written to Reltio"):
         if f.get("entity"):
             written.setdefault(f["entity"], []).append({"correlation_id": f.get("correlation_id"),
                                                          "trace": span.get("xrayTraceId")})
-    enqueued: dict[str, list[dict]] = {}  # event id -> its enqueued lines (one per delivery)
-    for f, span in _lines(os.path.join(log_dir, f"{enqueuer}.log"), "enqueued"):
-        enqueued.setdefault(f.get("event_id"), []).append({
-            "entity": f.get("entity"), "object_version": f.get("object_version"), "event_id": f.get("event_id"),
-            "trace": span.get("xrayTraceId"), "record": f.get("record")})
+    enqueued = _published(published) if published is not None else _enqueued(log_dir, enqueuer)
 
     def source(f: dict) -> dict | None:
-        """The enqueued line a consumer's line comes from: the same event and entity, and the same trace when the
-        consumer was handed one."""
+        """The enqueued line a consumer's line comes from: the same event and entity (and objectVersion, on the
+        native path), and the same trace when the consumer was handed one."""
         upstream = f.get("upstream_trace")
         for e in enqueued.get(f.get("event_id"), []):
-            if e["entity"] == f.get("entity") and (upstream is None or e["trace"] == upstream):
-                return e
+            if e["entity"] != f.get("entity") or (upstream is not None and e["trace"] != upstream):
+                continue
+            if e.get("version_must_match") and e["object_version"] != f.get("object_version"):
+                continue
+            return e
         return None
 
     applied = list(_lines(os.path.join(log_dir, "crm-updater.log"), "applied"))
-    joined, unjoined, paths = 0, [], {}
+    joined, sourced, unjoined, paths = 0, 0, [], {}
     for f, _span in applied:
         e = source(f)
+        sourced += e is not None
         if e is None or f.get("entity") not in written:
             unjoined.append({k: f.get(k) for k in ("entity", "event_id", "upstream_trace")})
             continue
@@ -74,7 +99,7 @@ def follow(log_dir: str, enqueuer: str = "webhook-receiver") -> dict:
     recorded = list(_lines(os.path.join(log_dir, "analytics-sink.log"), "recorded"))
     recorded_joined = sum(1 for f, _ in recorded if source(f) is not None)
     one = paths[min(paths)] if paths else None
-    return {"applied": len(applied), "joined": joined, "unjoined": unjoined, "path": one,
+    return {"applied": len(applied), "joined": joined, "sourced": sourced, "unjoined": unjoined, "path": one,
             "entity": min(paths) if paths else None, "recorded": len(recorded), "recorded_joined": recorded_joined}
 
 

@@ -1,6 +1,6 @@
 """The webhook leg: Reltio's signed-webhook delivery (retry policy maxRetries 3, retryDelay 5000 ms,
-backoffMultiplier 2.0, scaled down) and an API Gateway HTTP API (payload v2) in front of webhook-receiver.
-Also the optional native path: events straight onto the queue, with the attributes of docs/contract.md."""
+backoffMultiplier 2.0, scaled down) and an API Gateway HTTP API (payload v2) in front of webhook-receiver (Reltio's
+own stream, `--path native`: native.py)."""
 from __future__ import annotations
 
 import hashlib
@@ -163,38 +163,3 @@ class WebhookDeliverer:
         self.stop_flag.set()
         for t in self.threads:
             t.join(5)
-
-
-class NativeStream:
-    """Reltio's native SQS stream: the event straight onto the queue with docs/contract.md's attributes; with the
-    fan-out topic, Reltio's native SNS stream publishing there."""
-
-    def __init__(self, res, topic: str | None = None):
-        self.res = res
-        self.topic = topic
-        self.accepted: dict[str, int] = {}
-        self.given_up: list[str] = []
-        self.forged: list[int] = []
-
-    def submit(self, body: dict, eid: str):
-        uri = (body.get("object") or {}).get("uri") or body.get("uri") or (body.get("uris") or [None])[0]
-        etype = (body.get("object") or {}).get("type")
-        attrs = {"eventType": body["type"], "tenantId": body.get("tenantId"), "sourceObjectUri": uri,
-                 "objectVersion": str(body["objectVersion"]) if body.get("objectVersion") is not None else None,
-                 "entityType": etype.rsplit("/", 1)[-1] if etype else None, "eventId": eid}
-        kw = {}
-        if self.res.fifo:
-            kw = {"MessageGroupId": uri or eid, "MessageDeduplicationId": eid}
-        attributes = {k: {"DataType": "String", "StringValue": v} for k, v in attrs.items() if v is not None}
-        if self.topic:
-            self.res.sns.publish(TopicArn=self.topic, Message=json.dumps(body), MessageAttributes=attributes, **kw)
-        else:
-            self.res.sqs.send_message(QueueUrl=self.res.event_queue, MessageBody=json.dumps(body),
-                                      MessageAttributes=attributes, **kw)
-        self.accepted[eid] = now_ms()
-
-    def idle(self):
-        return True
-
-    def close(self):
-        pass

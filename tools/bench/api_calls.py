@@ -4,10 +4,10 @@
    cdc-ingest as one Kinesis batch (one invocation), RELTIO_BATCH_SIZE at its documented default; the Reltio
    simulator counts `POST /entities`. Target: ≤ ⌈1000 / RELTIO_BATCH_SIZE⌉.
 2. Salesforce: 1,000 Contacts, each the SFDC_CONTACT crosswalk of its own Reltio entity (no merges), change
-   once; Reltio's native SQS stream puts the 1,000 ENTITY_CHANGED events on a standard moto queue and the local
-   stack's SQS poller feeds crm-updater with the template's standard-queue settings (BatchSize 100,
-   MaximumBatchingWindowInSeconds 5); no faults. The Salesforce simulator counts REST API calls (what
-   `Sforce-Limit-Info` counts) and, apart, OAuth token requests. Target: ≤ 10 API calls.
+   once; Reltio's own SQS stream (zipped snapshots, its headers) puts the 1,000 ENTITY_CHANGED events on a
+   standard moto queue and the local stack's SQS poller feeds crm-updater with the template's standard-queue
+   settings (BatchSize 100, MaximumBatchingWindowInSeconds 5); no faults. The Salesforce simulator counts REST
+   API calls (what `Sforce-Limit-Info` counts) and, apart, OAuth token requests. Target: ≤ 10 API calls.
 
     .venv/bin/python tools/bench/api_calls.py
 """
@@ -25,7 +25,7 @@ from common import table, verdict  # noqa: E402
 
 from tests.localstack.pollers import KinesisPoller, SqsPoller  # noqa: E402
 from tests.localstack.util import install_signal_handlers  # noqa: E402
-from tests.localstack.webhook import NativeStream  # noqa: E402
+from tests.localstack.native import NativeStream  # noqa: E402
 
 RECORDS = 1000
 RELTIO_BATCH_SIZE = 100  # cdc-ingest's DEFAULT_BATCH_SIZE (docs/contract.md: documented default; template: 100)
