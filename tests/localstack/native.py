@@ -56,7 +56,7 @@ class NativeStream:
         text = reltio_stream.event_json(event, self.payload, before)
         message = (reltio_stream.body(text, self.fmt), reltio_stream.headers(event), uri, eid)
         with self.lock:
-            self.published.setdefault(reltio_stream.event_id(text), []).append(
+            self.published.setdefault(reltio_stream.event_id(text, message[1]), []).append(
                 {"entity": uri, "object_version": event.get("objectVersion"), "type": event["type"], "eid": eid})
             copies = 2 if self.rng.random() < self.duplicate_rate else 1
             self.duplicates += copies - 1

@@ -122,6 +122,12 @@ def headers(event: dict) -> dict[str, str]:
     return {k: v for k, v in h.items() if v is not None}
 
 
-def event_id(text: str) -> str:
-    """The event id the consumers give a message without an `eventId` attribute: the hex SHA-256 of its JSON."""
+def event_id(text: str, headers: dict[str, str] | None = None) -> str:
+    """The event id the consumers give a message without an `eventId` attribute: the hex SHA-256 of its JSON, with
+    the `sourceObjectUri` and `objectVersion` headers when the message carries either (shared/domain/src/reltio/
+    message.rs: bodies of the same text, such as skipPayload's, are told apart by them)."""
+    headers = headers or {}
+    uri, version = headers.get("sourceObjectUri"), headers.get("objectVersion")
+    if uri is not None or version is not None:
+        text = f"{text}\n{uri or ''}\n{version or ''}"
     return hashlib.sha256(text.encode("utf-8")).hexdigest()

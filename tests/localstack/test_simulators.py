@@ -208,6 +208,8 @@ def test_reltios_stream_forms_follow_the_documented_payload_types_formats_and_he
                                               "sourceObjectUri": uri, "objectVersion": "2"}
     assert reltio_stream.headers(lost)["sourceObjectUri"] == lost["uris"][0] != uri
     assert reltio_stream.event_id(text) == hashlib.sha256(text.encode()).hexdigest()
+    with_headers = f"{text}\n{uri}\n2".encode()
+    assert reltio_stream.event_id(text, reltio_stream.headers(changed)) == hashlib.sha256(with_headers).hexdigest()
 
 
 def test_the_fan_out_filter_is_the_templates_and_lets_reltios_stream_through_with_its_headers_only():
@@ -240,6 +242,6 @@ def test_the_fan_out_filter_is_the_templates_and_lets_reltios_stream_through_wit
         event = reltio_stream.decode(native["Body"])
         assert event == {"type": body["type"], "object": body["object"], "ovChanged": True}
         text = gzip.decompress(base64.b64decode(native["Body"])).decode()
-        assert list(stream.published) == [reltio_stream.event_id(text)]
+        assert list(stream.published) == [reltio_stream.event_id(text, attrs)]
     finally:
         moto.close()
