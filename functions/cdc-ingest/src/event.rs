@@ -2,9 +2,8 @@
 //! with a Kinesis target) or a self-managed Kafka / MSK event (`records`, by topic-partition: Debezium, GoldenGate,
 //! or DMS with a Kafka target), and the partial batch response of each.
 
-use aws_lambda_events::event::kafka::{KafkaEvent, KafkaRecord};
 use aws_lambda_events::event::streams::KinesisEventResponse;
-use mdm_sync_adapters::kafka::KafkaEventResponse;
+use mdm_sync_adapters::kafka::{KafkaEvent, KafkaEventResponse, KafkaRecord};
 use mdm_sync_adapters::kinesis::{KinesisEvent, KinesisEventRecord};
 use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
@@ -70,14 +69,12 @@ impl<'de> Visitor<'de> for EventVisitor {
             (Some(_), Some(_)) => Err(serde::de::Error::custom(
                 "the event has both \"Records\" (Kinesis) and \"records\" (Kafka)",
             )),
-            (_, Some(records)) => {
-                let mut event = KafkaEvent::default();
-                event.records = records;
-                event.event_source = event_source;
-                event.event_source_arn = event_source_arn;
-                event.bootstrap_servers = bootstrap_servers;
-                Ok(CdcEvent::Kafka(event))
-            }
+            (_, Some(records)) => Ok(CdcEvent::Kafka(KafkaEvent {
+                event_source,
+                event_source_arn,
+                bootstrap_servers,
+                records,
+            })),
             // An event without records is an empty Kinesis batch, as before Kafka sources existed.
             (records, None) => Ok(CdcEvent::Kinesis(KinesisEvent {
                 records: records.unwrap_or_default(),
@@ -101,13 +98,15 @@ mod tests {
 
         let kafka = json!({
             "eventSource": "SelfManagedKafka", "bootstrapServers": "b-1:9092",
-            "records": {"t-0": [{"topic": "t", "partition": 0, "offset": 5, "timestamp": 1_700_000_000_000i64,
+            "records": {"t-0": [{"topic": "t", "partition": 0, "offset": 5, "timestamp": 1_764_000_001_041i64,
                                  "timestampType": "CREATE_TIME", "key": null, "value": "e30=", "headers": []}]}
         });
         let CdcEvent::Kafka(k) = serde_json::from_value(kafka).unwrap() else {
             panic!("not read as Kafka")
         };
         assert_eq!(k.records["t-0"][0].offset, 5);
+        // The milliseconds as sent (read through a float they were 1764000001040).
+        assert_eq!(k.records["t-0"][0].timestamp, 1_764_000_001_041);
         assert_eq!(k.event_source.as_deref(), Some("SelfManagedKafka"));
         assert_eq!(k.bootstrap_servers.as_deref(), Some("b-1:9092"));
     }

@@ -4,10 +4,9 @@
 
 mod common;
 
-use aws_lambda_events::event::kafka::KafkaEvent;
 use cdc_ingest::{handle, handle_event, handle_kafka, CdcEvent, CdcResponse};
 use common::{event, soon, World};
-use mdm_sync_adapters::kafka::KafkaEventResponse;
+use mdm_sync_adapters::kafka::{KafkaEvent, KafkaEventResponse};
 use mdm_sync_testkit::{kafka_event, KafkaTestRecord};
 use serde_json::{json, Value};
 use wiremock::matchers::{body_string_contains, method, path};

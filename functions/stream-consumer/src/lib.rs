@@ -12,10 +12,9 @@
 mod config;
 pub use config::*;
 
-use aws_lambda_events::event::kafka::KafkaEvent;
 use futures::future::BoxFuture;
 use mdm_sync_adapters::enqueue::enqueue;
-use mdm_sync_adapters::kafka::{KafkaEventResponse, StreamRecord};
+use mdm_sync_adapters::kafka::{KafkaEvent, KafkaEventResponse, StreamRecord};
 use mdm_sync_adapters::metrics::Metrics;
 use mdm_sync_adapters::runner::{self, Function};
 use mdm_sync_adapters::sns::event_sink;

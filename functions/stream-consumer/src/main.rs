@@ -1,8 +1,8 @@
 //! stream-consumer: Reltio's change stream on Kafka → the SQS event queue.
 
-use aws_lambda_events::event::kafka::KafkaEvent;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use mdm_sync_adapters::config::ProcessEnv;
+use mdm_sync_adapters::kafka::KafkaEvent;
 use mdm_sync_adapters::retry::work_deadline;
 use stream_consumer::{handle, Config, Deps};
 

@@ -1,12 +1,84 @@
-//! The Lambda Kafka event (self-managed Apache Kafka and MSK, `aws_lambda_events::kafka`) as the functions read
-//! it: records in partition order, each with its key and value base64-decoded and its headers as bytes (handed to
-//! the CDC planner as [`CdcInput`]s borrowing them), and the partial batch response that `aws_lambda_events` does
-//! not model yet.
+//! The Lambda Kafka event (self-managed Apache Kafka and MSK) as the functions read it: records in partition order,
+//! each with its key and value base64-decoded and its headers as bytes (handed to the CDC planner as
+//! [`CdcInput`]s borrowing them), and the partial batch response that `aws_lambda_events` does not model yet.
+//! The event type is this crate's own, with `aws_lambda_events`' field names and types but one: a record's
+//! `timestamp` is the integer milliseconds Lambda sends (`aws_lambda_events` reads it through a float, which
+//! can be a millisecond off).
 
-use aws_lambda_events::event::kafka::{KafkaEvent, KafkaRecord};
 use mdm_sync_domain::cdc::input::{CdcInput, KafkaChange, Position, SourceChange};
 use mdm_sync_domain::stream::RecordHeaders;
+use serde::de::{Deserializer, Visitor};
 use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+
+/// What Lambda invokes a Kafka consumer with: the records by `<topic>-<partition>`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KafkaEvent {
+    #[serde(default)]
+    pub event_source: Option<String>,
+    #[serde(default)]
+    pub event_source_arn: Option<String>,
+    #[serde(default)]
+    pub bootstrap_servers: Option<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub records: HashMap<String, Vec<KafkaRecord>>,
+}
+
+/// One record as the event carries it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KafkaRecord {
+    #[serde(default)]
+    pub topic: Option<String>,
+    pub partition: i64,
+    pub offset: i64,
+    /// Milliseconds since the epoch, exactly as sent.
+    #[serde(deserialize_with = "millis")]
+    pub timestamp: i64,
+    #[serde(default)]
+    pub timestamp_type: Option<String>,
+    /// Base64.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// Base64; `None` for a null value (a tombstone).
+    #[serde(default)]
+    pub value: Option<String>,
+    /// Each header an object of one name and its bytes, as Java's signed bytes.
+    #[serde(default, deserialize_with = "nullable")]
+    pub headers: Vec<BTreeMap<String, Vec<i8>>>,
+}
+
+fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de> + Default>(d: D) -> Result<T, D::Error> {
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+/// An integer as it is; a number with a fraction (never sent, but a float is what `aws_lambda_events` accepts) to
+/// the nearest millisecond.
+fn millis<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    struct Millis;
+    impl Visitor<'_> for Millis {
+        type Value = i64;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("milliseconds since the epoch")
+        }
+        fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<i64, E> {
+            Ok(n)
+        }
+        fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<i64, E> {
+            i64::try_from(n).map_err(|_| E::custom("timestamp out of range"))
+        }
+        fn visit_f64<E: serde::de::Error>(self, n: f64) -> Result<i64, E> {
+            if n.is_finite() && n.abs() < 9.2e18 {
+                Ok(n.round() as i64)
+            } else {
+                Err(E::custom("timestamp out of range"))
+            }
+        }
+    }
+    d.deserialize_any(Millis)
+}
 
 /// One record of the event, decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,11 +165,7 @@ fn decode(map_key: &str, r: KafkaRecord) -> StreamRecord {
     let headers = r
         .headers
         .into_iter()
-        .flat_map(|h| {
-            let mut h: Vec<(String, Vec<i8>)> = h.into_iter().collect();
-            h.sort_by(|a, b| a.0.cmp(&b.0));
-            h
-        })
+        .flatten()
         .map(|(name, bytes)| (name, bytes.into_iter().map(|b| b as u8).collect()))
         .collect();
     StreamRecord {
@@ -112,7 +180,7 @@ fn decode(map_key: &str, r: KafkaRecord) -> StreamRecord {
         topic,
         partition: r.partition,
         offset: r.offset,
-        timestamp_ms: r.timestamp.0.timestamp_millis(),
+        timestamp_ms: r.timestamp,
         headers: Headers(headers),
     }
 }
@@ -177,8 +245,7 @@ mod tests {
         assert_eq!(records[0].value, Ok(None));
         assert_eq!(records[1].value, Ok(Some(b"{}".to_vec())));
         assert_eq!(records[1].key.as_deref(), Some(&b"entities/1"[..]));
-        // aws_lambda_events reads milliseconds through a float and may lose one: only the latency metric uses it.
-        assert!((records[1].timestamp_ms - 1_700_000_000_123).abs() <= 1);
+        assert_eq!(records[1].timestamp_ms, 1_700_000_000_123);
         assert_eq!(records[1].headers.header("objectVersion"), Some("42"));
         assert_eq!(records[1].headers.header("tenantId"), Some("T1"));
         // Signed bytes are the header's bytes: -1 is 0xff, not UTF-8.

@@ -3,14 +3,13 @@
 //! dead letter, and the partial batch response.
 
 use crate::kafka::{
-    self, KafkaBatchItemFailure, KafkaEventResponse, KafkaItemIdentifier, StreamRecord,
+    self, KafkaBatchItemFailure, KafkaEvent, KafkaEventResponse, KafkaItemIdentifier, StreamRecord,
 };
 use crate::kinesis::{KinesisEvent, KinesisEventRecord};
 use crate::metrics::Metrics;
 use crate::runner::{Sequencing, Source};
 use crate::sqs::queue_url_from_arn;
 use crate::sqs_event::{SqsEvent, SqsMessage};
-use aws_lambda_events::event::kafka::KafkaEvent;
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse};
 use aws_lambda_events::event::streams::{KinesisBatchItemFailure, KinesisEventResponse};
 use mdm_sync_domain::backoff::{retry_delays, Backoff, VisibilityChange};
@@ -390,12 +389,14 @@ mod tests {
             partition,
             offset,
             key,
-            ..
+            timestamp,
         } = origin
         else {
             panic!("{origin:?}")
         };
         assert_eq!((topic.as_str(), partition, offset), ("t", 0, 5));
+        // The record's own milliseconds: a float in between made this 1764000001040.
+        assert_eq!(timestamp, Some(1_764_000_001_041));
         assert_eq!(key.as_deref(), Some(&b"k1"[..]));
         assert_eq!(payload.bytes().unwrap(), b"{}");
     }

@@ -4,10 +4,13 @@
 //! under a configurable field name (update records only), and `metadata` whose keys beyond
 //! `record-type`/`operation`/`table-name` depend on endpoint settings and are therefore all optional.
 
+mod cell;
 mod row;
 
-pub use row::{Cell, Row};
-use row::{RawRecord, Slot};
+pub use cell::Cell;
+use row::RawRecord;
+pub use row::Row;
+pub(crate) use row::{row_of_json, Slot};
 use std::borrow::Cow;
 use std::fmt;
 
@@ -65,6 +68,20 @@ impl fmt::Display for TableName {
     }
 }
 
+/// How much of the row a record's image holds, that is, what a column it does not hold means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Image {
+    /// The whole row: a column it does not hold is NULL (GoldenGate inserts, Debezium creates and snapshot
+    /// reads).
+    Whole,
+    /// The key and what changed: a column it does not hold did not change (GoldenGate's compressed updates;
+    /// Debezium updates, whose unchanged TOASTed columns arrive as a placeholder and are left out).
+    Changes,
+    /// The source does not say: the table's `absent_columns` decides (DMS leaves NULL and empty columns out unless
+    /// the endpoint sets `IncludeNullAndEmpty`).
+    Unknown,
+}
+
 /// One row change. Column values are kept as DMS rendered them (numbers, strings, booleans, null), borrowed
 /// from the record's bytes where they need no unescaping.
 #[derive(Debug, Clone, PartialEq)]
@@ -73,6 +90,8 @@ pub struct DmsRecord<'a> {
     pub table: TableName,
     /// Row after the change (for deletes: the deleted row, possibly only its key columns).
     pub data: Row<'a>,
+    /// What a column `data` does not hold means.
+    pub image: Image,
     /// Before image of an update, when the task enables it. PostgreSQL sends `{}` when the key did not change.
     pub before_image: Option<Row<'a>>,
     /// DMS's own timestamp of the change (`metadata.timestamp`).
@@ -144,6 +163,7 @@ impl<'a> DmsRecord<'a> {
             kind,
             table,
             data,
+            image: Image::Unknown,
             before_image,
             timestamp: text(metadata.timestamp, "timestamp")?,
             commit_timestamp: text(metadata.commit_timestamp, "commit-timestamp")?,

@@ -40,17 +40,23 @@ fn workspace_file(path: &str) -> String {
 }
 
 /// The DMS decoder and the transform accept or refuse any bytes, never panic; a record the one-pass decoder
-/// accepts has exactly the rows a `serde_json::Value` tree parse of the same bytes gives.
+/// accepts is JSON and, where a `serde_json::Value` tree parse reads it too (it refuses numbers beyond a float's
+/// range, which the decoder keeps as text), has the rows the tree gives, numbers compared as the tree reads them.
 pub fn dms_decoder(mapping: &CdcMapping, data: &[u8]) {
     if let Ok(record) = DmsRecord::parse(data, "before-image") {
-        let tree: serde_json::Value =
-            serde_json::from_slice(data).expect("an accepted record is JSON");
-        let row = |field: &str| tree.get(field)?.as_object().cloned().map(Row::from);
-        assert_eq!(
-            Some(&record.data),
-            row("data").as_ref().or(Some(&Row::default()))
-        );
-        assert_eq!(record.before_image, row("before-image"));
+        serde_json::from_slice::<&serde_json::value::RawValue>(data)
+            .expect("an accepted record is JSON");
+        if let Ok(tree) = serde_json::from_slice::<serde_json::Value>(data) {
+            let row = |field: &str| tree.get(field).filter(|v| v.is_object()).cloned();
+            assert_eq!(
+                Some(record.data.to_value()),
+                row("data").or(Some(Value::Object(Default::default())))
+            );
+            assert_eq!(
+                record.before_image.as_ref().map(Row::to_value),
+                row("before-image")
+            );
+        }
         let _ = plan_record(mapping, &record, chrono::DateTime::UNIX_EPOCH);
     }
 }

@@ -6,7 +6,7 @@
 use crate::cdc::input::{CdcInput, KafkaChange, SourceChange};
 use crate::cdc::mapping::CdcMapping;
 use crate::cdc::schedule::{schedule, Wave};
-use crate::cdc::transform::{plan_record, RecordPlan, ReltioWrite};
+use crate::cdc::transform::{crosswalk_key, plan_record, RecordPlan, ReltioWrite};
 use crate::cdc::versions::{self, is_stale, Applied, SourceVersion};
 use crate::dms::DmsRecord;
 use crate::kafka_cdc::{self, Change, Message};
@@ -108,7 +108,13 @@ impl Planned {
         let i = self.outcomes.len();
         let mut key = None;
         let outcome = match plan_record(mapping, &dms, now) {
-            Err(e) => Some(Outcome::Permanent(e.to_string())),
+            Err(e) => {
+                // The dead letter names the row whenever its key decoded (a later column may be what failed).
+                key = mapping
+                    .table_of(&dms.table)
+                    .and_then(|table| crosswalk_key(table, &dms.data).ok());
+                Some(Outcome::Permanent(e.to_string()))
+            }
             Ok(RecordPlan::Skip(reason)) => Some(Outcome::Skipped(reason)),
             Ok(RecordPlan::Write { key: k, writes: w }) => {
                 key = Some(k);
@@ -163,7 +169,11 @@ impl Planned {
             value,
             header: &header,
         };
-        match kafka_cdc::decode(format, &decoded, before_image_field) {
+        let settings = kafka_cdc::Settings {
+            before_image_field,
+            unavailable_value: mapping.unavailable_value(message.topic),
+        };
+        match kafka_cdc::decode(format, &decoded, &settings) {
             Err(e) => self.decided(RecordInfo::default(), Outcome::Permanent(e.to_string())),
             Ok(Change::Skip(reason, table)) => {
                 let info = RecordInfo {

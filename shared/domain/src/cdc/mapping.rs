@@ -2,8 +2,13 @@
 //! the key columns and the column → attribute mappings. Validated once at start-up; every error names the
 //! table (and column) it is about.
 
+use crate::kafka_cdc::{ChangeFormat, DEFAULT_UNAVAILABLE_VALUE};
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use topics::RawTopic;
+pub use topics::TopicMapping;
+
+mod topics;
 
 /// Joins the values of a composite key into one crosswalk value unless a table says otherwise.
 pub const DEFAULT_KEY_SEPARATOR: &str = "|";
@@ -16,6 +21,8 @@ pub enum MappingError {
     Syntax(String),
     #[error("mapping for table {table}: {reason}")]
     Table { table: String, reason: String },
+    #[error("mapping for topic {topic}: {reason}")]
+    Topic { topic: String, reason: String },
     #[error("mapping for table {table}, column {column}: {reason}")]
     Column {
         table: String,
@@ -43,6 +50,18 @@ pub enum OverrideMode {
     Full,
     /// `options=partialOverride`: only the attributes sent are overwritten.
     Partial,
+}
+
+/// What a column a DMS record's image does not hold means. DMS leaves NULL and empty columns out unless the
+/// endpoint sets `IncludeNullAndEmpty`; the other sources say themselves (see `crate::dms::Image`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AbsentColumns {
+    /// Not known: the attribute is left as it is (a partial write of the columns the image holds).
+    Unchanged,
+    /// NULL: the images are whole (for an endpoint without `IncludeNullAndEmpty` whose tables send every column
+    /// they have).
+    Null,
 }
 
 /// A simple value transform, applied in the order listed.
@@ -92,6 +111,8 @@ pub struct TableMapping {
     pub key_separator: String,
     pub delete_strategy: DeleteStrategy,
     pub override_mode: OverrideMode,
+    /// What a column missing from a DMS record's image means.
+    pub absent_columns: AbsentColumns,
     pub columns: Vec<ColumnMapping>,
     /// Top-level attribute name → reference settings.
     pub references: BTreeMap<String, ReferenceMapping>,
@@ -111,6 +132,16 @@ pub enum AttributeTarget {
     /// The index of the column in `TableMapping::columns`.
     Column(usize),
     Nested(Vec<AttributeNode>),
+}
+
+impl AttributeNode {
+    /// The indices of the columns beneath the node, added to `out`.
+    pub fn columns(&self, out: &mut Vec<usize>) {
+        match &self.target {
+            AttributeTarget::Column(i) => out.push(*i),
+            AttributeTarget::Nested(children) => children.iter().for_each(|c| c.columns(out)),
+        }
+    }
 }
 
 /// The tree of the columns' paths (validated: no path is another's prefix), names sorted at every level.
@@ -150,8 +181,8 @@ fn attribute_tree(columns: &[ColumnMapping]) -> Vec<AttributeNode> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CdcMapping {
     tables: HashMap<String, TableMapping>,
-    /// `[topics]`: the message format of each Kafka topic the CDC path reads.
-    topics: BTreeMap<String, crate::kafka_cdc::ChangeFormat>,
+    /// `[topics]`: how each Kafka topic the CDC path reads is decoded.
+    topics: BTreeMap<String, TopicMapping>,
 }
 
 impl CdcMapping {
@@ -183,15 +214,26 @@ impl CdcMapping {
                 });
             }
         }
-        Ok(CdcMapping {
-            tables,
-            topics: raw.topics,
-        })
+        let mut topics = BTreeMap::new();
+        for (topic, raw) in raw.topics {
+            let mapping = raw.validate(&topic)?;
+            topics.insert(topic, mapping);
+        }
+        Ok(CdcMapping { tables, topics })
     }
 
     /// The message format of a Kafka topic (`[topics]`), if the mapping names it.
-    pub fn topic_format(&self, topic: &str) -> Option<crate::kafka_cdc::ChangeFormat> {
-        self.topics.get(topic).copied()
+    pub fn topic_format(&self, topic: &str) -> Option<ChangeFormat> {
+        self.topics.get(topic).map(|t| t.format)
+    }
+
+    /// What the topic's Debezium connector puts in place of a value it could not read (an unchanged TOASTed
+    /// column): the topic's `unavailable_value`, else Debezium's default.
+    pub fn unavailable_value(&self, topic: &str) -> &str {
+        self.topics
+            .get(topic)
+            .and_then(|t| t.unavailable_value.as_deref())
+            .unwrap_or(DEFAULT_UNAVAILABLE_VALUE)
     }
 
     /// The mapping for `schema.table`, if the table is mapped.
@@ -226,7 +268,7 @@ impl CdcMapping {
 struct RawFile {
     key_separator: Option<String>,
     #[serde(default)]
-    topics: BTreeMap<String, crate::kafka_cdc::ChangeFormat>,
+    topics: BTreeMap<String, RawTopic>,
     #[serde(default)]
     tables: BTreeMap<String, RawTable>,
 }
@@ -243,6 +285,8 @@ struct RawTable {
     delete: DeleteStrategy,
     #[serde(default = "default_override", rename = "override")]
     override_mode: OverrideMode,
+    #[serde(default = "default_absent")]
+    absent_columns: AbsentColumns,
     #[serde(default)]
     columns: BTreeMap<String, RawColumn>,
     #[serde(default)]
@@ -255,6 +299,10 @@ fn default_delete() -> DeleteStrategy {
 
 fn default_override() -> OverrideMode {
     OverrideMode::Full
+}
+
+fn default_absent() -> AbsentColumns {
+    AbsentColumns::Unchanged
 }
 
 /// `column = "Attribute"` or `column = { attribute = "Address.City", transforms = ["trim"] }`.
@@ -401,6 +449,7 @@ impl RawTable {
             key_separator,
             delete_strategy: self.delete,
             override_mode: self.override_mode,
+            absent_columns: self.absent_columns,
             attributes: attribute_tree(&columns),
             columns,
             references: self.references,

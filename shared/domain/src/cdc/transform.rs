@@ -1,16 +1,14 @@
 //! Turns one DMS record into the Reltio writes that apply it, per the table's mapping. Pure: no I/O.
 
-use super::mapping::{
-    AttributeNode, AttributeTarget, CdcMapping, DeleteStrategy, OverrideMode, TableMapping,
-    Transform,
-};
+use super::mapping::{CdcMapping, DeleteStrategy, TableMapping, Transform};
 use crate::dms::{Cell, DataOperation, DmsRecord, RecordKind, Row};
 use crate::outcome::SkipReason;
 use crate::reltio::model::{Attributes, Crosswalk, CrosswalkKey, EntityBody};
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde::ser::{SerializeMap, Serializer};
-use serde::Serialize;
 use std::borrow::Cow;
+use upsert::{absent_columns, mapped_values, upsert};
+
+mod upsert;
 
 /// A record the mapping cannot turn into writes. Permanent: the same record fails the same way again.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -23,6 +21,10 @@ pub enum TransformError {
         column: String,
         reason: String,
     },
+    /// The image lacks columns and a write of only the others would lose or alter data. Names columns, never
+    /// values.
+    #[error("table {table}: {reason}")]
+    PartialImage { table: String, reason: String },
 }
 
 /// One call's worth of change to one crosswalk.
@@ -90,7 +92,9 @@ pub fn plan_record(
     };
     let key = crosswalk_key(table, &record.data)?;
     let writes = match operation {
-        DataOperation::Load | DataOperation::Insert => vec![upsert(table, &key, &record.data)?],
+        DataOperation::Load | DataOperation::Insert => {
+            vec![upsert(table, &key, &mapped_values(table, record)?)?]
+        }
         DataOperation::Update => {
             let old_key = record
                 .before_image
@@ -99,12 +103,24 @@ pub fn plan_record(
                 .map(|before| crosswalk_key(table, before))
                 .transpose()?
                 .filter(|old| old != &key);
+            let values = mapped_values(table, record)?;
             let mut writes = Vec::with_capacity(2);
             if let Some(old) = old_key {
+                let absent = absent_columns(table, &values);
+                if !absent.is_empty() {
+                    return Err(TransformError::PartialImage {
+                        table: table.table.clone(),
+                        reason: format!(
+                            "the key changed and the image lacks column(s) {}: the new key's crosswalk would \
+                             get only the columns present (send full images: see the README)",
+                            absent.join(", ")
+                        ),
+                    });
+                }
                 // A primary-key change: the old row is gone from the source's point of view.
                 writes.push(retire(table, old, record, now));
             }
-            writes.push(upsert(table, &key, &record.data)?);
+            writes.push(upsert(table, &key, &values)?);
             writes
         }
         DataOperation::Delete => vec![retire(table, key.clone(), record, now)],
@@ -155,17 +171,19 @@ pub fn crosswalk_key(table: &TableMapping, row: &Row) -> Result<CrosswalkKey, Tr
     })
 }
 
-/// Why a key value cannot be used as it is: a number too large to be exact (DMS writes integers over 16
-/// digits in scientific notation unless the endpoint sets `UseLargeIntegerValue`, and a rounded key could
-/// name another row's crosswalk).
+/// Why a key value cannot be used as it is: a number in scientific notation too large to be exact (DMS writes
+/// integers over 16 digits that way unless the endpoint sets `UseLargeIntegerValue`, and a rounded key could name
+/// another row's crosswalk). Plain digits are exact however many there are: the key is their text.
 fn inexact_key(value: &Cell) -> Option<String> {
     const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
     let Cell::Number(n) = value else {
         return None;
     };
-    match n.as_f64() {
-        _ if n.is_i64() || n.is_u64() => None,
-        Some(f) if f.is_finite() && f.abs() < EXACT => None,
+    if !n.contains(['e', 'E']) {
+        return None;
+    }
+    match n.parse::<f64>() {
+        Ok(f) if f.is_finite() && f.abs() < EXACT => None,
         _ => Some(format!(
             "key value {n} is not an exact integer (DMS writes integers over 16 digits in scientific \
              notation unless the endpoint sets UseLargeIntegerValue): not used, so that it cannot name another \
@@ -176,142 +194,6 @@ fn inexact_key(value: &Cell) -> Option<String> {
 
 fn has_value(row: &Row, column: &str) -> bool {
     row.get(column).is_some_and(|v| !v.is_null())
-}
-
-fn upsert(
-    table: &TableMapping,
-    key: &CrosswalkKey,
-    row: &Row,
-) -> Result<ReltioWrite, TransformError> {
-    // Every column's value first, in the mapping's order (so the first bad column is the one reported).
-    let mut values = Vec::with_capacity(table.columns.len());
-    for column in &table.columns {
-        let value = match row.get(&column.column).and_then(Cell::render) {
-            None => None,
-            Some(raw) => transform_value(&column.transforms, raw).map_err(|reason| {
-                TransformError::BadValue {
-                    table: table.table.clone(),
-                    column: column.column.clone(),
-                    reason,
-                }
-            })?,
-        };
-        values.push(value);
-    }
-    let attributes = Attributes::of(&AttributesOf {
-        table,
-        key,
-        nodes: &table.attributes,
-        values: &values,
-        top_level: true,
-    })
-    .map_err(|e| TransformError::BadValue {
-        table: table.table.clone(),
-        column: "(attributes)".into(),
-        reason: e.to_string(),
-    })?;
-    Ok(ReltioWrite {
-        key: key.clone(),
-        op: WriteOp::Post {
-            body: EntityBody {
-                entity_type: table.entity_type.clone(),
-                attributes,
-                crosswalks: vec![key.crosswalk()],
-            },
-            partial: table.override_mode == OverrideMode::Partial,
-        },
-    })
-}
-
-/// A row's attributes in Reltio's shape, serialised straight from the mapped values: each attribute
-/// `[{"value": ...}]`, a nested one holding its sub-attributes in `value`, a reference attribute also its
-/// `refEntity` and `refRelation` (crosswalk: the row's key plus the reference's suffix). An attribute with no
-/// value anywhere beneath it is left out.
-struct AttributesOf<'a> {
-    table: &'a TableMapping,
-    key: &'a CrosswalkKey,
-    nodes: &'a [AttributeNode],
-    values: &'a [Option<Cow<'a, str>>],
-    /// References are top-level attributes only.
-    top_level: bool,
-}
-
-impl AttributesOf<'_> {
-    fn present(&self, node: &AttributeNode) -> bool {
-        match &node.target {
-            AttributeTarget::Column(i) => self.values[*i].is_some(),
-            AttributeTarget::Nested(children) => children.iter().any(|c| self.present(c)),
-        }
-    }
-}
-
-impl Serialize for AttributesOf<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut map = s.serialize_map(None)?;
-        for node in self.nodes.iter().filter(|n| self.present(n)) {
-            let element = AttributeElement { of: self, node };
-            map.serialize_entry(&node.name, &[element])?;
-        }
-        map.end()
-    }
-}
-
-/// The one element of an attribute's array.
-struct AttributeElement<'a> {
-    of: &'a AttributesOf<'a>,
-    node: &'a AttributeNode,
-}
-
-impl Serialize for AttributeElement<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut map = s.serialize_map(None)?;
-        match &self.node.target {
-            AttributeTarget::Column(i) => map.serialize_entry("value", &self.of.values[*i])?,
-            AttributeTarget::Nested(children) => map.serialize_entry(
-                "value",
-                &AttributesOf {
-                    nodes: children,
-                    top_level: false,
-                    ..*self.of
-                },
-            )?,
-        }
-        let reference = self.of.table.references.get(&self.node.name);
-        if let Some(reference) = reference.filter(|_| self.of.top_level) {
-            let key = self.of.key;
-            let mut value =
-                String::with_capacity(key.value.len() + reference.crosswalk_suffix.len());
-            value.push_str(&key.value);
-            value.push_str(&reference.crosswalk_suffix);
-            let crosswalks = [Crosswalk {
-                value,
-                ..key.crosswalk()
-            }];
-            map.serialize_entry(
-                "refEntity",
-                &Reference {
-                    type_uri: &reference.entity_type,
-                    crosswalks: &crosswalks,
-                },
-            )?;
-            map.serialize_entry(
-                "refRelation",
-                &Reference {
-                    type_uri: &reference.relation_type,
-                    crosswalks: &crosswalks,
-                },
-            )?;
-        }
-        map.end()
-    }
-}
-
-/// `{"type": type_uri, "crosswalks": crosswalks}`.
-#[derive(Serialize)]
-struct Reference<'a> {
-    #[serde(rename = "type")]
-    type_uri: &'a str,
-    crosswalks: &'a [Crosswalk],
 }
 
 /// Removes the source row's contribution per the table's delete strategy.
@@ -450,5 +332,7 @@ fn short(raw: &str) -> String {
     s
 }
 
+#[cfg(test)]
+mod fidelity_tests;
 #[cfg(test)]
 mod tests;

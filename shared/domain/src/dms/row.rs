@@ -1,66 +1,15 @@
 //! A DMS record decoded in one pass straight from its bytes, borrowing the column names and values it can
 //! (no `serde_json::Value` tree per record): rows as short lists of columns, and a lenient first stage that
 //! records what each part of the record *is*, so that `DmsRecord::parse` can judge its shape afterwards with
-//! the same reasons a tree parse gives.
+//! the same reasons a tree parse gives. Column values are [`Cell`]s read from their JSON text, so a number keeps
+//! the digits the source wrote.
 
-use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
+use super::Cell;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::{Number, Value};
 use std::borrow::Cow;
 use std::fmt;
-
-/// A column value as DMS rendered it.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Cell<'a> {
-    Null,
-    Bool(bool),
-    Number(Number),
-    Text(Cow<'a, str>),
-    /// An object or array (JSON columns of some sources), kept as a tree: rare, and only ever rendered.
-    Json(Value),
-}
-
-impl Cell<'_> {
-    pub fn is_null(&self) -> bool {
-        matches!(self, Cell::Null)
-    }
-
-    /// The value as text; NULL is absent. Text is borrowed: it is transformed or copied once into the body.
-    pub fn render(&self) -> Option<Cow<'_, str>> {
-        match self {
-            Cell::Null => None,
-            Cell::Text(s) => Some(Cow::Borrowed(s)),
-            Cell::Number(n) => Some(Cow::Owned(n.to_string())),
-            Cell::Bool(b) => Some(Cow::Owned(b.to_string())),
-            Cell::Json(v) => Some(Cow::Owned(v.to_string())),
-        }
-    }
-
-    /// The same value as a `serde_json::Value`.
-    pub fn to_value(&self) -> Value {
-        match self {
-            Cell::Null => Value::Null,
-            Cell::Bool(b) => Value::Bool(*b),
-            Cell::Number(n) => Value::Number(n.clone()),
-            Cell::Text(s) => Value::String(s.to_string()),
-            Cell::Json(v) => v.clone(),
-        }
-    }
-}
-
-impl PartialEq<Value> for Cell<'_> {
-    fn eq(&self, other: &Value) -> bool {
-        match (self, other) {
-            (Cell::Null, Value::Null) => true,
-            (Cell::Bool(a), Value::Bool(b)) => a == b,
-            (Cell::Number(a), Value::Number(b)) => a == b,
-            (Cell::Text(a), Value::String(b)) => a == b,
-            (Cell::Json(a), b) => a == b,
-            _ => false,
-        }
-    }
-}
 
 /// One row: its columns in the order DMS wrote them. A handful of columns: a scan beats a map.
 #[derive(Debug, Clone, Default)]
@@ -79,6 +28,26 @@ impl PartialEq for Row<'_> {
 }
 
 impl<'a> Row<'a> {
+    /// The columns, taken out in order.
+    pub(crate) fn into_columns(self) -> impl Iterator<Item = (Cow<'a, str>, Cell<'a>)> {
+        self.columns.into_iter()
+    }
+
+    /// Adds a column at the end (a name already there is shadowed: the last value counts).
+    pub(crate) fn push(&mut self, name: Cow<'a, str>, cell: Cell<'a>) {
+        self.columns.push((name, cell));
+    }
+
+    /// Sets every column of `other`, replacing a value when present (an image overlaid on another).
+    pub(crate) fn overlay(&mut self, other: Row<'a>) {
+        for (name, cell) in other.columns {
+            match self.columns.iter_mut().rev().find(|(n, _)| *n == name) {
+                Some((_, c)) => *c = cell,
+                None => self.columns.push((name, cell)),
+            }
+        }
+    }
+
     /// The column's value. A column written twice has its last value, as a JSON object parse would give.
     pub fn get(&self, column: &str) -> Option<&Cell<'a>> {
         self.columns
@@ -95,18 +64,16 @@ impl<'a> Row<'a> {
     pub fn columns(&self) -> impl Iterator<Item = (&str, &Cell<'a>)> {
         self.columns.iter().map(|(n, c)| (n.as_ref(), c))
     }
-}
 
-impl Cell<'_> {
-    /// The same value, no longer borrowing.
-    pub fn into_owned(self) -> Cell<'static> {
-        match self {
-            Cell::Null => Cell::Null,
-            Cell::Bool(b) => Cell::Bool(b),
-            Cell::Number(n) => Cell::Number(n),
-            Cell::Text(s) => Cell::Text(Cow::Owned(s.into_owned())),
-            Cell::Json(v) => Cell::Json(v),
-        }
+    /// The row as a JSON object, as a `serde_json::Value` tree parse of it reads (a column written twice has its
+    /// last value; numbers as `Cell::to_value` gives them).
+    pub fn to_value(&self) -> Value {
+        Value::Object(
+            self.columns
+                .iter()
+                .map(|(name, cell)| (name.to_string(), cell.to_value()))
+                .collect(),
+        )
     }
 }
 
@@ -140,18 +107,6 @@ impl<'a> std::ops::Index<&str> for Row<'a> {
     }
 }
 
-impl From<Value> for Cell<'static> {
-    fn from(value: Value) -> Self {
-        match value {
-            Value::Null => Cell::Null,
-            Value::Bool(b) => Cell::Bool(b),
-            Value::Number(n) => Cell::Number(n),
-            Value::String(s) => Cell::Text(Cow::Owned(s)),
-            other => Cell::Json(other),
-        }
-    }
-}
-
 impl From<serde_json::Map<String, Value>> for Row<'static> {
     fn from(object: serde_json::Map<String, Value>) -> Self {
         Row {
@@ -165,7 +120,7 @@ impl From<serde_json::Map<String, Value>> for Row<'static> {
 
 /// What a part of the record was: absent, `null`, what was wanted, or something else.
 #[derive(Debug, Default)]
-pub(super) enum Slot<T> {
+pub(crate) enum Slot<T> {
     #[default]
     Absent,
     Null,
@@ -200,6 +155,12 @@ pub(super) struct RawMetadata<'a> {
     pub transaction_id: Slot<Cow<'a, str>>,
     pub transaction_record_id: Slot<Cow<'a, str>>,
     pub partition_key_value: Slot<Cow<'a, str>>,
+}
+
+/// A row from the JSON text of an object (`Slot::Null` for `null`, `Slot::Wrong` for any other value), its
+/// values read as a DMS record's are: the change-event decoders of other formats read their rows with it.
+pub(crate) fn row_of_json(json: &str) -> Result<Slot<Row<'_>>, serde_json::Error> {
+    serde_json::from_str(json)
 }
 
 /// Decodes `bytes` into its parts. An error here is a JSON syntax error; every shape question is left to the
@@ -422,54 +383,6 @@ impl<'de> Visitor<'de> for MetadataTextSlot {
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
         IgnoredAny.visit_seq(seq)?;
         Ok(Slot::Wrong)
-    }
-}
-
-impl<'de> Deserialize<'de> for Cell<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(CellVisitor)
-    }
-}
-
-struct CellVisitor;
-
-impl<'de> Visitor<'de> for CellVisitor {
-    type Value = Cell<'de>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a column value")
-    }
-
-    fn visit_unit<E: serde::de::Error>(self) -> Result<Cell<'de>, E> {
-        Ok(Cell::Null)
-    }
-    fn visit_bool<E: serde::de::Error>(self, b: bool) -> Result<Cell<'de>, E> {
-        Ok(Cell::Bool(b))
-    }
-    fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Cell<'de>, E> {
-        Ok(Cell::Number(n.into()))
-    }
-    fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Cell<'de>, E> {
-        Ok(Cell::Number(n.into()))
-    }
-    fn visit_f64<E: serde::de::Error>(self, n: f64) -> Result<Cell<'de>, E> {
-        // As `serde_json::Value` does: a float JSON cannot hold becomes null.
-        Ok(Number::from_f64(n).map_or(Cell::Null, Cell::Number))
-    }
-    fn visit_borrowed_str<E: serde::de::Error>(self, s: &'de str) -> Result<Cell<'de>, E> {
-        Ok(Cell::Text(Cow::Borrowed(s)))
-    }
-    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Cell<'de>, E> {
-        Ok(Cell::Text(Cow::Owned(s.to_owned())))
-    }
-    fn visit_string<E: serde::de::Error>(self, s: String) -> Result<Cell<'de>, E> {
-        Ok(Cell::Text(Cow::Owned(s)))
-    }
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Cell<'de>, A::Error> {
-        Value::deserialize(MapAccessDeserializer::new(map)).map(Cell::Json)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Cell<'de>, A::Error> {
-        Value::deserialize(SeqAccessDeserializer::new(seq)).map(Cell::Json)
     }
 }
 

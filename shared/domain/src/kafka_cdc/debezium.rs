@@ -7,9 +7,13 @@
 //! `time.precision.mode=connect`, or with schemas on.
 
 use super::temporal::{self, FieldTypes};
-use super::{dms_time, json, shape, Change, Message};
-use crate::dms::{DataOperation, DmsError, DmsRecord, RecordKind, Row, TableName};
+use super::{dms_time, json, shape, Change, Fields, Message};
+use crate::dms::{
+    row_of_json, Cell, DataOperation, DmsError, DmsRecord, Image, RecordKind, Row, Slot, TableName,
+};
 use crate::outcome::SkipReason;
+use base64::Engine;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use std::borrow::Cow;
 
@@ -18,30 +22,31 @@ pub const NEW_KEY_HEADER: &str = "__debezium.newkey";
 /// Header Debezium puts on the create half of a primary-key change (names the old key).
 pub const OLD_KEY_HEADER: &str = "__debezium.oldkey";
 
-pub fn decode(m: &Message<'_>) -> Result<Change, DmsError> {
+/// `unavailable_value`: the connector's `unavailable.value.placeholder`. A column holding it did not change (an
+/// unchanged TOASTed PostgreSQL column, an Oracle LOB): it is left out of the row, which is then a partial image.
+pub fn decode(m: &Message<'_>, unavailable_value: &str) -> Result<Change, DmsError> {
     let Some(value) = m.value else {
         return Ok(Change::Skip(SkipReason::Tombstone, None));
     };
-    let (schema, payload) = unwrap(json(value, "value")?);
-    let envelope = match payload {
-        Value::Null => return Ok(Change::Skip(SkipReason::Tombstone, None)),
-        Value::Object(o) => o,
-        _ => {
-            return Err(shape(
-                "value is not a Debezium change event (not an object)",
-            ))
-        }
+    let (schema, payload) = unwrap(json(value, "value")?)?;
+    if payload.get() == "null" {
+        return Ok(Change::Skip(SkipReason::Tombstone, None));
+    }
+    let Some(envelope) = Fields::of(payload)? else {
+        return Err(shape(
+            "value is not a Debezium change event (not an object)",
+        ));
     };
-    let op = match envelope.get("op") {
-        Some(Value::String(op)) => op.as_str(),
+    let op = match envelope.tree("op") {
+        Some(Value::String(op)) => op,
         _ => return Err(shape("not a Debezium change event: no \"op\"")),
     };
-    let source = match envelope.get("source") {
+    let source = match envelope.tree("source") {
         Some(Value::Object(s)) => s,
         _ => return Err(shape("Debezium change event has no \"source\" object")),
     };
-    let table = table_of(source)?;
-    let kind = match op {
+    let table = table_of(&source)?;
+    let kind = match op.as_str() {
         "c" => DataOperation::Insert,
         "r" => DataOperation::Load,
         "u" => DataOperation::Update,
@@ -62,36 +67,55 @@ pub fn decode(m: &Message<'_>) -> Result<Change, DmsError> {
         .as_ref()
         .map(FieldTypes::of_envelope)
         .unwrap_or_default();
-    let row = |name: &str| -> Result<Option<Row<'static>>, DmsError> {
-        match envelope.get(name) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::Object(o)) => Ok(Some(columns(o.clone(), types.row(name))?)),
-            Some(_) => Err(shape(format!("Debezium \"{name}\" is not an object"))),
-        }
+    let placeholder = Placeholder::of(unavailable_value);
+    let mut unavailable = false;
+    let mut row = |name: &str| -> Result<Option<Row<'static>>, DmsError> {
+        let Some(row) = envelope.row(name, "Debezium")? else {
+            return Ok(None);
+        };
+        let (row, left_out) = columns(row, types.row(name), Some(&placeholder))?;
+        unavailable |= left_out;
+        Ok(Some(row))
     };
     let key = match m.key {
         Some(k) => key_row(k)?,
         None => None,
     };
-    let (mut data, mut before_image) = match kind {
+    let (data, mut before_image) = match kind {
         DataOperation::Insert | DataOperation::Load => (row("after")?, None),
         DataOperation::Update => (row("after")?, row("before")?),
         DataOperation::Delete => (row("before")?, None),
     };
     // A delete under PostgreSQL's default replica identity carries only the key in `before`, or nothing: the
-    // message key then names the row.
+    // message key then names the row. Any other change must carry its row: one made of the key alone would write
+    // a row the source does not have (and bring a deleted key back).
+    let data = match data {
+        None if kind == DataOperation::Delete && key.is_some() => Some(Row::default()),
+        data => data,
+    };
+    let Some(mut data) = data else {
+        let image = if kind == DataOperation::Delete {
+            "before"
+        } else {
+            "after"
+        };
+        return Err(shape(format!(
+            "Debezium op \"{op}\" without the row it changes (no \"{image}\")"
+        )));
+    };
     if let Some(key) = &key {
-        let target = data.get_or_insert_with(Row::default);
         for (column, cell) in key.columns() {
-            if target.get(column).is_none() {
-                target.set(column.to_owned(), cell.clone().into_owned());
+            if data.get(column).is_none() {
+                data.set(column.to_owned(), cell.clone().into_owned());
             }
         }
     }
-    let Some(data) = data else {
-        return Err(shape(format!(
-            "Debezium op \"{op}\" without the row it changes"
-        )));
+    // An update holds every column but those Debezium could not read; a create or a snapshot read is the whole
+    // row.
+    let image = if kind == DataOperation::Update || unavailable {
+        Image::Changes
+    } else {
+        Image::Whole
     };
     let mut kind = kind;
     if kind == DataOperation::Insert {
@@ -104,68 +128,113 @@ pub fn decode(m: &Message<'_>) -> Result<Change, DmsError> {
             );
         }
     }
-    let (position, ordinal) = position(source);
+    let (position, ordinal) = position(&source);
     Ok(Change::Row(Box::new(DmsRecord {
         kind: RecordKind::Data(kind),
         table,
         data,
+        image,
         before_image,
-        timestamp: number(envelope.get("ts_ms"))
+        timestamp: envelope
+            .tree("ts_ms")
+            .as_ref()
+            .and_then(Value::as_i64)
             .and_then(|ms| dms_time(ms.saturating_mul(1000)))
             .map(Cow::Owned),
-        commit_timestamp: commit_micros(source).and_then(dms_time).map(Cow::Owned),
+        commit_timestamp: commit_micros(&source).and_then(dms_time).map(Cow::Owned),
         stream_position: position.map(Cow::Owned),
         transaction_id: text(source.get("txId"))
-            .or_else(|| envelope.get("transaction").and_then(|t| text(t.get("id"))))
+            .or_else(|| envelope.tree("transaction").and_then(|t| text(t.get("id"))))
             .map(Cow::Owned),
         transaction_record_id: ordinal.map(|o| Cow::Owned(o.to_string())),
         partition_key_value: None,
     })))
 }
 
-/// The JSON converter with schemas on wraps every message as `{"schema": …, "payload": …}`.
-fn unwrap(value: Value) -> (Option<Value>, Value) {
-    match value {
-        Value::Object(mut o)
-            if o.len() == 2 && o.contains_key("schema") && o.contains_key("payload") =>
-        {
-            let payload = o.remove("payload").unwrap_or(Value::Null);
-            (o.remove("schema"), payload)
+/// The JSON converter with schemas on wraps every message as `{"schema": …, "payload": …}`: the schema (a tree:
+/// names and parameters) and the payload's text.
+fn unwrap(value: &RawValue) -> Result<(Option<Value>, &RawValue), DmsError> {
+    if let Some(fields) = Fields::of(value)? {
+        if let (2, Some(schema), Some(payload)) = (
+            fields.0.len(),
+            fields.0.get("schema"),
+            fields.0.get("payload"),
+        ) {
+            return Ok((serde_json::from_str(schema.get()).ok(), payload));
         }
-        other => (None, other),
     }
+    Ok((None, value))
 }
 
 /// The message key as a row (Debezium's key is the primary key's columns), or `None` for a null key.
 fn key_row(bytes: &[u8]) -> Result<Option<Row<'static>>, DmsError> {
-    let (schema, payload) = unwrap(json(bytes, "key")?);
-    match payload {
-        Value::Null => Ok(None),
-        Value::Object(o) => {
-            let types = schema
-                .as_ref()
-                .map(FieldTypes::of_struct)
-                .unwrap_or_default();
-            Ok(Some(columns(o, &types)?))
-        }
-        _ => Err(shape("Debezium key is not an object of key columns")),
+    let (schema, payload) = unwrap(json(bytes, "key")?)?;
+    if payload.get() == "null" {
+        return Ok(None);
     }
+    let Ok(Slot::Found(row)) = row_of_json(payload.get()) else {
+        return Err(shape("Debezium key is not an object of key columns"));
+    };
+    let types = schema
+        .as_ref()
+        .map(FieldTypes::of_struct)
+        .unwrap_or_default();
+    Ok(Some(columns(row, &types, None)?.0))
 }
 
+/// The row with its logical-typed columns rendered and the columns holding `placeholder` left out; whether any
+/// was.
 fn columns(
-    object: Map<String, Value>,
+    row: Row<'_>,
     types: &temporal::Columns,
-) -> Result<Row<'static>, DmsError> {
-    let mut converted = Map::with_capacity(object.len());
-    for (column, value) in object {
-        let value = match types.get(&column) {
-            Some(logical) => temporal::render(value, logical)
+    placeholder: Option<&Placeholder>,
+) -> Result<(Row<'static>, bool), DmsError> {
+    let mut out = Row::default();
+    let mut left_out = false;
+    for (column, cell) in row.into_columns() {
+        if placeholder.is_some_and(|p| p.is(&cell)) {
+            left_out = true;
+            continue;
+        }
+        let cell = match types.get(column.as_ref()) {
+            Some(logical) => temporal::render(cell, logical)
                 .map_err(|reason| shape(format!("column \"{column}\": {reason}")))?,
-            None => value,
+            None => cell.into_owned(),
         };
-        converted.insert(column, value);
+        out.push(Cow::Owned(column.into_owned()), cell);
     }
-    Ok(Row::from(converted))
+    Ok((out, left_out))
+}
+
+/// The connector's placeholder for a value it could not read, as it appears in each kind of column: the text
+/// itself in a string column, its bytes base64-encoded (the JSON converter's form of bytes) or hex-encoded
+/// (`binary.handling.mode=hex`) in a bytes column, an array of it in an array column.
+struct Placeholder {
+    text: String,
+    base64: String,
+    hex: String,
+}
+
+impl Placeholder {
+    fn of(text: &str) -> Placeholder {
+        Placeholder {
+            text: text.to_owned(),
+            base64: base64::engine::general_purpose::STANDARD.encode(text),
+            hex: text.bytes().map(|b| format!("{b:02x}")).collect(),
+        }
+    }
+
+    fn is(&self, cell: &Cell) -> bool {
+        match cell {
+            Cell::Text(t) => *t == self.text || *t == self.base64 || *t == self.hex,
+            Cell::Json(json) if json.starts_with('[') && json.contains(self.text.as_str()) => {
+                serde_json::from_str::<Vec<Value>>(json).is_ok_and(|items| {
+                    !items.is_empty() && items.iter().all(|i| i.as_str() == Some(&self.text))
+                })
+            }
+            _ => false,
+        }
+    }
 }
 
 /// `source.schema` (PostgreSQL, SQL Server, Oracle) else `source.db` (MySQL's database is its schema).
@@ -234,8 +303,5 @@ fn text(v: Option<&Value>) -> Option<String> {
 }
 
 fn number(v: Option<&Value>) -> Option<i64> {
-    match v? {
-        Value::Number(n) => n.as_i64(),
-        _ => None,
-    }
+    v?.as_i64()
 }

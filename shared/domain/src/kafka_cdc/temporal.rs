@@ -2,8 +2,10 @@
 //! values: decimals as exact decimal text, dates as `YYYY-MM-DD`, times as `HH:MM:SS[.f]`, timestamps as
 //! `YYYY-MM-DDTHH:MM:SS[.f]` (UTC, no zone, as the epoch numbers mean). Types not listed pass unchanged.
 
+use crate::dms::Cell;
 use base64::Engine;
 use serde_json::Value;
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 /// A column's logical type: its schema `name` and, for `Decimal`, its `scale` parameter.
@@ -82,24 +84,31 @@ fn fields(schema: &Value) -> impl Iterator<Item = &Value> {
 }
 
 /// The value rendered for its logical type; an error names what is wrong (never the value).
-pub fn render(value: Value, logical: &Logical) -> Result<Value, String> {
-    if value.is_null() {
-        return Ok(value);
+pub fn render(cell: Cell<'_>, logical: &Logical) -> Result<Cell<'static>, String> {
+    if cell.is_null() {
+        return Ok(Cell::Null);
     }
-    let int = |v: &Value| {
-        v.as_i64()
-            .ok_or_else(|| format!("{} is not an integer", short(&logical.name)))
+    let int = |c: &Cell| {
+        match c {
+            Cell::Number(n) => n.parse::<i64>().ok(),
+            _ => None,
+        }
+        .ok_or_else(|| format!("{} is not an integer", short(&logical.name)))
     };
     let text = match logical.name.as_str() {
         "org.apache.kafka.connect.data.Decimal" => {
-            let Value::String(b64) = &value else {
+            let Cell::Text(b64) = &cell else {
                 // decimal.handling.mode=double or string already gives a plain value.
-                return Ok(value);
+                return Ok(cell.into_owned());
             };
             let scale = logical.scale.ok_or("Decimal without its scale parameter")?;
             decimal(b64, scale)?
         }
         "io.debezium.data.VariableScaleDecimal" => {
+            let value = match &cell {
+                Cell::Json(json) => serde_json::from_str::<Value>(json).unwrap_or(Value::Null),
+                _ => Value::Null,
+            };
             let scale = value
                 .get("scale")
                 .and_then(Value::as_u64)
@@ -112,7 +121,7 @@ pub fn render(value: Value, logical: &Logical) -> Result<Value, String> {
             decimal(digits, scale)?
         }
         "io.debezium.time.Date" | "org.apache.kafka.connect.data.Date" => {
-            let days = int(&value)?;
+            let days = int(&cell)?;
             chrono::NaiveDate::from_yo_opt(1970, 1)
                 .and_then(|epoch| epoch.checked_add_signed(chrono::TimeDelta::try_days(days)?))
                 .ok_or("date out of range")?
@@ -120,28 +129,28 @@ pub fn render(value: Value, logical: &Logical) -> Result<Value, String> {
                 .to_string()
         }
         "io.debezium.time.Timestamp" | "org.apache.kafka.connect.data.Timestamp" => timestamp(
-            int(&value)?
+            int(&cell)?
                 .checked_mul(1_000_000)
                 .ok_or("timestamp out of range")?,
         )?,
         "io.debezium.time.MicroTimestamp" => timestamp(
-            int(&value)?
+            int(&cell)?
                 .checked_mul(1_000)
                 .ok_or("timestamp out of range")?,
         )?,
-        "io.debezium.time.NanoTimestamp" => timestamp(int(&value)?)?,
+        "io.debezium.time.NanoTimestamp" => timestamp(int(&cell)?)?,
         "io.debezium.time.Time" | "org.apache.kafka.connect.data.Time" => time_of_day(
-            int(&value)?
+            int(&cell)?
                 .checked_mul(1_000_000)
                 .ok_or("time out of range")?,
         )?,
         "io.debezium.time.MicroTime" => {
-            time_of_day(int(&value)?.checked_mul(1_000).ok_or("time out of range")?)?
+            time_of_day(int(&cell)?.checked_mul(1_000).ok_or("time out of range")?)?
         }
-        "io.debezium.time.NanoTime" => time_of_day(int(&value)?)?,
-        _ => return Ok(value),
+        "io.debezium.time.NanoTime" => time_of_day(int(&cell)?)?,
+        _ => return Ok(cell.into_owned()),
     };
-    Ok(Value::String(text))
+    Ok(Cell::Text(Cow::Owned(text)))
 }
 
 fn short(name: &str) -> &str {

@@ -5,6 +5,11 @@ use super::*;
 use crate::dms::{Cell, DataOperation, RecordKind};
 use serde_json::json;
 
+const SETTINGS: Settings = Settings {
+    before_image_field: "before-image",
+    unavailable_value: DEFAULT_UNAVAILABLE_VALUE,
+};
+
 fn no_headers(_: &str) -> Option<Vec<u8>> {
     None
 }
@@ -29,7 +34,7 @@ fn debezium(value: &serde_json::Value) -> Result<Change, DmsError> {
     decode(
         ChangeFormat::Debezium,
         &message(None, Some(&bytes), &no_headers),
-        "before-image",
+        &SETTINGS,
     )
 }
 
@@ -105,7 +110,7 @@ fn a_delete_takes_its_row_from_before_and_its_key_from_the_message_key() {
     let r = row(decode(
         ChangeFormat::Debezium,
         &message(Some(key), Some(&value), &no_headers),
-        "before-image",
+        &SETTINGS,
     )
     .unwrap());
     assert_eq!(r.kind, RecordKind::Data(DataOperation::Delete));
@@ -117,7 +122,7 @@ fn tombstones_and_truncates_are_skipped_not_applied() {
     let tombstone = decode(
         ChangeFormat::Debezium,
         &message(Some(b"{\"id\":1}"), None, &no_headers),
-        "before-image",
+        &SETTINGS,
     )
     .unwrap();
     assert_eq!(tombstone, Change::Skip(SkipReason::Tombstone, None));
@@ -149,7 +154,7 @@ fn a_primary_key_change_is_one_update_from_the_old_key() {
         decode(
             ChangeFormat::Debezium,
             &message(Some(old_key), Some(&delete), &on_delete),
-            "before-image"
+            &SETTINGS
         )
         .unwrap(),
         Change::Skip(
@@ -167,7 +172,7 @@ fn a_primary_key_change_is_one_update_from_the_old_key() {
     let r = row(decode(
         ChangeFormat::Debezium,
         &message(Some(new_key), Some(&create), &on_create),
-        "before-image",
+        &SETTINGS,
     )
     .unwrap());
     assert_eq!(r.kind, RecordKind::Data(DataOperation::Update));
@@ -267,7 +272,7 @@ fn malformed_debezium_messages_are_refused_with_a_reason_that_never_quotes_them(
     let err = decode(
         ChangeFormat::Debezium,
         &message(None, Some(not_json.as_bytes()), &no_headers),
-        "before-image",
+        &SETTINGS,
     )
     .unwrap_err();
     assert!(matches!(err, DmsError::NotJson(_)) && !err.to_string().contains(secret));
@@ -278,7 +283,7 @@ fn goldengate(value: &serde_json::Value) -> Result<Change, DmsError> {
     decode(
         ChangeFormat::Goldengate,
         &message(None, Some(&bytes), &no_headers),
-        "before-image",
+        &SETTINGS,
     )
 }
 
@@ -333,6 +338,43 @@ fn a_goldengate_insert_update_and_delete() {
 }
 
 #[test]
+fn each_change_says_how_much_of_the_row_it_holds() {
+    use crate::dms::Image;
+    let mut update = postgres_create();
+    update["op"] = json!("u");
+    let mut read = postgres_create();
+    read["op"] = json!("r");
+    assert_eq!(
+        row(debezium(&postgres_create()).unwrap()).image,
+        Image::Whole
+    );
+    assert_eq!(row(debezium(&read).unwrap()).image, Image::Whole);
+    assert_eq!(row(debezium(&update).unwrap()).image, Image::Changes);
+    // A create holding the placeholder (never seen, but possible with Oracle LOBs) holds less than the row.
+    let mut create = postgres_create();
+    create["after"]["email"] = json!(DEFAULT_UNAVAILABLE_VALUE);
+    let r = row(debezium(&create).unwrap());
+    assert_eq!(r.image, Image::Changes);
+    assert!(r.data.get("email").is_none());
+    let gg =
+        |op: &str| json!({"table": "S.T", "op_type": op, "after": {"id": 1}, "before": {"id": 1}});
+    assert_eq!(row(goldengate(&gg("I")).unwrap()).image, Image::Whole);
+    assert_eq!(row(goldengate(&gg("U")).unwrap()).image, Image::Changes);
+    let dms = br#"{"data":{"id":5},"metadata":{"record-type":"data","operation":"update","schema-name":"s","table-name":"t"}}"#;
+    let r = row(decode(
+        ChangeFormat::Dms,
+        &message(None, Some(dms), &no_headers),
+        &SETTINGS,
+    )
+    .unwrap());
+    assert_eq!(
+        r.image,
+        Image::Unknown,
+        "DMS does not say: the table's absent_columns does"
+    );
+}
+
+#[test]
 fn malformed_goldengate_operations_are_refused() {
     for (event, expected) in [
         (json!({"op_type": "I", "after": {}}), "no \"table\""),
@@ -359,7 +401,7 @@ fn dms_records_pass_through_the_same_entry_point() {
     let r = row(decode(
         ChangeFormat::Dms,
         &message(None, Some(dms), &no_headers),
-        "before-image",
+        &SETTINGS,
     )
     .unwrap());
     assert_eq!(r.kind, RecordKind::Data(DataOperation::Delete));

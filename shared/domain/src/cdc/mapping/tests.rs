@@ -60,6 +60,7 @@ fn defaults_apply_when_a_table_says_nothing() {
     assert_eq!(t.delete_strategy, DeleteStrategy::EndDate);
     assert_eq!(t.override_mode, OverrideMode::Full);
     assert_eq!(t.key_separator, DEFAULT_KEY_SEPARATOR);
+    assert_eq!(t.absent_columns, AbsentColumns::Unchanged);
     assert!(t.columns.is_empty());
     assert!(m.table("public.other").is_none());
 }
@@ -127,6 +128,22 @@ fn each_kind_of_invalid_file_is_rejected_with_a_message_naming_what_is_wrong() {
             "unknown variant `shred`",
         ),
         (
+            table_toml("absent_columns = \"guess\""),
+            "unknown variant `guess`",
+        ),
+        (
+            format!("[topics]\n\"t\" = {{ format = \"goldengate\", unavailable_value = \"x\" }}\n{}", table_toml("")),
+            "mapping for topic t: unavailable_value is a Debezium setting",
+        ),
+        (
+            format!("[topics.\"t\"]\nformat = \"debezium\"\nunavailable_value = \"\"\n{}", table_toml("")),
+            "mapping for topic t: unavailable_value must not be empty",
+        ),
+        (
+            format!("[topics.\"t\"]\nformat = \"debezium\"\nplaceholder = \"x\"\n{}", table_toml("")),
+            "unknown field `placeholder`",
+        ),
+        (
             table_toml("colour = \"blue\""),
             "unknown field `colour`",
         ),
@@ -143,6 +160,26 @@ fn each_kind_of_invalid_file_is_rejected_with_a_message_naming_what_is_wrong() {
         let err = error_of(&text);
         assert!(err.contains(expected), "expected {expected:?} in {err:?}");
     }
+}
+
+#[test]
+fn a_topic_names_its_format_alone_or_with_its_debezium_placeholder() {
+    let text = format!(
+        "[topics]\n\"a\" = \"debezium\"\n\"b\" = {{ format = \"debezium\", unavailable_value = \"~toast~\" }}\n{}",
+        table_toml("absent_columns = \"null\"")
+    );
+    let m = CdcMapping::parse(&text).unwrap();
+    assert_eq!(m.topic_format("b"), Some(ChangeFormat::Debezium));
+    assert_eq!(m.unavailable_value("a"), "__debezium_unavailable_value");
+    assert_eq!(m.unavailable_value("b"), "~toast~");
+    assert_eq!(
+        m.unavailable_value("not named"),
+        "__debezium_unavailable_value"
+    );
+    assert_eq!(
+        m.table("public.customer").unwrap().absent_columns,
+        AbsentColumns::Null
+    );
 }
 
 #[test]
