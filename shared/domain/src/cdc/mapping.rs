@@ -53,14 +53,15 @@ pub enum OverrideMode {
 }
 
 /// What a column a DMS record's image does not hold means. DMS leaves NULL and empty columns out unless the
-/// endpoint sets `IncludeNullAndEmpty`; the other sources say themselves (see `crate::dms::Image`).
+/// endpoint sets `IncludeNullAndEmpty` (default false), so by default an absent column is NULL; the other sources
+/// say themselves (see `crate::dms::Image`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum AbsentColumns {
-    /// Not known: the attribute is left as it is (a partial write of the columns the image holds).
+    /// Not in the image: the attribute is left as it is (a partial write of the columns the image holds), for an
+    /// endpoint with `IncludeNullAndEmpty=true` (a NULL then arrives as `null`) whose images can leave a column out.
     Unchanged,
-    /// NULL: the images are whole (for an endpoint without `IncludeNullAndEmpty` whose tables send every column
-    /// they have).
+    /// NULL (the default): DMS without `IncludeNullAndEmpty` leaves NULL columns out of otherwise whole images.
     Null,
 }
 
@@ -302,7 +303,8 @@ fn default_override() -> OverrideMode {
 }
 
 fn default_absent() -> AbsentColumns {
-    AbsentColumns::Unchanged
+    // DMS's own default (`IncludeNullAndEmpty=false`) leaves NULL columns out: an absent column is NULL.
+    AbsentColumns::Null
 }
 
 /// `column = "Attribute"` or `column = { attribute = "Address.City", transforms = ["trim"] }`.

@@ -75,15 +75,13 @@ pub fn queued_events(delivery: Delivery) -> Result<Vec<QueuedEvent>, MessageErro
         // (unzipped, so the same event streamed in both formats has one id) and of Reltio's headers naming its
         // object and version: a skipPayload body (`type` and `ovChanged` only) or a DELTAS body reverting an earlier
         // change would otherwise look like another event of the same text.
-        let event_id = event_id.unwrap_or_else(|| {
-            match (&source_object_uri, &object_version) {
-                (None, None) => hash(&json),
-                (uri, version) => hash(&format!(
-                    "{json}\n{}\n{}",
-                    uri.as_deref().unwrap_or(""),
-                    version.as_deref().unwrap_or("")
-                )),
-            }
+        let event_id = event_id.unwrap_or_else(|| match (&source_object_uri, &object_version) {
+            (None, None) => hash(&json),
+            (uri, version) => hash(&format!(
+                "{json}\n{}\n{}",
+                uri.as_deref().unwrap_or(""),
+                version.as_deref().unwrap_or("")
+            )),
         });
         return Ok(vec![QueuedEvent {
             message_id,

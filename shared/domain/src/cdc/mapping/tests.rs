@@ -60,7 +60,7 @@ fn defaults_apply_when_a_table_says_nothing() {
     assert_eq!(t.delete_strategy, DeleteStrategy::EndDate);
     assert_eq!(t.override_mode, OverrideMode::Full);
     assert_eq!(t.key_separator, DEFAULT_KEY_SEPARATOR);
-    assert_eq!(t.absent_columns, AbsentColumns::Unchanged);
+    assert_eq!(t.absent_columns, AbsentColumns::Null);
     assert!(t.columns.is_empty());
     assert!(m.table("public.other").is_none());
 }
@@ -166,7 +166,7 @@ fn each_kind_of_invalid_file_is_rejected_with_a_message_naming_what_is_wrong() {
 fn a_topic_names_its_format_alone_or_with_its_debezium_placeholder() {
     let text = format!(
         "[topics]\n\"a\" = \"debezium\"\n\"b\" = {{ format = \"debezium\", unavailable_value = \"~toast~\" }}\n{}",
-        table_toml("absent_columns = \"null\"")
+        table_toml("absent_columns = \"unchanged\"")
     );
     let m = CdcMapping::parse(&text).unwrap();
     assert_eq!(m.topic_format("b"), Some(ChangeFormat::Debezium));
@@ -178,7 +178,7 @@ fn a_topic_names_its_format_alone_or_with_its_debezium_placeholder() {
     );
     assert_eq!(
         m.table("public.customer").unwrap().absent_columns,
-        AbsentColumns::Null
+        AbsentColumns::Unchanged
     );
 }
 

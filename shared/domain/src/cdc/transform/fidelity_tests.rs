@@ -15,8 +15,15 @@ const EXAMPLE: &str = include_str!("../../../../../functions/cdc-ingest/mapping.
 const DBZ_TOPIC: &str = "dbserver1.public.customer";
 const GG_TOPIC: &str = "ogg.public.customer";
 
+/// The example mapping with its DMS table read as an endpoint with `IncludeNullAndEmpty=true` would be: a column
+/// the image lacks is not in it (`absent_columns = "unchanged"`).
 fn mapping() -> CdcMapping {
-    CdcMapping::parse(EXAMPLE).unwrap()
+    let partial = EXAMPLE.replace(
+        "absent_columns = \"null\"",
+        "absent_columns = \"unchanged\"",
+    );
+    assert_ne!(partial, EXAMPLE, "the example names absent_columns");
+    CdcMapping::parse(&partial).unwrap()
 }
 
 fn now() -> chrono::DateTime<chrono::Utc> {
@@ -193,12 +200,8 @@ fn a_dms_image_without_a_mapped_column_is_a_partial_write_that_still_clears_its_
     assert_eq!(sent["FirstName"], json!([{"value": "Janet"}]));
     // A full write would have cleared DateOfBirth: the partial one says so with an empty list.
     assert_eq!(sent["DateOfBirth"], json!([]));
-    // A table whose images are whole reads the absent column as NULL: a full write.
-    let whole = CdcMapping::parse(&EXAMPLE.replace(
-        "absent_columns = \"unchanged\"",
-        "absent_columns = \"null\"",
-    ))
-    .unwrap();
+    // By default (DMS without IncludeNullAndEmpty) the absent column reads as NULL: a full write.
+    let whole = CdcMapping::parse(EXAMPLE).unwrap();
     let (partial, body) = dms_post(&whole, &record).unwrap();
     assert!(!partial);
     assert!(attributes(&body).get("DateOfBirth").is_none(), "{body}");

@@ -56,9 +56,21 @@ fn events_of_the_same_text_are_told_apart_by_reltios_headers() {
         d.object_version = Some(version.into());
         queued_events(d).unwrap().remove(0).event_id
     };
-    assert_ne!(with("entities/A", "7"), with("entities/B", "7"), "other entity");
-    assert_ne!(with("entities/A", "7"), with("entities/A", "8"), "other version");
-    assert_eq!(with("entities/A", "7"), with("entities/A", "7"), "a redelivery");
+    assert_ne!(
+        with("entities/A", "7"),
+        with("entities/B", "7"),
+        "other entity"
+    );
+    assert_ne!(
+        with("entities/A", "7"),
+        with("entities/A", "8"),
+        "other version"
+    );
+    assert_eq!(
+        with("entities/A", "7"),
+        with("entities/A", "7"),
+        "a redelivery"
+    );
 }
 
 #[test]
