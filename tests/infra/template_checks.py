@@ -16,7 +16,7 @@ from cfnlint.decode import cfn_yaml
 CONTRACT_VARIABLES = {
     "cdc-ingest": {
         "RELTIO_API_URL", "RELTIO_AUTH_URL", "RELTIO_SECRET_ID", "CDC_MAPPING_FILE", "CDC_DLQ_URL",
-        "RELTIO_BATCH_SIZE", "RELTIO_MAX_CONCURRENCY", "METRICS_NAMESPACE",
+        "RELTIO_BATCH_SIZE", "RELTIO_MAX_CONCURRENCY", "METRICS_NAMESPACE", "LETTER_STORE_BUCKET",
     },
     "webhook-receiver": {
         "WEBHOOK_SECRET_ID", "EVENT_QUEUE_URL", "EVENT_TOPIC_ARN", "WEBHOOK_TOLERANCE_SECONDS", "WEBHOOK_REQUIRE_TIMESTAMP",
@@ -25,14 +25,16 @@ CONTRACT_VARIABLES = {
     "crm-updater": {
         "SALESFORCE_SECRET_ID", "SALESFORCE_API_VERSION", "RELTIO_API_URL", "RELTIO_AUTH_URL",
         "RELTIO_SECRET_ID", "CRM_MAPPING_FILE", "SYNC_STATE_TABLE", "CRM_DLQ_URL", "METRICS_NAMESPACE",
+        "LETTER_STORE_BUCKET",
     },
     "stream-consumer": {
         "EVENT_QUEUE_URL", "EVENT_TOPIC_ARN", "STREAM_DLQ_URL", "EVENT_TYPES", "ENTITY_TYPES", "STREAM_MAX_EVENT_BYTES", "METRICS_NAMESPACE",
+        "LETTER_STORE_BUCKET",
     },
     "analytics-sink": {
         "FIREHOSE_STREAM_NAME", "ANALYTICS_MAPPING_FILE", "ANALYTICS_DLQ_URL", "ANALYTICS_DEDUP_TABLE",
         "ANALYTICS_DEDUP_TTL_DAYS", "ANALYTICS_EVENT_BUS", "RELTIO_API_URL", "RELTIO_AUTH_URL", "RELTIO_SECRET_ID",
-        "METRICS_NAMESPACE",
+        "METRICS_NAMESPACE", "LETTER_STORE_BUCKET",
     },
 }
 
@@ -856,6 +858,155 @@ def check_security_review(readme: str) -> list[str]:
     return problems
 
 
+# ---------------------------------------------------------------- the letter store
+
+LETTER_STORE_VARIABLE = "LETTER_STORE_BUCKET"
+# The dead-letter queues keep their letters 14 days: a payload must outlive its letter.
+MIN_LETTER_STORE_DAYS = 15
+
+
+def batch_functions(t: dict) -> dict[str, str]:
+    """Function logical id -> binary, of every function an event source feeds (the ones that dead-letter)."""
+    fed = {fid for _, fid, _ in event_sources(t)}
+    return {lid: binary for binary, lid in functions_by_binary(t).items() if lid in fed}
+
+
+def _names_bucket(resource, bucket: str) -> bool:
+    """Whether a statement's resource is the bucket or objects in it (a !Ref, !GetAtt or !Sub "${Bucket.Arn}/...")."""
+    if bucket in refs_in(resource):
+        return True
+    text = resource.get("Fn::Sub") if isinstance(resource, dict) else None
+    text = text[0] if isinstance(text, list) else text
+    return isinstance(text, str) and ("${" + bucket + "}" in text or "${" + bucket + ".Arn}" in text)
+
+
+def _letter_store_grants(t: dict, fid: str, binary: str, bucket: str) -> list[str]:
+    """The function may put objects under its own prefix of the letter store, and do nothing else there."""
+    problems = []
+    rendered = render(t, EVERY_RESOURCE)
+    own = "${" + bucket + ".Arn}/" + binary + "/*"
+    put = False
+    for lid, s in statements(rendered):
+        if lid != fid or not isinstance(s, dict) or s.get("Effect") != "Allow":
+            continue
+        resources_ = [r for r in _as_list(s.get("Resource")) if _names_bucket(r, bucket) or r == "*"]
+        actions = [a for a in _as_list(s.get("Action")) if isinstance(a, str) and (a == "*" or a.startswith("s3:"))]
+        if not resources_ or not actions:
+            continue
+        beyond = sorted(set(actions) - {"s3:PutObject"})
+        if beyond:
+            problems.append(f"{fid}: may {beyond} on the letter store (put only)")
+        for r in resources_:
+            if (r.get("Fn::Sub") if isinstance(r, dict) else r) != own:
+                problems.append(f"{fid}: its letter store grant is not limited to its own prefix {binary}/")
+            elif "s3:PutObject" in actions:
+                put = True
+    if not put:
+        problems.append(f"{fid}: may not put to the letter store under {binary}/")
+    return problems
+
+
+def _letter_store_lifecycle(t: dict, bucket: str) -> list[str]:
+    """Payloads expire, never before the dead-letter queues' letters do (the parameter's floor included)."""
+    rules = at(t["Resources"][bucket].get("Properties", {}), ("LifecycleConfiguration", "Rules")) or []
+    expiring = [r for r in rules if r.get("Status") == "Enabled" and r.get("ExpirationInDays") is not None]
+    if not expiring:
+        return [f"{bucket}: the letter store's payloads never expire"]
+    problems = []
+    for r in expiring:
+        value = r["ExpirationInDays"]
+        days = [resolved(t, value)]
+        parameter = t.get("Parameters", {}).get(ref_name(value) or "", None)
+        if parameter is not None:
+            days.append(parameter.get("MinValue", 0))
+        if min(int(d) for d in days) < MIN_LETTER_STORE_DAYS:
+            problems.append(
+                f"{bucket}: payloads may expire within {min(int(d) for d in days)} days, before the dead-letter "
+                f"queues' letters ({MIN_LETTER_STORE_DAYS} days at least)"
+            )
+    return problems
+
+
+def _letter_store_alarm(t: dict, batch: dict[str, str]) -> list[str]:
+    """An alarm fires on any LetterStoreFailures of every batch function (their metrics namespace, the Function
+    dimension), each metric part of what it evaluates."""
+    def covers(alarm: dict) -> set[str]:
+        metrics = alarm.get("Metrics", [])
+        # A metric the alarm's expression leaves out does not alarm.
+        used = set(re.findall(r"\w+", " ".join(m.get("Expression", "") for m in metrics)))
+        parts = [(m.get("Id"), m.get("MetricStat", {}).get("Metric", {})) for m in metrics] or [(None, alarm)]
+        covered = set()
+        for mid, metric in parts:
+            if metric.get("MetricName") != "LetterStoreFailures" or (used and mid not in used):
+                continue
+            dimensions = {d.get("Name"): d.get("Value") for d in metric.get("Dimensions", [])}
+            for fid, binary in batch.items():
+                namespace = function_env(t, fid).get("METRICS_NAMESPACE")
+                if metric.get("Namespace") == namespace and dimensions == {"Function": binary}:
+                    covered.add(fid)
+        return covered
+
+    def fires_on_any(alarm: dict) -> bool:
+        threshold = float(resolved(t, alarm.get("Threshold", 99)) or 0)
+        return (alarm.get("ComparisonOperator") == "GreaterThanThreshold" and threshold < 1) or (
+            alarm.get("ComparisonOperator") == "GreaterThanOrEqualToThreshold" and threshold <= 1
+        )
+
+    covered = set()
+    for a in alarms(t).values():
+        if a.get("AlarmActions") and fires_on_any(a):
+            covered |= covers(a)
+    return [f"{fid}: no alarm on its LetterStoreFailures (any > 0)" for fid in sorted(set(batch) - covered)]
+
+
+def check_tls_only(t: dict) -> list[str]:
+    """Every bucket refuses requests that do not use TLS: a bucket policy denies every action on the bucket and its
+    objects to every principal when aws:SecureTransport is false."""
+    problems = []
+    policies = resources(t, "AWS::S3::BucketPolicy").values()
+    for bid in sorted(resources(t, "AWS::S3::Bucket")):
+        ok = False
+        for pol in policies:
+            if bid not in refs_in(pol["Properties"].get("Bucket")):
+                continue
+            for st in pol["Properties"].get("PolicyDocument", {}).get("Statement", []):
+                res = _as_list(st.get("Resource"))
+                objects = any(_names_bucket(r, bid) and isinstance(r, dict) and "Fn::Sub" in r and str(r["Fn::Sub"]).endswith("/*") for r in res)
+                whole = any(bid in refs_in(r) for r in res if not (isinstance(r, dict) and "Fn::Sub" in r))
+                if (
+                    st.get("Effect") == "Deny"
+                    and st.get("Principal") in ("*", {"AWS": "*"})
+                    and "s3:*" in _as_list(st.get("Action"))
+                    and objects and whole
+                    and str(at(st, ("Condition", "Bool", "aws:SecureTransport"))).lower() == "false"
+                ):
+                    ok = True
+        if not ok:
+            problems.append(f"{bid}: no bucket policy refusing requests without TLS (aws:SecureTransport)")
+    return problems
+
+
+def check_letter_store(t: dict) -> list[str]:
+    """Every batch function names the stack's letter store (LETTER_STORE_BUCKET) and may only put there, under its
+    own prefix; the store keeps payloads longer than the dead-letter queues keep letters; failures alarm."""
+    problems = []
+    batch = batch_functions(t)
+    buckets = set()
+    for fid, binary in sorted(batch.items()):
+        names = refs_in(function_env(t, fid).get(LETTER_STORE_VARIABLE))
+        bucket = next((n for n in sorted(names) if t["Resources"].get(n, {}).get("Type") == "AWS::S3::Bucket"), None)
+        if bucket is None:
+            problems.append(f"{fid}: {LETTER_STORE_VARIABLE} does not name the stack's letter store bucket")
+            continue
+        buckets.add(bucket)
+        problems += _letter_store_grants(t, fid, binary, bucket)
+    if len(buckets) > 1:
+        problems.append(f"the batch functions name different letter stores: {sorted(buckets)}")
+    for bucket in sorted(buckets):
+        problems += _letter_store_lifecycle(t, bucket)
+    return problems + _letter_store_alarm(t, batch)
+
+
 def all_problems(t: dict, contract_md: Path | None = None, layer_root: Path | None = None) -> list[str]:
     return (
         (check_mapping_files(t, layer_root) if layer_root else [])
@@ -874,6 +1025,8 @@ def all_problems(t: dict, contract_md: Path | None = None, layer_root: Path | No
         + check_data_key(t)
         + check_data_key_grants(t)
         + check_data_protection(t)
+        + check_tls_only(t)
+        + check_letter_store(t)
         + check_scan_suppressions(t)
         + _streaming_role_problems(t)
     )

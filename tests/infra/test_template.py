@@ -268,6 +268,7 @@ def test_rendering_follows_the_parameters(template):
         ("CrmUpdaterLogGroup", ["KmsKeyId"], {"Ref": "AWS::NoValue"}),
         ("StreamConsumerLogGroup", ["KmsKeyId"], {"Ref": "AWS::NoValue"}),
         ("AnalyticsBucket", ["BucketEncryption", "ServerSideEncryptionConfiguration", 0, "ServerSideEncryptionByDefault", "KMSMasterKeyID"], "alias/aws/s3"),
+        ("LetterStoreBucket", ["BucketEncryption", "ServerSideEncryptionConfiguration", 0, "ServerSideEncryptionByDefault", "KMSMasterKeyID"], "alias/aws/s3"),
         ("CdcStream", ["StreamEncryption", "KeyId"], "alias/aws/kinesis"),
         ("AnalyticsDeliveryStream", ["DeliveryStreamEncryptionConfigurationInput"], {"KeyType": "AWS_OWNED_CMK"}),
     ],
@@ -325,8 +326,8 @@ def _data_key_statement(t, function):
 def test_a_role_without_a_grant_on_the_customer_key_is_caught(t):
     _drop_data_key_statement(t, "CrmUpdaterFunction")
     assert checks.check_data_key_grants(t) == [
-        "CrmUpdaterFunction: uses ['dynamodb', 'secretsmanager', 'sqs'] but may not kms:Decrypt with the customer key",
-        "CrmUpdaterFunction: writes ['dynamodb', 'secretsmanager', 'sqs'] but may not kms:GenerateDataKey with the customer key",
+        "CrmUpdaterFunction: uses ['dynamodb', 's3', 'secretsmanager', 'sqs'] but may not kms:Decrypt with the customer key",
+        "CrmUpdaterFunction: writes ['dynamodb', 's3', 'secretsmanager', 'sqs'] but may not kms:GenerateDataKey with the customer key",
     ]
 
 
@@ -392,15 +393,16 @@ def test_the_alarm_topic_keeps_a_key_cloudwatch_can_use(t):
     assert checks.check_alarm_topic_key(t) == ["AlarmTopic: encrypted with alias/aws/sns, which CloudWatch cannot use"]
 
 
-def test_an_unversioned_bucket_is_caught(t):
-    props = t["Resources"]["AnalyticsBucket"]["Properties"]
+@pytest.mark.parametrize("bucket", ["AnalyticsBucket", "LetterStoreBucket"])
+def test_an_unversioned_bucket_is_caught(t, bucket):
+    props = t["Resources"][bucket]["Properties"]
     del props["VersioningConfiguration"]
     props["LifecycleConfiguration"]["Rules"] = [r for r in props["LifecycleConfiguration"]["Rules"] if "NoncurrentVersionExpiration" not in r]
     del props["LoggingConfiguration"]
     assert checks.check_data_protection(t) == [
-        "AnalyticsBucket: bucket is not versioned",
-        "AnalyticsBucket: noncurrent versions never expire",
-        "AnalyticsBucket: no server access logs to AccessLogBucket when it is set",
+        f"{bucket}: bucket is not versioned",
+        f"{bucket}: noncurrent versions never expire",
+        f"{bucket}: no server access logs to AccessLogBucket when it is set",
     ]
 
 
@@ -520,4 +522,86 @@ def test_a_readme_missing_a_finding_or_a_key_policy_statement_is_caught():
         "README: accepted finding CKV_AWS_117 is not in the Security review table",
         "README: the key policy does not let CloudWatch publish alarms (cloudwatch.amazonaws.com)",
         "README: the key policy does not let the stack's roles use the key through ['s3']",
+    ]
+
+
+# ---------------------------------------------------------------- the letter store (dead letters' oversized payloads)
+
+
+def _letter_store_statement(t, function):
+    policy = t["Resources"][function]["Properties"]["Policies"][0]["Statement"]
+    return next(s for s in policy if isinstance(s, dict) and s.get("Sid") == "LetterStore")
+
+
+def test_the_letter_store_serves_exactly_the_batch_functions(template):
+    assert set(checks.batch_functions(template).values()) == {"cdc-ingest", "crm-updater", "stream-consumer", "analytics-sink"}
+    assert checks.check_letter_store(template) == []
+    assert checks.check_tls_only(template) == []
+
+
+def test_a_batch_function_without_the_letter_store_is_caught(t):
+    del t["Resources"]["StreamConsumerFunction"]["Properties"]["Environment"]["Variables"]["LETTER_STORE_BUCKET"]
+    t["Resources"]["CrmUpdaterFunction"]["Properties"]["Environment"]["Variables"]["LETTER_STORE_BUCKET"] = "some-bucket"
+    assert checks.check_letter_store(t) == [
+        "CrmUpdaterFunction: LETTER_STORE_BUCKET does not name the stack's letter store bucket",
+        "StreamConsumerFunction: LETTER_STORE_BUCKET does not name the stack's letter store bucket",
+    ]
+
+
+def test_a_letter_store_grant_beyond_put_or_beyond_its_prefix_is_caught(t):
+    _letter_store_statement(t, "CrmUpdaterFunction")["Action"] = ["s3:PutObject", "s3:GetObject", "s3:DeleteObject"]
+    _letter_store_statement(t, "AnalyticsSinkFunction")["Resource"] = {"Fn::Sub": "${LetterStoreBucket.Arn}/*"}
+    _letter_store_statement(t, "StreamConsumerFunction")["Resource"] = {"Fn::Sub": "${LetterStoreBucket.Arn}/crm-updater/*"}
+    policy = t["Resources"]["CdcIngestFunction"]["Properties"]["Policies"][0]["Statement"]
+    policy[:] = [s for s in policy if not (isinstance(s, dict) and s.get("Sid") == "LetterStore")]
+    assert checks.check_letter_store(t) == [
+        "AnalyticsSinkFunction: its letter store grant is not limited to its own prefix analytics-sink/",
+        "AnalyticsSinkFunction: may not put to the letter store under analytics-sink/",
+        "CdcIngestFunction: may not put to the letter store under cdc-ingest/",
+        "CrmUpdaterFunction: may ['s3:DeleteObject', 's3:GetObject'] on the letter store (put only)",
+        "StreamConsumerFunction: its letter store grant is not limited to its own prefix stream-consumer/",
+        "StreamConsumerFunction: may not put to the letter store under stream-consumer/",
+    ]
+    # A wildcard on the store is caught too (and by the IAM check as a wildcard action).
+    _letter_store_statement(t, "CrmUpdaterFunction")["Action"] = ["s3:*"]
+    assert "CrmUpdaterFunction: may ['s3:*'] on the letter store (put only)" in checks.check_letter_store(t)
+    assert any(p.startswith("CrmUpdaterFunction: wildcard action") for p in checks.check_iam(t))
+
+
+def test_a_letter_store_that_forgets_before_the_dead_letter_queues_do_is_caught(t):
+    t["Parameters"]["LetterStoreRetentionDays"]["MinValue"] = 1
+    assert checks.check_letter_store(t) == [
+        "LetterStoreBucket: payloads may expire within 1 days, before the dead-letter queues' letters (15 days at least)"
+    ]
+    t["Parameters"]["LetterStoreRetentionDays"]["MinValue"] = 15
+    rules = t["Resources"]["LetterStoreBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+    expiry = next(r for r in rules if r["Id"] == "PayloadsExpire")
+    expiry["ExpirationInDays"] = 14
+    assert checks.check_letter_store(t) == [
+        "LetterStoreBucket: payloads may expire within 14 days, before the dead-letter queues' letters (15 days at least)"
+    ]
+    rules.remove(expiry)
+    assert checks.check_letter_store(t) == ["LetterStoreBucket: the letter store's payloads never expire"]
+
+
+def test_a_bucket_that_takes_requests_without_tls_is_caught(t):
+    del t["Resources"]["LetterStoreBucketPolicy"]
+    statement = t["Resources"]["AnalyticsBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"][0]
+    statement["Resource"] = [statement["Resource"][0]]
+    assert checks.check_tls_only(t) == [
+        "AnalyticsBucket: no bucket policy refusing requests without TLS (aws:SecureTransport)",
+        "LetterStoreBucket: no bucket policy refusing requests without TLS (aws:SecureTransport)",
+    ]
+
+
+def test_a_letter_store_failure_without_an_alarm_is_caught(t):
+    alarm = t["Resources"]["LetterStoreFailuresAlarm"]["Properties"]
+    alarm["Metrics"][0]["Expression"] = "FILL(cdc, 0) + FILL(crm, 0) + FILL(analytics, 0)"
+    assert checks.check_letter_store(t) == ["StreamConsumerFunction: no alarm on its LetterStoreFailures (any > 0)"]
+    alarm["Threshold"] = 5
+    assert len(checks.check_letter_store(t)) == 4
+    del t["Resources"]["LetterStoreFailuresAlarm"]
+    assert checks.check_letter_store(t) == [
+        f"{fid}: no alarm on its LetterStoreFailures (any > 0)"
+        for fid in ["AnalyticsSinkFunction", "CdcIngestFunction", "CrmUpdaterFunction", "StreamConsumerFunction"]
     ]

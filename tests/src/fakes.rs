@@ -3,13 +3,16 @@
 //! enough for the handlers' logic (the adapters have their own tests against wiremock and moto).
 
 use futures::future::BoxFuture;
+use mdm_sync_domain::backoff::{VisibilityChange, VisibilityFailure};
 use mdm_sync_domain::crm::salesforce::{
     MergeOutcome, MergeRequest, RecordOutcome, RecordQuery, RecordUpdate, MAX_CHUNKS,
     MAX_COLLECTION,
 };
+use mdm_sync_domain::letter::PayloadObject;
 use mdm_sync_domain::ordering::{Applied, Claim, EntityRecord, Fence, Order, Verdict};
 use mdm_sync_domain::ports::{
-    Crm, Deadline, EntitySource, Ledger, MessageSink, PortError, RecordSink,
+    Crm, Deadline, EntitySource, Ledger, MessageSink, MessageVisibility, PayloadStore, PortError,
+    RecordSink, StoredObject,
 };
 use mdm_sync_domain::queue::{OutgoingMessage, SendFailure};
 use serde_json::{json, Map, Value};
@@ -419,5 +422,96 @@ impl RecordSink for FakeRecordSink {
             })
             .collect();
         Box::pin(async move { results })
+    }
+}
+
+/// The letter store (S3): keeps each object put, by key, with its content type; every put fails while `refuse` is
+/// set, as an S3 `ServiceUnavailable` would.
+#[derive(Default)]
+pub struct FakePayloadStore {
+    pub bucket: String,
+    pub objects: Mutex<HashMap<String, (Vec<u8>, String)>>,
+    pub refuse: Mutex<bool>,
+    pub puts: Mutex<usize>,
+}
+
+impl FakePayloadStore {
+    pub fn new(bucket: &str) -> FakePayloadStore {
+        FakePayloadStore {
+            bucket: bucket.into(),
+            ..FakePayloadStore::default()
+        }
+    }
+
+    /// The bytes stored under `key`.
+    pub fn object(&self, key: &str) -> Option<Vec<u8>> {
+        self.objects
+            .lock()
+            .unwrap()
+            .get(key)
+            .map(|(b, _)| b.clone())
+    }
+}
+
+impl PayloadStore for FakePayloadStore {
+    fn put<'a>(
+        &'a self,
+        object: &'a PayloadObject,
+    ) -> BoxFuture<'a, Result<StoredObject, PortError>> {
+        *self.puts.lock().unwrap() += 1;
+        let result = if *self.refuse.lock().unwrap() {
+            Err(PortError::Transient("ServiceUnavailable".into()))
+        } else {
+            self.objects.lock().unwrap().insert(
+                object.key.clone(),
+                (object.bytes.clone(), object.content_type.to_owned()),
+            );
+            Ok(StoredObject {
+                bucket: self.bucket.clone(),
+                key: object.key.clone(),
+            })
+        };
+        Box::pin(async move { result })
+    }
+}
+
+/// The event queue's visibility timeouts: every change asked for, as `(queue URL, receipt handle, seconds)`;
+/// changes to the receipt handles in `refuse` fail, and every change fails while `down` is set.
+#[derive(Default)]
+pub struct FakeVisibility {
+    pub changes: Mutex<Vec<(String, String, u32)>>,
+    pub refuse: Mutex<Vec<String>>,
+    pub down: Mutex<bool>,
+}
+
+impl FakeVisibility {
+    pub fn changes(&self) -> Vec<(String, String, u32)> {
+        self.changes.lock().unwrap().clone()
+    }
+}
+
+impl MessageVisibility for FakeVisibility {
+    fn change<'a>(
+        &'a self,
+        queue_url: &'a str,
+        changes: &'a [VisibilityChange],
+    ) -> BoxFuture<'a, Vec<VisibilityFailure>> {
+        let mut failures = Vec::new();
+        for (index, c) in changes.iter().enumerate() {
+            if *self.down.lock().unwrap() || self.refuse.lock().unwrap().contains(&c.receipt_handle)
+            {
+                failures.push(VisibilityFailure {
+                    index,
+                    reason: "AWS.SimpleQueueService.NonExistentQueue".into(),
+                });
+            } else {
+                self.changes.lock().unwrap().push((
+                    queue_url.to_owned(),
+                    c.receipt_handle.clone(),
+                    c.seconds,
+                ));
+            }
+        }
+        Box::pin(async move { failures })
     }
 }

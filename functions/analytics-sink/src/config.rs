@@ -26,6 +26,9 @@ pub struct Config {
     pub event_bus: Option<String>,
     /// `RELTIO_API_URL` (optional) with `RELTIO_SECRET_ID` and `RELTIO_AUTH_URL` (default Reltio's).
     pub reltio: Option<ReltioSettings>,
+    /// `LETTER_STORE_BUCKET` (optional): the letter store, the S3 bucket that keeps payloads too large for their
+    /// dead letters; without it such a letter points at where the source holds the payload.
+    pub letter_store_bucket: Option<String>,
 }
 
 impl Config {
@@ -52,6 +55,7 @@ impl Config {
             dedup,
             event_bus: config::optional(env, "ANALYTICS_EVENT_BUS"),
             reltio,
+            letter_store_bucket: config::letter_store_bucket(env)?,
         })
     }
 }

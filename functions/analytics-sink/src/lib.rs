@@ -19,6 +19,7 @@ use mdm_sync_adapters::reltio::{CredentialSource, ReltioClient};
 use mdm_sync_adapters::replay::DynamoReplayCache;
 use mdm_sync_adapters::retry::RetryPolicy;
 use mdm_sync_adapters::runner::{self, Function};
+use mdm_sync_adapters::s3::letter_store;
 use mdm_sync_adapters::secrets::SecretCache;
 use mdm_sync_adapters::source::Sqs;
 use mdm_sync_adapters::sqs::SqsQueue;
@@ -29,7 +30,7 @@ use mdm_sync_domain::analytics::{
 use mdm_sync_domain::letter::LetterContext;
 use mdm_sync_domain::outcome::Outcome;
 use mdm_sync_domain::ports::{
-    BatchSignal, Deadline, DeliveredIds, EntitySource, MessageSink, RecordSink,
+    BatchSignal, Deadline, DeliveredIds, EntitySource, MessageSink, PayloadStore, RecordSink,
 };
 use mdm_sync_domain::queue::Delivery;
 use mdm_sync_domain::reltio::message::{unpack, MessageItems};
@@ -49,6 +50,8 @@ pub struct Deps {
     pub signal: Option<Arc<dyn BatchSignal + Send + Sync>>,
     /// `ANALYTICS_DLQ_URL`.
     pub dlq: Arc<dyn MessageSink + Send + Sync>,
+    /// The letter store (`LETTER_STORE_BUCKET`), when set.
+    pub letter_store: Option<Arc<dyn PayloadStore + Send + Sync>>,
 }
 
 impl Deps {
@@ -94,6 +97,7 @@ impl Deps {
                 aws_sdk_sqs::Client::new(sdk),
                 &config.dlq_url,
             )),
+            letter_store: letter_store(config.letter_store_bucket.as_deref(), sdk),
             mapping,
             reltio,
             dedup,
@@ -134,6 +138,10 @@ impl Function<Sqs> for Deps {
 
     fn dead_letters(&self) -> &dyn MessageSink {
         self.dlq.as_ref()
+    }
+
+    fn letter_store(&self) -> Option<&dyn PayloadStore> {
+        self.letter_store.as_deref().map(|s| s as &dyn PayloadStore)
     }
 
     fn apply<'a>(

@@ -65,6 +65,7 @@ fn world(reltio: Option<FakeReltio>) -> World {
         dedup: None,
         signal: Some(signal.clone()),
         dlq: dlq.clone(),
+        letter_store: None,
     };
     World {
         sink,

@@ -54,6 +54,7 @@ fn world() -> World {
         dedup: None,
         signal: None,
         dlq: dlq.clone(),
+        letter_store: None,
     };
     World {
         sink,

@@ -25,6 +25,9 @@ pub struct Config {
     /// `CDC_KEY_LEDGER_TABLE` (optional) and `CDC_KEY_LEDGER_RETENTION_DAYS` (default 8: past Kinesis's
     /// 7-day maximum retention): the CDC key ledger, which skips changes older than what was applied per key.
     pub key_ledger: Option<(String, std::time::Duration)>,
+    /// `LETTER_STORE_BUCKET` (optional): the letter store, the S3 bucket that keeps records too large for their
+    /// dead letters; without it such a letter points at where the stream holds the record.
+    pub letter_store_bucket: Option<String>,
 }
 
 impl Config {
@@ -51,6 +54,7 @@ impl Config {
                     Some((table, std::time::Duration::from_secs(days as u64 * 86_400)))
                 }
             },
+            letter_store_bucket: config::letter_store_bucket(env)?,
         })
     }
 }

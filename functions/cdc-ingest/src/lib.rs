@@ -27,6 +27,7 @@ use mdm_sync_adapters::metrics::Metrics;
 use mdm_sync_adapters::reltio::{CredentialSource, ReltioClient};
 use mdm_sync_adapters::retry::RetryPolicy;
 use mdm_sync_adapters::runner::{self, Function, Source};
+use mdm_sync_adapters::s3::letter_store;
 use mdm_sync_adapters::secrets::SecretCache;
 use mdm_sync_adapters::source::{Kafka, KafkaInput, Kinesis};
 use mdm_sync_adapters::sqs::SqsQueue;
@@ -34,7 +35,8 @@ use mdm_sync_domain::cdc::input::CdcInput;
 use mdm_sync_domain::cdc::mapping::{CdcMapping, MappingError};
 use mdm_sync_domain::letter::LetterContext;
 use mdm_sync_domain::outcome::Outcome;
-use mdm_sync_domain::ports::{Deadline, EntityWriter, KeyLedger, MessageSink};
+use mdm_sync_domain::ports::{Deadline, EntityWriter, KeyLedger, MessageSink, PayloadStore};
+use std::sync::Arc;
 use std::time::Instant;
 
 pub const FUNCTION_NAME: &str = "cdc-ingest";
@@ -51,6 +53,9 @@ pub struct Deps {
     /// Waits between whole-batch attempts while every write fails transiently (an outage, a refused
     /// credential): the invocation keeps trying until its deadline instead of failing fast.
     pub outage_backoff: RetryPolicy,
+    /// The letter store (`LETTER_STORE_BUCKET`), when set. Not used yet: the batch runner stores oversized
+    /// payloads once cdc-ingest settles through it (until then its letters point at the stream, as before).
+    pub letter_store: Option<Arc<dyn PayloadStore + Send + Sync>>,
 }
 
 impl Deps {
@@ -82,6 +87,7 @@ impl Deps {
                 &config.dlq_url,
             )),
             outage_backoff: OUTAGE_BACKOFF,
+            letter_store: letter_store(config.letter_store_bucket.as_deref(), sdk),
             key_ledger: config.key_ledger.as_ref().map(|(table, retention)| {
                 Box::new(DynamoKeyLedger::new(
                     aws_sdk_dynamodb::Client::new(sdk),
@@ -166,6 +172,10 @@ impl<S: CdcSource> Function<S> for Deps {
 
     fn dead_letters(&self) -> &dyn MessageSink {
         self.dlq.as_ref()
+    }
+
+    fn letter_store(&self) -> Option<&dyn PayloadStore> {
+        self.letter_store.as_deref().map(|s| s as &dyn PayloadStore)
     }
 
     fn apply<'a>(

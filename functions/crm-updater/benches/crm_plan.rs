@@ -164,6 +164,7 @@ fn fresh_deps(
         reltio: Arc::new(reltio),
         ledger: Arc::new(FakeLedger::default()),
         dlq: Arc::new(FakeQueue::default()),
+        letter_store: None,
         visibility: Arc::new(NoRetries),
     };
     (deps, salesforce)

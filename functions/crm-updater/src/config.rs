@@ -42,6 +42,9 @@ pub struct Config {
     /// The event queue's URL (`CRM_EVENT_QUEUE_URL`); unset, it is derived from each message's
     /// `eventSourceARN`.
     pub event_queue_url: Option<String>,
+    /// `LETTER_STORE_BUCKET` (optional): the letter store, the S3 bucket that keeps payloads too large for their
+    /// dead letters; without it such a letter points at where the source holds the payload.
+    pub letter_store_bucket: Option<String>,
 }
 
 impl Config {
@@ -78,6 +81,7 @@ impl Config {
                 Some(_) => Some(config::url(env, "CRM_EVENT_QUEUE_URL")?),
                 None => None,
             },
+            letter_store_bucket: config::letter_store_bucket(env)?,
         })
     }
 }

@@ -21,6 +21,7 @@ use mdm_sync_adapters::metrics::Metrics;
 use mdm_sync_adapters::reltio::{CredentialSource, ReltioClient};
 use mdm_sync_adapters::retry::RetryPolicy;
 use mdm_sync_adapters::runner::{self, Function};
+use mdm_sync_adapters::s3::letter_store;
 use mdm_sync_adapters::salesforce::{SalesforceClient, SalesforceCredentialSource};
 use mdm_sync_adapters::secrets::SecretCache;
 use mdm_sync_adapters::source::{QueueBackoff, Sqs};
@@ -31,7 +32,9 @@ use mdm_sync_domain::crm::plan::{decode, Item};
 use mdm_sync_domain::crm::{CrmMapping, CrmMappingError};
 use mdm_sync_domain::letter::LetterContext;
 use mdm_sync_domain::outcome::Outcome;
-use mdm_sync_domain::ports::{Crm, Deadline, EntitySource, Ledger, MessageSink, MessageVisibility};
+use mdm_sync_domain::ports::{
+    Crm, Deadline, EntitySource, Ledger, MessageSink, MessageVisibility, PayloadStore,
+};
 use mdm_sync_domain::queue::Delivery;
 use mdm_sync_domain::reltio::message::{unpack, MessageItems};
 use mdm_sync_domain::settle::Settlement;
@@ -52,6 +55,8 @@ pub struct Deps {
     pub dlq: Arc<dyn MessageSink + Send + Sync>,
     /// The event queue, for the retry backoff.
     pub visibility: Arc<dyn MessageVisibility + Send + Sync>,
+    /// The letter store (`LETTER_STORE_BUCKET`), when set.
+    pub letter_store: Option<Arc<dyn PayloadStore + Send + Sync>>,
 }
 
 impl Deps {
@@ -95,6 +100,7 @@ impl Deps {
             ledger: Arc::new(ledger),
             dlq: Arc::new(SqsQueue::new(sqs.clone(), &config.dlq_url)),
             visibility: Arc::new(SqsVisibility::new(sqs)),
+            letter_store: letter_store(config.letter_store_bucket.as_deref(), sdk),
             config,
         })
     }
@@ -135,6 +141,10 @@ impl Function<Sqs> for Deps {
 
     fn dead_letters(&self) -> &dyn MessageSink {
         self.dlq.as_ref()
+    }
+
+    fn letter_store(&self) -> Option<&dyn PayloadStore> {
+        self.letter_store.as_deref().map(|s| s as &dyn PayloadStore)
     }
 
     fn apply<'a>(

@@ -33,7 +33,8 @@ fn ledger_retention_defaults_to_35_days_and_must_outlive_sqs_retention() {
         | "CRM_LEDGER_RETENTION_DAYS"
         | "CRM_RETRY_BACKOFF_SECONDS"
         | "CRM_RETRY_BACKOFF_MAX_SECONDS"
-        | "CRM_EVENT_QUEUE_URL" => None,
+        | "CRM_EVENT_QUEUE_URL"
+        | "LETTER_STORE_BUCKET" => None,
         other => base(other),
     })
     .unwrap();

@@ -7,17 +7,17 @@ mod events;
 
 use crm_updater::{handle, Config, Deps, Handled};
 use events::{changed, failures, FIFO_ARN, QUEUE_ARN, SFDC};
-use futures::future::BoxFuture;
 use mdm_sync_adapters::sqs_event::SqsEvent;
-use mdm_sync_domain::backoff::{Backoff, VisibilityChange, VisibilityFailure};
+use mdm_sync_domain::backoff::Backoff;
 use mdm_sync_domain::crm::salesforce::{MAX_CHUNKS, MAX_COLLECTION};
 use mdm_sync_domain::crm::CrmMapping;
-use mdm_sync_domain::ports::MessageVisibility;
-use mdm_sync_testkit::fakes::{chunks, FakeLedger, FakeQueue, FakeReltio, FakeSalesforce};
+use mdm_sync_testkit::fakes::{
+    chunks, FakeLedger, FakeQueue, FakeReltio, FakeSalesforce, FakeVisibility,
+};
 use mdm_sync_testkit::{sqs_event, SqsTestMessage};
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 struct World {
@@ -26,47 +26,6 @@ struct World {
     ledger: Arc<FakeLedger>,
     dlq: Arc<FakeQueue>,
     visibility: Arc<FakeVisibility>,
-}
-
-/// The event queue's visibility timeouts: every change asked for, as `(queue URL, receipt handle, seconds)`;
-/// changes to the receipt handles in `refuse` fail, and every change fails while `down` is set.
-#[derive(Default)]
-struct FakeVisibility {
-    changes: Mutex<Vec<(String, String, u32)>>,
-    refuse: Mutex<Vec<String>>,
-    down: Mutex<bool>,
-}
-
-impl FakeVisibility {
-    fn changes(&self) -> Vec<(String, String, u32)> {
-        self.changes.lock().unwrap().clone()
-    }
-}
-
-impl MessageVisibility for FakeVisibility {
-    fn change<'a>(
-        &'a self,
-        queue_url: &'a str,
-        changes: &'a [VisibilityChange],
-    ) -> BoxFuture<'a, Vec<VisibilityFailure>> {
-        let mut failures = Vec::new();
-        for (index, c) in changes.iter().enumerate() {
-            if *self.down.lock().unwrap() || self.refuse.lock().unwrap().contains(&c.receipt_handle)
-            {
-                failures.push(VisibilityFailure {
-                    index,
-                    reason: "AWS.SimpleQueueService.NonExistentQueue".into(),
-                });
-            } else {
-                self.changes.lock().unwrap().push((
-                    queue_url.to_owned(),
-                    c.receipt_handle.clone(),
-                    c.seconds,
-                ));
-            }
-        }
-        Box::pin(async move { failures })
-    }
 }
 
 fn config() -> Config {
@@ -106,6 +65,7 @@ fn world_with(salesforce: FakeSalesforce, reltio: FakeReltio, config: Config) ->
         reltio: Arc::new(reltio),
         ledger: ledger.clone(),
         dlq: dlq.clone(),
+        letter_store: None,
         visibility: visibility.clone(),
     };
     World {

@@ -76,6 +76,7 @@ fn world(mapping_extra: &str) -> World {
             reltio: reltio.clone(),
             ledger: Arc::new(FakeLedger::default()),
             dlq: dlq.clone(),
+            letter_store: None,
             visibility: Arc::new(NoVisibility),
         },
         salesforce,

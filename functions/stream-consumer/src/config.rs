@@ -18,6 +18,9 @@ pub struct Config {
     pub settings: StreamSettings,
     /// `METRICS_NAMESPACE` (default `MdmSync`).
     pub metrics_namespace: String,
+    /// `LETTER_STORE_BUCKET` (optional): the letter store, the S3 bucket that keeps payloads too large for their
+    /// dead letters; without it such a letter points at where the source holds the payload.
+    pub letter_store_bucket: Option<String>,
 }
 
 impl Config {
@@ -36,6 +39,7 @@ impl Config {
             },
             metrics_namespace: config::optional(env, "METRICS_NAMESPACE")
                 .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned()),
+            letter_store_bucket: config::letter_store_bucket(env)?,
         })
     }
 

@@ -17,12 +17,13 @@ use mdm_sync_adapters::enqueue::enqueue;
 use mdm_sync_adapters::kafka::{KafkaEvent, KafkaEventResponse, StreamRecord};
 use mdm_sync_adapters::metrics::Metrics;
 use mdm_sync_adapters::runner::{self, Function};
+use mdm_sync_adapters::s3::letter_store;
 use mdm_sync_adapters::sns::event_sink;
 use mdm_sync_adapters::source::{Kafka, KafkaInput};
 use mdm_sync_adapters::sqs::SqsQueue;
 use mdm_sync_domain::letter::LetterContext;
 use mdm_sync_domain::outcome::{Outcome, SkipReason};
-use mdm_sync_domain::ports::{Deadline, MessageSink};
+use mdm_sync_domain::ports::{Deadline, MessageSink, PayloadStore};
 use mdm_sync_domain::queue::OutgoingMessage;
 use mdm_sync_domain::settle::Settlement;
 use mdm_sync_domain::stream::plan_record;
@@ -38,6 +39,8 @@ pub struct Deps {
     pub queue: Arc<dyn MessageSink + Send + Sync>,
     /// `STREAM_DLQ_URL`.
     pub dlq: Arc<dyn MessageSink + Send + Sync>,
+    /// The letter store (`LETTER_STORE_BUCKET`), when set.
+    pub letter_store: Option<Arc<dyn PayloadStore + Send + Sync>>,
 }
 
 impl Deps {
@@ -46,6 +49,7 @@ impl Deps {
         Deps {
             queue: event_sink(&config.destination, sdk),
             dlq: Arc::new(SqsQueue::new(sqs, &config.dlq_url)),
+            letter_store: letter_store(config.letter_store_bucket.as_deref(), sdk),
             config,
         }
     }
@@ -81,6 +85,10 @@ impl Function<Kafka> for Deps {
 
     fn dead_letters(&self) -> &dyn MessageSink {
         self.dlq.as_ref()
+    }
+
+    fn letter_store(&self) -> Option<&dyn PayloadStore> {
+        self.letter_store.as_deref().map(|s| s as &dyn PayloadStore)
     }
 
     /// Plans every record, then sends every message of the batch at once: one SendMessageBatch per ten events

@@ -52,6 +52,7 @@ impl World {
                 config,
                 queue: queue.clone(),
                 dlq: dlq.clone(),
+                letter_store: None,
             },
             queue,
             dlq,

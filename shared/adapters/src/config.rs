@@ -140,6 +140,32 @@ pub fn bool_or(env: &dyn Env, name: &'static str, default: bool) -> Result<bool,
     }
 }
 
+/// `LETTER_STORE_BUCKET` (optional, every batch-fed function): the S3 bucket that keeps the payloads too large for
+/// their dead letters. Unset, such a letter points at where its source holds the payload (the stream, while within
+/// its retention; Reltio's large-event form for an event): the degraded mode.
+pub fn letter_store_bucket(env: &dyn Env) -> Result<Option<String>, ConfigError> {
+    let name = "LETTER_STORE_BUCKET";
+    let Some(bucket) = optional(env, name) else {
+        return Ok(None);
+    };
+    // S3's bucket naming rules (3 to 63 lowercase letters, digits, dots and hyphens, a letter or digit at each end):
+    // an ARN or a URL given by mistake stops the start-up instead of failing every put.
+    let valid = (3..=63).contains(&bucket.len())
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+        && bucket.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && bucket.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if !valid {
+        return Err(ConfigError::Invalid {
+            name,
+            reason: "is not an S3 bucket name (3-63 lowercase letters, digits, dots, hyphens)"
+                .into(),
+        });
+    }
+    Ok(Some(bucket))
+}
+
 /// Reltio's default token endpoint.
 pub const DEFAULT_RELTIO_AUTH_URL: &str = "https://auth.reltio.com/oauth/token";
 
@@ -314,6 +340,34 @@ mod tests {
             assert!(url(&env(&[("U", local)]), "U").is_ok(), "{local}");
         }
         assert!(url(&env(&[("U", "not a url")]), "U").is_err());
+    }
+
+    #[test]
+    fn the_letter_store_bucket_is_optional_and_must_be_a_bucket_name() {
+        assert_eq!(letter_store_bucket(&env(&[])).unwrap(), None);
+        assert_eq!(
+            letter_store_bucket(&env(&[(
+                "LETTER_STORE_BUCKET",
+                " mdm-sync-prod-letters-1a2b "
+            )]))
+            .unwrap(),
+            Some("mdm-sync-prod-letters-1a2b".into())
+        );
+        for bad in [
+            "arn:aws:s3:::letters",
+            "s3://letters",
+            "Letters",
+            "ab",
+            "letters-",
+        ] {
+            let err = letter_store_bucket(&env(&[("LETTER_STORE_BUCKET", bad)]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("LETTER_STORE_BUCKET") && !err.contains(bad),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! mdm-sync's adapters: everything that does I/O for the functions — the Reltio and Salesforce clients (one OAuth
-//! session, one send loop), the DynamoDB ledger, SQS, SNS and Firehose (one partial-failure retry), Secrets Manager,
-//! EMF metrics, typed settings and the event-source responses. Each implements a port of `mdm_sync_domain`.
+//! session, one send loop), the DynamoDB ledger, SQS, SNS and Firehose (one partial-failure retry), the letter
+//! store (S3), Secrets Manager, EMF metrics, typed settings and the event-source responses. Each implements a port
+//! of `mdm_sync_domain`.
 
 pub mod aws;
 pub mod config;
@@ -18,6 +19,7 @@ pub mod reltio;
 pub mod replay;
 pub mod retry;
 pub mod runner;
+pub mod s3;
 pub mod salesforce;
 pub mod secrets;
 pub mod sns;

@@ -6,12 +6,16 @@
 //! 1. decode the event source's batch into the domain's inputs ([`Source::input`]);
 //! 2. call the function's plan and apply ([`Function::apply`]): one outcome per record;
 //! 3. settle under the source's ordering rule (`settle.rs`): permanent failures are dead-lettered in the one typed
-//!    letter format (`mdm_sync_domain::letter`), a letter that cannot be sent turns its record transient;
+//!    letter format (`mdm_sync_domain::letter`), a letter that cannot be sent turns its record transient. A
+//!    payload too large for its letter is first written to the function's letter store (S3), and the letter
+//!    points at it (bucket, key, size, SHA-256); a payload the store could not keep turns its record transient
+//!    too. Without a store, such a letter points at where the source holds the payload (the degraded mode);
 //! 4. log the one hand-over line per change applied ([`Function::hand_over`]) and a warning per record reported
 //!    for another delivery;
 //! 5. count outcomes in one metric vocabulary: `RecordsReceived`, `RecordsApplied`, `RecordsSkipped` and one
-//!    `Skipped<Reason>` per skip reason, `RecordsDeadLettered`, `DeadLetterFailures`, `RecordsRetried`,
-//!    `BatchItemFailures`, `EndToEndLatency`, `HandlerLatency` (the function adds its own: API calls, latencies);
+//!    `Skipped<Reason>` per skip reason, `RecordsDeadLettered`, `DeadLetterFailures`, `LetterPayloadsStored`,
+//!    `LetterStoreFailures`, `RecordsRetried`, `BatchItemFailures`, `EndToEndLatency`, `HandlerLatency` (the
+//!    function adds its own: API calls, latencies);
 //! 6. let the function do its best-effort work after settlement ([`Function::settled`]: a retry backoff, a
 //!    refresh signal);
 //! 7. build the source's partial batch response.
@@ -20,8 +24,9 @@ use crate::metrics::Metrics;
 use futures::future::BoxFuture;
 use mdm_sync_domain::letter::{DeadLetter, LetterContext, Origin, Payload};
 use mdm_sync_domain::outcome::Outcome;
-use mdm_sync_domain::ports::{Deadline, MessageSink};
-use mdm_sync_domain::settle::{settle_batch, Ordering, Settlement};
+use mdm_sync_domain::ports::{Deadline, MessageSink, PayloadStore, PortError};
+use mdm_sync_domain::settle::{settle, settle_batch, Ordering, Settlement};
+use std::collections::HashMap;
 use std::time::Instant;
 
 /// The ordering rule of a batch, as its source states it.
@@ -85,6 +90,12 @@ pub trait Function<S: Source>: Sync {
     fn metrics_namespace(&self) -> &str;
     /// Where its dead letters go.
     fn dead_letters(&self) -> &dyn MessageSink;
+
+    /// Where the payloads too large for its dead letters go (`LETTER_STORE_BUCKET`); `None`: such a letter points
+    /// at where the source holds the payload instead (the degraded mode).
+    fn letter_store(&self) -> Option<&dyn PayloadStore> {
+        None
+    }
 
     /// Plans and applies the batch through the function's ports: one item per input, in order. The function
     /// counts its own figures (API calls, latencies) in `metrics`.
@@ -154,8 +165,7 @@ pub async fn run<S: Source, F: Function<S>>(
     let dlq = function.dead_letters();
     let fifo = dlq.is_fifo();
     let failed_at = chrono::Utc::now().to_rfc3339();
-    let settled = settle_batch(&mut outcomes, ordering, dlq, |i, reason| {
-        tracing::warn!(record = %label(i), %reason, "dead-lettering");
+    let letter = |i: usize, reason: &str| {
         let (origin, payload, attempts) = S::letter(&records[i]);
         DeadLetter {
             function: function.name().to_owned(),
@@ -169,7 +179,26 @@ pub async fn run<S: Source, F: Function<S>>(
                 .unwrap_or_default(),
             payload,
         }
-        .to_message(fifo)
+    };
+    let mut stored = HashMap::new();
+    if let Some(store) = function.letter_store() {
+        let kept = keep_oversized_payloads(store, &outcomes, ordering, fifo, &letter).await;
+        metrics.count("LetterPayloadsStored", kept.letters.len() as u64);
+        metrics.count("LetterStoreFailures", kept.failures.len() as u64);
+        for (i, error) in kept.failures {
+            tracing::error!(record = %label(i), %error, "could not store the payload of the record's dead letter; it will be delivered again");
+            outcomes[i] = Outcome::Transient(format!(
+                "storing the payload of its dead letter failed: {error}"
+            ));
+        }
+        stored = kept.letters;
+    }
+    let settled = settle_batch(&mut outcomes, ordering, dlq, |i, reason| {
+        tracing::warn!(record = %label(i), %reason, "dead-lettering");
+        match stored.get(&i) {
+            Some(pointing) => pointing.to_message(fifo),
+            None => letter(i, reason).to_message(fifo),
+        }
     })
     .await;
     for &i in &settled.dead_letter_failures {
@@ -227,6 +256,56 @@ pub async fn run<S: Source, F: Function<S>>(
         response: S::response(&settlement, &records),
         metrics,
     }
+}
+
+/// The letters that point at payloads the letter store now keeps, and the records whose payload it could not keep.
+struct Kept {
+    letters: HashMap<usize, DeadLetter>,
+    failures: Vec<(usize, PortError)>,
+}
+
+/// Writes to the letter store the payload of each record about to be dead-lettered whose letter would not fit its
+/// queue (all at once: a batch holds a few such payloads at most, its event being at most 6 MB).
+async fn keep_oversized_payloads(
+    store: &dyn PayloadStore,
+    outcomes: &[Outcome],
+    ordering: Ordering<'_>,
+    fifo: bool,
+    letter: &impl Fn(usize, &str) -> DeadLetter,
+) -> Kept {
+    let oversized: Vec<(usize, DeadLetter)> = settle(outcomes, ordering)
+        .dead_letter
+        .into_iter()
+        .filter_map(|i| match &outcomes[i] {
+            Outcome::Permanent(reason) => Some((i, letter(i, reason))),
+            _ => None,
+        })
+        .filter(|(_, l)| !l.fits(fifo))
+        .collect();
+    let objects: Vec<_> = oversized.iter().map(|(_, l)| l.payload_object()).collect();
+    let results = futures::future::join_all(objects.iter().map(|o| async move {
+        match o {
+            Some(o) => Some(store.put(o).await),
+            None => None,
+        }
+    }))
+    .await;
+    let mut kept = Kept {
+        letters: HashMap::new(),
+        failures: Vec::new(),
+    };
+    for (((i, l), object), result) in oversized.into_iter().zip(&objects).zip(results) {
+        match (object, result) {
+            (Some(object), Some(Ok(at))) => {
+                kept.letters
+                    .insert(i, l.with_payload_stored(&at.bucket, object));
+            }
+            (_, Some(Err(e))) => kept.failures.push((i, e)),
+            // No bytes of its own to store: its letter points at its source as before.
+            _ => {}
+        }
+    }
+    kept
 }
 
 /// How log lines name a record: its entity and event, else its table and key, and where it is in its source.

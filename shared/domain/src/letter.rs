@@ -5,7 +5,8 @@
 //! it came from (a Kinesis record, a Kafka record or a queue message: its coordinates), what the function knew of
 //! it (table and crosswalk key, entity, event id) and the input itself — kept as received (JSON verbatim, so a
 //! number keeps its digits; else text or base64 of the bytes), or, when it does not fit a dead letter, a pointer
-//! to where it is kept with its size and SHA-256.
+//! to where it is kept with its size and SHA-256: an object in the stack's letter store (`store.rs`), else where
+//! the source still holds it.
 //!
 //! On the wire a letter is one flat JSON object. Field names follow the source, as they always have: a Kinesis
 //! letter carries `sequenceNumber`, `partitionKey`, `shardId` and the `record`; a Kafka letter `topic`,
@@ -432,6 +433,20 @@ impl DeadLetter {
     /// which a redrive can put back). Attributes: `function`, and `table`, `topic` or `eventId` when known. On a
     /// FIFO queue the group is the entity (else the function) and the deduplication id is the input's.
     pub fn to_message(&self, fifo: bool) -> OutgoingMessage {
+        let mut message = self.whole_message(fifo);
+        if message.size() > DEAD_LETTER_MAX_BYTES {
+            message.body = self.with_payload_left_out().to_json();
+        }
+        message
+    }
+
+    /// Whether the letter fits a dead-letter queue message with its payload as it is.
+    pub fn fits(&self, fifo: bool) -> bool {
+        self.whole_message(fifo).size() <= DEAD_LETTER_MAX_BYTES
+    }
+
+    /// The letter as a message, its payload as it is whatever its size.
+    fn whole_message(&self, fifo: bool) -> OutgoingMessage {
         let mut attributes = vec![("function".to_owned(), self.function.clone())];
         if let Some(t) = &self.context.table {
             attributes.push(("table".into(), t.clone()));
@@ -442,7 +457,7 @@ impl DeadLetter {
         if let Some(e) = &self.context.event_id {
             attributes.push(("eventId".into(), e.clone()));
         }
-        let mut message = OutgoingMessage {
+        OutgoingMessage {
             body: self.to_json(),
             attributes,
             group_id: fifo.then(|| {
@@ -452,17 +467,45 @@ impl DeadLetter {
                     .unwrap_or_else(|| self.function.clone())
             }),
             dedup_id: fifo.then(|| self.dedup_id()),
-        };
-        if message.size() > DEAD_LETTER_MAX_BYTES {
-            message.body = self.with_payload_left_out().to_json();
         }
-        message
     }
 
-    /// The same letter with its payload replaced by a pointer to where the source holds it.
+    /// The same letter with its payload replaced by a pointer to where the source holds it (a payload already
+    /// left out keeps its pointer and loses its stand-in).
     pub fn with_payload_left_out(&self) -> DeadLetter {
-        let bytes = self.payload.bytes().unwrap_or_default();
-        let stand_in = match (&self.origin, &self.payload) {
+        let payload = match &self.payload {
+            Payload::Omitted { pointer, .. } => Payload::Omitted {
+                pointer: pointer.clone(),
+                stand_in: None,
+            },
+            _ => Payload::Omitted {
+                pointer: Pointer::to_source(
+                    &self.payload.bytes().unwrap_or_default(),
+                    self.origin.fetch_hint(),
+                ),
+                stand_in: self.stand_in(),
+            },
+        };
+        self.with_payload(payload)
+    }
+
+    /// The same letter with another payload (the payload it had is not copied: it may be a megabyte).
+    pub(crate) fn with_payload(&self, payload: Payload) -> DeadLetter {
+        DeadLetter {
+            function: self.function.clone(),
+            reason: self.reason.clone(),
+            attempts: self.attempts,
+            failed_at: self.failed_at.clone(),
+            origin: self.origin.clone(),
+            context: self.context.clone(),
+            payload,
+        }
+    }
+
+    /// For a queued event, Reltio's own large-event form of it (the consumers fetch the entity), when it fits a
+    /// letter: what a redrive puts back when the event itself is not at hand.
+    fn stand_in(&self) -> Option<Box<RawValue>> {
+        match (&self.origin, &self.payload) {
             (Origin::Queue { .. }, Payload::Json(raw)) => {
                 let whole = OutgoingMessage {
                     body: raw.get().to_owned(),
@@ -472,13 +515,6 @@ impl DeadLetter {
                     .and_then(|m| RawValue::from_string(m.body).ok())
             }
             _ => None,
-        };
-        DeadLetter {
-            payload: Payload::Omitted {
-                pointer: Pointer::to_source(&bytes, self.origin.fetch_hint()),
-                stand_in,
-            },
-            ..self.clone()
         }
     }
 
@@ -509,6 +545,9 @@ impl DeadLetter {
         hex::encode(Sha256::digest(coordinates.as_bytes()))
     }
 }
+
+mod store;
+pub use store::{PayloadObject, StoredPayloadError};
 
 #[cfg(test)]
 mod tests;

@@ -15,6 +15,7 @@
 //! | [`RecordSink`] | analytics change records | Firehose |
 //! | [`BatchSignal`] | the analytics refresh signal | EventBridge |
 //! | [`DeliveredIds`] | ids already handed on (webhook replays, analytics duplicates) | DynamoDB |
+//! | [`PayloadStore`] | the letter store: payloads too large for their dead letters | S3 |
 
 use crate::analytics::Report as AnalyticsReport;
 use crate::backoff::{VisibilityChange, VisibilityFailure};
@@ -22,6 +23,7 @@ use crate::cdc::versions::Applied as KeyApplied;
 use crate::crm::salesforce::{
     MergeOutcome, MergeRequest, RecordOutcome, RecordQuery, RecordUpdate,
 };
+use crate::letter::PayloadObject;
 use crate::ordering::{Applied, Claim, Fence, Order};
 use crate::queue::{OutgoingMessage, SendFailure};
 use crate::reltio::model::{CrosswalkKey, EntityBody, ItemOutcome};
@@ -204,6 +206,24 @@ pub trait DeliveredIds: Send + Sync {
 
     /// Remembers the ids as delivered.
     fn remember<'a>(&'a self, ids: &'a [&'a str]) -> BoxFuture<'a, Result<(), PortError>>;
+}
+
+/// Where the letter store wrote an object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredObject {
+    pub bucket: String,
+    pub key: String,
+}
+
+/// The letter store: payloads too large for their dead letters, kept as objects (S3 in production) that the
+/// letters point at. A payload that cannot be stored leaves its record to be retried: nothing is acknowledged
+/// before its payload is kept.
+pub trait PayloadStore: Sync {
+    /// Writes the object (its key names its payload's hash: writing it twice is harmless) and says where.
+    fn put<'a>(
+        &'a self,
+        object: &'a PayloadObject,
+    ) -> BoxFuture<'a, Result<StoredObject, PortError>>;
 }
 
 /// Sends `items` through `send` as one request; a request the far side refuses as a whole

@@ -5,7 +5,8 @@
 //! source redelivers everything from the first reported record on, so nothing after a sequence's first transient
 //! failure is final (dead-lettering it now would dead-letter it again on the redelivery). A standard SQS batch
 //! settles each message on its own. A dead letter that cannot be sent turns its record transient: nothing is
-//! acknowledged before its effect (or its dead letter) is durable.
+//! acknowledged before its effect (or its dead letter) is durable. So does a payload too large for its letter that
+//! the letter store could not keep (the batch runner stores it before settling, and rewrites the outcome).
 
 use crate::outcome::Outcome;
 use crate::ports::MessageSink;

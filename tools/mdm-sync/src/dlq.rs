@@ -1,5 +1,6 @@
 //! `mdm-sync dlq list` and `dlq show`: the stack's dead-letter and failure queues listed (depth, oldest message,
-//! reasons counted), and one message shown in full (its payload fetched back from the stream when the letter left
+//! reasons counted), and one message shown in full (its payload read back from the letter store when the letter
+//! points there, checked against the letter's size and SHA-256; or, asked for, from the stream when the letter left
 //! it out).
 
 use crate::error::CliError;
@@ -8,6 +9,7 @@ use crate::letters::{Letter, Role};
 use crate::output;
 use crate::sqs_io::{self, system};
 use crate::stack::{self, Stack};
+use crate::store_io::{self, S3Objects};
 use crate::Global;
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
 use clap::Args;
@@ -148,8 +150,20 @@ pub async fn show(g: &Global, args: ShowArgs) -> Result<ExitCode, CliError> {
         .unwrap_or_else(|_| Value::String(m.body().unwrap_or_default().to_owned()));
     let attributes = sqs_io::attributes(m);
     let letter = sqs_io::letter(role, m);
+    let mut code = ExitCode::SUCCESS;
     let mut fetched = Value::Null;
-    if args.fetch {
+    match store_io::resolve(letter.clone(), &S3Objects::new(&sdk)).await {
+        // The payload the letter store keeps, as the letter would hold it had it fitted.
+        Ok((Letter::Dead(d), Some(at))) => {
+            fetched = json!({"from": at, "payload": d.payload.bytes().as_deref().map(payload)});
+        }
+        Ok(_) => {}
+        Err(e) => {
+            fetched = json!({"error": e.to_string()});
+            code = ExitCode::from(1);
+        }
+    }
+    if args.fetch && fetched.is_null() {
         let kinesis = aws_sdk_kinesis::Client::new(&sdk);
         // What a redrive would put back, read as the redrive reads it; a letter that holds its payload has
         // nothing on the stream to read.
@@ -180,7 +194,7 @@ pub async fn show(g: &Global, args: ShowArgs) -> Result<ExitCode, CliError> {
                      "receiveCount": system(m, MessageSystemAttributeName::ApproximateReceiveCount),
                      "reason": letter.reason(), "attributes": attributes, "body": body, "fetched": fetched});
     println!("{}", output::json(&doc));
-    Ok(ExitCode::SUCCESS)
+    Ok(code)
 }
 
 /// A payload for display: its JSON, else its text, else base64.

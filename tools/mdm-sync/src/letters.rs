@@ -1,6 +1,7 @@
 //! What a dead-letter or on-failure message holds, read from its queue's role and its body (pure). The functions'
 //! dead letters are read through their one typed format (`mdm_sync_domain::letter::DeadLetter`): the record to put
-//! back on the stream or the event to put back on a queue, byte for byte as the letter holds it. Lambda's
+//! back on the stream or the event to put back on a queue, byte for byte as the letter holds it (or as the letter
+//! store holds it, for a payload too large for its letter: `store_io`). Lambda's
 //! on-failure records give the shard range or Kafka offsets it gave up on, and a queue's own redrive DLQ the
 //! original message itself.
 
@@ -308,11 +309,13 @@ fn dead(role: Role, body: &str) -> Letter {
         Origin::Queue { .. } if d.context.event_id.is_none() => {
             Some("a dead letter without eventId")
         }
-        Origin::Queue { .. } if queued_event(&d).is_none() => {
+        // A payload in the letter store is read back from there (`store_io`).
+        Origin::Queue { .. } if queued_event(&d).is_none() && d.stored_payload().is_none() => {
             Some("a dead letter without its event")
         }
         Origin::Kinesis { .. }
-            if named_record(&d).is_some_and(|r| r.data.is_none() && r.position.is_none()) =>
+            if d.stored_payload().is_none()
+                && named_record(&d).is_some_and(|r| r.data.is_none() && r.position.is_none()) =>
         {
             Some("a dead letter with neither the record nor where to fetch it")
         }

@@ -15,6 +15,7 @@ mod replay;
 mod signing;
 mod sqs_io;
 mod stack;
+mod store_io;
 mod stream_order;
 mod transform;
 

@@ -2,6 +2,9 @@
 //! succeeded, so an interrupted redrive loses nothing and a second one finds nothing left to do (what it does
 //! re-put again is a no-op for the ledgers).
 //!
+//! A letter whose payload is in the letter store is redriven with that payload, read back and checked against the
+//! letter's size and SHA-256 (`store_io`); one that does not match is set aside as failed, never redriven.
+//!
 //! Events go back on their queue (FIFO group and deduplication ids kept); a redrive DLQ's messages back on their
 //! source queue. The CDC queues go back on the stream in the source's order per key: every record the letters name
 //! (a dead-lettered record, or the range of a Lambda on-failure record), then each of those keys' later records,
@@ -14,6 +17,7 @@ use crate::letters::{Filter, Letter, Role};
 use crate::output;
 use crate::sqs_io::{self, attribute, id, receive, release, system};
 use crate::stack::{self, Stack};
+use crate::store_io::{self, Objects, S3Objects};
 use crate::stream_order::ordered_replay;
 use crate::Global;
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
@@ -85,7 +89,8 @@ pub async fn run(g: &Global, args: RedriveArgs) -> Result<ExitCode, CliError> {
         if args.dry_run { "dry run" } else { "redriving" },
     );
     let mut tally = Tally::default();
-    let taken = take(sqs, &url, role, &filters, limit, &mut tally).await?;
+    let objects = S3Objects::new(&sdk);
+    let taken = take(sqs, &objects, &url, role, &filters, limit, &mut tally).await?;
     bar.set_length(taken.len() as u64);
     if matches!(role, Role::Cdc | Role::CdcFailures) {
         let kinesis = aws_sdk_kinesis::Client::new(&sdk);
@@ -102,10 +107,13 @@ pub async fn run(g: &Global, args: RedriveArgs) -> Result<ExitCode, CliError> {
     })
 }
 
-/// Receives up to `limit` matching messages and holds them. Messages the filters leave out are held too until
-/// the queue is read through (released at once, they would be received again), then released together.
+/// Receives up to `limit` matching messages and holds them, each letter with its payload read back from the
+/// letter store when it points there (one that cannot be read, or does not match, is set aside as failed).
+/// Messages the filters leave out are held too until the queue is read through (released at once, they would be
+/// received again), then released together.
 async fn take(
     sqs: &aws_sdk_sqs::Client,
+    objects: &dyn Objects,
     url: &str,
     role: Role,
     filters: &[Filter],
@@ -130,7 +138,13 @@ async fn take(
             break;
         }
         for m in fresh {
-            let letter = sqs_io::letter(role, &m);
+            let letter = match store_io::resolve(sqs_io::letter(role, &m), objects).await {
+                Ok((letter, _)) => letter,
+                Err(e) => {
+                    set_aside(sqs, url, &m, &mut tally.failed, e.to_string()).await;
+                    continue;
+                }
+            };
             if taken.len() >= limit || !filters.iter().all(|f| f.matches(&letter)) {
                 tally.filtered += u64::from(taken.len() < limit);
                 left.push(m);
