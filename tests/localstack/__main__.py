@@ -24,6 +24,8 @@ def main(argv=None):
                    "(exercises Kinesis checkpointing at the failed sequence number)")
     p.add_argument("--late-merge", action="store_true", help="merges whose loser is objectVersions ahead of the "
                    "winner, followed by a change of the winner (see README: known crm-updater issue)")
+    p.add_argument("--partial-images", action="store_true", help="Contact updates carry the key and the changed "
+                   "column only (GoldenGate's compressed updates): partial writes that keep the other attributes")
     p.add_argument("--path", choices=["webhook", "native", "kafka"], default="webhook",
                    help="how Reltio delivers its events: signed webhooks to webhook-receiver, its own stream "
                    "(SNS) into the fan-out topic (with --no-fanout: SQS, onto the event queue), or its Kafka "
@@ -70,7 +72,7 @@ def main(argv=None):
     install_signal_handlers()
     s = Scenario(persons=a.persons, seed=a.seed, bad_inputs=a.bad_inputs, fault_rate=a.faults, drop_rate=a.drops,
                  duplicate_rate=a.duplicates, reorder=a.reorder, kill=tuple(a.kill), fail_500=a.fail_500,
-                 late_merge=a.late_merge, path=a.path, reltio_format=a.reltio_format, payload=a.payload,
+                 late_merge=a.late_merge, partial_images=a.partial_images, path=a.path, reltio_format=a.reltio_format, payload=a.payload,
                  fifo=a.fifo, restart_broker=a.restart_broker,
                  cdc_key_ledger=a.key_ledger,
                  fanout=not a.no_fanout, analytics=not (a.no_analytics or a.no_fanout), log_dir=a.log_dir,

@@ -131,6 +131,10 @@ class Resources:
         self.event_queue_arn = sqs.get_queue_attributes(
             QueueUrl=self.event_queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         self.fifo = fifo
+        # The letter store (the template's LetterStoreBucket): dead letters' payloads too large for their queue.
+        self.letter_bucket = f"{STACK}-letters"
+        self.s3 = moto.client("s3")
+        self.s3.create_bucket(Bucket=self.letter_bucket)
         self.table = f"{STACK}-sync-state"
         ddb.create_table(
             TableName=self.table,
@@ -186,7 +190,6 @@ class Resources:
                               AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
                               KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}])
         self.bucket = f"{STACK}-analytics"
-        self.s3 = self.moto.client("s3")
         self.s3.create_bucket(Bucket=self.bucket)
         self.delivery_stream = f"{STACK}-analytics"
         self.moto.client("firehose").create_delivery_stream(
@@ -225,6 +228,10 @@ class Resources:
                 text = gzip.decompress(data).decode() if gz else data.decode()
                 records += [json.loads(line) for line in text.splitlines() if line.strip()]
         return records
+
+    def stored_letter(self, key: str) -> bytes:
+        """A dead letter's payload in the letter store."""
+        return self.s3.get_object(Bucket=self.letter_bucket, Key=key)["Body"].read()
 
     def secret(self, name: str, value: dict) -> str:
         return self.sm.create_secret(Name=f"{STACK}/{name}", SecretString=json.dumps(value))["ARN"]

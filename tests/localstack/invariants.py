@@ -3,12 +3,14 @@ holds). `INVARIANTS` lists them in the order the report prints their failures; t
 docstrings. To add one, write a function here and add it to the list: the report runs every one."""
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Callable
 
 from . import reltio_stream
 from .observed import Outcome, contact_view
 from .webhook import WebhookDeliverer
+from .workload import OVERSIZED
 
 
 def killed_functions_were_killed_once(o: Outcome) -> list[str]:
@@ -95,6 +97,35 @@ def cdc_dlq_holds_only_the_bad_records(o: Outcome) -> list[str]:
         return []
     return [f"cdc DLQ holds {len(o.cdc_dlq_records)} distinct records, the workload deliberately caused "
             f"{expected}: {o.cdc_dlq_reasons}"]
+
+
+def stored_letter_payloads_are_kept(o: Outcome) -> list[str]:
+    """3. A dead letter too large for its queue points at its payload in the letter store: the object is there,
+    with the pointer's size and SHA-256; with bad inputs the oversized record's letter is one of them, its payload
+    the record's bytes."""
+    out, stored = [], 0
+    for queue, messages in o.dlq.items():
+        for m in messages:
+            try:
+                letter = json.loads(m["Body"])
+            except ValueError:
+                continue
+            for field, pointer in letter.items():
+                if not (field.endswith("Omitted") and isinstance(pointer, dict) and pointer.get("key")):
+                    continue
+                stored += 1
+                try:
+                    data = o.res.stored_letter(pointer["key"])
+                except Exception as e:  # noqa: BLE001 - reported as the invariant's failure
+                    out.append(f"{queue}: the letter store has no {pointer['key']}: {e}")
+                    continue
+                if len(data) != pointer.get("bytes") or hashlib.sha256(data).hexdigest() != pointer.get("sha256"):
+                    out.append(f"{queue}: {pointer['key']} does not match its letter's size and SHA-256")
+                elif o.s.bad_inputs and queue == "cdc-dlq" and data != OVERSIZED:
+                    out.append(f"{queue}: {pointer['key']} is not the oversized record")
+    if o.s.bad_inputs and stored == 0:
+        out.append("the oversized bad record's letter does not point at the letter store")
+    return out
 
 
 def kinesis_on_failure_queue_is_empty(o: Outcome) -> list[str]:
@@ -284,6 +315,7 @@ INVARIANTS: list[Invariant] = [
     every_emitted_event_was_enqueued,
     the_forged_webhook_was_refused,
     cdc_dlq_holds_only_the_bad_records,
+    stored_letter_payloads_are_kept,
     kinesis_on_failure_queue_is_empty,
     event_dlq_is_empty,
     crm_dlq_holds_only_the_bad_message,

@@ -111,7 +111,8 @@ class Processes:
         self._sf_client = {"client_id": self.sf.client[0], "client_secret": self.sf.client[1]}
         # JSON logs, as Lambda's advanced logging controls give them: the report follows a change through them.
         self._common = {**endpoints_env(res), "RUST_LOG": "info", "AWS_LAMBDA_LOG_FORMAT": "JSON",
-                        "METRICS_NAMESPACE": "MdmSync/local", "RELTIO_SECRET_ID": reltio_secret}
+                        "METRICS_NAMESPACE": "MdmSync/local", "RELTIO_SECRET_ID": reltio_secret,
+                        "LETTER_STORE_BUCKET": res.letter_bucket}
         common = self._common
         cdc = binary(s, "cdc-ingest")
         if not cdc:

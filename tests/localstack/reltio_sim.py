@@ -361,6 +361,8 @@ class _Handler(QuietHandler):
                 return
             q = parse_qs(u.query)
             partial = "partialOverride" in ",".join(q.get("options", []))
+            if partial:
+                self._count("POST /entities partialOverride")
             try:
                 items = json.loads(body)
                 assert isinstance(items, list)

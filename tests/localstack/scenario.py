@@ -26,6 +26,7 @@ class Scenario:
     reltio_outage_s: float = 0.0     # Reltio answers every call with `reltio_outage_status` for this long (phase 1)
     reltio_outage_status: int = 503
     late_merge: bool = False         # workload: merges whose loser is objectVersions ahead of the winner
+    partial_images: bool = False     # workload: Contact updates carry the key and the changed column only
     fail_500: int = 0                # Reltio answers 500 to this many POSTs carrying customer 1000's crosswalk
     path: str = "webhook"            # "webhook" (signed webhooks → receiver), "native" (Reltio's own stream into
                                      # the fan-out topic; without it, onto the event queue) or "kafka" (Reltio's

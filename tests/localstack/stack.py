@@ -102,7 +102,8 @@ class Stack:
         """Runs the workload and (`check`) checks the invariants, which drains the DLQs; without it the queues stay
         as the run left them (for the CLI's tests)."""
         s = self.s
-        wl = wlmod.generate(persons=s.persons, seed=s.seed, bad_inputs=s.bad_inputs, late_merge=s.late_merge)
+        wl = wlmod.generate(persons=s.persons, seed=s.seed, bad_inputs=s.bad_inputs, late_merge=s.late_merge,
+                              partial_images=s.partial_images)
         self.wl = wl
         for cid, fields in wl.contacts.items():
             self.sf.insert("Contact", fields, cid)

@@ -24,7 +24,7 @@ from .reltio_sim import TENANT, ReltioSim
 from .stack import ROOT, Report, Scenario, Stack
 from .util import QuietHandler, Server
 from .webhook import WebhookDeliverer, sign
-from .workload import contact_id
+from .workload import OVERSIZED, contact_id
 
 TARGET = Path(os.environ.get("LOCALSTACK_TARGET_DIR", ROOT / "target" / "release"))
 CLI = Path(os.environ.get("MDM_SYNC_CLI", ROOT / "target" / "debug" / "mdm-sync"))
@@ -120,6 +120,15 @@ def test_dlq_list_show_and_redrive_repair_a_run_with_failures(tmp_path):
         # The discarded batch held the malformed records too: redriven, they are dead-lettered now.
         assert after["cdc-failures"] == 0 and after["cdc"] >= 2, after
         assert after["crm"] == depths["crm"] - refused_letters, after
+
+        # The 300 KB malformed record's letter points at the letter store: `dlq show` reads the payload back with the
+        # operator's credentials, checked against the letter's size and SHA-256.
+        peeked = st.res.sqs.receive_message(QueueUrl=st.res.cdc_dlq, MaxNumberOfMessages=10, VisibilityTimeout=0)
+        big = [m for m in peeked.get("Messages", []) if '"bucket"' in m["Body"]]
+        assert big, [m["Body"][:200] for m in peeked.get("Messages", [])]
+        shown = json.loads(cli("dlq", "show", "cdc", "--message-id", big[0]["MessageId"], *outs, env=env).stdout)
+        assert shown["fetched"]["from"].startswith(f"s3://{st.res.letter_bucket}/cdc-ingest/"), shown["fetched"]
+        assert shown["fetched"]["payload"].encode() == OVERSIZED
 
         # The stack's own invariants now hold as after a clean run: every crosswalk at the source's state (the
         # writes of customer 1000 and of the rest of its discarded batch included), no write out of per-key order,

@@ -89,12 +89,15 @@ def test_under_faults_duplicates_reordering_and_a_killed_function_nothing_is_los
     # fan-out topic with Reltio's headers only, some twice, from parallel publishers (out of order). The
     # webhook-receiver's kill is test_concurrent_instances'.
     rep = _run(tmp_path, persons=20, seed=7, bad_inputs=True, fault_rate=0.2, drop_rate=0.03,
-               latency_ms=(0, 20), duplicate_rate=0.15, reorder=True, fail_500=2, path="native",
+               latency_ms=(0, 20), duplicate_rate=0.15, reorder=True, fail_500=2, path="native", partial_images=True,
                kill=tuple(f for f in ("cdc-ingest", "crm-updater") if f in FUNCTIONS))
     assert rep.ok, rep.failures
     native = rep.figures["native"]
     assert (native["destination"], native["format"], native["payload"]) == ("topic", "zip", "snapshot"), native
     assert native["duplicates"] > 0, native
+    # Compressed Contact updates were partial writes (the invariants: every crosswalk keeps its other attributes,
+    # every Contact equals its golden record).
+    assert rep.figures["api_calls"]["reltio"].get("POST /entities partialOverride", 0) > 0, rep.figures["api_calls"]
     inj = rep.figures["faults_injected"]["reltio"]
     assert sum(inj.values()) > 0, "faults were injected at Reltio"
     assert rep.figures["pollers"]["kinesis"]["duplicates"] > 0
@@ -114,12 +117,16 @@ def test_under_faults_duplicates_reordering_and_a_killed_function_nothing_is_los
 def test_bad_inputs_end_where_the_contract_says_and_nothing_else_is_lost(tmp_path):
     rep = _run(tmp_path, persons=10, seed=11, bad_inputs=True)
     assert rep.ok, rep.failures
-    # Malformed DMS record and a record without its key: cdc-ingest's DLQ, each with its reason.
+    # Malformed DMS records (one of 300 KB) and a record without its key: cdc-ingest's DLQ, each with its reason.
     dead = [json.loads(b) for b in rep.dlq["cdc-dlq"]]
-    assert len({d["sequenceNumber"] for d in dead}) == 2
+    assert len({d["sequenceNumber"] for d in dead}) == 3
     assert any("recordBase64" in d and "JSON" in d["reason"] for d in dead), dead
     assert any(d.get("table") == "public.customer" and "key" in d["reason"] for d in dead), dead
     assert all(d["function"] == "cdc-ingest" and d["sequenceNumber"] for d in dead)
+    # The 300 KB one does not fit a letter: its letter points at the letter store, which holds its exact bytes (the
+    # invariants read the object back).
+    stored = [d["recordOmitted"] for d in dead if d.get("recordOmitted", {}).get("bucket")]
+    assert stored and all(p["bytes"] == 300_026 and p["key"].startswith("cdc-ingest/") for p in stored), dead
     # The unmapped table was skipped, not dead-lettered: cdc-ingest counted it.
     log = (tmp_path / "logs" / "cdc-ingest.log").read_text(errors="replace")
     assert "SkippedUnmapped" in log

@@ -79,8 +79,10 @@ class _Writer:
             self.wl.phases.append(self.cur)
         self.cur = []
 
-    def record(self, table, op, row, before=None, keycol=None):
-        """Appends a DMS data record; returns its Change (None for unmapped tables)."""
+    def record(self, table, op, row, before=None, keycol=None, partial=False):
+        """Appends a DMS data record; returns its Change (None for unmapped tables). `partial`: the image holds only
+        what it names (the key and the changed columns, as GoldenGate compresses updates by default): the mapping
+        reads the table's absent columns as unchanged, so the crosswalk keeps its other attributes."""
         self.txn += 1
         ms = now_ms()
         schema, name = table.split(".")
@@ -96,6 +98,8 @@ class _Writer:
         if src:
             key = (src[0], str(row[keycol]), src[1])
             exp = None if op == "delete" else _contribution(table, row)
+            if partial and exp is not None:
+                exp = {**(self.wl.expected.get(key) or {}), **exp}
             change = Change(key, ms, exp, table)
             self.wl.expected[key] = exp
             self.wl.changes.append(change)
@@ -112,15 +116,21 @@ class _Writer:
         self.cur.append((pk, data, None))
 
 
+# A truncated DMS record of 300 KB (Kinesis takes up to 1 MB): the bytes its dead letter's stored payload must hold.
+OVERSIZED = b'{"data":{"id":77,"notes":"' + b"x" * 300_000
+
 FIRST = ["Ann", "Ben", "Cara", "Dev", "Eli", "Fay", "Gus", "Hana", "Ivo", "Jo", "Kai", "Lea", "Max", "Nia"]
 LAST = ["Smith", "Jones", "Brown", "Garcia", "Khan", "Novak", "Okafor", "Rossi", "Silva", "Tanaka"]
 
 
-def generate(persons: int = 20, seed: int = 42, bad_inputs: bool = False, late_merge: bool = False) -> Workload:
+def generate(persons: int = 20, seed: int = 42, bad_inputs: bool = False, late_merge: bool = False,
+             partial_images: bool = False) -> Workload:
     """`persons` people, each with a Contact; most also in the customer table (→ merges); some customers have no
     Contact; updates, deletes, primary-key changes; every 10th person has a duplicate Contact with children.
     `late_merge`: every 10th person's customer row has an e-mail typo that is fixed after a few updates, so an
-    entity several objectVersions ahead loses a merge to the Contact's entity, which then changes again."""
+    entity several objectVersions ahead loses a merge to the Contact's entity, which then changes again.
+    `partial_images`: a Contact's later updates carry its Id and the changed LastName only (compressed images:
+    the Contact table's mapping reads absent columns as unchanged)."""
     rng = random.Random(seed)
     wl = Workload()
     w = _Writer(wl)
@@ -166,6 +176,9 @@ def generate(persons: int = 20, seed: int = 42, bad_inputs: bool = False, late_m
     if bad_inputs:
         w.raw("public.customer.bad", b"{this is not json")
         wl.bad["malformed"] = 1
+        # Malformed and larger than a dead letter may be (256 KiB): its letter points at the letter store.
+        w.raw("public.customer.big", OVERSIZED)
+        wl.bad["oversized"] = 1
         w.record("public.customer", "insert", {"id": None, "first_name": "No", "last_name": "Key",
                                                "email": "nokey@example.org"}, keycol="id")
         wl.expected.pop((CRM_DB[0], "None", CRM_DB[1]), None)
@@ -191,8 +204,10 @@ def generate(persons: int = 20, seed: int = 42, bad_inputs: bool = False, late_m
                                                    "email": "typo." + p["email"], "phone": "+1-555-0002"},
                      before={}, keycol="id")
         if p["i"] % 5 == 2:
-            w.record("crm.contact", "update", {"Id": p["contact"], "FirstName": p["fn"], "LastName": p["ln"] + "-Lee",
-                                               "Email": p["email"]}, before={}, keycol="Id")
+            w.record("crm.contact", "update", _compressed({"Id": p["contact"], "FirstName": p["fn"],
+                                                           "LastName": p["ln"] + "-Lee", "Email": p["email"]},
+                                                          partial_images), before={}, keycol="Id",
+                     partial=partial_images)
     w.phase()
     for p in people:
         if "cust" in p and p["i"] % 6 == 2:  # primary-key change: the old crosswalk is retired
@@ -220,10 +235,17 @@ def generate(persons: int = 20, seed: int = 42, bad_inputs: bool = False, late_m
     w.phase()
     for p in people:
         if "late" in p:  # and the Contact's own row changes after the merge: it must reach Salesforce
-            w.record("crm.contact", "update", {"Id": p["contact"], "FirstName": p["fn"], "LastName": p["ln"] + "-After",
-                                               "Email": p["email"]}, before={}, keycol="Id")
+            w.record("crm.contact", "update", _compressed({"Id": p["contact"], "FirstName": p["fn"],
+                                                           "LastName": p["ln"] + "-After", "Email": p["email"]},
+                                                          partial_images), before={}, keycol="Id",
+                     partial=partial_images)
     w.phase()
     return wl
+
+
+def _compressed(row: dict, partial: bool) -> dict:
+    """A Contact update's image: whole, or (partial) the key and the changed LastName only."""
+    return {"Id": row["Id"], "LastName": row["LastName"]} if partial else row
 
 
 def _stamp(item):
