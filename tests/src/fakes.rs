@@ -5,25 +5,31 @@
 use futures::future::BoxFuture;
 use mdm_sync_domain::backoff::{VisibilityChange, VisibilityFailure};
 use mdm_sync_domain::crm::salesforce::{
-    MergeOutcome, MergeRequest, RecordOutcome, RecordQuery, RecordUpdate, MAX_CHUNKS,
-    MAX_COLLECTION,
+    MergeOutcome, MergeRequest, RecordOutcome, RecordQuery, RecordUpdate, RecordUpsert,
+    UpsertOutcome, MAX_CHUNKS, MAX_COLLECTION,
 };
 use mdm_sync_domain::letter::PayloadObject;
 use mdm_sync_domain::ordering::{Applied, Claim, EntityRecord, Fence, Order, Verdict};
 use mdm_sync_domain::ports::{
-    Crm, Deadline, EntitySource, Ledger, MessageSink, MessageVisibility, PayloadStore, PortError,
-    RecordSink, StoredObject,
+    Crm, Deadline, EntitySource, EntityWriter, Ledger, MessageSink, MessageVisibility,
+    PayloadStore, PortError, RecordSink, StoredObject,
 };
 use mdm_sync_domain::queue::{OutgoingMessage, SendFailure};
+use mdm_sync_domain::reltio::model::{CrosswalkKey, EntityBody, ItemOutcome};
 use serde_json::{json, Map, Value};
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
-/// Reltio's entity reads: `GET /{uri}` answered from a map (a merged loser's URI may map to the winner).
+/// Reltio's entity reads: `GET /{uri}` answered from a map (a merged loser's URI may map to the winner); entity
+/// writes recorded as the JSON bodies they send.
 #[derive(Default)]
 pub struct FakeReltio {
     pub entities: Mutex<HashMap<String, Value>>,
     pub fetched: Mutex<Vec<String>>,
+    /// Every `POST /entities` call: its bodies, as JSON.
+    pub posted: Mutex<Vec<Vec<Value>>>,
+    /// Every write fails with this (none by default).
+    pub down: Mutex<Option<PortError>>,
 }
 
 impl FakeReltio {
@@ -37,6 +43,37 @@ impl FakeReltio {
             ),
             ..Default::default()
         }
+    }
+}
+
+impl EntityWriter for FakeReltio {
+    fn post_entities<'a>(
+        &'a self,
+        entities: &'a [&'a EntityBody],
+        _partial_override: bool,
+        _deadline: Deadline,
+    ) -> BoxFuture<'a, Result<Vec<ItemOutcome>, PortError>> {
+        let bodies = entities
+            .iter()
+            .map(|b| serde_json::to_value(b).expect("a body serialises"))
+            .collect();
+        self.posted.lock().unwrap().push(bodies);
+        let result = match self.down.lock().unwrap().clone() {
+            Some(e) => Err(e),
+            None => Ok(entities
+                .iter()
+                .map(|_| ItemOutcome::Written { uri: None })
+                .collect()),
+        };
+        Box::pin(async move { result })
+    }
+
+    fn delete_crosswalk<'a>(
+        &'a self,
+        _key: &'a CrosswalkKey,
+        _deadline: Deadline,
+    ) -> BoxFuture<'a, Result<(), PortError>> {
+        Box::pin(async { Ok(()) })
     }
 }
 
@@ -75,6 +112,10 @@ pub struct FakeSalesforce {
     pub poison: Mutex<HashSet<String>>,
     /// Every call fails with this (none by default).
     pub down: Mutex<Option<PortError>>,
+    /// Upserts: `(sObject, external id field, external id)` → the record's Id.
+    pub external_ids: Mutex<HashMap<(String, String, String), String>>,
+    /// Every upsert call: the records it carried.
+    pub upserts: Mutex<Vec<Vec<RecordUpsert>>>,
 }
 
 impl FakeSalesforce {
@@ -185,6 +226,56 @@ impl Crm for FakeSalesforce {
                 .filter(|(fragment, _)| soql.contains(fragment.as_str()))
                 .flat_map(|(_, records)| records.iter().filter_map(|r| r.as_object().cloned()))
                 .collect()),
+        };
+        Box::pin(async move { result })
+    }
+
+    /// Upsert by external id: the record holding the external id is updated, else one is created with a new Id
+    /// (`created: true`); a failure injected for the external id fails it.
+    fn upsert<'a>(
+        &'a self,
+        records: &'a [&'a RecordUpsert],
+        _deadline: Deadline,
+    ) -> BoxFuture<'a, Result<Vec<UpsertOutcome>, PortError>> {
+        self.upserts
+            .lock()
+            .unwrap()
+            .push(records.iter().map(|&r| r.clone()).collect());
+        let result = if let Some(e) = self.down() {
+            Err(e)
+        } else if records.len() > MAX_COLLECTION {
+            Err(PortError::Rejected(
+                "Salesforce rejected the request (HTTP 400): more than 200 records".into(),
+            ))
+        } else {
+            let fail = self.fail.lock().unwrap();
+            let mut ids = self.external_ids.lock().unwrap();
+            let mut written = self.written.lock().unwrap();
+            Ok(records
+                .iter()
+                .map(|r| {
+                    if let Some(code) = fail.get(&r.external_id) {
+                        return UpsertOutcome::Failed {
+                            code: code.clone(),
+                            message: "injected".into(),
+                            transient: mdm_sync_domain::crm::salesforce::is_transient_code(code),
+                        };
+                    }
+                    let key = (
+                        r.sobject.clone(),
+                        r.external_id_field.clone(),
+                        r.external_id.clone(),
+                    );
+                    let next = format!("003NEW{:012}", ids.len() + 1);
+                    let created = !ids.contains_key(&key);
+                    let id = ids.entry(key).or_insert(next).clone();
+                    written
+                        .entry(id.clone())
+                        .or_default()
+                        .push(r.fields.clone());
+                    UpsertOutcome::Upserted { id, created }
+                })
+                .collect())
         };
         Box::pin(async move { result })
     }

@@ -155,13 +155,14 @@ fn fresh_deps(
     config: &Config,
 ) -> (Deps, Arc<FakeSalesforce>) {
     let salesforce = Arc::new(FakeSalesforce::default());
-    let reltio = FakeReltio::default();
+    let reltio = Arc::new(FakeReltio::default());
     *reltio.entities.lock().unwrap() = fetched.clone();
     let deps = Deps {
         config: config.clone(),
         mapping: mapping.clone(),
         salesforce: salesforce.clone(),
-        reltio: Arc::new(reltio),
+        reltio: reltio.clone(),
+        reltio_writer: reltio,
         ledger: Arc::new(FakeLedger::default()),
         dlq: Arc::new(FakeQueue::default()),
         letter_store: None,

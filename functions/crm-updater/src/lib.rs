@@ -33,7 +33,7 @@ use mdm_sync_domain::crm::{CrmMapping, CrmMappingError};
 use mdm_sync_domain::letter::LetterContext;
 use mdm_sync_domain::outcome::Outcome;
 use mdm_sync_domain::ports::{
-    Crm, Deadline, EntitySource, Ledger, MessageSink, MessageVisibility, PayloadStore,
+    Crm, Deadline, EntitySource, EntityWriter, Ledger, MessageSink, MessageVisibility, PayloadStore,
 };
 use mdm_sync_domain::queue::Delivery;
 use mdm_sync_domain::reltio::message::{unpack, MessageItems};
@@ -50,6 +50,8 @@ pub struct Deps {
     pub mapping: CrmMapping,
     pub salesforce: Arc<dyn Crm + Send + Sync>,
     pub reltio: Arc<dyn EntitySource + Send + Sync>,
+    /// Created Contacts' crosswalks written back (`create = true`).
+    pub reltio_writer: Arc<dyn EntityWriter + Send + Sync>,
     pub ledger: Arc<dyn Ledger>,
     /// `CRM_DLQ_URL`.
     pub dlq: Arc<dyn MessageSink + Send + Sync>,
@@ -79,13 +81,13 @@ impl Deps {
             )),
             retry,
         );
-        let reltio = ReltioClient::new(
+        let reltio = Arc::new(ReltioClient::new(
             http,
             &config.reltio.api_url,
             &config.reltio.auth_url,
             CredentialSource::Secret(SecretCache::new(secrets, &config.reltio.secret_id)),
             retry,
-        );
+        ));
         let ledger = DynamoLedger::new(
             aws_sdk_dynamodb::Client::new(sdk),
             &config.sync_state_table,
@@ -96,7 +98,8 @@ impl Deps {
         Ok(Deps {
             mapping,
             salesforce: Arc::new(salesforce),
-            reltio: Arc::new(reltio),
+            reltio: reltio.clone(),
+            reltio_writer: reltio,
             ledger: Arc::new(ledger),
             dlq: Arc::new(SqsQueue::new(sqs.clone(), &config.dlq_url)),
             visibility: Arc::new(SqsVisibility::new(sqs)),
@@ -157,6 +160,7 @@ impl Function<Sqs> for Deps {
             let mut unpacked = unpack(deliveries, |event| decode(&self.mapping, event));
             let ports = Ports {
                 reltio: self.reltio.as_ref(),
+                writer: self.reltio_writer.as_ref(),
                 crm: self.salesforce.as_ref(),
                 ledger: self.ledger.as_ref(),
             };

@@ -38,6 +38,7 @@ fn deps(dlq: Arc<FakeQueue>, store: Arc<FakePayloadStore>) -> Deps {
         mapping: CrmMapping::parse(include_str!("../mapping.example.toml")).unwrap(),
         salesforce: Arc::new(FakeSalesforce::default()),
         reltio: Arc::new(FakeReltio::default()),
+        reltio_writer: Arc::new(FakeReltio::default()),
         ledger: Arc::new(FakeLedger::default()),
         dlq,
         visibility: Arc::new(FakeVisibility::default()),

@@ -55,6 +55,7 @@ fn world(salesforce: FakeSalesforce, reltio: FakeReltio) -> World {
 
 fn world_with(salesforce: FakeSalesforce, reltio: FakeReltio, config: Config) -> World {
     let salesforce = Arc::new(salesforce);
+    let reltio = Arc::new(reltio);
     let ledger = Arc::new(FakeLedger::default());
     let dlq = Arc::new(FakeQueue::default());
     let visibility = Arc::new(FakeVisibility::default());
@@ -62,7 +63,8 @@ fn world_with(salesforce: FakeSalesforce, reltio: FakeReltio, config: Config) ->
         config,
         mapping: CrmMapping::parse(include_str!("../mapping.example.toml")).unwrap(),
         salesforce: salesforce.clone(),
-        reltio: Arc::new(reltio),
+        reltio: reltio.clone(),
+        reltio_writer: reltio.clone(),
         ledger: ledger.clone(),
         dlq: dlq.clone(),
         letter_store: None,

@@ -74,6 +74,7 @@ fn world(mapping_extra: &str) -> World {
             mapping: CrmMapping::parse(&mapping).unwrap(),
             salesforce: salesforce.clone(),
             reltio: reltio.clone(),
+            reltio_writer: reltio.clone(),
             ledger: Arc::new(FakeLedger::default()),
             dlq: dlq.clone(),
             letter_store: None,

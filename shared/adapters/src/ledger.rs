@@ -49,6 +49,7 @@ fn record_from_item(item: &Item) -> EntityRecord {
             .collect(),
         merged_into: item.get("merged_into").and_then(|v| v.as_s().ok()).cloned(),
         merged_at: num(item, "merged_at"),
+        created: item.get("created").and_then(|v| v.as_s().ok()).cloned(),
     }
 }
 
@@ -56,6 +57,7 @@ fn record_from_item(item: &Item) -> EntityRecord {
 /// URI → N), `snap` (N, epoch ms), `event_ids` (L of S, newest last), `written` (M: record id → S, the hash of
 /// the fields last written), `merged` (L of S), `given_up` (L of S `record|event id`, oldest first), `rev` (N,
 /// bumped by every commit and fence), `merged_into` (S) / `merged_at` (N, epoch ms) on a merged loser,
+/// `created` (S: the Contact Id created for the entity, `create = true`),
 /// `lease_owner` (S), `lease_until` (N, epoch ms), `expiresAt` (N, epoch seconds: the table's TTL attribute).
 pub struct DynamoLedger {
     client: aws_sdk_dynamodb::Client,
@@ -407,6 +409,10 @@ impl DynamoLedger {
             .value(":one", n(1))
             .value(":exp", self.expires_at())
             .value(":me", AttributeValue::S(owner.to_owned()));
+        if let Some(id) = &record.created {
+            set.push("created = :created");
+            w = w.value(":created", AttributeValue::S(id.clone()));
+        }
         if let Some(t) = record.snapshot_time {
             set.push("#snap = :snap");
             w = w.name("#snap", "snap").value(":snap", n(t));
@@ -598,17 +604,20 @@ mod tests {
                     order: Some(&o),
                     written: &written,
                     given_up: &given_up,
+                    created: Some("003W"),
                     ..Applied::nothing("merge")
                 },
                 "A",
             )
             .await
             .unwrap();
-        // The same event again (a redrive) is not a duplicate; it sees what was done and given up.
+        // The same event again (a redrive) is not a duplicate; it sees what was done and given up, and the
+        // Contact it created.
         let Claim::Granted(record) = ledger.claim(e, &o, "merge", "B", None).await.unwrap() else {
             panic!("granted")
         };
         assert!(record.unchanged("003W", "h"));
+        assert_eq!(record.created.as_deref(), Some("003W"));
         assert_eq!(
             record.given_up,
             vec![("500X".to_owned(), "merge".to_owned())]

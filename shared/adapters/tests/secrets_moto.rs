@@ -95,6 +95,8 @@ fn entity() -> EntityBody {
             value: "46".into(),
             source_table: None,
             delete_date: None,
+            data_provider: None,
+            contributor_provider: None,
         }],
     }
 }

@@ -67,6 +67,9 @@ pub struct Applied<'a> {
     pub given_up: &'a [String],
     /// Records given up on earlier and now written.
     pub recovered: &'a [String],
+    /// The Contact created for the entity (upserted by its external id), once Salesforce confirmed it: a later
+    /// try of the same change writes its crosswalk back without creating again.
+    pub created: Option<&'a str>,
 }
 
 impl<'a> Applied<'a> {
@@ -80,6 +83,7 @@ impl<'a> Applied<'a> {
             merged: &[],
             given_up: &[],
             recovered: &[],
+            created: None,
         }
     }
 
@@ -91,6 +95,7 @@ impl<'a> Applied<'a> {
             && self.merged.is_empty()
             && self.given_up.is_empty()
             && self.recovered.is_empty()
+            && self.created.is_none()
     }
 }
 
@@ -123,6 +128,8 @@ pub struct EntityRecord {
     pub merged_into: Option<String>,
     /// The time of that merge (epoch ms): this entity's own snapshots up to it are stale.
     pub merged_at: Option<i64>,
+    /// The Contact Id created for this entity (`create = true`), whether or not its crosswalk is written back yet.
+    pub created: Option<String>,
 }
 
 /// Whether a change may be applied given what was applied before.
@@ -203,6 +210,9 @@ impl EntityRecord {
             self.written.insert(record.clone(), hash.clone());
         }
         self.merged.extend(applied.merged.iter().cloned());
+        if let Some(id) = applied.created {
+            self.created = Some(id.to_owned());
+        }
         self.given_up
             .retain(|(r, _)| !applied.recovered.contains(r));
         self.give_up(applied.given_up, applied.event_id);

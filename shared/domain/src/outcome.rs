@@ -70,6 +70,9 @@ pub enum SkipReason {
     Empty,
     /// No crosswalk names a record of the target (crm-updater: no live Contact crosswalk).
     NoCrosswalk,
+    /// The target record cannot be created yet: a field it requires has no golden value (crm-updater's
+    /// `require`).
+    Incomplete,
     /// The target record no longer exists (deleted, merged away): nothing to do.
     RecordMissing,
     /// Reltio says no golden value changed (`ovChanged: false`), and the consumer reads golden values only.
@@ -89,7 +92,7 @@ pub enum SkipReason {
 }
 
 impl SkipReason {
-    pub const ALL: [SkipReason; 15] = [
+    pub const ALL: [SkipReason; 16] = [
         SkipReason::Duplicate,
         SkipReason::Stale,
         SkipReason::EventType,
@@ -97,6 +100,7 @@ impl SkipReason {
         SkipReason::Filtered,
         SkipReason::Empty,
         SkipReason::NoCrosswalk,
+        SkipReason::Incomplete,
         SkipReason::RecordMissing,
         SkipReason::NoGoldenChange,
         SkipReason::Control,
@@ -117,6 +121,7 @@ impl SkipReason {
             SkipReason::Filtered => "filtered",
             SkipReason::Empty => "empty",
             SkipReason::NoCrosswalk => "no-crosswalk",
+            SkipReason::Incomplete => "incomplete",
             SkipReason::RecordMissing => "record-missing",
             SkipReason::NoGoldenChange => "no-golden-change",
             SkipReason::Control => "control",
@@ -139,6 +144,7 @@ impl SkipReason {
             SkipReason::Filtered => "SkippedFiltered",
             SkipReason::Empty => "SkippedEmpty",
             SkipReason::NoCrosswalk => "SkippedNoCrosswalk",
+            SkipReason::Incomplete => "SkippedIncomplete",
             SkipReason::RecordMissing => "SkippedRecordMissing",
             SkipReason::NoGoldenChange => "SkippedNoGoldenChange",
             SkipReason::Control => "SkippedControl",

@@ -5,9 +5,9 @@
 //!
 //! | port | what it is | implemented by |
 //! | --- | --- | --- |
-//! | [`EntityWriter`] | Reltio entity writes (crosswalk-keyed upserts, crosswalk deletion) | the Reltio client |
+//! | [`EntityWriter`] | Reltio entity writes (crosswalk-keyed upserts, a Contact's crosswalk written back, crosswalk deletion) | the Reltio client |
 //! | [`EntitySource`] | Reltio entity reads (a merged loser's URI resolves to the winner) | the Reltio client |
-//! | [`Crm`] | Salesforce: Collections updates, typed record queries, SOAP `merge()` | the Salesforce client |
+//! | [`Crm`] | Salesforce: Collections updates and upserts by external id, typed record queries, SOAP `merge()` | the Salesforce client |
 //! | [`Ledger`] | crm-updater's per-entity ledger (order, idempotency, steps) | DynamoDB |
 //! | [`KeyLedger`] | cdc-ingest's per-crosswalk-key ledger | DynamoDB |
 //! | [`MessageSink`] | a queue or topic messages are handed to (events, dead letters) | SQS, SNS |
@@ -21,7 +21,8 @@ use crate::analytics::Report as AnalyticsReport;
 use crate::backoff::{VisibilityChange, VisibilityFailure};
 use crate::cdc::versions::Applied as KeyApplied;
 use crate::crm::salesforce::{
-    MergeOutcome, MergeRequest, RecordOutcome, RecordQuery, RecordUpdate,
+    MergeOutcome, MergeRequest, RecordOutcome, RecordQuery, RecordUpdate, RecordUpsert,
+    UpsertOutcome,
 };
 use crate::letter::PayloadObject;
 use crate::ordering::{Applied, Claim, Fence, Order};
@@ -110,6 +111,14 @@ pub trait Crm: Sync {
         requests: &'a [MergeRequest],
         deadline: Deadline,
     ) -> BoxFuture<'a, Result<Vec<MergeOutcome>, PortError>>;
+
+    /// sObject Collections upsert by external id (the adapter sends one call per 200 records of one sObject and
+    /// field); one outcome per record, in order.
+    fn upsert<'a>(
+        &'a self,
+        records: &'a [&'a RecordUpsert],
+        deadline: Deadline,
+    ) -> BoxFuture<'a, Result<Vec<UpsertOutcome>, PortError>>;
 }
 
 /// crm-updater's ledger: per Reltio entity, what was applied (DynamoDB in AWS; a fake in tests).

@@ -16,10 +16,12 @@ use mdm_sync_domain::cdc::apply::{apply, ApplySettings};
 use mdm_sync_domain::cdc::batch::plan_batch;
 use mdm_sync_domain::cdc::mapping::CdcMapping;
 use mdm_sync_domain::crm::contacts::{contact_fields, contact_ids};
+use mdm_sync_domain::crm::create::{plan_create, write_back};
 use mdm_sync_domain::crm::plan::CrmEvent;
-use mdm_sync_domain::crm::CrmMapping;
+use mdm_sync_domain::crm::{CreateSettings, CrmMapping};
 use mdm_sync_domain::dms::DEFAULT_BEFORE_IMAGE_FIELD;
 use mdm_sync_domain::ports::{Deadline, EntityWriter, PortError};
+use mdm_sync_domain::reltio::golden::EntitySnapshot;
 use mdm_sync_domain::reltio::message::QueuedEvent;
 use mdm_sync_domain::reltio::{CrosswalkKey, EntityBody, ItemOutcome};
 use serde_json::{json, Value};
@@ -289,10 +291,13 @@ pub async fn check(g: &Global, args: CheckArgs) -> Result<ExitCode, CliError> {
                     .and_then(|o| o.crosswalks.as_ref())
                     .map(|c| contact_ids(m, c))
                     .unwrap_or_default();
-                entry.insert(
-                    "crm-updater".into(),
-                    json!({"applies": applies, "contacts": contacts, "fields": fields}),
-                );
+                let mut shown = json!({"applies": applies, "contacts": contacts, "fields": fields});
+                if contacts.is_empty() {
+                    if let (Some(settings), Some(o)) = (&m.create, snapshot) {
+                        shown["create"] = create_preview(m, settings, o);
+                    }
+                }
+                entry.insert("crm-updater".into(), shown);
             }
             if let Some((_, Ok(m))) = &analytics {
                 let item = analytics_decode(
@@ -334,4 +339,32 @@ pub async fn check(g: &Global, args: CheckArgs) -> Result<ExitCode, CliError> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// What crm-updater's `create` makes of an entity without a Contact: the upsert and the write-back, or why not.
+fn create_preview(
+    mapping: &CrmMapping,
+    settings: &CreateSettings,
+    object: &mdm_sync_domain::reltio::event::EventObject<
+        mdm_sync_domain::reltio::golden::GoldenAttributes,
+        mdm_sync_domain::reltio::golden::LeanCrosswalks,
+    >,
+) -> Value {
+    let entity = EntitySnapshot {
+        uri: object.uri.clone(),
+        entity_type: object.entity_type.clone(),
+        updated_time: object.updated_time,
+        attributes: object.attributes.clone().unwrap_or_default(),
+        crosswalks: object.crosswalks.clone().unwrap_or_default(),
+    };
+    let uri = object.uri.as_deref().unwrap_or_default();
+    match plan_create(mapping, settings, &entity, uri) {
+        Ok(plan) => json!({
+            "externalIdField": settings.external_id_field,
+            "externalId": plan.external_id,
+            "fields": plan.fields,
+            "writeBack": write_back(mapping, &plan, "<the Contact's Id>"),
+        }),
+        Err(outcome) => json!({"notCreated": format!("{outcome:?}")}),
+    }
 }

@@ -48,6 +48,8 @@ fn jane() -> EntityBody {
             value: "46".into(),
             source_table: None,
             delete_date: None,
+            data_provider: None,
+            contributor_provider: None,
         }],
     }
 }

@@ -1,14 +1,17 @@
 //! Salesforce client over the shared OAuth session (`oauth.rs`): client-credentials token and `instance_url` cached
 //! across invocations, one re-authentication on `INVALID_SESSION_ID` (REST 401 or SOAP fault), sObject Collections
-//! updates (≤ 200 records a call) with per-item results, SOQL queries, and SOAP `merge()`. Retries 5xx and timeouts
+//! updates and upserts by external id (≤ 200 records a call) with per-item results, SOQL queries, and SOAP
+//! `merge()`. Retries 5xx and timeouts
 //! within the invocation's deadline.
 
 pub mod soap;
+mod upsert;
 
 use futures::future::BoxFuture;
 use mdm_sync_domain::crm::salesforce::{
     is_already_merged_code, is_missing_code, is_transient_code, MergeOutcome, MergeRequest,
-    RecordOutcome, RecordQuery, RecordUpdate, MAX_COLLECTION, MAX_REQUESTS_PER_CALL,
+    RecordOutcome, RecordQuery, RecordUpdate, RecordUpsert, UpsertOutcome, MAX_COLLECTION,
+    MAX_REQUESTS_PER_CALL,
 };
 use mdm_sync_domain::ports::{Crm, Deadline, PortError};
 
@@ -589,6 +592,18 @@ impl Crm for SalesforceClient {
                 .map_err(PortError::from)
         })
     }
+
+    fn upsert<'a>(
+        &'a self,
+        records: &'a [&'a RecordUpsert],
+        deadline: Deadline,
+    ) -> BoxFuture<'a, Result<Vec<UpsertOutcome>, PortError>> {
+        Box::pin(async move {
+            self.upsert_records(records, deadline)
+                .await
+                .map_err(PortError::from)
+        })
+    }
 }
 
 #[cfg(test)]
@@ -666,6 +681,69 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(outcomes, vec![RecordOutcome::Updated; 201]);
+    }
+
+    #[tokio::test]
+    async fn an_upsert_is_keyed_by_its_external_id_field_and_reads_created_and_id_per_record() {
+        let server = MockServer::start().await;
+        let sf = client(&server).await;
+        let record = |id: &str| RecordUpsert {
+            sobject: "Contact".into(),
+            external_id_field: "Reltio_Id__c".into(),
+            external_id: id.into(),
+            fields: serde_json::from_value(json!({
+                "LastName": format!("Lee {id}"),
+                // Never overrides the record's type, key or external id.
+                "Id": "003X", "Reltio_Id__c": "other", "attributes": {"type": "Lead"}
+            }))
+            .unwrap(),
+        };
+        // The example answer of Salesforce's "Upsert Multiple Records Using sObject Collections".
+        Mock::given(method("PATCH"))
+            .and(path("/services/data/v66.0/composite/sobjects/Contact/Reltio_Id__c"))
+            .and(wiremock::matchers::body_json(json!({"allOrNone": false, "records": [
+                {"attributes": {"type": "Contact"}, "Reltio_Id__c": "0Abc", "LastName": "Lee 0Abc"},
+                {"attributes": {"type": "Contact"}, "Reltio_Id__c": "0Def", "LastName": "Lee 0Def"},
+                {"attributes": {"type": "Contact"}, "Reltio_Id__c": "0Ghi", "LastName": "Lee 0Ghi"}
+            ]})))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!([
+                {"id": "003RM000006NEWAAA", "success": true, "errors": [], "created": true},
+                {"id": "003RM000006OLDAAA", "success": true, "errors": [], "created": false},
+                {"success": false, "created": false, "errors": [{"statusCode": "REQUIRED_FIELD_MISSING",
+                 "message": "Required fields are missing: [LastName]", "fields": ["LastName"]}]}
+            ])))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let records = [record("0Abc"), record("0Def"), record("0Ghi")];
+        let refs: Vec<&RecordUpsert> = records.iter().collect();
+        let out = sf
+            .upsert_records(&refs, Instant::now() + Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(
+            out[..2],
+            [
+                UpsertOutcome::Upserted {
+                    id: "003RM000006NEWAAA".into(),
+                    created: true
+                },
+                UpsertOutcome::Upserted {
+                    id: "003RM000006OLDAAA".into(),
+                    created: false
+                }
+            ]
+        );
+        let UpsertOutcome::Failed {
+            code,
+            message,
+            transient,
+        } = &out[2]
+        else {
+            panic!("{:?}", out[2])
+        };
+        assert_eq!(code, "REQUIRED_FIELD_MISSING");
+        assert!(!transient && message.contains("LastName") && !message.contains("Required"));
     }
 
     #[tokio::test]

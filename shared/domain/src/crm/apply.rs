@@ -1,7 +1,11 @@
 //! Applies a crm-updater batch through its ports: fetch the snapshots events do not carry, then round by round
-//! claim each entity in the ledger, merge (SOAP), look up children, write through sObject Collections, and
-//! commit what Salesforce confirmed. Every decision is the planner's (`plan.rs`); this sequences the I/O.
+//! claim each entity in the ledger, merge (SOAP), look up children, write through sObject Collections, create
+//! the Contacts of entities without one and write their Ids back (`create.rs`), and commit what Salesforce and
+//! Reltio confirmed. Every decision is the planner's (`plan.rs`, `crm/create.rs`); this sequences the I/O.
 
+mod create;
+
+use super::create::conclude_create;
 use super::mapping::CrmMapping;
 use super::plan::{
     complete, conclude, merge_outcome, plan_entity, plan_steps, repoint_writes, rounds,
@@ -12,7 +16,9 @@ use super::salesforce::{
 };
 use crate::ordering::{Applied, Claim, EntityRecord};
 use crate::outcome::{Outcome, SkipReason};
-use crate::ports::{isolate_rejections, remaining, Crm, Deadline, EntitySource, Ledger, PortError};
+use crate::ports::{
+    isolate_rejections, remaining, Crm, Deadline, EntitySource, EntityWriter, Ledger, PortError,
+};
 use futures::stream::{self, StreamExt};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -26,6 +32,8 @@ const MAX_IN_FLIGHT: usize = 8;
 #[derive(Clone, Copy)]
 pub struct Ports<'a> {
     pub reltio: &'a dyn EntitySource,
+    /// The write-back of a created Contact's crosswalk.
+    pub writer: &'a dyn EntityWriter,
     pub crm: &'a dyn Crm,
     pub ledger: &'a dyn Ledger,
 }
@@ -213,6 +221,8 @@ async fn apply_round(
     merge(ports.crm, &mut claimed, deadline, report).await;
     query_children(ports.crm, mapping, items, &mut claimed, deadline, report).await;
     write(ports.crm, &mut claimed, deadline, report).await;
+    create::upsert(ports.crm, &mut claimed, deadline, report).await;
+    create::write_back_all(ports.writer, mapping, items, &mut claimed, deadline, report).await;
     commit(ports.ledger, items, claimed, owner).await;
 }
 
@@ -435,7 +445,10 @@ async fn commit(ledger: &dyn Ledger, items: &mut [Item], claimed: Vec<Claimed>, 
         .map(|c| async move {
             let item = &items_ref[c.item];
             let entity = item.entity_uri.as_deref().unwrap_or_default();
-            let conclusion = conclude(&item.event_id, &c.results, &c.record);
+            let conclusion = match (&c.steps.create, &c.results.create) {
+                (Some(steps), Some(results)) => conclude_create(steps, results),
+                _ => conclude(&item.event_id, &c.results, &c.record),
+            };
             let applied = Applied {
                 event_id: &item.event_id,
                 complete: conclusion.complete,
@@ -444,6 +457,7 @@ async fn commit(ledger: &dyn Ledger, items: &mut [Item], claimed: Vec<Claimed>, 
                 merged: &conclusion.merged,
                 given_up: &conclusion.given_up,
                 recovered: &conclusion.recovered,
+                created: conclusion.created.as_deref(),
             };
             let recorded = if applied.is_empty() {
                 ledger.release(entity, owner).await

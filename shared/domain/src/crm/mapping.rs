@@ -86,6 +86,11 @@ struct RawMapping {
     children: Vec<ChildRelationship>,
     #[serde(default)]
     skip_ov_unchanged: bool,
+    #[serde(default)]
+    create: bool,
+    external_id_field: Option<String>,
+    #[serde(default)]
+    require: Vec<String>,
 }
 
 fn default_entity_types() -> Vec<String> {
@@ -116,6 +121,20 @@ pub struct CrmMapping {
     /// `SkippedNoGoldenChange` (default off: such an event may still carry a new Contact crosswalk, whose Contact
     /// then waits for the next golden change).
     pub skip_ov_unchanged: bool,
+    /// Entities of a mapped type with no live Contact crosswalk become Contacts (`create = true`); `None`: they
+    /// are skipped (`SkippedNoCrosswalk`).
+    pub create: Option<CreateSettings>,
+}
+
+/// How a golden record without a Contact becomes one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateSettings {
+    /// The Contact's external-ID field that holds the Reltio entity id (`external_id_field`): the upsert's key,
+    /// so that a retry, a duplicate or a concurrent invocation finds the Contact instead of creating another.
+    pub external_id_field: String,
+    /// Mapped Contact fields a Contact cannot be created without (`require`, e.g. `LastName`): an entity
+    /// without a golden value for one is skipped (`SkippedIncomplete`) until a change gives it one.
+    pub require: Vec<String>,
 }
 
 /// In `archive_fields` values: replaced by the survivor's Id.
@@ -195,6 +214,7 @@ impl CrmMapping {
                 ));
             }
         }
+        let create = create_settings(&raw)?;
         Ok(CrmMapping {
             entity_types: EntityTypeFilter::new(&raw.entity_types),
             event_types,
@@ -205,6 +225,52 @@ impl CrmMapping {
             archive_fields: raw.archive_fields,
             children: raw.children,
             skip_ov_unchanged: raw.skip_ov_unchanged,
+            create,
         })
     }
+}
+
+/// The create settings: `external_id_field` an API name no `[[fields]]` entry writes, each `require` entry a
+/// mapped field.
+fn create_settings(raw: &RawMapping) -> Result<Option<CreateSettings>, CrmMappingError> {
+    let invalid = |m: String| Err(CrmMappingError::Invalid(m));
+    if !raw.create {
+        if !raw.require.is_empty() || raw.external_id_field.is_some() {
+            return invalid(
+                "require and external_id_field are create settings: set create = true".into(),
+            );
+        }
+        return Ok(None);
+    }
+    let Some(field) = raw.external_id_field.as_deref().map(str::trim) else {
+        return invalid(
+            "create = true needs external_id_field: the Contact field (an External ID) that holds the \
+             Reltio entity id"
+                .into(),
+        );
+    };
+    if !is_api_name(field) {
+        return invalid(format!(
+            "external_id_field: `{field}` is not a Salesforce field name"
+        ));
+    }
+    let mapped = |name: &str| {
+        raw.fields
+            .iter()
+            .any(|f| f.field.eq_ignore_ascii_case(name))
+    };
+    if mapped(field) {
+        return invalid(format!(
+            "external_id_field: `{field}` is also a [[fields]] target; it holds the entity id"
+        ));
+    }
+    for r in &raw.require {
+        if !mapped(r) {
+            return invalid(format!("require: `{r}` is not a mapped field"));
+        }
+    }
+    Ok(Some(CreateSettings {
+        external_id_field: field.to_owned(),
+        require: raw.require.clone(),
+    }))
 }

@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod contacts;
+pub mod create;
 pub mod mapping;
 pub mod plan;
 pub mod salesforce;

@@ -9,6 +9,7 @@
 
 use super::contacts::{child_query, merge_requests, parse_version, plan_contacts};
 use super::contacts::{write_hash, ContactPlan};
+use super::create::{create_steps, plan_create, CreatePlan, CreateResults, CreateSteps};
 use super::mapping::{CrmMapping, MergeStrategy};
 use super::salesforce::{MergeOutcome, MergeRequest, RecordOutcome, RecordQuery, RecordUpdate};
 use crate::ordering::{EntityRecord, Fence, Order};
@@ -59,6 +60,8 @@ pub struct Item {
     /// The snapshot's URI: the ledger key (a merged loser's URI resolves to the winner).
     pub entity_uri: Option<String>,
     pub plan: Option<ContactPlan>,
+    /// The Contact to create, for an entity with none (`create = true`).
+    pub create: Option<CreatePlan>,
     /// The snapshot's `updatedTime`, for the end-to-end latency.
     pub event_time: Option<i64>,
     pub merge: Option<LostMerge>,
@@ -104,6 +107,7 @@ pub fn decode(mapping: &CrmMapping, queued: QueuedEvent) -> Item {
         entity: None,
         entity_uri: None,
         plan: None,
+        create: None,
         event_time: None,
         merge: None,
     };
@@ -235,9 +239,17 @@ pub fn plan_entity(mapping: &CrmMapping, item: &mut Item) {
     if let (Some(event), Some(winner)) = (&item.event, &item.entity_uri) {
         item.merge = lost_merge(event, winner, entity.updated_time);
     }
-    match plan_contacts(mapping, entity) {
-        Some(plan) => item.plan = Some(plan),
-        None => item.outcome = Some(Outcome::Skipped(SkipReason::NoCrosswalk)),
+    match (
+        plan_contacts(mapping, entity),
+        &mapping.create,
+        &item.entity_uri,
+    ) {
+        (Some(plan), _, _) => item.plan = Some(plan),
+        (None, Some(settings), Some(uri)) => match plan_create(mapping, settings, entity, uri) {
+            Ok(plan) => item.create = Some(plan),
+            Err(outcome) => item.outcome = Some(outcome),
+        },
+        (None, _, _) => item.outcome = Some(Outcome::Skipped(SkipReason::NoCrosswalk)),
     }
 }
 
@@ -308,6 +320,8 @@ pub struct Steps {
     pub queries: Vec<(usize, RecordQuery)>,
     /// The survivor's values are what was last written: not written again.
     pub survivor_unchanged: bool,
+    /// The Contact to create and write back, for an entity with none.
+    pub create: Option<CreateSteps>,
 }
 
 /// The steps of claimed item `index`, leaving out what the ledger says is done.
@@ -318,6 +332,12 @@ pub fn plan_steps(
     record: &EntityRecord,
 ) -> Steps {
     let item = &items[index];
+    if let (Some(plan), Some(settings)) = (&item.create, &mapping.create) {
+        return Steps {
+            create: Some(create_steps(settings, plan, record)),
+            ..Steps::default()
+        };
+    }
     let Some(plan) = &item.plan else {
         return Steps::default();
     };
@@ -468,6 +488,8 @@ pub struct StepResults {
     /// Each write with how it ended (one not attempted because a merge of its item failed carries that failure).
     pub writes: Vec<(Write, Outcome)>,
     pub survivor_unchanged: bool,
+    /// A create's upsert and write-back.
+    pub create: Option<CreateResults>,
 }
 
 /// An item's outcome and what its commit records.
@@ -482,6 +504,8 @@ pub struct Conclusion {
     pub merged: Vec<String>,
     pub given_up: Vec<String>,
     pub recovered: Vec<String>,
+    /// The Contact created for the entity.
+    pub created: Option<String>,
 }
 
 /// Concludes an item from its step results: transient beats permanent beats done; a record whose write (or
@@ -496,6 +520,7 @@ pub fn conclude<'r>(event_id: &str, results: &'r StepResults, record: &EntityRec
         merged: Vec::new(),
         given_up: Vec::new(),
         recovered: Vec::new(),
+        created: None,
     };
     let mut failures = Failures::default();
     let mut survivor_written = false;

@@ -159,6 +159,29 @@ pub struct RecordUpdate {
     pub fields: Map<String, Value>,
 }
 
+/// One upsert by external id (sObject Collections upsert): the `sobject` record whose `external_id_field` holds
+/// `external_id` gets `fields`, and is created when there is none. Keyed by the external id, a retry, a duplicate
+/// or a concurrent call finds the record created before instead of creating another.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordUpsert {
+    pub sobject: String,
+    pub external_id_field: String,
+    pub external_id: String,
+    pub fields: Map<String, Value>,
+}
+
+/// The result for one record of an upsert call.
+#[derive(Debug, Clone, PartialEq)]
+pub enum UpsertOutcome {
+    /// The record's Id; `created` when Salesforce inserted it (else it updated the record it found).
+    Upserted { id: String, created: bool },
+    Failed {
+        code: String,
+        message: String,
+        transient: bool,
+    },
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

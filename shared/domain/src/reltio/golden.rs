@@ -54,6 +54,8 @@ pub struct LeanCrosswalk {
     pub source_type: Option<String>,
     /// The source record's id, when a string.
     pub value: Option<String>,
+    /// `sourceTable`, when a string (part of the crosswalk's identity).
+    pub source_table: Option<String>,
     /// `deleteDate` is set: the crosswalk is end-dated.
     pub end_dated: bool,
 }
@@ -222,6 +224,7 @@ impl<'de> Visitor<'de> for Lean {
                     match key {
                         KeyName::Type => crosswalk.source_type = text(&mut map)?,
                         KeyName::Value => crosswalk.value = text(&mut map)?,
+                        KeyName::SourceTable => crosswalk.source_table = text(&mut map)?,
                         KeyName::DeleteDate => {
                             crosswalk.end_dated = !map.next_value::<Value>()?.is_null()
                         }
@@ -313,6 +316,7 @@ enum KeyName {
     Value,
     Type,
     DeleteDate,
+    SourceTable,
     Other,
 }
 
@@ -330,6 +334,7 @@ impl<'de> Deserialize<'de> for KeyName {
                     "value" => KeyName::Value,
                     "type" => KeyName::Type,
                     "deleteDate" => KeyName::DeleteDate,
+                    "sourceTable" => KeyName::SourceTable,
                     _ => KeyName::Other,
                 })
             }

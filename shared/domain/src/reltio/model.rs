@@ -25,6 +25,22 @@ pub struct Crosswalk {
         default
     )]
     pub delete_date: Option<String>,
+    /// `false` on a crosswalk that only names the entity another crosswalk of the body is attached to (it
+    /// contributes no values): Reltio's association of a crosswalk with its contributor.
+    #[serde(
+        rename = "dataProvider",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
+    pub data_provider: Option<bool>,
+    /// `true` with `dataProvider: false`: the entity this crosswalk belongs to is the one the body's other
+    /// crosswalks are attached to.
+    #[serde(
+        rename = "contributorProvider",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
+    pub contributor_provider: Option<bool>,
 }
 
 /// The identity of a source row in Reltio: the crosswalk without its dates. Changes to one key keep their order.
@@ -42,6 +58,18 @@ impl CrosswalkKey {
             value: self.value.clone(),
             source_table: self.source_table.clone(),
             delete_date: None,
+            data_provider: None,
+            contributor_provider: None,
+        }
+    }
+
+    /// The crosswalk as the contributor that a body's other crosswalks are attached to: it names its entity and
+    /// contributes nothing (`dataProvider: false, contributorProvider: true`).
+    pub fn contributor(&self) -> Crosswalk {
+        Crosswalk {
+            data_provider: Some(false),
+            contributor_provider: Some(true),
+            ..self.crosswalk()
         }
     }
 }

@@ -125,6 +125,7 @@ fn crosswalks_keep_their_identity_and_liveness_only() {
     let crosswalk = |t: Option<&str>, v: Option<&str>, end_dated| LeanCrosswalk {
         source_type: t.map(str::to_owned),
         value: v.map(str::to_owned),
+        source_table: None,
         end_dated,
     };
     assert_eq!(
@@ -135,7 +136,10 @@ fn crosswalks_keep_their_identity_and_liveness_only() {
                 Some("003A"),
                 false
             ),
-            crosswalk(Some("configuration/sources/CRM_DB"), Some("42"), true),
+            LeanCrosswalk {
+                source_table: Some("CUSTOMER".into()),
+                ..crosswalk(Some("configuration/sources/CRM_DB"), Some("42"), true)
+            },
             crosswalk(None, None, false),
         ]
     );
