@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import gzip
 import hashlib
+import http.client
 import json
 import time
 import urllib.error
@@ -142,6 +143,109 @@ def test_salesforce_collections_soql_and_children():
         assert call("GET", f"{base}/query?q={q}", headers=auth)[2]["records"][0]["Id"] == case
     finally:
         sim.server.close()
+
+
+def upsert_body(*records, typ="Contact"):
+    return {"allOrNone": False, "records": [{"attributes": {"type": typ}, **r} for r in records]}
+
+
+class _FaultsOnce:
+    """Fault injection that answers the next call with `fault` (e.g. ("drop-after",)), then serves normally."""
+
+    def __init__(self, fault):
+        self.fault = fault
+        self.injected = {}
+
+    def decide(self, statuses=()):
+        fault, self.fault = self.fault, None
+        return fault
+
+
+def test_salesforce_upsert_by_external_id_creates_once_then_updates_the_same_contact():
+    sim = SalesforceSim()
+    try:
+        auth = sf_token(sim)
+        url = f"{sim.url}/services/data/v66.0/composite/sobjects/Contact/Reltio_Id__c"
+        seeded = sim.insert("Contact", {"Reltio_Id__c": "0Old", "LastName": "Stale"})
+        st, _, out = call("PATCH", url, upsert_body({"Reltio_Id__c": "0Abc", "LastName": "Ada"},
+                                                    {"Reltio_Id__c": "0Old", "LastName": "Fresh"}), auth)
+        assert st == 200 and [(r["success"], r["created"], r["errors"]) for r in out] == [(True, True, []),
+                                                                                         (True, False, [])]
+        new = out[0]["id"]
+        assert len(new) == 18 and new.startswith("003") and out[1]["id"] == seeded
+        assert sim.by_external_id("Reltio_Id__c", "0Abc")["Id"] == new and sim.contact(seeded)["LastName"] == "Fresh"
+        assert sim.creates == [("Contact", new)] and sim.contact_writes[new][-1][1]["LastName"] == "Ada"
+        # The same record again updates the Contact it created: same Id, created false, nothing new.
+        st, _, out = call("PATCH", url, upsert_body({"Reltio_Id__c": "0Abc", "LastName": "Lovelace"}), auth)
+        assert st == 200 and (out[0]["id"], out[0]["created"]) == (new, False) and len(sim.creates) == 1
+        assert sim.contact(new)["LastName"] == "Lovelace"
+        # A retry after an answer lost on the way back (the upsert took effect) finds the Contact it created.
+        sim.faults = _FaultsOnce(("drop-after",))
+        body = upsert_body({"Reltio_Id__c": "0New", "LastName": "Hopper"})
+        try:
+            call("PATCH", url, body, auth)
+            raise AssertionError("the answer should have been dropped")
+        except (urllib.error.URLError, ConnectionError, http.client.HTTPException):
+            pass
+        created = sim.by_external_id("Reltio_Id__c", "0New")["Id"]
+        st, _, out = call("PATCH", url, body, auth)
+        assert st == 200 and (out[0]["id"], out[0]["created"]) == (created, False) and len(sim.creates) == 2
+        # An injected 503 has no effect; matching is exact; a deleted Contact is not matched (a new one is made).
+        sim.faults = _FaultsOnce(("status", 503))
+        st, _, _ = call("PATCH", url, upsert_body({"Reltio_Id__c": "0Lost", "LastName": "X"}), auth)
+        assert st == 503 and sim.by_external_id("Reltio_Id__c", "0Lost") is None
+        st, _, out = call("PATCH", url, upsert_body({"Reltio_Id__c": "0abc", "LastName": "Other"}), auth)
+        assert out[0]["created"] is True and out[0]["id"] != new
+        sim.delete("Contact", created)
+        st, _, out = call("PATCH", url, upsert_body({"Reltio_Id__c": "0New", "LastName": "Hopper"}), auth)
+        assert out[0]["created"] is True and out[0]["id"] != created
+        assert sim.calls["PATCH composite/sobjects/Contact/Reltio_Id__c"] == 7
+    finally:
+        sim.close()
+
+
+def test_salesforce_upsert_refuses_malformed_requests_whole_and_bad_records_one_by_one():
+    sim = SalesforceSim()
+    try:
+        auth = sf_token(sim)
+        url = f"{sim.url}/services/data/v66.0/composite/sobjects/Contact/Reltio_Id__c"
+        st, _, body = call("PATCH", url, upsert_body({"Reltio_Id__c": "0A", "LastName": "A"}))
+        assert st == 401 and body[0]["errorCode"] == "INVALID_SESSION_ID"
+        many = upsert_body(*({"Reltio_Id__c": f"0R{i}", "LastName": "R"} for i in range(201)))
+        no_type = upsert_body({"Reltio_Id__c": "0A", "LastName": "A"})
+        no_type["records"].append({"Reltio_Id__c": "0B", "LastName": "B"})
+        other_type = upsert_body({"Reltio_Id__c": "0A", "LastName": "A"})
+        other_type["records"].append({"attributes": {"type": "Case"}, "Reltio_Id__c": "0B"})
+        for bad in (many, no_type, other_type):
+            st, _, body = call("PATCH", url, bad, auth)
+            assert st == 400 and body[0]["errorCode"] and body[0]["message"], body
+        assert sim.creates == [] and sim.rows["Contact"] == {}  # nothing of a refused request was processed
+        st, _, out = call("PATCH", url, upsert_body(*many["records"][:200]), auth)  # 200 is allowed
+        assert st == 200 and len(out) == 200 and all(r["created"] for r in out)
+
+        kept = sim.insert("Contact", {"Reltio_Id__c": "0Kept", "LastName": "Kept"})
+        sim.validation_rules |= {kept, "0Refused"}
+        st, _, out = call("PATCH", url, upsert_body(
+            {"Id": "003LS0000000000001", "Reltio_Id__c": "0WithId", "LastName": "I"},
+            {"LastName": "No external id"},
+            {"Reltio_Id__c": "0Twice", "LastName": "One"},
+            {"Reltio_Id__c": "0Good", "LastName": "Good"},
+            {"Reltio_Id__c": "0Twice", "LastName": "Two"},
+            {"Reltio_Id__c": "0Refused", "LastName": "New"},
+            {"Reltio_Id__c": "0Kept", "LastName": "Changed"}), auth)
+        assert st == 200
+        codes = [r["errors"][0]["statusCode"] if r["errors"] else None for r in out]
+        assert codes == ["INVALID_FIELD_FOR_INSERT_UPDATE", "MISSING_ARGUMENT", "DUPLICATE_VALUE", None,
+                         "DUPLICATE_VALUE", "FIELD_CUSTOM_VALIDATION_EXCEPTION", "FIELD_CUSTOM_VALIDATION_EXCEPTION"]
+        assert [r["success"] for r in out] == [False, False, False, True, False, False, False]
+        assert all(r["id"] is None and r["created"] is False for r in out if not r["success"])
+        assert out[2]["errors"][0]["fields"] == ["Reltio_Id__c"]
+        for value in ("0WithId", "0Twice", "0Refused"):
+            assert sim.by_external_id("Reltio_Id__c", value) is None, value
+        assert sim.contact(kept)["LastName"] == "Kept" and sim.by_external_id("Reltio_Id__c", "0Good")
+        assert len(sim.creates) == 201
+    finally:
+        sim.close()
 
 
 def test_fault_injection_answers_the_configured_share_with_errors():
