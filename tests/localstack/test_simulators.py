@@ -19,7 +19,7 @@ from . import reltio_stream
 from .aws import ENTITY_EVENTS_FILTER, ROOT, Moto
 from .faults import Faults
 from .native import NativeStream
-from .reltio_sim import ReltioSim
+from .reltio_sim import ReltioSim, xw_key
 from .salesforce_sim import SalesforceSim
 from .util import drain
 
@@ -97,6 +97,93 @@ def test_reltio_upserts_by_crosswalk_merges_same_email_and_resolves_losers_to_th
         assert st == 404
     finally:
         sim.server.close()
+
+
+IND = "configuration/entityTypes/Individual"
+SFDC = "configuration/sources/SFDC_CONTACT"
+
+
+def write_back(anchor, contact_id, **flags):
+    """The crm-updater's write-back: the entity's existing crosswalk as its contributor, the Contact's crosswalk."""
+    return {"type": IND, "crosswalks": [{**anchor, "dataProvider": False, "contributorProvider": True},
+                                        {"type": SFDC, "value": contact_id, **flags}]}
+
+
+def test_reltio_write_back_attaches_the_contact_crosswalk_and_changes_no_attribute():
+    sim = ReltioSim()
+    events = []
+    sim.sink = lambda body, eid: events.append(body)
+    try:
+        auth = {"Authorization": f"Bearer {reltio_token(sim)['access_token']}"}
+        crm = {"type": "configuration/sources/CRM_DB", "value": "42", "sourceTable": "customer"}
+        st, _, out = call("POST", f"{sim.api_url}/entities", [{"type": IND, "crosswalks": [crm], "attributes": {
+            "Email": [{"value": "ada@x.org"}], "FirstName": [{"value": "Ada"}]}}], auth)
+        uri = out[0]["uri"]
+        _, _, before = call("GET", f"{sim.api_url}/{uri}", headers=auth)
+        version, golden, n_events = sim.entity_of(xw_key(crm)).version, sim.entity_of(xw_key(crm)).golden_simple(), \
+            len(events)
+        st, _, out = call("POST", f"{sim.api_url}/entities", [write_back(crm, "003LS0000000000007")], auth)
+        assert st == 200 and out[0]["successful"] is True and out[0]["uri"] == uri
+        st, _, found = call("GET", f"{sim.api_url}/entities/_byCrosswalk/003LS0000000000007?type={SFDC}", headers=auth)
+        assert st == 200 and found["uri"] == uri
+        assert found["attributes"] == before["attributes"]  # no value and no golden flag moved
+        assert [(c["type"], c["value"]) for c in found["crosswalks"]] == [(crm["type"], "42"),
+                                                                          (SFDC, "003LS0000000000007")]
+        e = sim.entity_of(xw_key(crm))
+        assert e.golden_simple() == golden and sim.contribution(xw_key(crm)) == golden
+        assert [(ev["type"], ev["objectVersion"]) for ev in events[n_events:]] == [("ENTITY_CHANGED", version + 1)]
+        assert {c["value"] for c in events[-1]["object"]["crosswalks"]} == {"42", "003LS0000000000007"}
+        # The same write-back again (a retry, a redelivered event) changes nothing and emits nothing.
+        st, _, out = call("POST", f"{sim.api_url}/entities", [write_back(crm, "003LS0000000000007")], auth)
+        assert out[0]["successful"] is True and len(events) == n_events + 1 and e.version == version + 1
+        # Per item: an unknown contributor crosswalk and a contributorProvider that is a data provider are
+        # refused, the valid item beside them is applied; nothing is created for the refused ones.
+        unknown = write_back({"type": crm["type"], "value": "nobody", "sourceTable": "customer"}, "003LS0000000000008")
+        provider = write_back(crm, "003LS0000000000009")
+        del provider["crosswalks"][0]["dataProvider"]
+        st, _, out = call("POST", f"{sim.api_url}/entities", [unknown, provider, write_back(crm, "003LS000000000000A")],
+                          auth)
+        assert st == 200 and [(r["index"], r["successful"]) for r in out] == [(0, False), (1, False), (2, True)]
+        assert out[0]["errors"]["errorMessage"] and out[1]["errors"]["errorMessage"]
+        assert len(sim.live_entities()) == 1 and len(events) == n_events + 2
+        for value in ("003LS0000000000008", "003LS0000000000009"):
+            st, _, _ = call("GET", f"{sim.api_url}/entities/_byCrosswalk/{value}?type={SFDC}", headers=auth)
+            assert st == 404, value
+    finally:
+        sim.close()
+
+
+def test_reltio_write_back_of_a_crosswalk_with_a_contribution_or_on_another_entity():
+    sim = ReltioSim()
+    events = []
+    sim.sink = lambda body, eid: events.append(body)
+    try:
+        crm = {"type": "configuration/sources/CRM_DB", "value": "1"}
+        contact = {"type": SFDC, "value": "003LS0000000000001"}
+        sim.post_entity({"type": IND, "crosswalks": [crm], "attributes": {"Email": [{"value": "a@x.org"}]}}, False)
+        sim.post_entity({"type": IND, "crosswalks": [contact], "attributes": {"Phone": [{"value": "555"}]}}, False)
+        first, second = (sim.entity_of(xw_key(x)) for x in (crm, contact))
+        assert first is not second and len(events) == 2
+        two = write_back(crm, "003LS0000000000002")  # two contributors named for one existing entity: refused
+        two["crosswalks"].append({**contact, "dataProvider": False, "contributorProvider": True})
+        assert sim.post_entity(two, False)["successful"] is False and len(events) == 2
+        # The Contact's crosswalk is already another entity's: the two merge (the first created wins), its
+        # contribution stays when it is posted as a non data provider.
+        r = sim.post_entity(write_back(crm, contact["value"], dataProvider=False), False)
+        assert r["successful"] and r["uri"] == first.uri and sim.entity_of(xw_key(contact)) is first
+        assert [ev["type"] for ev in events[2:]] == ["ENTITY_CHANGED", "ENTITIES_MERGED", "ENTITY_LOST_MERGE"]
+        assert events[3]["uris"] == [first.uri, second.uri] and second.merged_into == first.id
+        assert first.golden_simple() == {"Email": ["a@x.org"], "Phone": ["555"]}
+        assert sim.post_entity(write_back(crm, contact["value"], dataProvider=False), False)["successful"]
+        assert len(events) == 5
+        # As a data provider (no flag) its slice is overwritten by the body's attributes, as in any POST: none
+        # under a full override, untouched under partialOverride.
+        assert sim.post_entity(write_back(crm, contact["value"]), True)["successful"] and len(events) == 5
+        assert sim.post_entity(write_back(crm, contact["value"]), False)["successful"]
+        assert sim.contribution(xw_key(contact)) == {} and first.golden_simple() == {"Email": ["a@x.org"]}
+        assert [ev["type"] for ev in events[5:]] == ["ENTITY_CHANGED"]
+    finally:
+        sim.close()
 
 
 def sf_token(sim):
