@@ -1,6 +1,8 @@
 """Reltio simulator: OAuth tokens that expire, crosswalk-keyed entity upserts (full and partialOverride),
-crosswalk end-dating (deleteDate) and deletion, GET of entities (a merged loser resolves to its winner), a
-deterministic match rule, and change/merge events with objectVersion.
+crosswalks attached to an existing entity through its contributor crosswalk (`"dataProvider": false,
+"contributorProvider": true`: the write-back of a Salesforce Contact Id), crosswalk end-dating (deleteDate) and
+deletion, GET of entities (a merged loser resolves to its winner), a deterministic match rule, and change/merge
+events with objectVersion.
 
 Survivorship (the golden value of an attribute): the value from the active (not end-dated) crosswalk whose
 contribution was updated last (Reltio's default "LUD" strategy); it is marked `ov: true`.
@@ -177,26 +179,32 @@ class ReltioSim:
         for other in list(self.entities.values()):
             if other is e or other.merged_into or other.type != e.type or self._email(other) != mail:
                 continue
-            winner, loser = (e, other) if e.seq < other.seq else (other, e)
-            for key, xw in loser.crosswalks.items():
-                winner.crosswalks[key] = xw
-                self.index[key] = winner.id
-            loser.crosswalks = {}
-            loser.merged_into = winner.id
-            self.merges += 1
-            self.merged_at[winner.id] = now_ms()
-            winner.version += 1
-            winner.updated = now_ms()
-            self.versions.setdefault(winner.id, []).append((winner.version, winner.updated, winner.golden_simple()))
-            self._emit({"type": "ENTITY_CHANGED", "tenantId": TENANT, "objectVersion": winner.version,
-                        "updatedTime": winner.updated, "object": winner.snapshot(), "ovChanged": True}, winner.uri)
-            self._emit({"type": "ENTITIES_MERGED", "tenantId": TENANT, "objectVersion": winner.version,
-                        "updatedTime": winner.updated, "uris": [winner.uri, loser.uri]}, winner.uri)
-            loser.version += 1
-            self._emit({"type": "ENTITY_LOST_MERGE", "tenantId": TENANT, "objectVersion": loser.version,
-                        "updatedTime": winner.updated, "uris": [loser.uri, winner.uri],
-                        "object": {"uri": loser.uri, "type": loser.type}}, loser.uri)
+            winner = self._merge(e, other)
             return self._match(winner) if winner is not e else None
+
+    def _merge(self, a: Entity, b: Entity) -> Entity:
+        """Merges two live entities (the one created first wins, the loser's crosswalks move to it) with the
+        merge's three events. Returns the winner."""
+        winner, loser = (a, b) if a.seq < b.seq else (b, a)
+        for key, xw in loser.crosswalks.items():
+            winner.crosswalks[key] = xw
+            self.index[key] = winner.id
+        loser.crosswalks = {}
+        loser.merged_into = winner.id
+        self.merges += 1
+        self.merged_at[winner.id] = now_ms()
+        winner.version += 1
+        winner.updated = now_ms()
+        self.versions.setdefault(winner.id, []).append((winner.version, winner.updated, winner.golden_simple()))
+        self._emit({"type": "ENTITY_CHANGED", "tenantId": TENANT, "objectVersion": winner.version,
+                    "updatedTime": winner.updated, "object": winner.snapshot(), "ovChanged": True}, winner.uri)
+        self._emit({"type": "ENTITIES_MERGED", "tenantId": TENANT, "objectVersion": winner.version,
+                    "updatedTime": winner.updated, "uris": [winner.uri, loser.uri]}, winner.uri)
+        loser.version += 1
+        self._emit({"type": "ENTITY_LOST_MERGE", "tenantId": TENANT, "objectVersion": loser.version,
+                    "updatedTime": winner.updated, "uris": [loser.uri, winner.uri],
+                    "object": {"uri": loser.uri, "type": loser.type}}, loser.uri)
+        return winner
 
     def post_entity(self, body: dict, partial: bool) -> dict:
         etype = body.get("type")
@@ -208,6 +216,9 @@ class ReltioSim:
             if not isinstance(values, list) or any(not isinstance(v, dict) or "value" not in v for v in values):
                 return {"successful": False,
                         "errors": {"errorCode": 400, "errorMessage": f"invalid attribute {name}"}}
+        anchors = [x for x in xws if isinstance(x, dict) and x.get("contributorProvider")]
+        if anchors:
+            return self._post_to_contributor(xws, anchors, attrs, partial)
         xw = xws[0]
         key = xw_key(xw)
         with self.lock:
@@ -239,6 +250,61 @@ class ReltioSim:
             if changed:
                 self._changed(e, created)
             return {"uri": e.uri, "status": "OK", "successful": True}
+
+    def _post_to_contributor(self, xws: list, anchors: list, attrs: dict, partial: bool) -> dict:
+        """A POST naming an existing crosswalk with `"dataProvider": false, "contributorProvider": true`: that
+        crosswalk identifies the entity and is left as it is; every other crosswalk of the body joins that entity
+        (docs/reference.md, "Reltio": attaching a crosswalk), a data provider one with the body's attributes
+        (replacing its contribution, or merged into it under partialOverride), a `"dataProvider": false` one with
+        none. A crosswalk another entity holds brings that entity along: the two merge, as two entities sharing a
+        crosswalk do in Reltio. One ENTITY_CHANGED when a crosswalk was added or a contribution changed; none when
+        the post changes nothing."""
+        if any(a.get("dataProvider") is not False for a in anchors):
+            return _item_error(400, "contributorProvider can be used only for non-dataProvider crosswalks")
+        if len(anchors) > 1:
+            return _item_error(400, "only one contributorProvider crosswalk can be posted for an existing entity")
+        with self.lock:
+            e = self.resolve(self.index.get(xw_key(anchors[0]), ""))
+            if e is None:
+                # Reltio's answer here is unverified (docs/reference.md): the simulator refuses the item.
+                return _item_error(404, f"no entity holds the contributor crosswalk {xw_key(anchors[0])}")
+            changed, merges = False, self.merges
+            for xw in xws:
+                if xw is anchors[0] or not isinstance(xw, dict):
+                    continue
+                e, one = self._join(e, xw, attrs, partial)
+                changed = changed or one
+            if changed:
+                self._changed(e, False)
+            elif self.merges != merges:
+                self._match(e)  # a merge's winner is matched again, as after a merge by the match rule
+            return {"uri": e.uri, "status": "OK", "successful": True}
+
+    def _join(self, e: Entity, xw: dict, attrs: dict, partial: bool) -> tuple[Entity, bool]:
+        """Puts crosswalk `xw` on entity `e` (merging in the entity that holds it, if another does). Returns the
+        entity it is on now (the merge's winner) and whether anything changed beyond a merge."""
+        key = xw_key(xw)
+        owner = self.resolve(self.index.get(key, ""))
+        if owner is not None and owner is not e:
+            e = self._merge(e, owner)
+        ms = now_ms()
+        cur = e.crosswalks.get(key)
+        before = copy.deepcopy(cur)
+        if cur is None:
+            cur = {"type": key[0], "value": key[1], "sourceTable": key[2], "attrs": {}, "created": ms,
+                   "updated": ms, "deleteDate": None}
+            e.crosswalks[key] = cur
+            self.index[key] = e.id
+        if xw.get("dataProvider") is not False:
+            # A data provider's slice is overwritten by the body's attributes, as in any POST.
+            cur["attrs"] = {**cur["attrs"], **attrs} if partial else dict(attrs)
+            cur["deleteDate"] = xw.get("deleteDate")
+            self.writes.setdefault(key, []).append(
+                (ms, None if cur["deleteDate"] else {k: simple(v) for k, v in cur["attrs"].items()}))
+        changed = before is None or before["attrs"] != cur["attrs"] or before["deleteDate"] != cur["deleteDate"]
+        if changed:
+            cur["updated"] = ms
+        return e, changed
 
     def delete_crosswalk(self, key) -> bool:
         with self.lock:
@@ -283,6 +349,11 @@ class ReltioSim:
     def entity_of(self, key):
         with self.lock:
             return self.resolve(self.index.get(key, ""))
+
+
+def _item_error(code: int, message: str) -> dict:
+    """A refused item of a POST /entities answer (the simulator's shape: Reltio's is unverified)."""
+    return {"successful": False, "errors": {"errorCode": code, "errorMessage": message}}
 
 
 class _Handler(QuietHandler):

@@ -1,5 +1,6 @@
 """Salesforce simulator: client-credentials tokens that expire (401 INVALID_SESSION_ID), sObject rows
-(GET/PATCH/POST/DELETE), sObject Collections (PATCH/POST/DELETE/GET composite/sobjects), a SOQL subset
+(GET/PATCH/POST/DELETE), sObject Collections (PATCH/POST/DELETE/GET composite/sobjects, and upsert by external id:
+PATCH composite/sobjects/{SObject}/{ExternalIdField}, docs/reference.md "Salesforce"), a SOQL subset
 (SELECT fields FROM object WHERE a = 'x' AND b IN ('y','z') AND c != null [ORDER BY ..] [LIMIT n]), child
 records to re-point (Case.ContactId, Task.WhoId, OpportunityContactRole.ContactId; CampaignMember.ContactId is
 not updateable, as in Salesforce), and `Sforce-Limit-Info` on every answer.
@@ -11,6 +12,7 @@ import re
 import secrets
 import threading
 import time
+from collections import Counter
 from urllib.parse import parse_qs, urlsplit
 
 from .faults import Faults
@@ -20,6 +22,7 @@ PREFIX = {"Contact": "003", "Case": "500", "Task": "00T", "OpportunityContactRol
           "Account": "001"}
 NOT_UPDATEABLE = {("CampaignMember", "ContactId")}
 DAILY_LIMIT = 100000
+MAX_RECORDS = 200  # an sObject Collections request carries at most 200 records
 
 
 class SalesforceSim:
@@ -35,8 +38,10 @@ class SalesforceSim:
         self.calls_by: dict[str, dict[str, int]] = {}  # listener tag -> calls served by that listener
         self.api_usage = 0
         self.contact_writes: dict[str, list] = {}  # Contact Id -> [(ms, fields after the write)]
-        # Contacts a validation rule refuses to update (FIELD_CUSTOM_VALIDATION_EXCEPTION, a permanent failure)
+        # Contacts a validation rule refuses (FIELD_CUSTOM_VALIDATION_EXCEPTION, a permanent failure): by Id for
+        # updates, by external id value for the Contact an upsert would create (a new record has no Id yet)
         self.validation_rules: set[str] = set()
+        self.creates: list[tuple[str, str]] = []  # (object, Id) of every record an upsert created, in order
         self.server = Server(_Handler, sim=self, tag=None)
         self.listeners: list[Server] = []
         self.url = self.server.url
@@ -90,6 +95,49 @@ class SalesforceSim:
     def delete(self, obj, rid) -> bool:
         with self.lock:
             return self.rows.get(obj, {}).pop(rid, None) is not None
+
+    # ------------------------------------------------------------------ upsert by external id
+    def upsert(self, obj, field_, records: list) -> list[dict]:
+        """sObject Collections upsert (allOrNone false): one UpsertResult per record, in order. A record whose
+        external id value matches one row updates it (created false), none creates a row (created true). Matching
+        is exact (Salesforce matches case-insensitively only for fields marked so); a deleted row is gone, so it
+        is not matched. One request runs under the lock: concurrent upserts of one new value do not race."""
+        with self.lock:
+            seen = Counter(str(r.get(field_)) for r in records if not _has_id(r) and _present(r.get(field_)))
+            repeated = {v for v, n in seen.items() if n > 1}
+            return [self._upsert_one(obj, field_, r, repeated) for r in records]
+
+    def _upsert_one(self, obj, field_, rec, repeated) -> dict:
+        fields = {k: v for k, v in rec.items() if k != "attributes"}
+        value = fields.get(field_)
+        if _has_id(rec):
+            return _failed("INVALID_FIELD_FOR_INSERT_UPDATE", "Id is not allowed in an upsert by external id",
+                           [k for k in ("Id", "id") if k in rec])
+        if not _present(value):
+            return _failed("MISSING_ARGUMENT", f"{field_} not specified", [])
+        if str(value) in repeated:
+            # Every record carrying the value fails, none is created or updated (upsert(): "those records are
+            # marked as errors").
+            return _failed("DUPLICATE_VALUE", f"Duplicate external id specified: {value}", [field_])
+        matches = [rid for rid, row in self.rows.get(obj, {}).items() if str(row.get(field_)) == str(value)]
+        if len(matches) > 1:
+            return _failed("DUPLICATE_EXTERNAL_ID", f"more than one record found for external id field: {matches}",
+                           [field_])
+        if matches:
+            ok, errors = self.update(obj, matches[0], fields)
+            return {"id": matches[0], "success": True, "created": False, "errors": []} if ok else \
+                _failed(errors[0]["statusCode"], errors[0]["message"], errors[0]["fields"])
+        if obj == "Contact" and str(value) in self.validation_rules:
+            return _failed("FIELD_CUSTOM_VALIDATION_EXCEPTION", "Contact failed the validation rule Phone_Format",
+                           ["Phone"])
+        if "IsDeleted" in fields:
+            return _failed("INVALID_FIELD_FOR_INSERT_UPDATE", "Unable to create/update fields: IsDeleted",
+                           ["IsDeleted"])
+        rid = self.insert(obj, fields)
+        self.creates.append((obj, rid))
+        if obj == "Contact":
+            self.contact_writes.setdefault(rid, []).append((now_ms(), dict(self.rows[obj][rid])))
+        return {"id": rid, "success": True, "created": True, "errors": []}
 
     # ------------------------------------------------------------------ SOQL subset
     def query(self, soql: str) -> list[dict]:
@@ -150,6 +198,12 @@ class SalesforceSim:
             r = self.rows["Contact"].get(rid)
             return dict(r) if r else None
 
+    def by_external_id(self, field_, value, obj="Contact"):
+        """The row whose external id field holds `value` (exact match), None when there is none."""
+        with self.lock:
+            r = next((r for r in self.rows.get(obj, {}).values() if str(r.get(field_)) == str(value)), None)
+            return dict(r) if r else None
+
     def children_of(self, rid):
         with self.lock:
             out = []
@@ -157,6 +211,43 @@ class SalesforceSim:
                                 ("CampaignMember", "ContactId")):
                 out += [(obj, r["Id"]) for r in self.rows[obj].values() if r.get(field_) == rid]
             return out
+
+
+def _has_id(rec) -> bool:
+    return "Id" in rec or "id" in rec
+
+
+def _present(value) -> bool:
+    return value is not None and value != ""
+
+
+def _failed(code, message, fields) -> dict:
+    """A failed UpsertResult: no id (the UpsertResult object's `id` is null on error), not created."""
+    return {"id": None, "success": False, "created": False,
+            "errors": [{"statusCode": code, "message": message, "fields": fields}]}
+
+
+def _malformed_upsert(obj, body) -> tuple[str, str] | None:
+    """Why a Collections upsert request is not well formed (400, nothing processed), or None. The error codes
+    are the simulator's choice (docs/reference.md: unverified)."""
+    if obj not in PREFIX:
+        return "INVALID_TYPE", f"sObject type '{obj}' is not supported."
+    recs = body.get("records") if isinstance(body, dict) else None
+    if not isinstance(recs, list) or any(not isinstance(r, dict) for r in recs):
+        return "JSON_PARSER_ERROR", "records must be a list of sObjects"
+    if body.get("allOrNone") is True:
+        # Not modelled: refused loudly rather than answered as if partial success were allowed.
+        return "INVALID_INPUT", "the simulator does not model allOrNone: true"
+    if len(recs) > MAX_RECORDS:
+        return "EXCEEDED_ID_LIMIT", f"more than {MAX_RECORDS} records"
+    for r in recs:
+        attrs = r.get("attributes")
+        typ = attrs.get("type") if isinstance(attrs, dict) else None
+        if not typ:
+            return "INVALID_INPUT", "every record needs attributes.type"
+        if typ != obj:
+            return "INVALID_TYPE", f"record of type {typ} in an upsert of {obj}"
+    return None
 
 
 class _Handler(QuietHandler):
@@ -270,6 +361,9 @@ class _Handler(QuietHandler):
                 ok, errors = self.sim.update(obj, rid, fields)
                 out.append({"id": rid, "success": ok, "errors": errors})
             return self._after(fault, 200, out)
+        m = re.match(r"^composite/sobjects/(\w+)/(\w+)$", rest or "")
+        if m:
+            return self._upsert(m.group(1), m.group(2))
         m = re.match(r"^sobjects/(\w+)/(\w+)$", rest or "")
         if m:
             fault = self._begin(f"PATCH sobjects/{m.group(1)}")
@@ -282,6 +376,18 @@ class _Handler(QuietHandler):
             return self._after(fault, code, [{"errorCode": e["statusCode"], "message": e["message"],
                                               "fields": e["fields"]} for e in errors])
         self._reply(404, [{"errorCode": "NOT_FOUND", "message": "not found"}])
+
+    def _upsert(self, obj, field_):
+        """PATCH composite/sobjects/{obj}/{field_}: 400 for a request that is not well formed, else 200 with one
+        UpsertResult per record (counted, session-checked and fault-injected as every call)."""
+        fault = self._begin(f"PATCH composite/sobjects/{obj}/{field_}")
+        if fault is None:
+            return
+        body = self._json()
+        bad = _malformed_upsert(obj, body)
+        if bad:
+            return self._reply(400, [{"errorCode": bad[0], "message": bad[1]}])
+        return self._after(fault, 200, self.sim.upsert(obj, field_, body["records"]))
 
     def do_DELETE(self):
         u, rest = self._route()

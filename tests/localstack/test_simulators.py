@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import gzip
 import hashlib
+import http.client
 import json
 import time
 import urllib.error
@@ -18,7 +19,7 @@ from . import reltio_stream
 from .aws import ENTITY_EVENTS_FILTER, ROOT, Moto
 from .faults import Faults
 from .native import NativeStream
-from .reltio_sim import ReltioSim
+from .reltio_sim import ReltioSim, xw_key
 from .salesforce_sim import SalesforceSim
 from .util import drain
 
@@ -98,6 +99,93 @@ def test_reltio_upserts_by_crosswalk_merges_same_email_and_resolves_losers_to_th
         sim.server.close()
 
 
+IND = "configuration/entityTypes/Individual"
+SFDC = "configuration/sources/SFDC_CONTACT"
+
+
+def write_back(anchor, contact_id, **flags):
+    """The crm-updater's write-back: the entity's existing crosswalk as its contributor, the Contact's crosswalk."""
+    return {"type": IND, "crosswalks": [{**anchor, "dataProvider": False, "contributorProvider": True},
+                                        {"type": SFDC, "value": contact_id, **flags}]}
+
+
+def test_reltio_write_back_attaches_the_contact_crosswalk_and_changes_no_attribute():
+    sim = ReltioSim()
+    events = []
+    sim.sink = lambda body, eid: events.append(body)
+    try:
+        auth = {"Authorization": f"Bearer {reltio_token(sim)['access_token']}"}
+        crm = {"type": "configuration/sources/CRM_DB", "value": "42", "sourceTable": "customer"}
+        st, _, out = call("POST", f"{sim.api_url}/entities", [{"type": IND, "crosswalks": [crm], "attributes": {
+            "Email": [{"value": "ada@x.org"}], "FirstName": [{"value": "Ada"}]}}], auth)
+        uri = out[0]["uri"]
+        _, _, before = call("GET", f"{sim.api_url}/{uri}", headers=auth)
+        version, golden, n_events = sim.entity_of(xw_key(crm)).version, sim.entity_of(xw_key(crm)).golden_simple(), \
+            len(events)
+        st, _, out = call("POST", f"{sim.api_url}/entities", [write_back(crm, "003LS0000000000007")], auth)
+        assert st == 200 and out[0]["successful"] is True and out[0]["uri"] == uri
+        st, _, found = call("GET", f"{sim.api_url}/entities/_byCrosswalk/003LS0000000000007?type={SFDC}", headers=auth)
+        assert st == 200 and found["uri"] == uri
+        assert found["attributes"] == before["attributes"]  # no value and no golden flag moved
+        assert [(c["type"], c["value"]) for c in found["crosswalks"]] == [(crm["type"], "42"),
+                                                                          (SFDC, "003LS0000000000007")]
+        e = sim.entity_of(xw_key(crm))
+        assert e.golden_simple() == golden and sim.contribution(xw_key(crm)) == golden
+        assert [(ev["type"], ev["objectVersion"]) for ev in events[n_events:]] == [("ENTITY_CHANGED", version + 1)]
+        assert {c["value"] for c in events[-1]["object"]["crosswalks"]} == {"42", "003LS0000000000007"}
+        # The same write-back again (a retry, a redelivered event) changes nothing and emits nothing.
+        st, _, out = call("POST", f"{sim.api_url}/entities", [write_back(crm, "003LS0000000000007")], auth)
+        assert out[0]["successful"] is True and len(events) == n_events + 1 and e.version == version + 1
+        # Per item: an unknown contributor crosswalk and a contributorProvider that is a data provider are
+        # refused, the valid item beside them is applied; nothing is created for the refused ones.
+        unknown = write_back({"type": crm["type"], "value": "nobody", "sourceTable": "customer"}, "003LS0000000000008")
+        provider = write_back(crm, "003LS0000000000009")
+        del provider["crosswalks"][0]["dataProvider"]
+        st, _, out = call("POST", f"{sim.api_url}/entities", [unknown, provider, write_back(crm, "003LS000000000000A")],
+                          auth)
+        assert st == 200 and [(r["index"], r["successful"]) for r in out] == [(0, False), (1, False), (2, True)]
+        assert out[0]["errors"]["errorMessage"] and out[1]["errors"]["errorMessage"]
+        assert len(sim.live_entities()) == 1 and len(events) == n_events + 2
+        for value in ("003LS0000000000008", "003LS0000000000009"):
+            st, _, _ = call("GET", f"{sim.api_url}/entities/_byCrosswalk/{value}?type={SFDC}", headers=auth)
+            assert st == 404, value
+    finally:
+        sim.close()
+
+
+def test_reltio_write_back_of_a_crosswalk_with_a_contribution_or_on_another_entity():
+    sim = ReltioSim()
+    events = []
+    sim.sink = lambda body, eid: events.append(body)
+    try:
+        crm = {"type": "configuration/sources/CRM_DB", "value": "1"}
+        contact = {"type": SFDC, "value": "003LS0000000000001"}
+        sim.post_entity({"type": IND, "crosswalks": [crm], "attributes": {"Email": [{"value": "a@x.org"}]}}, False)
+        sim.post_entity({"type": IND, "crosswalks": [contact], "attributes": {"Phone": [{"value": "555"}]}}, False)
+        first, second = (sim.entity_of(xw_key(x)) for x in (crm, contact))
+        assert first is not second and len(events) == 2
+        two = write_back(crm, "003LS0000000000002")  # two contributors named for one existing entity: refused
+        two["crosswalks"].append({**contact, "dataProvider": False, "contributorProvider": True})
+        assert sim.post_entity(two, False)["successful"] is False and len(events) == 2
+        # The Contact's crosswalk is already another entity's: the two merge (the first created wins), its
+        # contribution stays when it is posted as a non data provider.
+        r = sim.post_entity(write_back(crm, contact["value"], dataProvider=False), False)
+        assert r["successful"] and r["uri"] == first.uri and sim.entity_of(xw_key(contact)) is first
+        assert [ev["type"] for ev in events[2:]] == ["ENTITY_CHANGED", "ENTITIES_MERGED", "ENTITY_LOST_MERGE"]
+        assert events[3]["uris"] == [first.uri, second.uri] and second.merged_into == first.id
+        assert first.golden_simple() == {"Email": ["a@x.org"], "Phone": ["555"]}
+        assert sim.post_entity(write_back(crm, contact["value"], dataProvider=False), False)["successful"]
+        assert len(events) == 5
+        # As a data provider (no flag) its slice is overwritten by the body's attributes, as in any POST: none
+        # under a full override, untouched under partialOverride.
+        assert sim.post_entity(write_back(crm, contact["value"]), True)["successful"] and len(events) == 5
+        assert sim.post_entity(write_back(crm, contact["value"]), False)["successful"]
+        assert sim.contribution(xw_key(contact)) == {} and first.golden_simple() == {"Email": ["a@x.org"]}
+        assert [ev["type"] for ev in events[5:]] == ["ENTITY_CHANGED"]
+    finally:
+        sim.close()
+
+
 def sf_token(sim):
     st, _, body = call("POST", sim.token_url, form={"grant_type": "client_credentials", "client_id": sim.client[0],
                                                     "client_secret": sim.client[1]})
@@ -142,6 +230,109 @@ def test_salesforce_collections_soql_and_children():
         assert call("GET", f"{base}/query?q={q}", headers=auth)[2]["records"][0]["Id"] == case
     finally:
         sim.server.close()
+
+
+def upsert_body(*records, typ="Contact"):
+    return {"allOrNone": False, "records": [{"attributes": {"type": typ}, **r} for r in records]}
+
+
+class _FaultsOnce:
+    """Fault injection that answers the next call with `fault` (e.g. ("drop-after",)), then serves normally."""
+
+    def __init__(self, fault):
+        self.fault = fault
+        self.injected = {}
+
+    def decide(self, statuses=()):
+        fault, self.fault = self.fault, None
+        return fault
+
+
+def test_salesforce_upsert_by_external_id_creates_once_then_updates_the_same_contact():
+    sim = SalesforceSim()
+    try:
+        auth = sf_token(sim)
+        url = f"{sim.url}/services/data/v66.0/composite/sobjects/Contact/Reltio_Id__c"
+        seeded = sim.insert("Contact", {"Reltio_Id__c": "0Old", "LastName": "Stale"})
+        st, _, out = call("PATCH", url, upsert_body({"Reltio_Id__c": "0Abc", "LastName": "Ada"},
+                                                    {"Reltio_Id__c": "0Old", "LastName": "Fresh"}), auth)
+        assert st == 200 and [(r["success"], r["created"], r["errors"]) for r in out] == [(True, True, []),
+                                                                                         (True, False, [])]
+        new = out[0]["id"]
+        assert len(new) == 18 and new.startswith("003") and out[1]["id"] == seeded
+        assert sim.by_external_id("Reltio_Id__c", "0Abc")["Id"] == new and sim.contact(seeded)["LastName"] == "Fresh"
+        assert sim.creates == [("Contact", new)] and sim.contact_writes[new][-1][1]["LastName"] == "Ada"
+        # The same record again updates the Contact it created: same Id, created false, nothing new.
+        st, _, out = call("PATCH", url, upsert_body({"Reltio_Id__c": "0Abc", "LastName": "Lovelace"}), auth)
+        assert st == 200 and (out[0]["id"], out[0]["created"]) == (new, False) and len(sim.creates) == 1
+        assert sim.contact(new)["LastName"] == "Lovelace"
+        # A retry after an answer lost on the way back (the upsert took effect) finds the Contact it created.
+        sim.faults = _FaultsOnce(("drop-after",))
+        body = upsert_body({"Reltio_Id__c": "0New", "LastName": "Hopper"})
+        try:
+            call("PATCH", url, body, auth)
+            raise AssertionError("the answer should have been dropped")
+        except (urllib.error.URLError, ConnectionError, http.client.HTTPException):
+            pass
+        created = sim.by_external_id("Reltio_Id__c", "0New")["Id"]
+        st, _, out = call("PATCH", url, body, auth)
+        assert st == 200 and (out[0]["id"], out[0]["created"]) == (created, False) and len(sim.creates) == 2
+        # An injected 503 has no effect; matching is exact; a deleted Contact is not matched (a new one is made).
+        sim.faults = _FaultsOnce(("status", 503))
+        st, _, _ = call("PATCH", url, upsert_body({"Reltio_Id__c": "0Lost", "LastName": "X"}), auth)
+        assert st == 503 and sim.by_external_id("Reltio_Id__c", "0Lost") is None
+        st, _, out = call("PATCH", url, upsert_body({"Reltio_Id__c": "0abc", "LastName": "Other"}), auth)
+        assert out[0]["created"] is True and out[0]["id"] != new
+        sim.delete("Contact", created)
+        st, _, out = call("PATCH", url, upsert_body({"Reltio_Id__c": "0New", "LastName": "Hopper"}), auth)
+        assert out[0]["created"] is True and out[0]["id"] != created
+        assert sim.calls["PATCH composite/sobjects/Contact/Reltio_Id__c"] == 7
+    finally:
+        sim.close()
+
+
+def test_salesforce_upsert_refuses_malformed_requests_whole_and_bad_records_one_by_one():
+    sim = SalesforceSim()
+    try:
+        auth = sf_token(sim)
+        url = f"{sim.url}/services/data/v66.0/composite/sobjects/Contact/Reltio_Id__c"
+        st, _, body = call("PATCH", url, upsert_body({"Reltio_Id__c": "0A", "LastName": "A"}))
+        assert st == 401 and body[0]["errorCode"] == "INVALID_SESSION_ID"
+        many = upsert_body(*({"Reltio_Id__c": f"0R{i}", "LastName": "R"} for i in range(201)))
+        no_type = upsert_body({"Reltio_Id__c": "0A", "LastName": "A"})
+        no_type["records"].append({"Reltio_Id__c": "0B", "LastName": "B"})
+        other_type = upsert_body({"Reltio_Id__c": "0A", "LastName": "A"})
+        other_type["records"].append({"attributes": {"type": "Case"}, "Reltio_Id__c": "0B"})
+        for bad in (many, no_type, other_type):
+            st, _, body = call("PATCH", url, bad, auth)
+            assert st == 400 and body[0]["errorCode"] and body[0]["message"], body
+        assert sim.creates == [] and sim.rows["Contact"] == {}  # nothing of a refused request was processed
+        st, _, out = call("PATCH", url, upsert_body(*many["records"][:200]), auth)  # 200 is allowed
+        assert st == 200 and len(out) == 200 and all(r["created"] for r in out)
+
+        kept = sim.insert("Contact", {"Reltio_Id__c": "0Kept", "LastName": "Kept"})
+        sim.validation_rules |= {kept, "0Refused"}
+        st, _, out = call("PATCH", url, upsert_body(
+            {"Id": "003LS0000000000001", "Reltio_Id__c": "0WithId", "LastName": "I"},
+            {"LastName": "No external id"},
+            {"Reltio_Id__c": "0Twice", "LastName": "One"},
+            {"Reltio_Id__c": "0Good", "LastName": "Good"},
+            {"Reltio_Id__c": "0Twice", "LastName": "Two"},
+            {"Reltio_Id__c": "0Refused", "LastName": "New"},
+            {"Reltio_Id__c": "0Kept", "LastName": "Changed"}), auth)
+        assert st == 200
+        codes = [r["errors"][0]["statusCode"] if r["errors"] else None for r in out]
+        assert codes == ["INVALID_FIELD_FOR_INSERT_UPDATE", "MISSING_ARGUMENT", "DUPLICATE_VALUE", None,
+                         "DUPLICATE_VALUE", "FIELD_CUSTOM_VALIDATION_EXCEPTION", "FIELD_CUSTOM_VALIDATION_EXCEPTION"]
+        assert [r["success"] for r in out] == [False, False, False, True, False, False, False]
+        assert all(r["id"] is None and r["created"] is False for r in out if not r["success"])
+        assert out[2]["errors"][0]["fields"] == ["Reltio_Id__c"]
+        for value in ("0WithId", "0Twice", "0Refused"):
+            assert sim.by_external_id("Reltio_Id__c", value) is None, value
+        assert sim.contact(kept)["LastName"] == "Kept" and sim.by_external_id("Reltio_Id__c", "0Good")
+        assert len(sim.creates) == 201
+    finally:
+        sim.close()
 
 
 def test_fault_injection_answers_the_configured_share_with_errors():
