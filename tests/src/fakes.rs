@@ -116,6 +116,8 @@ pub struct FakeSalesforce {
     pub external_ids: Mutex<HashMap<(String, String, String), String>>,
     /// Every upsert call: the records it carried.
     pub upserts: Mutex<Vec<Vec<RecordUpsert>>>,
+    /// Every delete call: its ids.
+    pub deleted_calls: Mutex<Vec<Vec<String>>>,
 }
 
 impl FakeSalesforce {
@@ -226,6 +228,46 @@ impl Crm for FakeSalesforce {
                 .filter(|(fragment, _)| soql.contains(fragment.as_str()))
                 .flat_map(|(_, records)| records.iter().filter_map(|r| r.as_object().cloned()))
                 .collect()),
+        };
+        Box::pin(async move { result })
+    }
+
+    /// Deletes: a deleted record answers ENTITY_IS_DELETED after; a failure injected for the id fails it.
+    fn delete<'a>(
+        &'a self,
+        ids: &'a [&'a str],
+        _deadline: Deadline,
+    ) -> BoxFuture<'a, Result<Vec<RecordOutcome>, PortError>> {
+        self.deleted_calls
+            .lock()
+            .unwrap()
+            .push(ids.iter().map(|s| s.to_string()).collect());
+        let result = match self.down() {
+            Some(e) => Err(e),
+            None => {
+                let fail = self.fail.lock().unwrap();
+                let mut deleted = self.deleted.lock().unwrap();
+                Ok(ids
+                    .iter()
+                    .map(|&id| {
+                        if let Some(code) = fail.get(id) {
+                            return RecordOutcome::Failed {
+                                code: code.clone(),
+                                message: "injected".into(),
+                                transient: mdm_sync_domain::crm::salesforce::is_transient_code(
+                                    code,
+                                ),
+                            };
+                        }
+                        if !deleted.insert(id.to_owned()) {
+                            return RecordOutcome::Missing {
+                                code: "ENTITY_IS_DELETED".into(),
+                            };
+                        }
+                        RecordOutcome::Updated
+                    })
+                    .collect())
+            }
         };
         Box::pin(async move { result })
     }

@@ -7,7 +7,7 @@
 //! | --- | --- | --- |
 //! | [`EntityWriter`] | Reltio entity writes (crosswalk-keyed upserts, a Contact's crosswalk written back, crosswalk deletion) | the Reltio client |
 //! | [`EntitySource`] | Reltio entity reads (a merged loser's URI resolves to the winner) | the Reltio client |
-//! | [`Crm`] | Salesforce: Collections updates and upserts by external id, typed record queries, SOAP `merge()` | the Salesforce client |
+//! | [`Crm`] | Salesforce: Collections updates, deletes and upserts by external id, typed record queries, SOAP `merge()` | the Salesforce client |
 //! | [`Ledger`] | crm-updater's per-entity ledger (order, idempotency, steps) | DynamoDB |
 //! | [`KeyLedger`] | cdc-ingest's per-crosswalk-key ledger | DynamoDB |
 //! | [`MessageSink`] | a queue or topic messages are handed to (events, dead letters) | SQS, SNS |
@@ -111,6 +111,14 @@ pub trait Crm: Sync {
         requests: &'a [MergeRequest],
         deadline: Deadline,
     ) -> BoxFuture<'a, Result<Vec<MergeOutcome>, PortError>>;
+
+    /// sObject Collections delete (`allOrNone: false`; the adapter sends at most 200 ids a call); one outcome per
+    /// id, in order (a record already deleted is `Missing`).
+    fn delete<'a>(
+        &'a self,
+        ids: &'a [&'a str],
+        deadline: Deadline,
+    ) -> BoxFuture<'a, Result<Vec<RecordOutcome>, PortError>>;
 
     /// sObject Collections upsert by external id (the adapter sends one call per 200 records of one sObject and
     /// field); one outcome per record, in order.

@@ -4,8 +4,8 @@
 //! `merge()`. Retries 5xx and timeouts
 //! within the invocation's deadline.
 
+mod collections;
 pub mod soap;
-mod upsert;
 
 use futures::future::BoxFuture;
 use mdm_sync_domain::crm::salesforce::{
@@ -593,6 +593,18 @@ impl Crm for SalesforceClient {
         })
     }
 
+    fn delete<'a>(
+        &'a self,
+        ids: &'a [&'a str],
+        deadline: Deadline,
+    ) -> BoxFuture<'a, Result<Vec<RecordOutcome>, PortError>> {
+        Box::pin(async move {
+            self.delete_records(ids, deadline)
+                .await
+                .map_err(PortError::from)
+        })
+    }
+
     fn upsert<'a>(
         &'a self,
         records: &'a [&'a RecordUpsert],
@@ -744,6 +756,37 @@ mod tests {
         };
         assert_eq!(code, "REQUIRED_FIELD_MISSING");
         assert!(!transient && message.contains("LastName") && !message.contains("Required"));
+    }
+
+    #[tokio::test]
+    async fn a_delete_names_its_ids_in_the_query_and_reads_each_result() {
+        let server = MockServer::start().await;
+        let sf = client(&server).await;
+        Mock::given(method("DELETE"))
+            .and(path("/services/data/v66.0/composite/sobjects"))
+            .and(wiremock::matchers::query_param("ids", "003A,003B"))
+            .and(wiremock::matchers::query_param("allOrNone", "false"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!([
+                {"id": "003A", "success": true, "errors": []},
+                {"success": false, "errors": [{"statusCode": "ENTITY_IS_DELETED",
+                 "message": "entity is deleted", "fields": []}]}
+            ])))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let out = sf
+            .delete_records(&["003A", "003B"], Instant::now() + Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(
+            out,
+            vec![
+                RecordOutcome::Updated,
+                RecordOutcome::Missing {
+                    code: "ENTITY_IS_DELETED".into()
+                }
+            ]
+        );
     }
 
     #[tokio::test]

@@ -1,9 +1,10 @@
 //! Applies a crm-updater batch through its ports: fetch the snapshots events do not carry, then round by round
-//! claim each entity in the ledger, merge (SOAP), look up children, write through sObject Collections, create
-//! the Contacts of entities without one and write their Ids back (`create.rs`), and commit what Salesforce and
-//! Reltio confirmed. Every decision is the planner's (`plan.rs`, `crm/create.rs`); this sequences the I/O.
+//! claim each entity in the ledger, merge (SOAP), look up children, write through sObject Collections, delete
+//! removed entities' Contacts (`removal.rs`), create the Contacts of entities without one and write their Ids
+//! back (`create.rs`), and commit what Salesforce and Reltio confirmed. Every decision is the planner's (`plan.rs`, `crm/create.rs`); this sequences the I/O.
 
 mod create;
+mod removal;
 
 use super::create::conclude_create;
 use super::mapping::CrmMapping;
@@ -221,6 +222,7 @@ async fn apply_round(
     merge(ports.crm, &mut claimed, deadline, report).await;
     query_children(ports.crm, mapping, items, &mut claimed, deadline, report).await;
     write(ports.crm, &mut claimed, deadline, report).await;
+    removal::delete(ports.crm, &mut claimed, deadline, report).await;
     create::upsert(ports.crm, &mut claimed, deadline, report).await;
     create::write_back_all(ports.writer, mapping, items, &mut claimed, deadline, report).await;
     commit(ports.ledger, items, claimed, owner).await;

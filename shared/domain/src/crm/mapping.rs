@@ -34,6 +34,19 @@ pub enum MergeStrategy {
     Soap,
 }
 
+/// What a golden record's removal in Reltio (`ENTITY_REMOVED`) does to its Contacts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum DeletePolicy {
+    /// Nothing: the Contacts stay as they are (the event is skipped).
+    #[default]
+    Ignore,
+    /// The Contacts are marked with `delete_fields` (e.g. a status).
+    Archive,
+    /// The Contacts are deleted (to Salesforce's recycle bin).
+    Delete,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Transform {
@@ -91,6 +104,10 @@ struct RawMapping {
     external_id_field: Option<String>,
     #[serde(default)]
     require: Vec<String>,
+    #[serde(default)]
+    on_delete: DeletePolicy,
+    #[serde(default)]
+    delete_fields: BTreeMap<String, Value>,
 }
 
 fn default_entity_types() -> Vec<String> {
@@ -124,6 +141,10 @@ pub struct CrmMapping {
     /// Entities of a mapped type with no live Contact crosswalk become Contacts (`create = true`); `None`: they
     /// are skipped (`SkippedNoCrosswalk`).
     pub create: Option<CreateSettings>,
+    /// What an `ENTITY_REMOVED` does to the entity's Contacts (`on_delete`, default `ignore`).
+    pub on_delete: DeletePolicy,
+    /// Fields set on a removed entity's Contacts under `on_delete = "archive"`.
+    pub delete_fields: BTreeMap<String, Value>,
 }
 
 /// How a golden record without a Contact becomes one.
@@ -215,6 +236,34 @@ impl CrmMapping {
             }
         }
         let create = create_settings(&raw)?;
+        match (raw.on_delete, raw.delete_fields.is_empty()) {
+            (DeletePolicy::Archive, true) => {
+                return invalid(
+                    "on_delete = \"archive\" needs delete_fields: the fields that mark a removed entity's \
+                     Contacts"
+                        .into(),
+                )
+            }
+            (DeletePolicy::Ignore | DeletePolicy::Delete, false) => {
+                return invalid("delete_fields are used with on_delete = \"archive\" only".into())
+            }
+            _ => {}
+        }
+        if raw.on_delete != DeletePolicy::Ignore && !event_types.matches("ENTITY_REMOVED") {
+            return invalid("on_delete acts on removals: add \"DELETE\" to event_types".into());
+        }
+        for (k, v) in &raw.delete_fields {
+            if !is_api_name(k) {
+                return invalid(format!(
+                    "delete_fields: `{k}` is not a Salesforce field name"
+                ));
+            }
+            if v.as_str().is_some_and(|s| s.contains(SURVIVOR_PLACEHOLDER)) {
+                return invalid(format!(
+                    "delete_fields: `{k}` uses {SURVIVOR_PLACEHOLDER}: a removed entity has no survivor"
+                ));
+            }
+        }
         Ok(CrmMapping {
             entity_types: EntityTypeFilter::new(&raw.entity_types),
             event_types,
@@ -226,6 +275,8 @@ impl CrmMapping {
             children: raw.children,
             skip_ov_unchanged: raw.skip_ov_unchanged,
             create,
+            on_delete: raw.on_delete,
+            delete_fields: raw.delete_fields.clone(),
         })
     }
 }

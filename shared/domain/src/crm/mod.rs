@@ -6,6 +6,7 @@ pub mod contacts;
 pub mod create;
 pub mod mapping;
 pub mod plan;
+pub mod removal;
 pub mod salesforce;
 
 pub use contacts::*;

@@ -7,10 +7,13 @@
 //! may have been fixed, but are not failed by it), and the change's order is committed as soon as its survivor
 //! write is done, so an older version delivered later is stale whatever else failed.
 
+use super::contacts::contact_ids;
 use super::contacts::{child_query, merge_requests, parse_version, plan_contacts};
 use super::contacts::{write_hash, ContactPlan};
 use super::create::{create_steps, plan_create, CreatePlan, CreateResults, CreateSteps};
+use super::mapping::DeletePolicy;
 use super::mapping::{CrmMapping, MergeStrategy};
+use super::removal::{is_removal, removal_steps, Removal};
 use super::salesforce::{MergeOutcome, MergeRequest, RecordOutcome, RecordQuery, RecordUpdate};
 use crate::ordering::{EntityRecord, Fence, Order};
 use crate::outcome::{Outcome, SkipReason};
@@ -62,6 +65,8 @@ pub struct Item {
     pub plan: Option<ContactPlan>,
     /// The Contact to create, for an entity with none (`create = true`).
     pub create: Option<CreatePlan>,
+    /// The entity was removed in Reltio (`on_delete`).
+    pub removal: Option<Removal>,
     /// The snapshot's `updatedTime`, for the end-to-end latency.
     pub event_time: Option<i64>,
     pub merge: Option<LostMerge>,
@@ -108,6 +113,7 @@ pub fn decode(mapping: &CrmMapping, queued: QueuedEvent) -> Item {
         entity_uri: None,
         plan: None,
         create: None,
+        removal: None,
         event_time: None,
         merge: None,
     };
@@ -164,6 +170,33 @@ pub fn decode(mapping: &CrmMapping, queued: QueuedEvent) -> Item {
         .as_ref()
         .is_some_and(|o| o.uri.is_some() && o.attributes.is_some() && o.crosswalks.is_some());
     let is_merge = EventCategory::of(&event.event_type) == Some(EventCategory::Merge);
+    if is_removal(&event.event_type) {
+        if mapping.on_delete == DeletePolicy::Ignore {
+            item.outcome = Some(Outcome::Skipped(SkipReason::EventType));
+            return item;
+        }
+        // A removed entity can no longer be fetched: the event's own snapshot (crosswalks, if any) and the ledger
+        // name its Contacts.
+        let object = event.object.take();
+        let time = object
+            .as_ref()
+            .and_then(|o| o.updated_time)
+            .or(event.updated_time);
+        item.order.snapshot_time = time;
+        item.order.version = explicit_version;
+        item.entity = Some(EntitySnapshot {
+            uri: object
+                .as_ref()
+                .and_then(|o| o.uri.clone())
+                .or_else(|| item.event_uri.clone()),
+            entity_type: object.as_ref().and_then(|o| o.entity_type.clone()),
+            updated_time: time,
+            attributes: GoldenAttributes::default(),
+            crosswalks: object.and_then(|o| o.crosswalks).unwrap_or_default(),
+        });
+        item.event = Some(event);
+        return item;
+    }
     if complete && !event.exceeded_queue_size_limit && !is_merge {
         // Moved, not copied: the snapshot is most of the event, and nothing reads it from the event again.
         if let Some(o) = event.object.take() {
@@ -238,6 +271,16 @@ pub fn plan_entity(mapping: &CrmMapping, item: &mut Item) {
     item.entity_uri = entity.uri.clone().or_else(|| item.event_uri.clone());
     if let (Some(event), Some(winner)) = (&item.event, &item.entity_uri) {
         item.merge = lost_merge(event, winner, entity.updated_time);
+    }
+    if item
+        .event
+        .as_ref()
+        .is_some_and(|e| is_removal(&e.event_type))
+    {
+        item.removal = Some(Removal {
+            contacts: contact_ids(mapping, &entity.crosswalks),
+        });
+        return;
     }
     match (
         plan_contacts(mapping, entity),
@@ -322,6 +365,8 @@ pub struct Steps {
     pub survivor_unchanged: bool,
     /// The Contact to create and write back, for an entity with none.
     pub create: Option<CreateSteps>,
+    /// Contacts to delete (a removed entity's, `on_delete = "delete"`).
+    pub deletes: Vec<String>,
 }
 
 /// The steps of claimed item `index`, leaving out what the ledger says is done.
@@ -332,6 +377,14 @@ pub fn plan_steps(
     record: &EntityRecord,
 ) -> Steps {
     let item = &items[index];
+    if let Some(removal) = &item.removal {
+        let (writes, deletes) = removal_steps(mapping, index, removal, record);
+        return Steps {
+            writes,
+            deletes,
+            ..Steps::default()
+        };
+    }
     if let (Some(plan), Some(settings)) = (&item.create, &mapping.create) {
         return Steps {
             create: Some(create_steps(settings, plan, record)),
@@ -490,6 +543,8 @@ pub struct StepResults {
     pub survivor_unchanged: bool,
     /// A create's upsert and write-back.
     pub create: Option<CreateResults>,
+    /// Each Contact deleted, with how it ended.
+    pub deletes: Vec<(String, Outcome)>,
 }
 
 /// An item's outcome and what its commit records.
@@ -537,6 +592,9 @@ pub fn conclude<'r>(event_id: &str, results: &'r StepResults, record: &EntityRec
     }
     for outcome in &results.queries {
         file(&[], outcome, &mut c);
+    }
+    for (id, outcome) in &results.deletes {
+        file(&[id.as_str()], outcome, &mut c);
     }
     for (write, outcome) in &results.writes {
         let survivor = write.kind == WriteKind::Survivor;

@@ -1,4 +1,4 @@
-//! sObject Collections upsert by external id: `PATCH /composite/sobjects/{sObject}/{externalIdField}` with
+//! sObject Collections upsert by external id, and delete by ids. Upsert: `PATCH /composite/sobjects/{sObject}/{externalIdField}` with
 //! `allOrNone: false`, at most 200 records of one sObject a call, each carrying its `attributes.type` and the
 //! external id (never an `Id`). Each result says whether the record was created (`created`) and its `id`
 //! (Salesforce REST API guide, "Upsert Multiple Records Using sObject Collections"; UpsertResult).
@@ -52,6 +52,49 @@ impl SalesforceClient {
         }
         Ok(outcomes)
     }
+
+    /// `DELETE /composite/sobjects?ids=…&allOrNone=false`, at most 200 ids a call; results in input order (a
+    /// record already deleted answers `ENTITY_IS_DELETED`: missing).
+    pub async fn delete_records(
+        &self,
+        ids: &[&str],
+        deadline: Instant,
+    ) -> Result<Vec<RecordOutcome>, SalesforceError> {
+        let mut outcomes = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(MAX_COLLECTION) {
+            let path = format!(
+                "/services/data/{}/composite/sobjects?ids={}&allOrNone=false",
+                self.api_version,
+                chunk
+                    .iter()
+                    .map(|id| url_escape(id))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            );
+            let response = self
+                .session
+                .send(deadline, |http, t| {
+                    http.delete(format!("{}{path}", t.instance_url()))
+                })
+                .await?;
+            let items: Vec<Value> = http::read_json(response).await?;
+            outcomes.extend((0..chunk.len()).map(|i| item_outcome(items.get(i))));
+        }
+        Ok(outcomes)
+    }
+}
+
+/// A record id as a query value: ids are alphanumeric, anything else is percent-encoded.
+fn url_escape(id: &str) -> String {
+    id.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 /// One result: its `id` and `created` when it succeeded, else its first error, classified as an update's.
