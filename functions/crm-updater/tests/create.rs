@@ -299,3 +299,34 @@ async fn without_create_an_entity_with_no_contact_is_skipped_as_before() {
     assert_eq!(h.metrics.counter("SkippedNoCrosswalk"), 1);
     assert!(upserted_ids(&w).is_empty() && w.reltio.posted.lock().unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn a_thousand_creates_in_batches_of_100_take_10_upsert_calls_and_10_write_back_calls() {
+    // The template's CrmBatchSize is 100: each batch's creates go in one upsert call (≤ 200 records) and one
+    // write-back call (≤ 100 entities).
+    let w = world();
+    for batch in 0..10 {
+        let messages: Vec<(String, String, String)> = (0..100)
+            .map(|i| {
+                let id = format!("0E{batch:02}{i:03}");
+                (
+                    format!("m-{id}"),
+                    event("ENTITY_CREATED", &entity(&id, Some("Lee"), None, 1_000)),
+                    format!("ev-{id}"),
+                )
+            })
+            .collect();
+        let refs: Vec<(&str, String, &str, &str)> = messages
+            .iter()
+            .map(|(m, b, e)| (m.as_str(), b.clone(), e.as_str(), "1"))
+            .collect();
+        let h = run(&w, &refs).await;
+        assert!(failures(&h).is_empty());
+        assert_eq!(h.metrics.counter("ContactsCreated"), 100);
+        assert_eq!(h.metrics.counter("SalesforceCalls"), 1);
+        assert_eq!(h.metrics.counter("ReltioWriteBackCalls"), 1);
+    }
+    assert_eq!(w.salesforce.upserts.lock().unwrap().len(), 10);
+    assert_eq!(w.reltio.posted.lock().unwrap().len(), 10);
+    assert_eq!(w.salesforce.external_ids.lock().unwrap().len(), 1_000);
+}
