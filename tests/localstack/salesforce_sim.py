@@ -42,6 +42,9 @@ class SalesforceSim:
         # updates, by external id value for the Contact an upsert would create (a new record has no Id yet)
         self.validation_rules: set[str] = set()
         self.creates: list[tuple[str, str]] = []  # (object, Id) of every record an upsert created, in order
+        # Call names (as counted) whose next request is served and then its connection dropped, once each: the
+        # change is made, the client never hears of it.
+        self.drop_after_next: list[str] = []
         self.server = Server(_Handler, sim=self, tag=None)
         self.listeners: list[Server] = []
         self.url = self.server.url
@@ -283,6 +286,10 @@ class _Handler(QuietHandler):
             self._reply(401, [{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}])
             return None
         f = self.sim.faults.decide(statuses=(503, 502))
+        with self.sim.lock:
+            if name in self.sim.drop_after_next:
+                self.sim.drop_after_next.remove(name)
+                f = ("drop-after",)
         if f and f[0] == "status":
             self._reply(f[1], [{"message": "injected fault", "errorCode": "SERVER_UNAVAILABLE"}])
             return None
