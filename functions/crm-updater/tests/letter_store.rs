@@ -3,7 +3,10 @@
 //! and the letter restored from the stored bytes is the message again; with the store down the message is
 //! retried, never acknowledged.
 
-use crm_updater::{handle, Config, Deps, Handled};
+mod events;
+
+use crm_updater::{handle, Config, Deps};
+use events::{failures, fake_config, QUEUE_ARN};
 use mdm_sync_adapters::sqs_event::SqsEvent;
 use mdm_sync_domain::crm::CrmMapping;
 use mdm_sync_domain::letter::DeadLetter;
@@ -12,24 +15,11 @@ use mdm_sync_testkit::fakes::{
 };
 use mdm_sync_testkit::sqs_event;
 use serde_json::Value;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn config() -> Config {
-    let vars: HashMap<&str, &str> = HashMap::from([
-        ("SALESFORCE_SECRET_ID", "sf"),
-        ("RELTIO_API_URL", "https://reltio.example.com/reltio/api/T"),
-        ("RELTIO_SECRET_ID", "reltio"),
-        ("CRM_MAPPING_FILE", "unused"),
-        ("SYNC_STATE_TABLE", "sync-state"),
-        (
-            "CRM_DLQ_URL",
-            "https://sqs.us-east-1.amazonaws.com/0/crm-dlq",
-        ),
-        ("LETTER_STORE_BUCKET", "mdm-sync-prod-letters"),
-    ]);
-    Config::from_env(&move |name: &str| vars.get(name).map(|v| v.to_string())).unwrap()
+    fake_config(&[("LETTER_STORE_BUCKET", "mdm-sync-prod-letters")])
 }
 
 fn deps(dlq: Arc<FakeQueue>, store: Arc<FakePayloadStore>) -> Deps {
@@ -60,17 +50,6 @@ fn malformed() -> String {
         r#"{{"type":"ENTITY_CHANGED","object":{{"uri":"entities/A","attributes":{{"Notes":[{{"value":"{}"#,
         "n".repeat(900 * 1024)
     )
-}
-
-const QUEUE_ARN: &str = "arn:aws:sqs:us-east-1:000000000000:events";
-
-/// The message ids reported for another delivery.
-fn failures(h: &Handled) -> Vec<String> {
-    h.response
-        .batch_item_failures
-        .iter()
-        .map(|f| f.item_identifier.clone())
-        .collect()
 }
 
 fn deadline() -> Instant {

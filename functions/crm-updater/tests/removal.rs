@@ -4,16 +4,12 @@
 
 mod events;
 
-use crm_updater::{handle, Config, Deps, Handled};
-use events::{changed, failures, QUEUE_ARN, SFDC};
-use mdm_sync_adapters::sqs_event::SqsEvent;
+use crm_updater::{Deps, Handled};
+use events::{changed, deliver, failures, fake_config, SFDC};
 use mdm_sync_domain::crm::CrmMapping;
 use mdm_sync_testkit::fakes::{FakeLedger, FakeQueue, FakeReltio, FakeSalesforce, FakeVisibility};
-use mdm_sync_testkit::{sqs_event, SqsTestMessage};
 use serde_json::{json, Value};
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 fn mapping(policy: &str) -> String {
     let fields = if policy == "archive" {
@@ -34,18 +30,7 @@ struct World {
 }
 
 fn world(policy: &str) -> World {
-    let vars: HashMap<&str, &str> = HashMap::from([
-        ("SALESFORCE_SECRET_ID", "sf"),
-        ("RELTIO_API_URL", "https://reltio.example.com/reltio/api/T"),
-        ("RELTIO_SECRET_ID", "reltio"),
-        ("CRM_MAPPING_FILE", "unused"),
-        ("SYNC_STATE_TABLE", "sync-state"),
-        (
-            "CRM_DLQ_URL",
-            "https://sqs.us-east-1.amazonaws.com/0/crm-dlq",
-        ),
-    ]);
-    let config = Config::from_env(&move |n: &str| vars.get(n).map(|v| v.to_string())).unwrap();
+    let config = fake_config(&[]);
     let salesforce = Arc::new(FakeSalesforce::default());
     let reltio = Arc::new(FakeReltio::default());
     let dlq = Arc::new(FakeQueue::default());
@@ -83,17 +68,11 @@ fn removed(contacts: &[&str], updated: i64) -> String {
 }
 
 async fn run(world: &World, messages: &[(&str, String, &str, &str)]) -> Handled {
-    let attrs: Vec<Vec<(&str, &str)>> = messages
+    let messages: Vec<(&str, &str, &str, &str)> = messages
         .iter()
-        .map(|(_, _, id, v)| vec![("eventId", *id), ("objectVersion", *v)])
+        .map(|(m, body, id, v)| (*m, body.as_str(), *id, *v))
         .collect();
-    let records: Vec<SqsTestMessage> = messages
-        .iter()
-        .zip(&attrs)
-        .map(|((m, body, _, _), a)| (*m, body.as_str(), a.as_slice()))
-        .collect();
-    let event: SqsEvent = serde_json::from_value(sqs_event(QUEUE_ARN, &records)).unwrap();
-    handle(&world.deps, event, Instant::now() + Duration::from_secs(10)).await
+    deliver(&world.deps, &messages).await
 }
 
 #[tokio::test]

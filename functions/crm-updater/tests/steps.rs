@@ -6,7 +6,7 @@
 mod events;
 
 use crm_updater::{handle, Config, Deps, Handled};
-use events::{changed, failures, FIFO_ARN, QUEUE_ARN, SFDC};
+use events::{changed, deliver, failures, fake_config, FIFO_ARN, QUEUE_ARN, SFDC};
 use mdm_sync_adapters::sqs_event::SqsEvent;
 use mdm_sync_domain::backoff::Backoff;
 use mdm_sync_domain::crm::salesforce::{MAX_CHUNKS, MAX_COLLECTION};
@@ -29,24 +29,7 @@ struct World {
 }
 
 fn config() -> Config {
-    config_with(&[])
-}
-
-/// The test settings plus `extra`.
-fn config_with(extra: &[(&'static str, &'static str)]) -> Config {
-    let mut vars: HashMap<&str, &str> = HashMap::from([
-        ("SALESFORCE_SECRET_ID", "sf"),
-        ("RELTIO_API_URL", "https://reltio.example.com/reltio/api/T"),
-        ("RELTIO_SECRET_ID", "reltio"),
-        ("CRM_MAPPING_FILE", "unused"),
-        ("SYNC_STATE_TABLE", "sync-state"),
-        (
-            "CRM_DLQ_URL",
-            "https://sqs.us-east-1.amazonaws.com/0/crm-dlq",
-        ),
-    ]);
-    vars.extend(extra.iter().copied());
-    Config::from_env(&move |name: &str| vars.get(name).map(|v| v.to_string())).unwrap()
+    fake_config(&[])
 }
 
 fn world(salesforce: FakeSalesforce, reltio: FakeReltio) -> World {
@@ -110,23 +93,7 @@ fn merged(winner: &str, loser: &str, at: i64) -> String {
 type Msg<'a> = (&'a str, &'a str, &'a str, &'a str);
 
 async fn run(world: &World, messages: &[Msg<'_>]) -> Handled {
-    let attrs: Vec<Vec<(&str, &str)>> = messages
-        .iter()
-        .map(|(_, _, id, v)| {
-            let mut a = vec![("eventId", *id)];
-            if !v.is_empty() {
-                a.push(("objectVersion", *v));
-            }
-            a
-        })
-        .collect();
-    let records: Vec<SqsTestMessage> = messages
-        .iter()
-        .zip(&attrs)
-        .map(|((m, body, _, _), a)| (*m, *body, a.as_slice()))
-        .collect();
-    let event: SqsEvent = serde_json::from_value(sqs_event(QUEUE_ARN, &records)).unwrap();
-    handle(&world.deps, event, Instant::now() + Duration::from_secs(10)).await
+    deliver(&world.deps, messages).await
 }
 
 #[tokio::test]
@@ -603,7 +570,7 @@ async fn transient_failures_come_back_after_a_backoff_on_their_receive_count_and
 
 #[tokio::test]
 async fn the_backoff_is_capped_and_configurable() {
-    let config = config_with(&[
+    let config = fake_config(&[
         ("CRM_RETRY_BACKOFF_SECONDS", "5"),
         ("CRM_RETRY_BACKOFF_MAX_SECONDS", "30"),
         (
@@ -697,7 +664,7 @@ async fn a_backoff_that_cannot_be_set_never_fails_or_changes_the_batch() {
 
 #[tokio::test]
 async fn a_zero_base_turns_the_backoff_off() {
-    let config = config_with(&[("CRM_RETRY_BACKOFF_SECONDS", "0")]);
+    let config = fake_config(&[("CRM_RETRY_BACKOFF_SECONDS", "0")]);
     let world = world_with(mixed_salesforce(), FakeReltio::default(), config);
     let two = change_of(2);
     let h = run_received(&world, QUEUE_ARN, &[("m2", &two, 1)]).await;
@@ -712,7 +679,7 @@ fn backoff_settings_default_to_2_and_300_seconds_and_bad_ones_are_named() {
     assert_eq!(config.retry_backoff, Backoff::new(2, 300));
     assert_eq!(config.event_queue_url, None);
     // A base above the default cap raises the cap when the cap is not set.
-    let config = config_with(&[("CRM_RETRY_BACKOFF_SECONDS", "300")]);
+    let config = fake_config(&[("CRM_RETRY_BACKOFF_SECONDS", "300")]);
     assert_eq!(config.retry_backoff, Backoff::new(300, 300));
 
     let base_vars = [

@@ -5,8 +5,8 @@
 
 mod events;
 
-use crm_updater::{handle, Config, Deps, Handled};
-use events::{failures, QUEUE_ARN, SFDC};
+use crm_updater::{handle, Deps, Handled};
+use events::{failures, fake_config, QUEUE_ARN, SFDC};
 use futures::future::BoxFuture;
 use mdm_sync_adapters::sqs_event::SqsEvent;
 use mdm_sync_domain::backoff::{VisibilityChange, VisibilityFailure};
@@ -40,18 +40,7 @@ struct World {
 }
 
 fn world(mapping_extra: &str) -> World {
-    let vars: HashMap<&str, &str> = HashMap::from([
-        ("SALESFORCE_SECRET_ID", "sf"),
-        ("RELTIO_API_URL", "https://reltio.example.com/reltio/api/T"),
-        ("RELTIO_SECRET_ID", "reltio"),
-        ("CRM_MAPPING_FILE", "unused"),
-        ("SYNC_STATE_TABLE", "sync-state"),
-        (
-            "CRM_DLQ_URL",
-            "https://sqs.us-east-1.amazonaws.com/0/crm-dlq",
-        ),
-    ]);
-    let config = Config::from_env(&move |n: &str| vars.get(n).map(|v| v.to_string())).unwrap();
+    let config = fake_config(&[]);
     let mapping = format!(
         "{mapping_extra}\n{}",
         include_str!("../mapping.example.toml")
