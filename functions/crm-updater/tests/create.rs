@@ -78,7 +78,13 @@ fn entity(id: &str, last: Option<&str>, contact: Option<&str>, updated: i64) -> 
            "updatedTime": updated, "attributes": attributes, "crosswalks": crosswalks})
 }
 
-fn event(kind: &str, entity: &Value) -> String {
+/// Reltio's event carrying `entity`, which Reltio then holds as it is (what a fetch returns).
+fn event(w: &World, kind: &str, entity: &Value) -> String {
+    w.reltio
+        .entities
+        .lock()
+        .unwrap()
+        .insert(entity["uri"].as_str().unwrap().to_owned(), entity.clone());
     json!({"type": kind, "object": entity, "updatedTime": entity["updatedTime"]}).to_string()
 }
 
@@ -112,8 +118,8 @@ async fn a_new_golden_record_becomes_one_contact_whose_id_is_written_back_and_it
     let h = run(
         &w,
         &[
-            ("m1", event("ENTITY_CREATED", &created), "ev-1", "1"),
-            ("m2", event("ENTITY_CREATED", &created), "ev-1", "1"),
+            ("m1", event(&w, "ENTITY_CREATED", &created), "ev-1", "1"),
+            ("m2", event(&w, "ENTITY_CREATED", &created), "ev-1", "1"),
         ],
     )
     .await;
@@ -156,7 +162,11 @@ async fn a_new_golden_record_becomes_one_contact_whose_id_is_written_back_and_it
     // Reltio's change event for the write-back: the entity now maps to the Contact with the values just
     // written, a counted no-op (no Salesforce write, no second write-back).
     let echoed = entity("0Abc", Some("Lee"), Some(&contact), 2_000);
-    let h = run(&w, &[("m3", event("ENTITY_CHANGED", &echoed), "ev-2", "2")]).await;
+    let h = run(
+        &w,
+        &[("m3", event(&w, "ENTITY_CHANGED", &echoed), "ev-2", "2")],
+    )
+    .await;
     assert!(failures(&h).is_empty());
     assert_eq!(h.metrics.counter("UnchangedContactsSkipped"), 1);
     assert_eq!(h.metrics.counter("SalesforceCalls"), 0);
@@ -168,7 +178,7 @@ async fn a_new_golden_record_becomes_one_contact_whose_id_is_written_back_and_it
     let renamed = entity("0Abc", Some("Lee-Smith"), Some(&contact), 3_000);
     let h = run(
         &w,
-        &[("m4", event("ENTITY_CHANGED", &renamed), "ev-3", "3")],
+        &[("m4", event(&w, "ENTITY_CHANGED", &renamed), "ev-3", "3")],
     )
     .await;
     assert!(failures(&h).is_empty());
@@ -186,7 +196,7 @@ async fn a_failed_write_back_is_retried_alone_and_never_creates_twice() {
     *w.reltio.down.lock().unwrap() = Some(PortError::Transient("Reltio answered 503".into()));
     let h = run(
         &w,
-        &[("m1", event("ENTITY_CREATED", &created), "ev-1", "1")],
+        &[("m1", event(&w, "ENTITY_CREATED", &created), "ev-1", "1")],
     )
     .await;
     assert_eq!(failures(&h), vec!["m1".to_owned()], "retried");
@@ -197,7 +207,7 @@ async fn a_failed_write_back_is_retried_alone_and_never_creates_twice() {
     *w.reltio.down.lock().unwrap() = None;
     let h = run(
         &w,
-        &[("m1", event("ENTITY_CREATED", &created), "ev-1", "1")],
+        &[("m1", event(&w, "ENTITY_CREATED", &created), "ev-1", "1")],
     )
     .await;
     assert!(failures(&h).is_empty(), "{:?}", failures(&h));
@@ -210,7 +220,7 @@ async fn a_failed_write_back_is_retried_alone_and_never_creates_twice() {
     // Complete now: a third delivery is a duplicate.
     let h = run(
         &w,
-        &[("m1", event("ENTITY_CREATED", &created), "ev-1", "1")],
+        &[("m1", event(&w, "ENTITY_CREATED", &created), "ev-1", "1")],
     )
     .await;
     assert_eq!(h.metrics.counter("SkippedDuplicate"), 1);
@@ -223,7 +233,7 @@ async fn a_record_without_a_required_field_waits_and_a_refused_upsert_is_dead_le
     let nameless = entity("0Abc", None, None, 1_000);
     let h = run(
         &w,
-        &[("m1", event("ENTITY_CREATED", &nameless), "ev-1", "1")],
+        &[("m1", event(&w, "ENTITY_CREATED", &nameless), "ev-1", "1")],
     )
     .await;
     assert!(failures(&h).is_empty());
@@ -231,7 +241,11 @@ async fn a_record_without_a_required_field_waits_and_a_refused_upsert_is_dead_le
     assert!(upserted_ids(&w).is_empty());
     // Once it has a LastName it is created.
     let named = entity("0Abc", Some("Lee"), None, 2_000);
-    let h = run(&w, &[("m2", event("ENTITY_CHANGED", &named), "ev-2", "2")]).await;
+    let h = run(
+        &w,
+        &[("m2", event(&w, "ENTITY_CHANGED", &named), "ev-2", "2")],
+    )
+    .await;
     assert!(failures(&h).is_empty());
     assert_eq!(h.metrics.counter("ContactsCreated"), 1);
 
@@ -244,7 +258,7 @@ async fn a_record_without_a_required_field_waits_and_a_refused_upsert_is_dead_le
     let refused = entity("0Def", Some("Lee"), None, 1_000);
     let h = run(
         &w,
-        &[("m3", event("ENTITY_CREATED", &refused), "ev-3", "1")],
+        &[("m3", event(&w, "ENTITY_CREATED", &refused), "ev-3", "1")],
     )
     .await;
     assert!(failures(&h).is_empty());
@@ -271,7 +285,7 @@ async fn without_create_an_entity_with_no_contact_is_skipped_as_before() {
     let created = entity("0Abc", Some("Lee"), None, 1_000);
     let h = run(
         &w,
-        &[("m1", event("ENTITY_CREATED", &created), "ev-1", "1")],
+        &[("m1", event(&w, "ENTITY_CREATED", &created), "ev-1", "1")],
     )
     .await;
     assert!(failures(&h).is_empty());
@@ -290,7 +304,7 @@ async fn a_thousand_creates_in_batches_of_100_take_10_upsert_calls_and_10_write_
                 let id = format!("0E{batch:02}{i:03}");
                 (
                     format!("m-{id}"),
-                    event("ENTITY_CREATED", &entity(&id, Some("Lee"), None, 1_000)),
+                    event(&w, "ENTITY_CREATED", &entity(&id, Some("Lee"), None, 1_000)),
                     format!("ev-{id}"),
                 )
             })
@@ -308,4 +322,27 @@ async fn a_thousand_creates_in_batches_of_100_take_10_upsert_calls_and_10_write_
     assert_eq!(w.salesforce.upserts.lock().unwrap().len(), 10);
     assert_eq!(w.reltio.posted.lock().unwrap().len(), 10);
     assert_eq!(w.salesforce.external_ids.lock().unwrap().len(), 1_000);
+}
+
+#[tokio::test]
+async fn an_entity_merged_into_one_with_a_contact_before_its_create_is_applied_creates_nothing() {
+    let w = world();
+    // Reltio created X (no Contact), then merged it into W, which has one: X's URI now resolves to W.
+    let created = event(&w, "ENTITY_CREATED", &entity("X", Some("Lee"), None, 1_000));
+    let winner = entity("W", Some("Lee"), Some("003000000000001AAA"), 2_000);
+    w.reltio
+        .entities
+        .lock()
+        .unwrap()
+        .insert("entities/X".into(), winner);
+    let h = run(&w, &[("m1", created, "ev-x", "1")]).await;
+    assert!(failures(&h).is_empty(), "{:?}", failures(&h));
+    assert_eq!(h.metrics.counter("EntitiesReadBeforeCreate"), 1);
+    assert!(upserted_ids(&w).is_empty(), "no Contact created");
+    assert!(w.reltio.posted.lock().unwrap().is_empty());
+    // The winner's Contact gets the golden values instead.
+    assert_eq!(
+        w.salesforce.last("003000000000001AAA").unwrap()["LastName"],
+        "Lee"
+    );
 }

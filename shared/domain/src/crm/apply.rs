@@ -67,6 +67,18 @@ pub async fn apply(
     for item in items.iter_mut() {
         plan_entity(mapping, item);
     }
+    // Entities without a Contact that would be created are read again first (the planner let go of their event's
+    // snapshot): planned from Reltio's current state, a merged one updates its winner's Contact instead.
+    let recheck: Vec<usize> = (0..items.len())
+        .filter(|&i| items[i].fetch_uri().is_some())
+        .collect();
+    if !recheck.is_empty() {
+        report.count("EntitiesReadBeforeCreate", recheck.len() as u64);
+        fetch_snapshots(ports, items, deadline).await;
+        for &i in &recheck {
+            plan_entity(mapping, &mut items[i]);
+        }
+    }
     let order = rounds(items);
     let mut busy = Vec::new();
     let mut held_back = Vec::new();

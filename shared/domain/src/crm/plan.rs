@@ -67,6 +67,8 @@ pub struct Item {
     pub create: Option<CreatePlan>,
     /// The entity was removed in Reltio (`on_delete`).
     pub removal: Option<Removal>,
+    /// The snapshot was read from Reltio (not the event's own).
+    pub fetched: bool,
     /// The snapshot's `updatedTime`, for the end-to-end latency.
     pub event_time: Option<i64>,
     pub merge: Option<LostMerge>,
@@ -114,6 +116,7 @@ pub fn decode(mapping: &CrmMapping, queued: QueuedEvent) -> Item {
         plan: None,
         create: None,
         removal: None,
+        fetched: false,
         event_time: None,
         merge: None,
     };
@@ -223,6 +226,7 @@ pub fn complete(item: &mut Item, fetched: Result<Value, PortError>) {
             let entity = EntitySnapshot::from_entity(entity);
             item.order.snapshot_time = entity.updated_time;
             item.entity = Some(entity);
+            item.fetched = true;
         }
         Err(PortError::Transient(e)) => {
             item.outcome = Some(Outcome::Transient(format!(
@@ -282,11 +286,16 @@ pub fn plan_entity(mapping: &CrmMapping, item: &mut Item) {
         });
         return;
     }
-    match (
-        plan_contacts(mapping, entity),
-        &mapping.create,
-        &item.entity_uri,
-    ) {
+    let contacts = plan_contacts(mapping, entity);
+    if contacts.is_none() && mapping.create.is_some() && !item.fetched {
+        // A Contact is created from the entity as Reltio holds it now, not from the event's snapshot: an entity
+        // created a moment ago is often merged into one that has a Contact by the time its event is applied.
+        item.entity = None;
+        item.entity_uri = None;
+        item.merge = None;
+        return;
+    }
+    match (contacts, &mapping.create, &item.entity_uri) {
         (Some(plan), _, _) => item.plan = Some(plan),
         (None, Some(settings), Some(uri)) => match plan_create(mapping, settings, entity, uri) {
             Ok(plan) => item.create = Some(plan),
