@@ -145,6 +145,13 @@ class ReltioSim:
     def close(self):
         close_all([srv.close for srv in [self.server, *self.listeners]])
 
+    def _stamp(self) -> int:
+        """Now, in epoch ms, strictly after every earlier stamp: two updates within one millisecond keep their
+        order (the contribution updated last wins the golden value, and an entity's updatedTime grows)."""
+        with self.lock:
+            self._last_ms = max(now_ms(), getattr(self, "_last_ms", 0) + 1)
+            return self._last_ms
+
     # ------------------------------------------------------------------ model
     def resolve(self, eid: str) -> Entity | None:
         e = self.entities.get(eid)
@@ -161,7 +168,7 @@ class ReltioSim:
 
     def _changed(self, e: Entity, created: bool):
         e.version += 1
-        e.updated = now_ms()
+        e.updated = self._stamp()
         self.versions.setdefault(e.id, []).append((e.version, e.updated, e.golden_simple()))
         self._emit({"type": "ENTITY_CREATED" if created else "ENTITY_CHANGED", "tenantId": TENANT,
                     "objectVersion": e.version, "updatedTime": e.updated, "object": e.snapshot(),
@@ -192,9 +199,10 @@ class ReltioSim:
         loser.crosswalks = {}
         loser.merged_into = winner.id
         self.merges += 1
-        self.merged_at[winner.id] = now_ms()
+        merged = self._stamp()
+        self.merged_at[winner.id] = merged
         winner.version += 1
-        winner.updated = now_ms()
+        winner.updated = merged
         self.versions.setdefault(winner.id, []).append((winner.version, winner.updated, winner.golden_simple()))
         self._emit({"type": "ENTITY_CHANGED", "tenantId": TENANT, "objectVersion": winner.version,
                     "updatedTime": winner.updated, "object": winner.snapshot(), "ovChanged": True}, winner.uri)
@@ -229,7 +237,7 @@ class ReltioSim:
                 e = Entity(self.seq, etype)
                 self.entities[e.id] = e
                 self.index[key] = e.id
-            ms = now_ms()
+            ms = self._stamp()
             cur = e.crosswalks.get(key)
             before = copy.deepcopy(cur)
             if cur is None:
@@ -287,7 +295,7 @@ class ReltioSim:
         owner = self.resolve(self.index.get(key, ""))
         if owner is not None and owner is not e:
             e = self._merge(e, owner)
-        ms = now_ms()
+        ms = self._stamp()
         cur = e.crosswalks.get(key)
         before = copy.deepcopy(cur)
         if cur is None:
