@@ -90,11 +90,7 @@ fn event(w: &World, kind: &str, entity: &Value) -> String {
 
 /// `(message id, body, event id, object version)`.
 async fn run(world: &World, messages: &[(&str, String, &str, &str)]) -> Handled {
-    let messages: Vec<(&str, &str, &str, &str)> = messages
-        .iter()
-        .map(|(m, body, id, v)| (*m, body.as_str(), *id, *v))
-        .collect();
-    deliver(&world.deps, &messages).await
+    deliver(&world.deps, messages).await
 }
 
 fn upserted_ids(world: &World) -> Vec<String> {
@@ -225,6 +221,29 @@ async fn a_failed_write_back_is_retried_alone_and_never_creates_twice() {
     .await;
     assert_eq!(h.metrics.counter("SkippedDuplicate"), 1);
     assert_eq!(w.reltio.posted.lock().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_write_back_reltio_refuses_for_good_is_dead_lettered_and_its_redrive_writes_back_alone() {
+    let w = world();
+    let created = entity("0Abc", Some("Lee"), None, 1_000);
+    let body = event(&w, "ENTITY_CREATED", &created);
+    *w.reltio.down.lock().unwrap() = Some(PortError::Rejected("Reltio answered 400".into()));
+    let h = run(&w, &[("m1", body.clone(), "ev-1", "1")]).await;
+    assert!(failures(&h).is_empty(), "dead-lettered, not retried");
+    let letters = w.dlq.bodies();
+    assert_eq!(letters.len(), 1);
+    assert!(letters[0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("writing the Contact's crosswalk back to Reltio"));
+    assert!(w.ledger.record("entities/0Abc").created.is_some());
+    // Fixed, the letter redriven (same event id): the write-back alone.
+    *w.reltio.down.lock().unwrap() = None;
+    let h = run(&w, &[("m2", body, "ev-1", "1")]).await;
+    assert!(failures(&h).is_empty());
+    assert_eq!(h.metrics.counter("CrosswalksWrittenBack"), 1);
+    assert_eq!(upserted_ids(&w), vec!["0Abc".to_owned()], "upserted once");
 }
 
 #[tokio::test]

@@ -68,11 +68,7 @@ fn removed(contacts: &[&str], updated: i64) -> String {
 }
 
 async fn run(world: &World, messages: &[(&str, String, &str, &str)]) -> Handled {
-    let messages: Vec<(&str, &str, &str, &str)> = messages
-        .iter()
-        .map(|(m, body, id, v)| (*m, body.as_str(), *id, *v))
-        .collect();
-    deliver(&world.deps, &messages).await
+    deliver(&world.deps, messages).await
 }
 
 #[tokio::test]
@@ -162,6 +158,22 @@ async fn delete_removes_the_contacts_the_ledger_knows_even_without_a_snapshot() 
     let h = run(&w, &[("m4", other, "ev-9", "9")]).await;
     assert_eq!(failures(&h), vec!["m4".to_owned()]);
     assert!(w.dlq.bodies().is_empty());
+    w.salesforce
+        .fail
+        .lock()
+        .unwrap()
+        .insert("003Z".into(), "DELETE_FAILED".into());
+    let again = json!({"type": "ENTITY_REMOVED", "object": {"uri": "entities/E2",
+        "crosswalks": [{"type": SFDC, "value": "003Z"}]}, "updatedTime": 5_000})
+    .to_string();
+    let h = run(&w, &[("m4", again, "ev-9", "9")]).await;
+    assert!(failures(&h).is_empty());
+    let letters = w.dlq.bodies();
+    assert_eq!(letters.len(), 1);
+    assert!(letters[0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("Salesforce rejected a Contact delete: DELETE_FAILED"));
 }
 
 #[tokio::test]

@@ -54,7 +54,7 @@ pub fn fake_config(extra: &[(&'static str, &'static str)]) -> Config {
 /// One SQS batch through the handler, each message `(message id, body, event id, object version)` (an empty
 /// version sends no `objectVersion` attribute).
 #[allow(dead_code)]
-pub async fn deliver(deps: &Deps, messages: &[(&str, &str, &str, &str)]) -> Handled {
+pub async fn deliver<B: AsRef<str>>(deps: &Deps, messages: &[(&str, B, &str, &str)]) -> Handled {
     let attrs: Vec<Vec<(&str, &str)>> = messages
         .iter()
         .map(|(_, _, id, v)| {
@@ -68,7 +68,7 @@ pub async fn deliver(deps: &Deps, messages: &[(&str, &str, &str, &str)]) -> Hand
     let records: Vec<SqsTestMessage> = messages
         .iter()
         .zip(&attrs)
-        .map(|((m, body, _, _), a)| (*m, *body, a.as_slice()))
+        .map(|((m, body, _, _), a)| (*m, body.as_ref(), a.as_slice()))
         .collect();
     let event: SqsEvent = serde_json::from_value(sqs_event(QUEUE_ARN, &records)).unwrap();
     handle(deps, event, Instant::now() + Duration::from_secs(10)).await

@@ -3,7 +3,7 @@
 //! external id (never an `Id`). Each result says whether the record was created (`created`) and its `id`
 //! (Salesforce REST API guide, "Upsert Multiple Records Using sObject Collections"; UpsertResult).
 
-use super::{item_outcome, SObjectType, SalesforceClient, SalesforceError};
+use super::{item_outcome, serialize_record, SalesforceClient, SalesforceError};
 use crate::http;
 use mdm_sync_domain::crm::salesforce::{
     RecordOutcome, RecordUpsert, UpsertOutcome, MAX_COLLECTION,
@@ -142,21 +142,10 @@ struct UpsertRecord<'a>(&'a RecordUpsert);
 
 impl serde::Serialize for UpsertRecord<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
         let r = self.0;
-        let mut record = s.serialize_map(None)?;
-        record.serialize_entry(
-            "attributes",
-            &SObjectType {
-                sobject: &r.sobject,
-            },
-        )?;
-        record.serialize_entry(&r.external_id_field, &r.external_id)?;
-        let own =
-            |n: &str| n == "attributes" || n.eq_ignore_ascii_case("id") || n == r.external_id_field;
-        for (name, value) in r.fields.iter().filter(|(n, _)| !own(n)) {
-            record.serialize_entry(name, value)?;
-        }
-        record.end()
+        let key = (r.external_id_field.as_str(), r.external_id.as_str());
+        serialize_record(s, &r.sobject, key, &r.fields, |n| {
+            n.eq_ignore_ascii_case("id") || n == r.external_id_field
+        })
     }
 }

@@ -523,26 +523,28 @@ struct SObjectType<'a> {
 
 impl serde::Serialize for CollectionsRecord<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
         let r = self.0;
-        let mut record = s.serialize_map(None)?;
-        record.serialize_entry(
-            "attributes",
-            &SObjectType {
-                sobject: &r.sobject,
-            },
-        )?;
-        record.serialize_entry("id", &r.id)?;
-        // `attributes` and `id` are the record's own: a field of that name never overrides them.
-        for (name, value) in r
-            .fields
-            .iter()
-            .filter(|(n, _)| *n != "attributes" && *n != "id")
-        {
-            record.serialize_entry(name, value)?;
-        }
-        record.end()
+        serialize_record(s, &r.sobject, ("id", &r.id), &r.fields, |n| n == "id")
     }
+}
+
+/// A Collections record: its `attributes.type`, its key (`id`, or the external id field with its value), then its
+/// fields, except `attributes` and those `own` names: the record's own, which a field never overrides.
+fn serialize_record<S: serde::Serializer>(
+    s: S,
+    sobject: &str,
+    (key, value): (&str, &str),
+    fields: &Map<String, Value>,
+    own: impl Fn(&str) -> bool,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut record = s.serialize_map(None)?;
+    record.serialize_entry("attributes", &SObjectType { sobject })?;
+    record.serialize_entry(key, value)?;
+    for (name, v) in fields.iter().filter(|(n, _)| *n != "attributes" && !own(n)) {
+        record.serialize_entry(name, v)?;
+    }
+    record.end()
 }
 
 impl Crm for SalesforceClient {

@@ -114,9 +114,9 @@ pub(super) async fn write_back_all(
                 "no time left in this invocation".into(),
             ))
         } else {
+            report.count("ReltioWriteBackCalls", 1);
             writer.post_entities(&refs, true, deadline).await
         };
-        report.count("ReltioWriteBackCalls", 1);
         let mut outcomes = match result {
             Ok(o) => o.into_iter().map(Ok).collect::<Vec<_>>().into_iter(),
             Err(e) => vec![Err(e); chunk.len()].into_iter(),
