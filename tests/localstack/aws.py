@@ -92,7 +92,7 @@ class Resources:
     """Same resources and settings as infra/template.yaml (names prefixed by the local stack name)."""
 
     def __init__(self, moto: Moto, *, shards: int = 2, fifo: bool = False, visibility_timeout: int = 6,
-                 max_receive_count: int = 5, sqs_moto: Moto | None = None):
+                 max_receive_count: int = 10, sqs_moto: Moto | None = None):
         """`sqs_moto`: a second moto_server for every queue (the functions get AWS_ENDPOINT_URL_SQS); default:
         all services on `moto`."""
         self.moto = moto
@@ -152,7 +152,7 @@ class Resources:
                                   KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}])
         return name
 
-    def fan_out(self, *, analytics: bool, visibility_timeout: int, max_receive_count: int = 5):
+    def fan_out(self, *, analytics: bool, visibility_timeout: int, max_receive_count: int = 10):
         """The template's fan-out: the event topic (FIFO with the queues) with the event queue subscribed (raw
         message delivery, `ENTITY_EVENTS_FILTER`); with `analytics`, the analytics queue (+ redrive DLQ) subscribed
         too, the analytics DLQ, the dedup table, Firehose into an S3 bucket (moto: one object per PutRecordBatch,
